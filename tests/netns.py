@@ -1,0 +1,107 @@
+"""Network namespaces for tests: hosts that exist only for one test.
+
+Every name is unique per process and per call, because /var/run/wireguard is
+shared by all namespaces and interface names are limited to 15 characters.
+Everything made here is removed by close(), which also kills whatever still
+runs inside the namespace, so a failing test leaves nothing behind.
+"""
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+_counter = itertools.count()
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test in any process is using: prefix + pid + counter."""
+    name = f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+    assert len(name) <= 15, name
+    return name
+
+
+def have_root() -> bool:
+    return os.geteuid() == 0 and os.path.exists("/dev/net/tun") and shutil.which("ip") is not None
+
+
+class Netns:
+    """One network namespace with loopback up."""
+
+    def __init__(self, prefix: str = "wgcns"):
+        self.name = unique_name(prefix)
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self._popens: list[subprocess.Popen] = []
+        self.run("ip", "link", "set", "lo", "up")
+
+    def run(self, *cmd, check=True, timeout=30, **kw) -> subprocess.CompletedProcess:
+        """Runs cmd inside the namespace and waits for it; text output is captured."""
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        proc = subprocess.run(["ip", "netns", "exec", self.name, *cmd], timeout=timeout, **kw)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
+        return proc
+
+    def popen(self, *cmd, **kw) -> subprocess.Popen:
+        """Starts cmd inside the namespace; close() kills it if it still runs."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], **kw)
+        self._popens.append(proc)
+        return proc
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def close(self):
+        for proc in self._popens:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        # Daemons that forked into the background are found by namespace.
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def veth(a: Netns, b: Netns) -> tuple[str, str]:
+    """A veth cable between two namespaces, both ends up; returns the two names."""
+    end_a, end_b = unique_name("va"), unique_name("vb")
+    subprocess.run(
+        ["ip", "link", "add", end_a, "netns", a.name, "type", "veth", "peer", "name", end_b, "netns", b.name],
+        check=True,
+    )
+    a.run("ip", "link", "set", end_a, "up")
+    b.run("ip", "link", "set", end_b, "up")
+    return end_a, end_b
+
+
+def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
+    """Polls predicate until it is true; fails the test with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def socket_path(iface: str) -> str:
+    return f"/var/run/wireguard/{iface}.sock"
