@@ -1,0 +1,472 @@
+"""The UAPI protocol against a real sans-I/O Device.
+
+The expected values in these tables were taken from Debian's wireguard-go
+v0.0.20220316 (the binary, not its documentation); test_uapi_differential.py
+compares the two directly.
+"""
+import errno
+import ipaddress
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netns import unique_name
+from wgc import _crypto, uapi
+from wgc.device import Device
+
+K1, K2, K3 = ("11" * 32, "22" * 32, "33" * 32)
+PSK = bytes(range(100, 132)).hex()
+ZERO = "0" * 64
+PRIVATE = bytes(range(1, 33))
+OWN_PUBLIC = _crypto.public_key(_crypto.clamp(PRIVATE)).hex()
+
+EINVAL, EPROTO, EIO = -errno.EINVAL, -errno.EPROTO, -errno.EIO
+
+
+@pytest.fixture
+def device():
+    dev = Device(unique_name("uapi"), None, logging.getLogger("test_uapi"))
+    yield dev
+    dev.close()
+
+
+def peer_block(key, psk=ZERO, endpoint=None, keepalive=0, allowed=()):
+    """The lines `get` prints for a peer without traffic."""
+    lines = [f"public_key={key}", f"preshared_key={psk}", "protocol_version=1"]
+    if endpoint is not None:
+        lines.append(f"endpoint={endpoint}")
+    lines += [
+        "last_handshake_time_sec=0",
+        "last_handshake_time_nsec=0",
+        "tx_bytes=0",
+        "rx_bytes=0",
+        f"persistent_keepalive_interval={keepalive}",
+    ]
+    lines += [f"allowed_ip={prefix}" for prefix in allowed]
+    return "".join(line + "\n" for line in lines)
+
+
+# -- parsers ------------------------------------------------------------------------
+
+PREFIXES = [
+    ("10.1.2.3/8", "10.1.2.3", 8),  # host bits are the device's to mask
+    ("1.2.3.4/+8", "1.2.3.4", 8),
+    ("1.2.3.4/08", "1.2.3.4", 8),
+    ("1.2.3.4/-0", "1.2.3.4", 0),
+    ("1.2.3.4/" + "0" * 60 + "8", "1.2.3.4", 8),
+    ("0::0:0/000", "::", 0),
+    ("::1.2.3.4/128", "::102:304", 128),
+    ("::ffff:1.2.3.4/96", "::ffff:1.2.3.4", 96),
+    ("FE80::1/64", "fe80::1", 64),
+    ("1:2:3:4:5:6:1.2.3.4/128", "1:2:3:4:5:6:102:304", 128),
+    ("00000000001::/16", "1::", 16),
+    ("::/0", "::", 0),
+]
+
+
+@pytest.mark.parametrize("text,address,bits", PREFIXES)
+def test_parse_prefix(text, address, bits):
+    packed, cidr = uapi.parse_prefix(text)
+    assert (uapi.format_addr(packed), cidr) == (address, bits)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fe80::1%eth0/64",
+        "01.2.3.4/32",
+        "1.2.3.4",
+        "1.2.3.4/33",
+        "::/129",
+        "1.2.3.4/32 ",
+        " 1.2.3.4/32",
+        "1.2.3.4/",
+        "/8",
+        "1.2.3.4/32/",
+        "-10.0.0.0/8",  # wireguard-go v0.0.20220316 has no "-" removal
+        "1.2.3.4/0x8",
+        "1.2.3.4/1_0",
+        "1.2.3.4/-1",
+        "1.2.3.4/+",
+        "1.2.3.4/" + "9" * 5000,
+        "1.2.3.4/٨",
+        "::ffff:01.2.3.4/128",
+        "1::2::3/64",
+        ":::/64",
+        "1:/64",
+        ":1/64",
+        "::%/64",
+        "1.2.3.4%x/32",
+        "1:2:3:4:5:6:7::8/128",
+        "1:2:3:4:5:6:7:8:9/128",
+        "::1.2.3.4.5/128",
+        "1:2:3:4:5:6:7:1.2.3.4/128",
+        "::12345/128",
+        "::fffff/128",
+        "1.2.3/32",
+        "1.2.3.4.5/32",
+        "256.1.1.1/32",
+        "1..2.3/32",
+        "::ffff:1.2.3/128",
+        "::ffff:1.2.3.4%lo/128",
+    ],
+)
+def test_parse_prefix_refuses(text):
+    with pytest.raises(uapi.UAPIError) as refused:
+        uapi.parse_prefix(text)
+    assert refused.value.errno == EINVAL
+
+
+ENDPOINTS = [
+    ("1.2.3.4:5", "1.2.3.4", 5, "1.2.3.4:5"),
+    ("1.2.3.4:0", "1.2.3.4", 0, "1.2.3.4:0"),
+    ("1.2.3.4:05", "1.2.3.4", 5, "1.2.3.4:5"),
+    ("0.0.0.0:20", "0.0.0.0", 20, "0.0.0.0:20"),
+    ("[::1]:5", "::1", 5, "[::1]:5"),
+    ("[fe80::1%lo]:6", "fe80::1%1", 6, "[fe80::1]:6"),
+    ("[fe80::1%7]:7", "fe80::1%7", 7, "[fe80::1]:7"),
+    ("[fe80::1%0]:7", "fe80::1", 7, "[fe80::1]:7"),
+    ("[2001:db8::1%4294967295]:16", "2001:db8::1%4294967295", 16, "[2001:db8::1]:16"),
+    ("[::ffff:1.2.3.4]:9", "::ffff:1.2.3.4", 9, "[::ffff:1.2.3.4]:9"),
+    ("[FE80::ABCD]:10", "fe80::abcd", 10, "[fe80::abcd]:10"),
+    ("[::1.2.3.4]:11", "::102:304", 11, "[::102:304]:11"),
+    ("[0:0:0:0:0:0:0:0]:12", "::", 12, "[::]:12"),
+    ("[1:0:0:1:0:0:0:1]:13", "1:0:0:1::1", 13, "[1:0:0:1::1]:13"),
+    ("[1:0:1:0:1:0:1:0]:14", "1:0:1:0:1:0:1:0", 14, "[1:0:1:0:1:0:1:0]:14"),
+    ("[0001:0002::]:15", "1:2::", 15, "[1:2::]:15"),
+]
+
+
+@pytest.mark.parametrize("text,host,port,shown", ENDPOINTS)
+def test_parse_endpoint(text, host, port, shown):
+    assert uapi.parse_endpoint(text) == (host, port)
+    assert uapi.format_endpoint(host, port) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.2.3.4:65536",
+        "1.2.3.4:+5",
+        "1.2.3.4:5 ",
+        "::1:5",
+        "[1.2.3.4]:5",
+        "[fe80::1%no-such-interface]:8",
+        "[fe80::1%99999999999]:8",
+        "[2001:db8::1%4294967296]:17",
+        "[fe80::1%]:5",
+        "host:5",
+        "[::1]:",
+        ":5",
+        "1.2.3.4",
+        "[::1]5",
+        "[:5",
+        "1.2.3.4%lo:5",
+    ],
+)
+def test_parse_endpoint_refuses(text):
+    with pytest.raises(uapi.UAPIError) as refused:
+        uapi.parse_endpoint(text)
+    assert refused.value.errno == EINVAL
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_ipv6_text_round_trips_like_rfc5952(packed):
+    text = uapi.format_addr(packed)
+    assert uapi.parse_addr(text) == (packed, "")
+    if packed[:12] != bytes(10) + b"\xff\xff":  # Go prints these dotted, Python 3.11 does not
+        assert text == ipaddress.IPv6Address(packed).compressed
+
+
+@given(st.binary(min_size=4, max_size=4))
+def test_ipv4_text_round_trips(packed):
+    text = uapi.format_addr(packed)
+    assert text == str(ipaddress.IPv4Address(packed))
+    assert uapi.parse_addr(text) == (packed, "")
+
+
+@pytest.mark.parametrize(
+    "text,bits,value",
+    [("0", 16, 0), ("05", 16, 5), ("65535", 16, 65535), ("4294967295", 32, 4294967295), ("0" * 100 + "1", 16, 1)],
+)
+def test_parse_uint(text, bits, value):
+    assert uapi.parse_uint(text, bits) == value
+
+
+@pytest.mark.parametrize(
+    "text,bits", [("65536", 16), ("+5", 16), ("-0", 16), (" 5", 16), ("0x10", 16), ("", 16), ("1_0", 16), ("١", 16), ("4294967296", 32)]
+)
+def test_parse_uint_refuses(text, bits):
+    with pytest.raises(uapi.UAPIError):
+        uapi.parse_uint(text, bits)
+
+
+def test_parse_key_takes_either_case():
+    assert uapi.parse_key("Ab" * 32) == b"\xab" * 32
+    for bad in ("a" * 63, "a" * 65, "g" * 64, " " + "a" * 63, "a" * 62 + " a", ""):
+        with pytest.raises(uapi.UAPIError):
+            uapi.parse_key(bad)
+
+
+# -- set and get on a device ----------------------------------------------------------
+
+
+def test_fresh_device_gets_nothing(device):
+    assert uapi.handle_get(device) == ""
+
+
+# (name, request lines, errno, the `get` that follows)
+SET_CASES = [
+    ("private key clamped, upper case", [f"private_key={'F' * 64}"], 0, f"private_key=f8{'f' * 60}7f\n"),
+    ("private key cleared", [f"private_key={PRIVATE.hex()}", f"private_key={ZERO}"], 0, ""),
+    ("listen port with leading zero", ["listen_port=05"], 0, "listen_port=5\n"),
+    ("listen port 65535", ["listen_port=65535"], 0, "listen_port=65535\n"),
+    ("listen port 0 is omitted", ["listen_port=9", "listen_port=0"], 0, ""),
+    ("fwmark is decimal", ["fwmark=010"], 0, "fwmark=10\n"),
+    ("fwmark is a u32", ["fwmark=4294967295"], 0, "fwmark=4294967295\n"),
+    ("fwmark 0 clears", ["fwmark=7", "fwmark=0"], 0, ""),
+    ("device keys in order", ["fwmark=3", "listen_port=4", f"private_key={'F' * 64}"], 0,
+     f"private_key=f8{'f' * 60}7f\nlisten_port=4\nfwmark=3\n"),
+    ("stops at the blank line", ["fwmark=1", "", "fwmark=2"], 0, "fwmark=1\n"),
+    ("CR is part of the value", ["fwmark=4\r"], EINVAL, ""),
+    # malformed device lines: every one refused, the ones before it applied
+    ("listen port with sign", ["listen_port=+5"], EINVAL, ""),
+    ("listen port in hex", ["listen_port=0x10"], EINVAL, ""),
+    ("listen port too big", ["listen_port=65536"], EINVAL, ""),
+    ("listen port empty", ["listen_port="], EINVAL, ""),
+    ("listen port with space", ["listen_port= 5"], EINVAL, ""),
+    ("listen port Arabic digit", ["listen_port=١"], EINVAL, ""),
+    ("fwmark too big", ["fwmark=4294967296"], EINVAL, ""),
+    ("fwmark negative", ["fwmark=-1"], EINVAL, ""),
+    ("private key short", [f"private_key={'a' * 63}"], EINVAL, ""),
+    ("private key long", [f"private_key={'a' * 66}"], EINVAL, ""),
+    ("private key not hex", [f"private_key={'g' * 64}"], EINVAL, ""),
+    ("replace_peers needs true", ["replace_peers=TRUE"], EINVAL, ""),
+    ("line without =", ["listen_port"], EPROTO, ""),
+    ("empty key", ["=5"], EINVAL, ""),
+    ("value with =", ["listen_port=7=8"], EINVAL, ""),
+    ("keys are case sensitive", ["Listen_port=7"], EINVAL, ""),
+    ("peer key before a public key", ["allowed_ip=1.2.3.4/32"], EINVAL, ""),
+    ("protocol_version before a public key", ["protocol_version=1"], EINVAL, ""),
+    ("not transactional", ["fwmark=5", "fwmark=bogus", "fwmark=6"], EINVAL, "fwmark=5\n"),
+    ("nothing after an error", ["fwmark=5", "bogus", "fwmark=6"], EPROTO, "fwmark=5\n"),
+    # peers
+    (
+        "peer with every key",
+        [
+            f"public_key={K1.upper()}",
+            f"preshared_key={PSK.upper()}",
+            "endpoint=[2001:db8::1]:51820",
+            "persistent_keepalive_interval=25",
+            "allowed_ip=10.1.2.3/8",
+            "allowed_ip=::1.2.3.4/128",
+            "allowed_ip=192.168.1.77/24",
+            "allowed_ip=FE80::1/64",
+            "allowed_ip=::ffff:1.2.3.4/96",
+            "protocol_version=1",
+        ],
+        0,
+        peer_block(
+            K1,
+            psk=PSK,
+            endpoint="[2001:db8::1]:51820",
+            keepalive=25,
+            allowed=["10.0.0.0/8", "::102:304/128", "192.168.1.0/24", "fe80::/64", "::ffff:0.0.0.0/96"],
+        ),
+    ),
+    ("IPv4 endpoint", [f"public_key={K1}", "endpoint=1.2.3.4:05"], 0, peer_block(K1, endpoint="1.2.3.4:5")),
+    ("scoped endpoint", [f"public_key={K1}", "endpoint=[fe80::1%lo]:6"], 0, peer_block(K1, endpoint="[fe80::1]:6")),
+    ("peers in creation order", [f"public_key={K2}", f"public_key={K1}"], 0, peer_block(K2) + peer_block(K1)),
+    ("device key in a peer section", [f"public_key={K1}", "listen_port=5"], EINVAL, peer_block(K1)),
+    ("unknown peer key", [f"public_key={K1}", "bogus=1"], EINVAL, peer_block(K1)),
+    ("public key short", [f"public_key={'a' * 63}", "allowed_ip=9.0.0.0/8"], EINVAL, ""),
+    ("public key odd", [f"public_key={'a' * 62}"], EINVAL, ""),
+    ("public key empty", ["public_key="], EINVAL, ""),
+    ("protocol version 2", [f"public_key={K1}", "protocol_version=2"], EINVAL, peer_block(K1)),
+    ("protocol version 01", [f"public_key={K1}", "protocol_version=01"], EINVAL, peer_block(K1)),
+    ("keepalive too big", [f"public_key={K1}", "persistent_keepalive_interval=65536"], EINVAL, peer_block(K1)),
+    ("keepalive with sign", [f"public_key={K1}", "persistent_keepalive_interval=+1"], EINVAL, peer_block(K1)),
+    ("preshared key zero clears", [f"public_key={K1}", f"preshared_key={PSK}", f"preshared_key={ZERO}"], 0, peer_block(K1)),
+    ("preshared key not hex", [f"public_key={K1}", "preshared_key=zz"], EINVAL, peer_block(K1)),
+    ("endpoint without port", [f"public_key={K1}", "endpoint=1.2.3.4"], EINVAL, peer_block(K1)),
+    ("endpoint host name", [f"public_key={K1}", "endpoint=host:5"], EINVAL, peer_block(K1)),
+    ("allowed ip with - is malformed", [f"public_key={K1}", "allowed_ip=-10.0.0.0/8"], EINVAL, peer_block(K1)),
+    ("allowed ip with zone", [f"public_key={K1}", "allowed_ip=fe80::1%lo/64"], EINVAL, peer_block(K1)),
+    (
+        "re-adding an allowed ip moves it last",
+        [f"public_key={K1}", "allowed_ip=10.0.0.0/8", "allowed_ip=::1/128", "allowed_ip=10.0.0.0/8"],
+        0,
+        peer_block(K1, allowed=["::1/128", "10.0.0.0/8"]),
+    ),
+    (
+        "allowed ips move between peers",
+        [f"public_key={K1}", "allowed_ip=10.0.0.0/8", "allowed_ip=10.1.0.0/16", f"public_key={K2}", "allowed_ip=10.0.0.0/8"],
+        0,
+        peer_block(K1, allowed=["10.1.0.0/16"]) + peer_block(K2, allowed=["10.0.0.0/8"]),
+    ),
+    (
+        "replace_allowed_ips",
+        [f"public_key={K1}", "allowed_ip=1.0.0.0/8", "replace_allowed_ips=true", "allowed_ip=2.0.0.0/8"],
+        0,
+        peer_block(K1, allowed=["2.0.0.0/8"]),
+    ),
+    ("replace_allowed_ips needs true", [f"public_key={K1}", "allowed_ip=1.0.0.0/8", "replace_allowed_ips=1"], EINVAL,
+     peer_block(K1, allowed=["1.0.0.0/8"])),
+    ("update_only keeps a new peer out", [f"public_key={K1}", "update_only=true", "allowed_ip=1.0.0.0/8"], 0, ""),
+    ("update_only later removes the new peer", [f"public_key={K1}", "allowed_ip=1.0.0.0/8", "update_only=true"], 0, ""),
+    ("update_only needs true", [f"public_key={K1}", "update_only=false"], EINVAL, peer_block(K1)),
+    ("remove", [f"public_key={K1}", f"public_key={K2}", f"public_key={K1}", "remove=true", "allowed_ip=3.0.0.0/8"], 0,
+     peer_block(K2)),
+    ("a removed peer's lines are still checked", [f"public_key={K1}", "remove=true", "endpoint=bad"], EINVAL, ""),
+    ("remove needs true", [f"public_key={K1}", "remove=yes"], EINVAL, peer_block(K1)),
+    (
+        "our own public key is a dummy",
+        [f"private_key={PRIVATE.hex()}", f"public_key={OWN_PUBLIC}", "allowed_ip=4.0.0.0/8", "persistent_keepalive_interval=5"],
+        0,
+        f"private_key={_crypto.clamp(PRIVATE).hex()}\n",
+    ),
+    ("the dummy's lines are still checked", [f"private_key={PRIVATE.hex()}", f"public_key={OWN_PUBLIC}", "endpoint=bad"],
+     EINVAL, f"private_key={_crypto.clamp(PRIVATE).hex()}\n"),
+    ("with no private key, the zero key is our own", [f"public_key={ZERO}", "allowed_ip=6.0.0.0/8"], 0, ""),
+]
+
+
+@pytest.mark.parametrize("lines,status,state", [c[1:] for c in SET_CASES], ids=[c[0] for c in SET_CASES])
+def test_set(device, lines, status, state):
+    assert uapi.handle_set(device, lines) == status
+    assert uapi.handle_get(device) == state
+
+
+def test_set_takes_bytes(device):
+    assert uapi.handle_set(device, [b"fwmark=7", b"listen_port=\xd9\xa1"]) == EINVAL
+    assert uapi.handle_get(device) == "fwmark=7\n"
+
+
+def test_a_new_private_key_removes_the_peer_with_its_public_key(device):
+    assert uapi.handle_set(device, [f"public_key={OWN_PUBLIC}", f"public_key={K1}"]) == 0
+    assert uapi.handle_set(device, [f"private_key={PRIVATE.hex()}"]) == 0
+    assert uapi.handle_get(device) == f"private_key={_crypto.clamp(PRIVATE).hex()}\n" + peer_block(K1)
+
+
+def test_replace_peers(device):
+    assert uapi.handle_set(device, [f"public_key={K1}", f"public_key={K2}"]) == 0
+    assert uapi.handle_set(device, ["replace_peers=true", "fwmark=1"]) == 0
+    assert uapi.handle_get(device) == "fwmark=1\n"
+
+
+def test_update_only_changes_an_existing_peer(device):
+    assert uapi.handle_set(device, [f"public_key={K1}"]) == 0
+    assert uapi.handle_set(device, [f"public_key={K1}", "update_only=true", "allowed_ip=3.0.0.0/8"]) == 0
+    assert uapi.handle_get(device) == peer_block(K1, allowed=["3.0.0.0/8"])
+
+
+def test_peer_limit(device):
+    """wireguard-go refuses the 65537th peer with EINVAL."""
+    keys = [i.to_bytes(32, "big").hex() for i in range(1, 65538)]
+    assert uapi.handle_set(device, [f"public_key={key}" for key in keys[:65536]]) == 0
+    assert uapi.handle_set(device, [f"public_key={keys[65536]}"]) == EINVAL
+    assert len(device.peers()) == 65536
+    # An existing peer can still be changed.
+    assert uapi.handle_set(device, [f"public_key={keys[0]}", "allowed_ip=1.0.0.0/8"]) == 0
+
+
+# -- the connection -----------------------------------------------------------------
+
+
+def exchange(device, data: bytes, timeout: float = 30.0) -> bytes:
+    """Sends data on a fresh connection, half-closes it, and returns all
+    that comes back before serve_connection closes its end."""
+    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker = threading.Thread(target=uapi.serve_connection, args=(device, server))
+    worker.start()
+    try:
+        client.settimeout(timeout)
+        try:
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed before it read everything; what it replied is still there
+        received = b""
+        while chunk := client.recv(1 << 20):
+            received += chunk
+        return received
+    finally:
+        client.close()
+        worker.join(timeout)
+        assert not worker.is_alive()
+
+
+GET = b"get=1\n\n"
+
+CONNECTION_CASES = [
+    ("get", GET, b"errno=0\n\n"),
+    ("several requests", b"set=1\nfwmark=1\n\n" + GET + GET, b"errno=0\n\n" + b"fwmark=1\nerrno=0\n\n" * 2),
+    ("get then a character", b"get=1\nx" + GET, b"errno=-22\n\nerrno=0\n\n"),
+    ("get then another get", b"get=1\nget=1\n\n", b"errno=-22\n\n"),  # "et=1" is no operation
+    ("get cut short", b"get=1\n", b""),
+    ("get without its line end", b"get=1", b""),
+    ("unknown operation", b"GET=1\n\n", b""),
+    ("unknown operation after a request", GET + b"set=2\n\n" + GET, b"errno=0\n\n"),
+    ("operation with CR", b"get=1\r\n\r\n", b""),
+    ("huge operation line", b"x" * 200000 + b"\n" + GET, b""),
+    ("set with CRLF", b"set=1\r\nfwmark=7\r\n\r\n" + GET, b"errno=0\n\nfwmark=7\nerrno=0\n\n"),
+    ("set ended by the stream", b"set=1\nfwmark=11", b"errno=0\n\n"),
+    ("set ended by the stream after CR", b"set=1\nfwmark=12\r", b"errno=0\n\n"),
+    ("set of nothing", b"set=1\n", b"errno=0\n\n"),
+    ("error, then the next request", b"set=1\nbogus=1\nfwmark=9\n\n" + GET, b"errno=-22\n\nerrno=0\n\n"),
+    ("missing =", b"set=1\nfwmark\n\n", b"errno=-71\n\n"),
+    ("longest line", b"set=1\nx=" + b"y" * 65533 + b"\n\n" + GET, b"errno=-22\n\nerrno=0\n\n"),
+    # Past 64 KiB wireguard-go's scanner fails (EIO) and the rest of the line
+    # is read as an operation line: here the blank one, which closes.
+    ("line too long", b"set=1\nfwmark=14\nx=" + b"y" * 65534 + b"\n\n" + GET, b"errno=-5\n\n"),
+    ("line too long with CR", b"set=1\nx=" + b"y" * 65533 + b"\r\n\n", b"errno=-5\n\n"),
+    ("too long at the end", b"set=1\nx=" + b"y" * 65534, b"errno=-5\n\n"),
+    ("longest at the end", b"set=1\nx=" + b"y" * 65533, b"errno=-22\n\n"),
+    ("the rest of a too long line is an operation", b"set=1\nx=" + b"y" * 65534 + b"get=1\n\n",
+     b"errno=-5\n\nerrno=0\n\n"),
+]
+
+
+@pytest.mark.parametrize("data,reply", [c[1:] for c in CONNECTION_CASES], ids=[c[0] for c in CONNECTION_CASES])
+def test_connection(device, data, reply):
+    assert exchange(device, data) == reply
+
+
+def test_connection_applies_lines_before_a_too_long_one(device):
+    assert exchange(device, b"set=1\nfwmark=14\nx=" + b"y" * 70000 + b"\n\n") == b"errno=-5\n\n"
+    assert uapi.handle_get(device) == "fwmark=14\n"
+
+
+def test_set_holds_the_device_lock(device):
+    """A set waits for the device lock, so it never runs beside the control loop."""
+    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker = threading.Thread(target=uapi.serve_connection, args=(device, server))
+    with device.lock:
+        worker.start()
+        client.sendall(b"set=1\nfwmark=3\n\n")
+        time.sleep(0.2)
+        assert device.fwmark == 0
+    client.settimeout(10)
+    assert client.recv(100) == b"errno=0\n\n"
+    assert device.fwmark == 3
+    client.close()
+    worker.join(10)
+
+
+def test_hundred_thousand_allowed_ips(device):
+    """wg(8) sends a whole configuration in one request; 100,000 allowed IPs
+    must apply in a few seconds, reading and parsing included."""
+    prefixes = [f"10.{i >> 8 & 0xFF}.{i & 0xFF}.0/24" for i in range(65536)]
+    prefixes += [f"fd00::{i:x}:0/112" for i in range(1, 100001 - 65536)]
+    request = f"set=1\npublic_key={K1}\n" + "".join(f"allowed_ip={p}\n" for p in prefixes) + "\n"
+    started = time.monotonic()
+    assert exchange(device, request.encode()) == b"errno=0\n\n"
+    elapsed = time.monotonic() - started
+    print(f"100,000 allowed IPs applied in {elapsed:.2f} s")
+    assert elapsed < 5.0
+    assert uapi.handle_get(device) == peer_block(K1, allowed=prefixes)
