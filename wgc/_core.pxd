@@ -1,0 +1,150 @@
+# The data plane: peers, keypairs, transport encryption and decryption, the
+# staged-packet queues and the epoll loop over the TUN and UDP sockets.
+#
+# Concurrency: one data-plane thread runs Core.run() with the GIL released.
+# Everything it touches is guarded by Core.mutex, which it holds for one batch
+# at a time (never while waiting in epoll).  The control plane (Python) takes
+# the same mutex for every change, so it never sees a half-processed batch.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from wgc._replay cimport ReplayWindow
+from wgc._timers cimport Timers
+from wgc._trie cimport AllowedIPs
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+
+cdef enum:
+    BATCH = 64                 # packets per recvmmsg/sendmmsg and per TUN burst
+    SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
+    HANDSHAKE_MAX = 148        # the largest handshake message (an initiation)
+    EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
+
+# A UDP endpoint in a form independent of sockaddr layouts; family 0 = none.
+cdef struct Endpoint:
+    uint16_t family
+    uint16_t port              # host order
+    uint32_t scope_id
+    uint8_t addr[16]           # 4 bytes used for AF_INET
+
+cdef struct Peer
+
+cdef struct Keypair:
+    uint8_t send_key[32]
+    uint8_t recv_key[32]
+    uint64_t send_counter      # next nonce to use
+    int64_t created            # monotonic ns
+    uint32_t local_index
+    uint32_t remote_index
+    bint is_initiator
+    bint can_send              # a responder's keypair sends only once confirmed
+    Peer *peer
+    ReplayWindow replay
+
+cdef struct Staged:
+    Staged *next
+    uint32_t length
+    # the packet follows the struct
+
+cdef struct Peer:
+    uint32_t slot
+    Keypair *current
+    Keypair *previous
+    Keypair *next
+    Endpoint endpoint
+    uint64_t tx_bytes
+    uint64_t rx_bytes
+    int64_t last_handshake_sec     # wall clock
+    int64_t last_handshake_nsec
+    Timers timers
+    uint32_t events                # EVENT_* bits not yet seen by the control plane
+    Staged *staged_head
+    Staged *staged_tail
+    uint32_t staged_count
+
+cdef struct IndexEntry:
+    uint32_t index
+    Keypair *keypair               # NULL = empty slot
+
+cdef struct IndexTable:            # open addressing, linear probing
+    IndexEntry *slots
+    uint32_t mask
+    uint32_t count
+
+cdef struct HandshakeMsg:
+    uint32_t length
+    Endpoint source
+    uint8_t data[HANDSHAKE_MAX]
+
+cdef struct OutPacket:             # an encrypted packet waiting for sendmmsg
+    uint8_t *data
+    uint32_t length
+    Endpoint destination
+    Peer *peer                     # whose tx_bytes it counts toward
+
+cdef struct Captured:              # a packet that would have left (sans-I/O mode)
+    uint8_t to_tun
+    Endpoint destination
+    uint32_t length
+    uint8_t *data
+
+
+cdef class Core:
+    cdef pthread_mutex_t mutex
+    cdef AllowedIPs allowed_ips
+    cdef Peer **peers
+    cdef uint32_t peers_capacity
+    cdef uint32_t peer_count
+    cdef IndexTable index
+    cdef uint32_t mtu
+    cdef uint32_t staged_total
+
+    # control-plane queues: handshake messages and peers with events
+    cdef HandshakeMsg *handshakes
+    cdef uint32_t handshakes_head, handshakes_count
+    cdef uint32_t *event_slots
+    cdef uint32_t events_head, events_count
+    cdef int64_t control_wake      # when the control loop will next look at timers
+    cdef bint tun_gone
+
+    # I/O (all -1 in sans-I/O mode)
+    cdef int tun_fd, udp4_fd, udp6_fd, epoll_fd, stop_fd, notify_fd
+    cdef bint stopping
+    cdef bint capture
+    cdef Captured *captured
+    cdef uint32_t captured_count
+
+    # batch buffers
+    cdef uint8_t *tx_slots         # TUN reads, encrypted in place into out
+    cdef uint8_t *rx_slots         # recvmmsg, decrypted in place
+    cdef uint8_t *out_slots
+    cdef OutPacket out[BATCH]
+    cdef uint32_t out_count
+
+    # internal steps (Cython wants every C method declared here)
+    cdef void _lock(self) noexcept
+    cdef void _unlock(self) noexcept
+    cdef Peer *_peer(self, uint32_t slot) except NULL
+    cdef void _watch(self, int fd) except *
+    cdef void _unwatch(self, int fd) noexcept
+    cdef void _notify(self) noexcept nogil
+    cdef void _peer_event(self, Peer *p, uint32_t bits) noexcept nogil
+    cdef void _drop_event_slot(self, uint32_t slot) noexcept
+    cdef void _timers_changed(self, Peer *p) noexcept nogil
+    cdef void _want_handshake(self, Peer *p) noexcept nogil
+    cdef uint8_t *_out_buffer(self) noexcept nogil
+    cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
+    cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
+    cdef void _flush(self) noexcept nogil
+    cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
+    cdef void _seal(self, Peer *p, Keypair *kp, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
+    cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil
+    cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil
+    cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil
+    cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
+    cdef void _queue_handshake(self, const uint8_t *data, uint32_t length, const Endpoint *source) noexcept nogil
+    cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
+    cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
+    cdef bint _tun_readable(self) noexcept nogil
+    cdef void _udp_readable(self, int fd) noexcept nogil
+    cdef void _loop(self) noexcept nogil

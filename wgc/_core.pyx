@@ -1,0 +1,1356 @@
+# cython: language_level=3
+"""The data plane (see _core.pxd for the locking rule).
+
+Packets from the TUN are routed by allowed IPs to a peer, encrypted with its
+current keypair and sent; packets from UDP are decrypted, checked against the
+replay window and the allowed IPs of their peer, and written to the TUN.
+Handshake messages are only queued here: the control plane (wgc.device)
+handles them in Python and installs the resulting keypairs.
+
+The same nogil functions serve the epoll loop and the sans-I/O entry points
+(inject_tun, inject_udp), which the protocol tests drive with a fake clock.
+"""
+from libc.errno cimport errno, EAGAIN, EINTR
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset, memcmp
+from posix.unistd cimport read, write, close
+
+from wgc._crypto cimport aead_seal, aead_open, random_u64, wipe
+from wgc._replay cimport replay_reset, replay_accept
+from wgc._timers cimport *
+from wgc._trie cimport AllowedIPs
+
+import socket
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t:
+        int fd
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
+    int EPOLL_CLOEXEC
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #include <netinet/in.h>
+    union wgc_sockaddr {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    };
+    """
+    ctypedef unsigned int socklen_t
+    struct in_addr:
+        uint32_t s_addr
+    struct in6_addr:
+        uint8_t s6_addr[16]
+    struct sockaddr:
+        uint16_t sa_family
+    struct sockaddr_in:
+        uint16_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        uint16_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    union wgc_sockaddr:
+        sockaddr sa
+        sockaddr_in v4
+        sockaddr_in6 v6
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout) nogil
+    int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags) nogil
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t len) nogil
+    uint16_t htons(uint16_t) nogil
+    uint16_t ntohs(uint16_t) nogil
+    int AF_INET
+    int AF_INET6
+    int MSG_DONTWAIT
+
+# ---- constants ------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #define WGC_REKEY_AFTER_MESSAGES (1ULL << 60)
+    #define WGC_REJECT_AFTER_MESSAGES (UINT64_MAX - (1ULL << 13))
+    """
+    const uint64_t REKEY_AFTER_MESSAGES "WGC_REKEY_AFTER_MESSAGES"
+    const uint64_t REJECT_AFTER_MESSAGES "WGC_REJECT_AFTER_MESSAGES"
+
+cdef enum:
+    MESSAGE_TRANSPORT = 4
+    HEADER_LEN = 16
+    TAG_LEN = 16
+    MAX_STAGED_PER_PEER = 128
+    MAX_STAGED_TOTAL = 4096          # bounds memory whatever the number of peers
+    HANDSHAKE_QUEUE = 1024
+    CAPTURE_MAX = 4096
+    MIN_PEERS_CAPACITY = 16
+
+
+cdef inline uint32_t load_le32(const uint8_t *p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+cdef inline void store_le32(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xff
+    p[1] = (v >> 8) & 0xff
+    p[2] = (v >> 16) & 0xff
+    p[3] = (v >> 24) & 0xff
+
+cdef inline uint64_t load_le64(const uint8_t *p) noexcept nogil:
+    return load_le32(p) | (<uint64_t>load_le32(p + 4) << 32)
+
+cdef inline void store_le64(uint8_t *p, uint64_t v) noexcept nogil:
+    store_le32(p, <uint32_t>v)
+    store_le32(p + 4, <uint32_t>(v >> 32))
+
+cdef inline uint16_t load_be16(const uint8_t *p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+
+cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    mono[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+    clock_gettime(CLOCK_REALTIME, &ts)
+    wall[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+
+
+cdef inline int64_t jitter() noexcept nogil:
+    return <int64_t>(random_u64() % <uint64_t>JITTER_MAX_NS)
+
+
+# ---- endpoints ------------------------------------------------------------
+
+cdef inline bint endpoint_equal(const Endpoint *a, const Endpoint *b) noexcept nogil:
+    if a.family != b.family or a.port != b.port:
+        return False
+    if a.family == AF_INET:
+        return memcmp(a.addr, b.addr, 4) == 0
+    return a.scope_id == b.scope_id and memcmp(a.addr, b.addr, 16) == 0
+
+cdef socklen_t endpoint_to_sockaddr(const Endpoint *e, wgc_sockaddr *sa) noexcept nogil:
+    memset(sa, 0, sizeof(wgc_sockaddr))
+    if e.family == AF_INET:
+        sa.v4.sin_family = AF_INET
+        sa.v4.sin_port = htons(e.port)
+        memcpy(&sa.v4.sin_addr, e.addr, 4)
+        return sizeof(sockaddr_in)
+    sa.v6.sin6_family = AF_INET6
+    sa.v6.sin6_port = htons(e.port)
+    memcpy(sa.v6.sin6_addr.s6_addr, e.addr, 16)
+    sa.v6.sin6_scope_id = e.scope_id
+    return sizeof(sockaddr_in6)
+
+cdef void endpoint_from_sockaddr(Endpoint *e, const wgc_sockaddr *sa) noexcept nogil:
+    memset(e, 0, sizeof(Endpoint))
+    if sa.sa.sa_family == AF_INET:
+        e.family = AF_INET
+        e.port = ntohs(sa.v4.sin_port)
+        memcpy(e.addr, &sa.v4.sin_addr, 4)
+    elif sa.sa.sa_family == AF_INET6:
+        e.family = AF_INET6
+        e.port = ntohs(sa.v6.sin6_port)
+        memcpy(e.addr, sa.v6.sin6_addr.s6_addr, 16)
+        e.scope_id = sa.v6.sin6_scope_id
+
+cdef int endpoint_from_python(Endpoint *e, object address) except -1:
+    """(host, port[, flowinfo, scope_id]) with a numeric host -> Endpoint."""
+    memset(e, 0, sizeof(Endpoint))
+    host, port = address[0], address[1]
+    if not 0 <= port <= 65535:
+        raise ValueError("port out of range")
+    try:
+        packed = socket.inet_pton(socket.AF_INET, host)
+        e.family = AF_INET
+    except OSError:
+        packed = socket.inet_pton(socket.AF_INET6, host)  # raises for non-numeric hosts
+        e.family = AF_INET6
+        if len(address) > 3:
+            e.scope_id = address[3]
+    memcpy(e.addr, <const char *>packed, len(packed))
+    e.port = port
+    return 0
+
+cdef object endpoint_to_python(const Endpoint *e):
+    if e.family == AF_INET:
+        return (socket.inet_ntop(socket.AF_INET, e.addr[:4]), e.port)
+    if e.family == AF_INET6:
+        return (socket.inet_ntop(socket.AF_INET6, e.addr[:16]), e.port, 0, e.scope_id)
+    return None
+
+
+# ---- the receiver-index table ---------------------------------------------
+
+cdef inline uint32_t index_hash(uint32_t index) noexcept nogil:
+    return index * 2654435761u
+
+cdef Keypair *index_find(IndexTable *t, uint32_t index) noexcept nogil:
+    cdef uint32_t i = index_hash(index) & t.mask
+    while t.slots[i].keypair != NULL:
+        if t.slots[i].index == index:
+            return t.slots[i].keypair
+        i = (i + 1) & t.mask
+    return NULL
+
+cdef int index_grow(IndexTable *t) noexcept nogil:
+    cdef IndexEntry *old = t.slots
+    cdef uint32_t old_size = t.mask + 1, i, j
+    cdef uint32_t size = old_size * 2
+    cdef IndexEntry *slots = <IndexEntry *>calloc(size, sizeof(IndexEntry))
+    if slots == NULL:
+        return -1
+    t.slots = slots
+    t.mask = size - 1
+    for i in range(old_size):
+        if old[i].keypair != NULL:
+            j = index_hash(old[i].index) & t.mask
+            while slots[j].keypair != NULL:
+                j = (j + 1) & t.mask
+            slots[j] = old[i]
+    free(old)
+    return 0
+
+cdef int index_insert(IndexTable *t, uint32_t index, Keypair *keypair) noexcept nogil:
+    if (t.count + 1) * 2 > t.mask + 1 and index_grow(t) != 0:
+        return -1
+    cdef uint32_t i = index_hash(index) & t.mask
+    while t.slots[i].keypair != NULL:
+        i = (i + 1) & t.mask
+    t.slots[i].index = index
+    t.slots[i].keypair = keypair
+    t.count += 1
+    return 0
+
+cdef void index_remove(IndexTable *t, uint32_t index) noexcept nogil:
+    """Removes by backward shifting, so lookups never need tombstones."""
+    cdef uint32_t i = index_hash(index) & t.mask, j, home
+    while t.slots[i].keypair != NULL and t.slots[i].index != index:
+        i = (i + 1) & t.mask
+    if t.slots[i].keypair == NULL:
+        return
+    t.count -= 1
+    j = i
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].keypair == NULL:
+            break
+        home = index_hash(t.slots[j].index) & t.mask
+        # The entry at j may move into the hole at i only if its home slot is
+        # not cyclically within (i, j].
+        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+            continue
+        t.slots[i] = t.slots[j]
+        i = j
+    t.slots[i].keypair = NULL
+
+
+# ---- keypairs ---------------------------------------------------------------
+
+cdef void keypair_free(IndexTable *t, Keypair *kp) noexcept nogil:
+    if kp == NULL:
+        return
+    index_remove(t, kp.local_index)
+    wipe(kp, sizeof(Keypair))
+    free(kp)
+
+cdef inline bint keypair_sendable(const Keypair *kp, int64_t now) noexcept nogil:
+    return (kp != NULL and kp.can_send and now - kp.created < REJECT_AFTER_TIME_NS
+            and kp.send_counter < REJECT_AFTER_MESSAGES)
+
+cdef inline uint32_t padded_length(uint32_t length, uint32_t mtu) noexcept nogil:
+    cdef uint32_t padded = (length + 15) & ~(<uint32_t>15)
+    if padded > mtu:
+        padded = mtu if mtu > length else length
+    return padded
+
+
+cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
+    cdef Staged *s = p.staged_head
+    cdef Staged *n
+    while s != NULL:
+        n = s.next
+        free(s)
+        s = n
+    core.staged_total -= p.staged_count
+    p.staged_head = p.staged_tail = NULL
+    p.staged_count = 0
+
+
+cdef void peer_clear_keypairs(Core core, Peer *p) noexcept nogil:
+    keypair_free(&core.index, p.previous)
+    keypair_free(&core.index, p.current)
+    keypair_free(&core.index, p.next)
+    p.previous = p.current = p.next = NULL
+
+
+cdef class Core:
+    """The data plane of one device.  Create with capture=True for sans-I/O use."""
+
+    def __cinit__(self, bint capture=False):
+        pthread_mutex_init(&self.mutex, NULL)
+        self.allowed_ips = AllowedIPs()
+        self.peers_capacity = MIN_PEERS_CAPACITY
+        self.peers = <Peer **>calloc(self.peers_capacity, sizeof(Peer *))
+        self.event_slots = <uint32_t *>calloc(self.peers_capacity, sizeof(uint32_t))
+        self.index.slots = <IndexEntry *>calloc(64, sizeof(IndexEntry))
+        self.index.mask = 63
+        self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE * sizeof(HandshakeMsg))
+        # Batch buffers: only the pages that packets touch become resident.
+        self.tx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
+        self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
+        self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
+        self.mtu = 1420
+        self.tun_fd = self.udp4_fd = self.udp6_fd = self.epoll_fd = -1
+        self.stop_fd = self.notify_fd = -1
+        self.capture = capture
+        if capture:
+            self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
+        if (self.peers == NULL or self.event_slots == NULL or self.index.slots == NULL
+                or self.handshakes == NULL or self.tx_slots == NULL or self.rx_slots == NULL
+                or self.out_slots == NULL or (capture and self.captured == NULL)):
+            raise MemoryError()
+        if not capture:
+            self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+            self.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+            self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
+            if self.notify_fd < 0 or self.stop_fd < 0 or self.epoll_fd < 0:
+                raise OSError(errno, "cannot create the data plane's event descriptors")
+            self._watch(self.stop_fd)
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        for i in range(self.peers_capacity):
+            if self.peers != NULL and self.peers[i] != NULL:
+                peer_clear_staged(self, self.peers[i])
+                peer_clear_keypairs(self, self.peers[i])
+                free(self.peers[i])
+        for i in range(self.captured_count):
+            free(self.captured[i].data)
+        for fd in (self.notify_fd, self.stop_fd, self.epoll_fd):
+            if fd >= 0:
+                close(fd)
+        free(self.peers)
+        free(self.event_slots)
+        free(self.index.slots)
+        free(self.handshakes)
+        free(self.tx_slots)
+        free(self.rx_slots)
+        free(self.out_slots)
+        free(self.captured)
+        pthread_mutex_destroy(&self.mutex)
+
+    # -- locking from Python: wait without the GIL; the data plane never needs it
+
+    cdef void _lock(self) noexcept:
+        with nogil:
+            pthread_mutex_lock(&self.mutex)
+
+    cdef void _unlock(self) noexcept:
+        pthread_mutex_unlock(&self.mutex)
+
+    cdef Peer *_peer(self, uint32_t slot) except NULL:
+        if slot >= self.peers_capacity or self.peers[slot] == NULL:
+            raise KeyError(slot)
+        return self.peers[slot]
+
+    cdef void _watch(self, int fd) except *:
+        cdef epoll_event ev
+        ev.events = EPOLLIN
+        ev.data.u64 = 0
+        ev.data.fd = fd
+        if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0:
+            raise OSError(errno, "epoll_ctl")
+
+    cdef void _unwatch(self, int fd) noexcept:
+        cdef epoll_event ev
+        if fd >= 0:
+            epoll_ctl(self.epoll_fd, EPOLL_CTL_DEL, fd, &ev)
+
+    # -- signalling the control plane ---------------------------------------
+
+    cdef void _notify(self) noexcept nogil:
+        cdef uint64_t one = 1
+        if self.notify_fd >= 0:
+            write(self.notify_fd, &one, 8)
+
+    cdef void _peer_event(self, Peer *p, uint32_t bits) noexcept nogil:
+        if p.events == 0:
+            self.event_slots[(self.events_head + self.events_count) % self.peers_capacity] = p.slot
+            self.events_count += 1
+            self._notify()
+        p.events |= bits
+
+    cdef void _drop_event_slot(self, uint32_t slot) noexcept:
+        """Removes a (departing) peer's entry from the event queue."""
+        cdef uint32_t i, kept = 0, s
+        for i in range(self.events_count):
+            s = self.event_slots[(self.events_head + i) % self.peers_capacity]
+            if s != slot:
+                self.event_slots[(self.events_head + kept) % self.peers_capacity] = s
+                kept += 1
+        self.events_count = kept
+
+    cdef void _timers_changed(self, Peer *p) noexcept nogil:
+        """Wakes the control loop if p now has a deadline before its planned wake-up."""
+        cdef int64_t d = timers_next(&p.timers)
+        if d != 0 and self.control_wake != 0 and d < self.control_wake:
+            self.control_wake = 0
+            self._notify()
+
+    cdef void _want_handshake(self, Peer *p) noexcept nogil:
+        self._peer_event(p, EVENT_WANT_HANDSHAKE)
+
+    # -- sending ------------------------------------------------------------
+
+    cdef uint8_t *_out_buffer(self) noexcept nogil:
+        if self.out_count == BATCH:
+            self._flush()
+        return self.out_slots + <size_t>self.out_count * SLOT_SIZE
+
+    cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil:
+        cdef OutPacket *o = &self.out[self.out_count]
+        o.data = self.out_slots + <size_t>self.out_count * SLOT_SIZE
+        o.length = length
+        o.destination = dst[0]
+        o.peer = p
+        self.out_count += 1
+
+    cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length,
+                       const Endpoint *dst) noexcept nogil:
+        if self.captured_count == CAPTURE_MAX:
+            return
+        cdef uint8_t *copy = <uint8_t *>malloc(length + 1)
+        if copy == NULL:
+            return
+        memcpy(copy, data, length)
+        cdef Captured *c = &self.captured[self.captured_count]
+        c.to_tun = to_tun
+        c.length = length
+        c.data = copy
+        if dst != NULL:
+            c.destination = dst[0]
+        self.captured_count += 1
+
+    cdef void _flush(self) noexcept nogil:
+        """Sends the pending encrypted packets, one sendmmsg per address family."""
+        cdef mmsghdr msgs[BATCH]
+        cdef iovec iovs[BATCH]
+        cdef wgc_sockaddr addrs[BATCH]
+        cdef uint32_t which[BATCH]
+        cdef uint32_t i, n, start
+        cdef int fd, sent, family
+        cdef OutPacket *o
+        if self.capture:
+            for i in range(self.out_count):
+                o = &self.out[i]
+                self._capture(False, o.data, o.length, &o.destination)
+                if o.peer != NULL:
+                    o.peer.tx_bytes += o.length
+            self.out_count = 0
+            return
+        cdef int families[2]
+        families[0] = AF_INET
+        families[1] = AF_INET6
+        for family in families:
+            fd = self.udp4_fd if family == AF_INET else self.udp6_fd
+            n = 0
+            for i in range(self.out_count):
+                o = &self.out[i]
+                if o.destination.family != family:
+                    continue
+                which[n] = i
+                iovs[n].iov_base = o.data
+                iovs[n].iov_len = o.length
+                memset(&msgs[n], 0, sizeof(mmsghdr))
+                msgs[n].msg_hdr.msg_name = &addrs[n]
+                msgs[n].msg_hdr.msg_namelen = endpoint_to_sockaddr(&o.destination, &addrs[n])
+                msgs[n].msg_hdr.msg_iov = &iovs[n]
+                msgs[n].msg_hdr.msg_iovlen = 1
+                n += 1
+            if n == 0 or fd < 0:
+                continue
+            start = 0
+            while start < n:
+                sent = sendmmsg(fd, &msgs[start], n - start, MSG_DONTWAIT)
+                if sent < 0 and errno == EINTR:
+                    continue
+                if sent <= 0:
+                    # A message the kernel refuses (no route, full buffer) is
+                    # dropped like a lost packet; go on with the next one.
+                    start += 1
+                else:
+                    start += sent
+            # Count what the kernel took: sendmmsg sets msg_len per message sent.
+            for i in range(n):
+                o = &self.out[which[i]]
+                if msgs[i].msg_len == o.length and o.peer != NULL:
+                    o.peer.tx_bytes += o.length
+        self.out_count = 0
+
+    cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
+        """Sends one datagram now (handshakes, cookie replies); True if it left."""
+        cdef wgc_sockaddr sa
+        cdef socklen_t salen
+        cdef int fd
+        if dst.family == 0:
+            return False
+        if self.capture:
+            self._capture(False, data, length, dst)
+            return True
+        fd = self.udp4_fd if dst.family == AF_INET else self.udp6_fd
+        if fd < 0:
+            return False
+        salen = endpoint_to_sockaddr(dst, &sa)
+        return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
+
+    cdef void _seal(self, Peer *p, Keypair *kp, const uint8_t *packet, uint32_t length,
+                    int64_t now) noexcept nogil:
+        """Encrypts one packet (length 0 = keepalive) for p into the out batch."""
+        cdef uint8_t *out = self._out_buffer()
+        cdef uint32_t padded = padded_length(length, self.mtu)
+        cdef uint64_t counter = kp.send_counter
+        kp.send_counter += 1
+        store_le32(out, MESSAGE_TRANSPORT)
+        store_le32(out + 4, kp.remote_index)
+        store_le64(out + 8, counter)
+        if length:
+            memcpy(out + HEADER_LEN, packet, length)
+        memset(out + HEADER_LEN + length, 0, padded - length)
+        aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, kp.send_key)
+        self._out_commit(HEADER_LEN + padded + TAG_LEN, p, &p.endpoint)
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        timers_any_authenticated_packet_sent(&p.timers)
+        if length:
+            timers_data_sent(&p.timers, now, jitter())
+
+    cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
+        if kp.send_counter > REKEY_AFTER_MESSAGES or (
+                kp.is_initiator and now - kp.created > REKEY_AFTER_TIME_NS):
+            self._want_handshake(p)
+
+    cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil:
+        """Encrypts every staged packet if p has a usable keypair, else asks for a handshake."""
+        cdef Keypair *kp = p.current
+        cdef Staged *s
+        if p.staged_count == 0:
+            return
+        if not keypair_sendable(kp, now) or p.endpoint.family == 0:
+            self._want_handshake(p)
+            return
+        while p.staged_head != NULL:
+            s = p.staged_head
+            p.staged_head = s.next
+            self._seal(p, kp, <uint8_t *>(s + 1), s.length, now)
+            free(s)
+        p.staged_tail = NULL
+        self.staged_total -= p.staged_count
+        p.staged_count = 0
+        self._keep_key_fresh_on_send(p, kp, now)
+        self._timers_changed(p)
+
+    cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil:
+        cdef Staged *s
+        if p.staged_count >= MAX_STAGED_PER_PEER:
+            # The kernel drops the oldest packet of a full queue.
+            s = p.staged_head
+            p.staged_head = s.next
+            p.staged_count -= 1
+            self.staged_total -= 1
+            free(s)
+            if p.staged_head == NULL:
+                p.staged_tail = NULL
+        elif self.staged_total >= MAX_STAGED_TOTAL:
+            return
+        s = <Staged *>malloc(sizeof(Staged) + length)
+        if s == NULL:
+            return
+        s.next = NULL
+        s.length = length
+        memcpy(s + 1, packet, length)
+        if p.staged_tail != NULL:
+            p.staged_tail.next = s
+        else:
+            p.staged_head = s
+        p.staged_tail = s
+        p.staged_count += 1
+        self.staged_total += 1
+
+    cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
+        """One IP packet from the TUN: route by destination, then seal or stage."""
+        cdef int slot
+        cdef Peer *p
+        cdef Keypair *kp
+        if length >= 20 and packet[0] >> 4 == 4:
+            slot = self.allowed_ips.lookup4(packet + 16)
+        elif length >= 40 and packet[0] >> 4 == 6:
+            slot = self.allowed_ips.lookup6(packet + 24)
+        else:
+            return
+        if slot < 0:
+            return
+        p = self.peers[slot]
+        if p == NULL or p.endpoint.family == 0:
+            return
+        kp = p.current
+        if p.staged_count == 0 and keypair_sendable(kp, now):
+            self._seal(p, kp, packet, length, now)
+            self._keep_key_fresh_on_send(p, kp, now)
+            self._timers_changed(p)
+        else:
+            self._stage(p, packet, length)
+            self._send_staged(p, now)
+
+    # -- receiving ----------------------------------------------------------
+
+    cdef void _queue_handshake(self, const uint8_t *data, uint32_t length,
+                               const Endpoint *source) noexcept nogil:
+        cdef HandshakeMsg *m
+        if self.handshakes_count == HANDSHAKE_QUEUE:
+            return
+        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE]
+        m.length = length
+        m.source = source[0]
+        memcpy(m.data, data, length)
+        self.handshakes_count += 1
+        if self.handshakes_count == 1:
+            self._notify()
+
+    cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil:
+        """The first packet on a responder's next keypair: it becomes current."""
+        keypair_free(&self.index, p.previous)
+        p.previous = p.current
+        p.current = kp
+        p.next = NULL
+        kp.can_send = True
+        timers_handshake_complete(&p.timers)
+        p.last_handshake_sec = wall // NS_PER_SEC
+        p.last_handshake_nsec = wall % NS_PER_SEC
+        self._send_staged(p, now)
+
+    cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
+                         int64_t now, int64_t wall) noexcept nogil:
+        """One UDP datagram: queue handshakes, open transport data."""
+        cdef uint32_t kind, inner, inner_len
+        cdef uint64_t counter
+        cdef Keypair *kp
+        cdef Peer *p
+        cdef Keypair *cur
+        cdef int routed
+        cdef uint8_t *plain
+        if length < 4:
+            return
+        kind = load_le32(data)
+        if (kind == 1 and length == 148) or (kind == 2 and length == 92) or (kind == 3 and length == 64):
+            self._queue_handshake(data, length, source)
+            return
+        if kind != MESSAGE_TRANSPORT or length < HEADER_LEN + TAG_LEN:
+            return
+        kp = index_find(&self.index, load_le32(data + 4))
+        if kp == NULL or now - kp.created >= REJECT_AFTER_TIME_NS:
+            return
+        counter = load_le64(data + 8)
+        if counter >= REJECT_AFTER_MESSAGES:
+            return
+        if aead_open(data + HEADER_LEN, data + HEADER_LEN, length - HEADER_LEN, NULL, 0,
+                     counter, kp.recv_key) != 0:
+            return
+        if not replay_accept(&kp.replay, counter):
+            return
+        p = kp.peer
+        # Authenticated: roam to wherever it came from.
+        if not endpoint_equal(&p.endpoint, source):
+            p.endpoint = source[0]
+        if kp == p.next:
+            self._confirm(p, kp, now, wall)
+        cur = p.current
+        if (cur != NULL and cur.can_send and cur.is_initiator and not p.timers.sent_lastminute_handshake
+                and now - cur.created > REJECT_AFTER_TIME_NS - KEEPALIVE_TIMEOUT_NS - REKEY_TIMEOUT_NS):
+            p.timers.sent_lastminute_handshake = True
+            self._want_handshake(p)
+        timers_any_authenticated_packet_received(&p.timers)
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        plain = data + HEADER_LEN
+        inner = length - HEADER_LEN - TAG_LEN
+        if inner == 0:
+            p.rx_bytes += length
+            self._timers_changed(p)
+            return
+        timers_data_received(&p.timers, now)
+        self._timers_changed(p)
+        # Trim the padding by the inner header's own length, then check that
+        # the source address is one this peer may use.
+        if plain[0] >> 4 == 4 and inner >= 20:
+            inner_len = load_be16(plain + 2)
+            if inner_len < 20 or inner_len > inner:
+                return
+            routed = self.allowed_ips.lookup4(plain + 12)
+        elif plain[0] >> 4 == 6 and inner >= 40:
+            inner_len = 40 + load_be16(plain + 4)
+            if inner_len > inner:
+                return
+            routed = self.allowed_ips.lookup6(plain + 8)
+        else:
+            return
+        if routed != <int>p.slot:
+            return
+        if self.capture:
+            self._capture(True, plain, inner_len, NULL)
+        elif write(self.tun_fd, plain, inner_len) < 0:
+            return
+        p.rx_bytes += length
+
+    # -- the epoll loop -------------------------------------------------------
+
+    cdef bint _tun_readable(self) noexcept nogil:
+        """Reads a burst from the TUN and sends it; False once the TUN is gone."""
+        cdef uint32_t lengths[BATCH]
+        cdef uint32_t n = 0, i
+        cdef ssize_t r
+        cdef int64_t now, wall
+        while n < BATCH:
+            r = read(self.tun_fd, self.tx_slots + <size_t>n * SLOT_SIZE, SLOT_SIZE - 64)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN:
+                    break
+                self.tun_gone = True   # EBADFD once the interface is deleted
+                break
+            lengths[n] = <uint32_t>r
+            n += 1
+        if n == 0 and not self.tun_gone:
+            return True
+        pthread_mutex_lock(&self.mutex)
+        clock_now(&now, &wall)
+        for i in range(n):
+            self._tx_packet(self.tx_slots + <size_t>i * SLOT_SIZE, lengths[i], now)
+        self._flush()
+        if self.tun_gone:
+            self._notify()
+        pthread_mutex_unlock(&self.mutex)
+        return not self.tun_gone
+
+    cdef void _udp_readable(self, int fd) noexcept nogil:
+        cdef mmsghdr msgs[BATCH]
+        cdef iovec iovs[BATCH]
+        cdef wgc_sockaddr addrs[BATCH]
+        cdef Endpoint source
+        cdef int n, i
+        cdef int64_t now, wall
+        pthread_mutex_lock(&self.mutex)
+        # The control plane may have replaced the sockets since epoll saw fd.
+        if fd == self.udp4_fd or fd == self.udp6_fd:
+            for i in range(BATCH):
+                iovs[i].iov_base = self.rx_slots + <size_t>i * SLOT_SIZE
+                iovs[i].iov_len = SLOT_SIZE
+                memset(&msgs[i], 0, sizeof(mmsghdr))
+                msgs[i].msg_hdr.msg_name = &addrs[i]
+                msgs[i].msg_hdr.msg_namelen = sizeof(wgc_sockaddr)
+                msgs[i].msg_hdr.msg_iov = &iovs[i]
+                msgs[i].msg_hdr.msg_iovlen = 1
+            n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL)
+            if n > 0:
+                clock_now(&now, &wall)
+                for i in range(n):
+                    endpoint_from_sockaddr(&source, &addrs[i])
+                    self._rx_packet(self.rx_slots + <size_t>i * SLOT_SIZE, msgs[i].msg_len,
+                                    &source, now, wall)
+                self._flush()
+        pthread_mutex_unlock(&self.mutex)
+
+    cdef void _loop(self) noexcept nogil:
+        cdef epoll_event events[8]
+        cdef int n, i, fd
+        cdef uint64_t value
+        while not self.stopping:
+            n = epoll_wait(self.epoll_fd, events, 8, -1)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                break
+            for i in range(n):
+                fd = events[i].data.fd
+                if fd == self.stop_fd:
+                    read(self.stop_fd, &value, 8)
+                elif fd == self.tun_fd:
+                    if not self._tun_readable():
+                        return
+                else:
+                    self._udp_readable(fd)
+
+    def run(self):
+        """The data-plane loop; returns after stop() or when the TUN is gone."""
+        with nogil:
+            self._loop()
+
+    def stop(self):
+        cdef uint64_t one = 1
+        self.stopping = True
+        if self.stop_fd >= 0:
+            write(self.stop_fd, &one, 8)
+
+    # -- Python face: I/O set-up ------------------------------------------------
+
+    def set_tun(self, int fd):
+        """The TUN descriptor (non-blocking) the loop reads and writes."""
+        self._lock()
+        try:
+            self.tun_fd = fd
+            self._watch(fd)
+        finally:
+            self._unlock()
+
+    def set_sockets(self, int fd4, int fd6):
+        """Replaces the UDP sockets (-1 for none); the caller closes the old ones."""
+        self._lock()
+        try:
+            for fd in (self.udp4_fd, self.udp6_fd):
+                self._unwatch(fd)
+            self.udp4_fd, self.udp6_fd = fd4, fd6
+            for fd in (fd4, fd6):
+                if fd >= 0:
+                    self._watch(fd)
+        finally:
+            self._unlock()
+
+    def set_mtu(self, uint32_t mtu):
+        self.mtu = mtu
+
+    @property
+    def notify_fd(self):
+        """Readable when the control plane has handshakes, events or timers to see to."""
+        return self.notify_fd
+
+    @property
+    def tun_gone(self):
+        return self.tun_gone
+
+    # -- Python face: peers -----------------------------------------------------
+
+    def add_peer(self):
+        """A new peer slot (its id in allowed IPs and in events)."""
+        cdef uint32_t slot, i, size
+        cdef Peer **peers
+        cdef uint32_t *events
+        self._lock()
+        try:
+            for slot in range(self.peers_capacity):
+                if self.peers[slot] == NULL:
+                    break
+            else:
+                size = self.peers_capacity * 2
+                peers = <Peer **>calloc(size, sizeof(Peer *))
+                events = <uint32_t *>calloc(size, sizeof(uint32_t))
+                if peers == NULL or events == NULL:
+                    free(peers)
+                    free(events)
+                    raise MemoryError()
+                memcpy(peers, self.peers, self.peers_capacity * sizeof(Peer *))
+                for i in range(self.events_count):
+                    events[i] = self.event_slots[(self.events_head + i) % self.peers_capacity]
+                free(self.peers)
+                free(self.event_slots)
+                self.peers, self.event_slots = peers, events
+                self.events_head = 0
+                slot = self.peers_capacity
+                self.peers_capacity = size
+            self.peers[slot] = <Peer *>calloc(1, sizeof(Peer))
+            if self.peers[slot] == NULL:
+                raise MemoryError()
+            self.peers[slot].slot = slot
+            self.peer_count += 1
+            return slot
+        finally:
+            self._unlock()
+
+    def remove_peer(self, uint32_t slot):
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            self.allowed_ips.remove_peer(slot)
+            peer_clear_staged(self, p)
+            peer_clear_keypairs(self, p)
+            if p.events:
+                self._drop_event_slot(slot)
+            self.peers[slot] = NULL
+            self.peer_count -= 1
+            free(p)
+        finally:
+            self._unlock()
+
+    def set_endpoint(self, uint32_t slot, address):
+        """address: (host, port[, flowinfo, scope_id]) with a numeric host, or None."""
+        cdef Endpoint e
+        if address is None:
+            memset(&e, 0, sizeof(Endpoint))
+        else:
+            endpoint_from_python(&e, address)
+        self._lock()
+        try:
+            self._peer(slot).endpoint = e
+        finally:
+            self._unlock()
+
+    def endpoint(self, uint32_t slot):
+        self._lock()
+        try:
+            return endpoint_to_python(&self._peer(slot).endpoint)
+        finally:
+            self._unlock()
+
+    def set_persistent_keepalive(self, uint32_t slot, uint32_t interval):
+        self._lock()
+        try:
+            self._peer(slot).timers.persistent_keepalive_interval = interval
+        finally:
+            self._unlock()
+
+    def stats(self, uint32_t slot):
+        """(tx_bytes, rx_bytes, last_handshake_sec, last_handshake_nsec)."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            return (p.tx_bytes, p.rx_bytes, p.last_handshake_sec, p.last_handshake_nsec)
+        finally:
+            self._unlock()
+
+    # -- Python face: allowed IPs (mutated under the lock the loop reads under) --
+
+    def allowed_ip_insert(self, bytes addr, int cidr, uint32_t slot):
+        self._lock()
+        try:
+            self.allowed_ips.insert(addr, cidr, slot)
+        finally:
+            self._unlock()
+
+    def allowed_ip_remove(self, bytes addr, int cidr, uint32_t slot):
+        self._lock()
+        try:
+            return self.allowed_ips.remove(addr, cidr, slot)
+        finally:
+            self._unlock()
+
+    def allowed_ips_clear(self, uint32_t slot):
+        self._lock()
+        try:
+            self.allowed_ips.remove_peer(slot)
+        finally:
+            self._unlock()
+
+    def allowed_ips_of(self, uint32_t slot):
+        self._lock()
+        try:
+            return self.allowed_ips.entries(slot)
+        finally:
+            self._unlock()
+
+    def route(self, bytes addr):
+        """The peer slot allowed IPs give for addr, or -1."""
+        self._lock()
+        try:
+            return self.allowed_ips.lookup(addr)
+        finally:
+            self._unlock()
+
+    # -- Python face: sessions ----------------------------------------------------
+
+    def install_keypair(self, uint32_t slot, bytes send_key, bytes recv_key,
+                        uint32_t local_index, uint32_t remote_index, bint is_initiator,
+                        int64_t now, int64_t wall):
+        """Adds a keypair from a completed handshake, rotating as the kernel does:
+        the initiator's becomes current at once (and the handshake is complete);
+        the responder's waits in next until the peer's first packet confirms it."""
+        cdef Peer *p
+        cdef Keypair *kp
+        if len(send_key) != 32 or len(recv_key) != 32:
+            raise ValueError("keys must be 32 bytes")
+        self._lock()
+        try:
+            p = self._peer(slot)
+            if index_find(&self.index, local_index) != NULL:
+                raise ValueError("receiver index already in use")
+            kp = <Keypair *>calloc(1, sizeof(Keypair))
+            if kp == NULL:
+                raise MemoryError()
+            memcpy(kp.send_key, <const char *>send_key, 32)
+            memcpy(kp.recv_key, <const char *>recv_key, 32)
+            kp.created = now
+            kp.local_index = local_index
+            kp.remote_index = remote_index
+            kp.is_initiator = is_initiator
+            kp.can_send = is_initiator
+            kp.peer = p
+            replay_reset(&kp.replay)
+            if index_insert(&self.index, local_index, kp) != 0:
+                free(kp)
+                raise MemoryError()
+            if is_initiator:
+                if p.next != NULL:
+                    # A pending next keypair is demoted to previous.
+                    keypair_free(&self.index, p.previous)
+                    p.previous = p.next
+                    p.next = NULL
+                    keypair_free(&self.index, p.current)
+                else:
+                    keypair_free(&self.index, p.previous)
+                    p.previous = p.current
+                p.current = kp
+                timers_handshake_complete(&p.timers)
+                p.last_handshake_sec = wall // NS_PER_SEC
+                p.last_handshake_nsec = wall % NS_PER_SEC
+            else:
+                keypair_free(&self.index, p.next)
+                p.next = kp
+                keypair_free(&self.index, p.previous)
+                p.previous = NULL
+            timers_session_derived(&p.timers, now)
+        finally:
+            self._unlock()
+
+    def clear_keypairs(self, uint32_t slot):
+        """Forgets every keypair of the peer (key zeroing, the link going down)."""
+        self._lock()
+        try:
+            peer_clear_keypairs(self, self._peer(slot))
+        finally:
+            self._unlock()
+
+    def expire_sending(self, uint32_t slot):
+        """Stops sending with the current and next keypairs (receiving goes on),
+        so the next packet out asks for a new handshake: after a key change."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            if p.current != NULL:
+                p.current.send_counter = REJECT_AFTER_MESSAGES
+            if p.next != NULL:
+                p.next.send_counter = REJECT_AFTER_MESSAGES
+        finally:
+            self._unlock()
+
+    def index_in_use(self, uint32_t index):
+        self._lock()
+        try:
+            return index_find(&self.index, index) != NULL
+        finally:
+            self._unlock()
+
+    def index_peer(self, uint32_t index):
+        """The peer slot owning a keypair's receiver index, or -1."""
+        cdef Keypair *kp
+        self._lock()
+        try:
+            kp = index_find(&self.index, index)
+            return -1 if kp == NULL else <int>kp.peer.slot
+        finally:
+            self._unlock()
+
+    def has_current_keypair(self, uint32_t slot, int64_t now):
+        self._lock()
+        try:
+            return keypair_sendable(self._peer(slot).current, now)
+        finally:
+            self._unlock()
+
+    def send_keepalive(self, uint32_t slot, int64_t now):
+        """Sends a keepalive, as the kernel does: an empty packet is staged unless
+        packets are already waiting (they confirm the session as well), so that
+        without a session it waits for the handshake this asks for."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            if p.staged_count == 0:
+                self._stage(p, NULL, 0)
+            self._send_staged(p, now)
+            self._flush()
+        finally:
+            self._unlock()
+
+    def send_staged(self, uint32_t slot, int64_t now):
+        self._lock()
+        try:
+            self._send_staged(self._peer(slot), now)
+            self._flush()
+        finally:
+            self._unlock()
+
+    def clear_staged(self, uint32_t slot):
+        self._lock()
+        try:
+            peer_clear_staged(self, self._peer(slot))
+        finally:
+            self._unlock()
+
+    def send_handshake(self, uint32_t slot, const uint8_t[:] message):
+        """Sends a handshake message to the peer's endpoint, counting it in tx_bytes."""
+        cdef Peer *p
+        cdef bint sent
+        self._lock()
+        try:
+            p = self._peer(slot)
+            sent = self._send_one(&message[0], message.shape[0], &p.endpoint)
+            if sent:
+                p.tx_bytes += message.shape[0]
+            return sent
+        finally:
+            self._unlock()
+
+    def send_to(self, address, const uint8_t[:] message):
+        """Sends an uncounted datagram (a cookie reply) to address."""
+        cdef Endpoint e
+        endpoint_from_python(&e, address)
+        self._lock()
+        try:
+            return self._send_one(&message[0], message.shape[0], &e)
+        finally:
+            self._unlock()
+
+    def count_rx(self, uint32_t slot, uint32_t length):
+        """Counts a received handshake message toward rx_bytes."""
+        self._lock()
+        try:
+            self._peer(slot).rx_bytes += length
+        finally:
+            self._unlock()
+
+    # -- Python face: timers --------------------------------------------------------
+
+    def timer_event(self, uint32_t slot, str event, int64_t now=0):
+        """Applies one of the timers' event hooks that the control plane drives."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            if event == "handshake_initiated":
+                timers_handshake_initiated(&p.timers, now, jitter())
+            elif event == "authenticated_sent":
+                timers_any_authenticated_packet_traversal(&p.timers, now)
+                timers_any_authenticated_packet_sent(&p.timers)
+            elif event == "authenticated_received":
+                timers_any_authenticated_packet_received(&p.timers)
+                timers_any_authenticated_packet_traversal(&p.timers, now)
+            elif event == "keepalive_expired":
+                # More data arrived while the keepalive timer was pending.
+                if p.timers.need_another_keepalive:
+                    p.timers.need_another_keepalive = False
+                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT_NS
+            elif event == "handshake_given_up":
+                # Nothing more to answer; forget any half-made session later.
+                p.timers.send_keepalive = 0
+                if p.timers.zero_key_material == 0:
+                    timers_session_derived(&p.timers, now)
+            elif event == "stop":
+                timers_stop(&p.timers)
+            else:
+                raise ValueError(event)
+        finally:
+            self._unlock()
+
+    def handshake_attempts(self, uint32_t slot, int delta=0, bint reset=False):
+        """Reads (and bumps or resets) the retransmission count."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            if reset:
+                p.timers.handshake_attempts = 0
+            p.timers.handshake_attempts += delta
+            return p.timers.handshake_attempts
+        finally:
+            self._unlock()
+
+    def expired_timers(self, int64_t now):
+        """[(slot, TIMER_* bits)] of every timer due at now; they stop being pending."""
+        cdef uint32_t slot
+        cdef int fired
+        result = []
+        self._lock()
+        try:
+            for slot in range(self.peers_capacity):
+                if self.peers[slot] != NULL:
+                    fired = timers_expired(&self.peers[slot].timers, now)
+                    if fired:
+                        result.append((slot, fired))
+        finally:
+            self._unlock()
+        return result
+
+    def next_deadline(self):
+        """The earliest pending timer (0 = none); the data plane wakes the control
+        loop through notify_fd if it arms an earlier one after this call."""
+        cdef uint32_t slot
+        cdef int64_t d, earliest = 0
+        self._lock()
+        try:
+            for slot in range(self.peers_capacity):
+                if self.peers[slot] != NULL:
+                    d = timers_next(&self.peers[slot].timers)
+                    if d and (earliest == 0 or d < earliest):
+                        earliest = d
+            self.control_wake = earliest if earliest else (1 << 62)
+            return earliest
+        finally:
+            self._unlock()
+
+    def timer_deadlines(self, uint32_t slot):
+        """The peer's pending deadlines by name (for tests and diagnostics)."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            return {
+                "retransmit_handshake": p.timers.retransmit_handshake,
+                "send_keepalive": p.timers.send_keepalive,
+                "new_handshake": p.timers.new_handshake,
+                "zero_key_material": p.timers.zero_key_material,
+                "persistent_keepalive": p.timers.persistent_keepalive,
+            }
+        finally:
+            self._unlock()
+
+    # -- Python face: what the data plane queued for the control plane --------------
+
+    def pop_handshakes(self, uint32_t limit=64):
+        """Up to limit queued handshake messages: [(bytes, source address)]."""
+        cdef HandshakeMsg *m
+        result = []
+        self._lock()
+        try:
+            while self.handshakes_count and len(result) < limit:
+                m = &self.handshakes[self.handshakes_head]
+                result.append((m.data[:m.length], endpoint_to_python(&m.source)))
+                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE
+                self.handshakes_count -= 1
+        finally:
+            self._unlock()
+        return result
+
+    def poke(self):
+        """Makes notify_fd readable again (work left for the next round)."""
+        self._notify()
+
+    def clear_notify(self):
+        """Resets notify_fd; call before looking at what the data plane queued."""
+        cdef uint64_t value
+        if self.notify_fd >= 0:
+            read(self.notify_fd, &value, 8)
+
+    @property
+    def handshake_backlog(self):
+        return self.handshakes_count
+
+    def pop_events(self):
+        """[(slot, EVENT_* bits)] for every peer with pending events."""
+        cdef uint32_t slot
+        cdef Peer *p
+        result = []
+        self._lock()
+        try:
+            while self.events_count:
+                slot = self.event_slots[self.events_head]
+                self.events_head = (self.events_head + 1) % self.peers_capacity
+                self.events_count -= 1
+                p = self.peers[slot] if slot < self.peers_capacity else NULL
+                if p != NULL and p.events:
+                    result.append((slot, p.events))
+                    p.events = 0
+        finally:
+            self._unlock()
+        return result
+
+    # -- Python face: sans-I/O ----------------------------------------------------------
+
+    def inject_tun(self, const uint8_t[:] packet, int64_t now):
+        """As if packet had been read from the TUN at now."""
+        if packet.shape[0] > SLOT_SIZE - 64:
+            raise ValueError("packet too large")
+        self._lock()
+        try:
+            memcpy(self.tx_slots, &packet[0], packet.shape[0])
+            self._tx_packet(self.tx_slots, packet.shape[0], now)
+            self._flush()
+        finally:
+            self._unlock()
+
+    def inject_udp(self, const uint8_t[:] datagram, address, int64_t now, int64_t wall):
+        """As if datagram had arrived from address at now."""
+        cdef Endpoint source
+        endpoint_from_python(&source, address)
+        if datagram.shape[0] > SLOT_SIZE or datagram.shape[0] == 0:
+            raise ValueError("bad datagram size")
+        self._lock()
+        try:
+            memcpy(self.rx_slots, &datagram[0], datagram.shape[0])
+            self._rx_packet(self.rx_slots, datagram.shape[0], &source, now, wall)
+            self._flush()
+        finally:
+            self._unlock()
+
+    def take_captured(self):
+        """What left in sans-I/O mode: [("udp", bytes, address) | ("tun", bytes, None)]."""
+        cdef uint32_t i
+        cdef Captured *c
+        result = []
+        self._lock()
+        try:
+            for i in range(self.captured_count):
+                c = &self.captured[i]
+                if c.to_tun:
+                    result.append(("tun", c.data[:c.length], None))
+                else:
+                    result.append(("udp", c.data[:c.length], endpoint_to_python(&c.destination)))
+                free(c.data)
+            self.captured_count = 0
+        finally:
+            self._unlock()
+        return result
