@@ -281,8 +281,9 @@ def handle_get(device) -> str:
             lines.append(f"public_key={peer.public_key.hex()}")
             lines.append(f"preshared_key={peer.preshared_key.hex()}")
             lines.append("protocol_version=1")
-            if peer.endpoint is not None:
-                lines.append(f"endpoint={format_endpoint(*peer.endpoint)}")
+            endpoint = peer.endpoint
+            if endpoint is not None:
+                lines.append(f"endpoint={format_endpoint(*endpoint)}")
             seconds, nanoseconds = peer.last_handshake
             lines.append(f"last_handshake_time_sec={seconds}")
             lines.append(f"last_handshake_time_nsec={nanoseconds}")
@@ -542,7 +543,11 @@ class _LineReader:
 
 def _read_set_request(reader: _LineReader) -> tuple[list[bytes], int]:
     """The lines of a `set` request up to its blank line or the end of the
-    stream, and ERRNO_IO when a line too long ended it early instead."""
+    stream, and ERRNO_IO when a line too long ended it early instead.
+
+    The whole request is read before any of it is applied, so that a slow
+    client never holds the device lock; wg(8) sends a whole configuration
+    (100,000 lines and more) in one request."""
     lines = []
     while True:
         try:
