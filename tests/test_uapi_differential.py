@@ -69,15 +69,17 @@ class Daemon:
         try:
             with open(self.log_path, "w") as log:
                 # Both daemonize; the child keeps the log file as stdout.
-                self.ns.run(
+                started = self.ns.run(
                     *command,
                     self.iface,
+                    check=False,
                     capture_output=False,
                     stdout=log,
                     stderr=log,
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, "LOG_LEVEL": "verbose"},
                 )
+            assert started.returncode == 0, f"{' '.join(command)} {self.iface} exited {started.returncode}:\n{self.log()}"
             wait_for(lambda: os.path.exists(self.path), timeout=15, what=f"{label}'s socket {self.path}")
             self.ns.run("ip", "link", "set", self.iface, "up")
             wait_for(lambda: b"listen_port=" in self.get(), timeout=15, what=f"{label} to bind its port")
