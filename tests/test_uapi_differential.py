@@ -242,7 +242,8 @@ SESSIONS = [
     ("not transactional", [[setreq(b"fwmark=5", b"fwmark=bogus", b"fwmark=6"), GET]]),
     ("the request after an error is read afresh", [[setreq(b"bogus=1", b"fwmark=9"), setreq(b"fwmark=10"), GET]]),
     # line ends and odd bytes
-    ("CRLF lines", [[b"set=1\r\nlisten_port=1000\r\nfwmark=7\r\n\r\n", GET]]),
+    ("CRLF lines", [[b"set=1\nlisten_port=1000\r\nfwmark=7\r\n\r\n", GET]]),
+    ("CR in the operation line", [[b"set=1\r\nfwmark=7\r\n\r\n"], [GET]]),
     ("two CRs", [[b"set=1\nfwmark=4\r\r\n\n", GET]]),
     ("CR alone ends nothing", [[b"set=1\nfwmark=4\n\rget=1\n\n", GET]]),
     ("NUL bytes", [[b"set=1\n\x00fwmark=4\n\n", b"set=1\nfwmark=4\x00\n\n", GET]]),
