@@ -213,7 +213,6 @@ class Device:
                 except OSError as e:
                     self.log.error("Unable to update bind: %s", e.strerror or e)
                     return
-                self.core.set_mtu(self.tun.mtu)
             self.is_up = True
             self.log.debug("Interface state was Down, requested Up, now Up")
             now, _ = self.clock()
@@ -238,6 +237,10 @@ class Device:
                 self._thread.join()
                 self._thread = None
             self._unbind()
+
+    def set_mtu(self, mtu: int) -> None:
+        """The interface MTU changed: padding is computed against it."""
+        self.core.set_mtu(mtu)
 
     # configuration ------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""wgc against Debian's wireguard-go (and itself) between network namespaces.
+
+Configured only through wg(8).  The left end always sends first, so it is
+the handshake initiator: the matrix covers wgc in both roles.
+"""
+import json
+
+import pytest
+
+from netns import wait_for
+from wgnet import have, iperf3, new_key, tunnel
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+PAIRS = [("wgc", "wgc"), ("wgc", "wireguard-go"), ("wireguard-go", "wgc")]
+PAIR_IDS = [f"{a}-to-{b}" for a, b in PAIRS]
+
+
+@pytest.fixture(autouse=True)
+def _need_wireguard_go():
+    if not have("wireguard-go"):
+        pytest.skip("Debian's wireguard-go is not installed")
+
+
+@pytest.mark.parametrize("outer", [4, 6], ids=["outer-v4", "outer-v6"])
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_ping_over_ipv4_and_ipv6(netns, left, right, outer):
+    a, b = tunnel(netns, left, right, outer_family=outer)
+    a.ping(b.inner4)
+    a.ping(b.inner6)
+    b.ping(a.inner4)
+    assert b.public_key in a.show("latest-handshakes")
+    assert int(a.show("latest-handshakes").split()[1]) > 0
+    endpoint = b.show("endpoints").split()[1]
+    assert endpoint.endswith(f":{a.port}") and a.outer in endpoint
+
+
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_transfer_counts_after_ten_pings(netns, left, right):
+    """The kernel selftest's figures: 10 pings of 84 bytes from a fresh start."""
+    a, b = tunnel(netns, left, right, with_ipv6=False)
+    a.ping(b.inner4, count=10, interval=0.1)
+    rx, tx = a.transfer()
+    assert (rx, tx) in ((1372, 1428), (1372, 1460))
+    rx_b, tx_b = b.transfer()
+    assert (rx_b, tx_b) in ((1428, 1372), (1460, 1372))
+    assert rx_b == tx and tx_b == rx
+
+
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_iperf3_tcp_both_ways(netns, left, right):
+    a, b = tunnel(netns, left, right, with_ipv6=False)
+    a.ping(b.inner4, count=1)
+    for client, server in ((a, b), (b, a)):
+        result = json.loads(iperf3(client, server, seconds=2).stdout)
+        received = result["end"]["sum_received"]["bytes"]
+        assert received > 1_000_000, f"{client.implementation} -> {server.implementation}: {received} bytes"
+
+
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_roaming_to_a_new_listen_port(netns, left, right):
+    a, b = tunnel(netns, left, right, with_ipv6=False)
+    a.ping(b.inner4, count=1)
+    a.wg("set", a.iface, "listen-port", str(a.port + 100))
+    a.ping(b.inner4, count=2)
+    assert b.show("endpoints").split()[1] == f"{a.outer}:{a.port + 100}"
+
+
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_roaming_to_a_new_address(netns, left, right):
+    a, b = tunnel(netns, left, right, with_ipv6=False)
+    a.ping(b.inner4, count=1)
+    cable = a.ns.run("ip", "-o", "-4", "addr", "show", "to", a.outer).stdout.split()[1]
+    moved = a.outer.rsplit(".", 1)[0] + ".9"
+    # Deleting a primary address takes its secondaries along: delete first.
+    a.ns.run("ip", "addr", "del", f"{a.outer}/24", "dev", cable)
+    a.ns.run("ip", "addr", "add", f"{moved}/24", "dev", cable)
+    # wireguard-go first tries its remembered (now gone) source address once.
+    wait_for(lambda: a.ping(b.inner4, count=1, check=False).returncode == 0, timeout=10,
+             what="a reply from the new address")
+    assert b.show("endpoints").split()[1] == f"{moved}:{a.port}"
+
+
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_private_key_change_rehandshakes_at_once(netns, left, right):
+    a, b = tunnel(netns, left, right, with_ipv6=False)
+    a.ping(b.inner4, count=1)
+    old_public = a.public_key
+    a.private_key, a.public_key = new_key()
+    a.set_private_key(a.private_key)
+    b.wg("set", b.iface, "peer", old_public, "remove", "peer", a.public_key,
+         "endpoint", f"{a.outer}:{a.port}", "allowed-ips", f"{a.inner4}/32")
+    a.ping(b.inner4, count=1)
+    assert a.public_key in b.show("latest-handshakes")
+
+
+@pytest.mark.parametrize("implementation", ["wgc"])
+def test_showconf_returns_what_was_set(netns, implementation):
+    a, b = tunnel(netns, implementation, implementation, with_ipv6=False)
+    _, peer2 = new_key()
+    psk = new_key()[0]
+    config = "\n".join([
+        "[Interface]",
+        f"ListenPort = {a.port}",
+        "FwMark = 0x2a",
+        f"PrivateKey = {a.private_key}",
+        "",
+        "[Peer]",
+        f"PublicKey = {b.public_key}",
+        f"PresharedKey = {psk}",
+        "AllowedIPs = 10.77.0.2/32, 10.99.0.0/16, fd77::2/128",
+        f"Endpoint = {b.outer}:{b.port}",
+        "PersistentKeepalive = 25",
+        "",
+        "[Peer]",
+        f"PublicKey = {peer2}",
+        "AllowedIPs = 10.88.0.0/24",
+        "Endpoint = [fd00::42]:51000",
+        "",
+    ])
+    a.ns.run("sh", "-c", f"cat > /tmp/{a.iface}.conf", input=config)
+    try:
+        a.wg("setconf", a.iface, f"/tmp/{a.iface}.conf")
+    finally:
+        a.ns.run("rm", "-f", f"/tmp/{a.iface}.conf")
+    shown = a.wg("showconf", a.iface).stdout
+    assert shown == config
+
+
+def test_wgc_exits_when_its_namespace_goes(netns):
+    a, b = tunnel(netns, "wgc", "wgc", with_ipv6=False)
+    a.ping(b.inner4, count=1)
+    a.ns.run("ip", "link", "del", a.iface)
+    wait_for(lambda: not a.ns.pids(), timeout=2, what="wgc to exit after its interface was deleted")

@@ -1,0 +1,129 @@
+# cython: language_level=3
+"""The TUN device (IFF_TUN | IFF_NO_PI: one IP packet per read or write)."""
+from libc.errno cimport errno
+from libc.string cimport memset, strncpy, strlen
+from posix.fcntl cimport open as c_open, O_RDWR, O_CLOEXEC, O_NONBLOCK
+from posix.unistd cimport close
+
+import os
+
+cdef extern from "<sys/ioctl.h>" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+
+cdef extern from "<sys/socket.h>" nogil:
+    int socket(int domain, int type, int protocol)
+    int AF_INET
+    int SOCK_DGRAM
+    int SOCK_CLOEXEC
+
+cdef extern from "<net/if.h>" nogil:
+    enum: IFNAMSIZ
+    struct ifreq:
+        char ifr_name[16]
+        short ifr_flags
+        int ifr_mtu
+        int ifr_ifindex
+
+cdef extern from "<linux/if_tun.h>" nogil:
+    unsigned long TUNSETIFF
+    unsigned long TUNGETIFF
+    int IFF_TUN
+    int IFF_NO_PI
+
+cdef extern from "<linux/sockios.h>" nogil:
+    unsigned long SIOCGIFMTU
+    unsigned long SIOCSIFMTU
+    unsigned long SIOCGIFINDEX
+
+
+class TunError(OSError):
+    """The TUN device could not be made; str() is the one line to show."""
+
+
+cdef int _ifreq_ioctl(unsigned long request, ifreq *req) except -1:
+    """An interface ioctl on a throwaway socket (MTU, index)."""
+    cdef int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)
+    cdef int r
+    if s < 0:
+        raise OSError(errno, os.strerror(errno))
+    r = ioctl(s, request, req)
+    close(s)
+    if r < 0:
+        raise OSError(errno, os.strerror(errno))
+    return 0
+
+
+cdef class Tun:
+    """An open TUN device.  Closing it removes the interface."""
+
+    def __cinit__(self):
+        self.fd = -1
+
+    @staticmethod
+    def create(str name, int mtu):
+        """Creates the interface `name` (non-blocking) with the given MTU."""
+        cdef ifreq req
+        cdef Tun tun = Tun.__new__(Tun)
+        encoded = name.encode()
+        if len(encoded) >= IFNAMSIZ:
+            raise TunError(36, "interface name too long: file name too long")
+        if not encoded or b"/" in encoded or encoded in (b".", b".."):
+            raise TunError(22, f"invalid interface name {name!r}")
+        tun.fd = c_open(b"/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK)
+        if tun.fd < 0:
+            e = errno
+            raise TunError(e, f"open /dev/net/tun: {os.strerror(e).lower()}")
+        memset(&req, 0, sizeof(req))
+        strncpy(req.ifr_name, encoded, IFNAMSIZ - 1)
+        req.ifr_flags = IFF_TUN | IFF_NO_PI
+        if ioctl(tun.fd, TUNSETIFF, &req) < 0:
+            e = errno
+            tun.close()
+            raise TunError(e, os.strerror(e).lower())
+        tun._identify()
+        tun.set_mtu(mtu)
+        return tun
+
+    @staticmethod
+    def adopt(int fd):
+        """Takes over an open TUN descriptor (inherited from a parent process)."""
+        cdef Tun tun = Tun.__new__(Tun)
+        tun.fd = fd
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+        tun._identify()
+        return tun
+
+    def _identify(self):
+        cdef ifreq req
+        memset(&req, 0, sizeof(req))
+        if ioctl(self.fd, TUNGETIFF, &req) < 0:
+            e = errno
+            raise TunError(e, f"not a TUN device: {os.strerror(e).lower()}")
+        self.name = req.ifr_name[:strlen(req.ifr_name)].decode()
+        _ifreq_ioctl(SIOCGIFINDEX, &req)
+        self.ifindex = req.ifr_ifindex
+
+    @property
+    def mtu(self):
+        cdef ifreq req
+        memset(&req, 0, sizeof(req))
+        strncpy(req.ifr_name, self.name.encode(), IFNAMSIZ - 1)
+        _ifreq_ioctl(SIOCGIFMTU, &req)
+        return req.ifr_mtu
+
+    def set_mtu(self, int mtu):
+        cdef ifreq req
+        memset(&req, 0, sizeof(req))
+        strncpy(req.ifr_name, self.name.encode(), IFNAMSIZ - 1)
+        req.ifr_mtu = mtu
+        _ifreq_ioctl(SIOCSIFMTU, &req)
+
+    def close(self):
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            close(self.fd)

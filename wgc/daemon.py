@@ -1,0 +1,296 @@
+"""The daemon: start-up, daemonizing, the control loop and shutdown.
+
+Start-up follows wireguard-go: create the TUN, open the control socket, then
+(unless in the foreground) re-execute ourselves with both descriptors
+inherited, because a plain fork would break a frozen one-file executable.
+The parent waits until the child reports that it runs on its own, so a
+script may move or rename the interface as soon as the parent exits.
+
+The control loop (this thread) serves the device's handshakes and timers,
+link events, signals and the three other shutdown triggers: the socket file
+removed, the interface deleted, the TUN gone.  Each UAPI client is served
+on its own thread, holding the device lock per request.
+"""
+import errno
+import fcntl
+import os
+import selectors
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+
+from wgc import __version__, uapi
+from wgc._os import watch_file
+from wgc._tun import Tun
+from wgc.constants import DEFAULT_MTU
+from wgc.device import Device
+from wgc.log import make_logger
+from wgc.netlink import link_monitor, parse
+
+SOCKET_DIRECTORY = "/var/run/wireguard"
+MAX_UAPI_CLIENTS = 64
+READY_TIMEOUT = 10.0
+ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
+    "WG_TUN_FD", "WG_UAPI_FD", "WG_PROCESS_FOREGROUND", "WGC_READY_FD")
+
+
+def socket_path(iface: str) -> str:
+    return os.path.join(SOCKET_DIRECTORY, f"{iface}.sock")
+
+
+def uapi_listen(iface: str) -> socket.socket:
+    """The control socket, mode 0700; a stale one is replaced, a live one refused."""
+    os.makedirs(SOCKET_DIRECTORY, mode=0o755, exist_ok=True)
+    path = socket_path(iface)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o077)
+    try:
+        try:
+            listener.bind(path)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                probe.connect(path)
+                raise OSError(errno.EADDRINUSE, "unix socket in use") from None
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # nobody listens: a leftover of a daemon that died
+            finally:
+                probe.close()
+            os.unlink(path)
+            listener.bind(path)
+        listener.listen(16)
+    except BaseException:
+        listener.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return listener
+
+
+def main(iface: str, foreground: bool) -> int:
+    foreground = foreground or os.environ.get(ENV_FOREGROUND) == "1"
+    log = make_logger(iface)
+    try:
+        inherited = os.environ.get(ENV_TUN_FD)
+        tun = Tun.adopt(int(inherited)) if inherited else Tun.create(iface, DEFAULT_MTU)
+    except (OSError, ValueError) as e:
+        log.error("Failed to create TUN device: %s", getattr(e, "strerror", None) or e)
+        return 1
+    if tun.name != iface:
+        iface = tun.name
+        log = make_logger(iface)
+    log.debug("Starting wgc version %s", __version__)
+    try:
+        inherited = os.environ.get(ENV_UAPI_FD)
+        if inherited:
+            listener = socket.socket(fileno=int(inherited))
+            listener.set_inheritable(False)
+        else:
+            listener = uapi_listen(iface)
+    except (OSError, ValueError) as e:
+        log.error("UAPI listen error: %s", getattr(e, "strerror", None) or e)
+        return 1
+    if not foreground:
+        return _daemonize(tun, listener, log)
+    return Daemon(iface, tun, listener, log).run()
+
+
+def _daemonize(tun: Tun, listener: socket.socket, log) -> int:
+    """Starts the foreground child with our descriptors as 3 and 4, waits for it."""
+    ready_read, ready_write = os.pipe()
+    verbose = os.environ.get("LOG_LEVEL", "") not in ("", "silent")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    # Park every descriptor above 9 first, so the dup2s below cannot clobber each other.
+    parked = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (tun.fd, listener.fileno(), ready_write)]
+    actions = [
+        (os.POSIX_SPAWN_DUP2, devnull, 0),
+        (os.POSIX_SPAWN_DUP2, 1 if verbose else devnull, 1),
+        (os.POSIX_SPAWN_DUP2, 2 if verbose else devnull, 2),
+        (os.POSIX_SPAWN_DUP2, parked[0], 3),
+        (os.POSIX_SPAWN_DUP2, parked[1], 4),
+        (os.POSIX_SPAWN_DUP2, parked[2], 5),
+    ]
+    env = dict(os.environ, **{ENV_TUN_FD: "3", ENV_UAPI_FD: "4", ENV_FOREGROUND: "1", ENV_READY_FD: "5"})
+    argv = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "wgc"]
+    try:
+        os.posix_spawn(argv[0], argv + sys.argv[1:], env, file_actions=actions, setsid=True)
+    except OSError as e:
+        log.error("Failed to daemonize: %s", e.strerror or e)
+        return 1
+    finally:
+        for fd in parked + [devnull, ready_write]:
+            os.close(fd)
+    # The child holds the TUN and the socket now; ours must not keep them alive.
+    tun.close()
+    listener.detach()
+    return 0 if _child_ready(ready_read) else 1
+
+
+def _child_ready(ready_read: int) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT
+    with os.fdopen(ready_read, "rb", buffering=0) as pipe:
+        selector = selectors.DefaultSelector()
+        selector.register(pipe, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if selector.select(deadline - time.monotonic()):
+                return pipe.read(16) == b"ready\n"
+    return False
+
+
+class Daemon:
+    def __init__(self, iface: str, tun: Tun, listener: socket.socket, log):
+        self.iface = iface
+        self.tun = tun
+        self.listener = listener
+        self.log = log
+        self.path = socket_path(iface)
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.clients = threading.BoundedSemaphore(MAX_UAPI_CLIENTS)
+        self.device = Device(iface, tun, log)
+        self.device.on_fatal = self._fatal
+        self.links = link_monitor()
+        self.ever_running = False
+        try:
+            self.socket_watch = watch_file(self.path)
+        except OSError:
+            self.socket_watch = None  # a supervisor's socket may live elsewhere
+        self._signal_read, self._signal_write = socket.socketpair()
+        for s in (self._signal_read, self._signal_write):
+            s.setblocking(False)
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self._signal_write.fileno())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.selector.register(self.device.wakeup_fd, selectors.EVENT_READ, self._device_events)
+        self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
+        self.selector.register(self._signal_read, selectors.EVENT_READ, self._drain_signals)
+        if self.socket_watch is not None:
+            self.selector.register(self.socket_watch, selectors.EVENT_READ, self._socket_changed)
+        self.device.up()  # wireguard-go starts up; link events move it later
+        self.log.debug("Device started")
+        self.log.debug("UAPI listener started")
+        self._tell_parent()
+        try:
+            while not self.stopping:
+                deadline = self.device.next_deadline()
+                timeout = None if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+                for key, _ in self.selector.select(timeout):
+                    key.data()
+                    if self.stopping:
+                        break
+                if not self.stopping:
+                    self.device.run_timers(time.monotonic_ns())
+        finally:
+            self._shutdown()
+        return 0
+
+    def _tell_parent(self):
+        fd = os.environ.pop(ENV_READY_FD, None)
+        if fd is not None:
+            try:
+                os.write(int(fd), b"ready\n")
+                os.close(int(fd))
+            except (OSError, ValueError):
+                pass
+
+    # events ------------------------------------------------------------------------
+
+    def _accept(self):
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.log.error("UAPI accept error: %s", e.strerror or e)
+            self._stop()
+            return
+        if not self.clients.acquire(blocking=False):
+            conn.close()  # too many clients at once
+            return
+        conn.setblocking(True)
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        try:
+            uapi.serve_connection(self.device, conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            self.clients.release()
+
+    def _device_events(self):
+        self.device.process_events()
+
+    def _link_events(self):
+        while True:
+            try:
+                data = self.links.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # ENOBUFS: missed events; the next one brings the state
+            for event in parse(data, self.tun.ifindex):
+                if event.deleted:
+                    self.log.debug("Interface deleted")
+                    self._stop()
+                    return
+                if event.mtu:
+                    self.device.set_mtu(event.mtu)
+                if event.running:
+                    self.ever_running = True
+                    self.device.up()
+                elif self.ever_running:
+                    self.device.down()
+
+    def _socket_changed(self):
+        try:
+            os.read(self.socket_watch, 4096)
+        except BlockingIOError:
+            pass
+        try:
+            os.lstat(self.path)
+        except FileNotFoundError:
+            self.log.debug("UAPI socket removed")
+            self._stop()
+
+    def _on_signal(self, signum, frame):
+        self._stop()
+
+    def _drain_signals(self):
+        try:
+            self._signal_read.recv(512)
+        except BlockingIOError:
+            pass
+
+    def _fatal(self, reason: str):
+        self.log.error("%s", reason)
+        self._stop()
+
+    def _stop(self):
+        self.stopping = True
+
+    def _shutdown(self):
+        self.log.debug("Shutting down")
+        signal.set_wakeup_fd(-1)
+        self.selector.close()
+        try:
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
+        except OSError:
+            pass  # already removed: that may be why we stop
+        self.listener.close()
+        self.device.close()
+        self.tun.close()
+        if self.socket_watch is not None:
+            os.close(self.socket_watch)
+        self.links.close()

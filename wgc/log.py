@@ -1,0 +1,50 @@
+"""Log lines shaped like wireguard-go's, at the level LOG_LEVEL asks for.
+
+    DEBUG: (wg0) 2006/01/02 15:04:05 Interface state was Down, requested Up, now Up
+    ERROR: (wg0) 2006/01/02 15:04:05 Failed to create TUN device: ...
+
+Debug lines go to stdout and errors to stderr, as wireguard-go does.
+"""
+import logging
+import os
+import sys
+import time
+
+LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "error": logging.ERROR, "silent": logging.CRITICAL + 1}
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, iface: str):
+        super().__init__()
+        self.iface = iface
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "ERROR" if record.levelno >= logging.ERROR else "DEBUG"
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        return f"{kind}: ({self.iface}) {stamp} {record.getMessage()}"
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record):
+        return record.levelno < logging.ERROR
+
+
+def level_from_environment() -> int:
+    return LEVELS.get(os.environ.get("LOG_LEVEL", "error").lower(), logging.ERROR)
+
+
+def make_logger(iface: str) -> logging.Logger:
+    """The logger for one interface, configured from LOG_LEVEL."""
+    logger = logging.getLogger(f"wgc.{iface}")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(level_from_environment())
+    formatter = _Formatter(iface)
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(_BelowError())
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.ERROR)
+    for handler in (out, err):
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return logger
