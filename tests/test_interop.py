@@ -66,7 +66,11 @@ def test_roaming_to_a_new_listen_port(netns, left, right):
     assert b.show("endpoints").split()[1] == f"{a.outer}:{a.port + 100}"
 
 
-@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+# The moving end is wgc: Debian's wireguard-go keeps sending from its remembered
+# source address after that address is gone (wireguard-go to wireguard-go fails
+# the same way), so it never roams here.  wgc as the end that follows a roaming
+# wireguard-go is covered by the listen-port test above.
+@pytest.mark.parametrize("left,right", PAIRS[:2], ids=PAIR_IDS[:2])
 def test_roaming_to_a_new_address(netns, left, right):
     a, b = tunnel(netns, left, right, with_ipv6=False)
     a.ping(b.inner4, count=1)
