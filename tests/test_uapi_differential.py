@@ -520,7 +520,10 @@ def test_fresh_device_treats_the_zero_key_as_its_own(tmp_path):
 
 
 def test_port_in_use(daemons):
-    """A port taken by another socket: -98, and afterwards the same state."""
+    """A port taken by another socket: -98 from both.  wireguard-go closes its
+    sockets before it tries the new port and is left listening nowhere; wgc
+    keeps the sockets it had, as the kernel does.  Apart from that the state
+    afterwards is the same."""
     transcripts = []
     for daemon in daemons:
         converse(daemon, [RESET])
@@ -544,7 +547,9 @@ def test_port_in_use(daemons):
         transcripts.append(normalise(stream, daemon.ephemeral))
     reference, ours = transcripts
     assert "errno=-98" in reference
-    assert ours == reference
+    kept = "errno=-98\n\nlisten_port=<ephemeral>\n"
+    assert kept in ours and kept not in reference
+    assert ours.replace(kept, "errno=-98\n\n") == reference
 
 
 def test_large_allowed_ip_set(daemons):

@@ -10,6 +10,7 @@ import base64
 import errno
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -295,7 +296,7 @@ class Device:
         if not 0 <= mark <= 0xFFFFFFFF:
             raise ValueError("fwmark out of range")
         for sock in self._sockets:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, struct.pack("I", mark))
         self._fwmark = mark
 
     def peers(self) -> list[Peer]:
@@ -372,7 +373,7 @@ class Device:
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, fallback, SOCKET_BUFFER)
             if self._fwmark:
-                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self._fwmark)
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, struct.pack("I", self._fwmark))
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
         except OSError:
             sock.close()
