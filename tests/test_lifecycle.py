@@ -1,0 +1,186 @@
+"""The daemon's life: start-up, daemonizing, the shutdown triggers, misuse."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from netns import socket_path, unique_name, wait_for
+
+WGC = [sys.executable, "-m", "wgc"]
+
+
+def uapi_get(iface: str) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(socket_path(iface))
+        s.sendall(b"get=1\n\n")
+        data = b""
+        while not data.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def link_exists(ns, iface: str) -> bool:
+    return ns.run("ip", "link", "show", iface, check=False).returncode == 0
+
+
+def daemon_pid(ns) -> int:
+    pids = ns.pids()
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def assert_gone(ns, iface: str, within: float = 2.0):
+    wait_for(lambda: not ns.pids(), timeout=within, what="the daemon to exit")
+    assert not os.path.exists(socket_path(iface))
+    assert not link_exists(ns, iface)
+
+
+@pytest.fixture
+def started(netns):
+    """A namespace with a backgrounded wgc on a fresh interface."""
+    ns = netns("wglc")
+    iface = unique_name("wgl")
+    result = ns.run(*WGC, iface)
+    assert result.returncode == 0
+    return ns, iface
+
+
+def test_version_and_usage():
+    out = subprocess.run([*WGC, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("wgc v")
+    for args in ([], ["-f"], ["a", "b"], ["-x", "wg0"], ["-f", "a", "b"]):
+        out = subprocess.run([*WGC, *args], capture_output=True, text=True)
+        assert out.returncode == 1, args
+        assert out.stdout.strip() == "Usage: wgc [-f/--foreground] INTERFACE-NAME"
+
+
+@pytest.mark.netns
+def test_background_start_returns_once_the_socket_answers(started):
+    ns, iface = started
+    # No waiting: the parent returned only after the child took over.
+    assert uapi_get(iface).endswith(b"errno=0\n\n")
+    assert link_exists(ns, iface)
+    mode = os.stat(socket_path(iface)).st_mode & 0o777
+    assert mode == 0o700
+    assert ns.run("ip", "link", "show", iface).stdout.count("mtu 1420") == 1
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_daemon(started, sig):
+    ns, iface = started
+    os.kill(daemon_pid(ns), sig)
+    assert_gone(ns, iface)
+
+
+@pytest.mark.netns
+def test_removing_the_socket_stops_the_daemon(started):
+    ns, iface = started
+    os.unlink(socket_path(iface))
+    assert_gone(ns, iface)
+
+
+@pytest.mark.netns
+def test_deleting_the_interface_stops_the_daemon(started):
+    ns, iface = started
+    ns.run("ip", "link", "del", iface)
+    assert_gone(ns, iface)
+
+
+@pytest.mark.netns
+def test_foreground_stays_and_exits_zero(netns):
+    ns = netns("wglc")
+    iface = unique_name("wgl")
+    proc = ns.popen(*WGC, "-f", iface, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: os.path.exists(socket_path(iface)), what="the socket")
+    assert uapi_get(iface).endswith(b"errno=0\n\n")
+    time.sleep(0.2)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=2) == 0
+    assert not os.path.exists(socket_path(iface))
+
+
+@pytest.mark.netns
+def test_second_instance_fails_and_leaves_the_first(started):
+    ns, iface = started
+    second = ns.run(*WGC, iface, check=False)
+    assert second.returncode == 1
+    assert "Failed to create TUN device" in second.stderr
+    assert uapi_get(iface).endswith(b"errno=0\n\n")
+
+
+@pytest.mark.netns
+def test_a_live_socket_is_refused(netns):
+    """The interface is free but the socket answers: "socket in use"."""
+    ns = netns("wglc")
+    iface = unique_name("wgl")
+    os.makedirs("/var/run/wireguard", exist_ok=True)
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    holder.bind(socket_path(iface))
+    holder.listen(1)
+    try:
+        result = ns.run(*WGC, iface, check=False)
+        assert result.returncode == 1
+        assert "UAPI listen error: unix socket in use" in result.stderr
+        assert not link_exists(ns, iface)
+    finally:
+        holder.close()
+        os.unlink(socket_path(iface))
+
+
+@pytest.mark.netns
+def test_a_stale_socket_is_replaced(netns):
+    ns = netns("wglc")
+    iface = unique_name("wgl")
+    os.makedirs("/var/run/wireguard", exist_ok=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(socket_path(iface))
+    stale.close()  # the file stays, nobody listens
+    assert ns.run(*WGC, iface).returncode == 0
+    assert uapi_get(iface).endswith(b"errno=0\n\n")
+    os.kill(daemon_pid(ns), signal.SIGTERM)
+    assert_gone(ns, iface)
+
+
+@pytest.mark.netns
+def test_bad_interface_name(netns):
+    ns = netns("wglc")
+    result = ns.run(*WGC, "x" * 16, check=False)
+    assert result.returncode == 1
+    assert "Failed to create TUN device: interface name too long" in result.stderr
+
+
+@pytest.mark.netns
+def test_verbose_log_lines_look_like_wireguard_go(netns):
+    ns = netns("wglc")
+    iface = unique_name("wgl")
+    proc = ns.popen(*WGC, "-f", iface, env=dict(os.environ, LOG_LEVEL="verbose"),
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(socket_path(iface)), what="the socket")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=5)
+    lines = out.splitlines()
+    shape = re.compile(rf"^DEBUG: \({iface}\) \d{{4}}/\d\d/\d\d \d\d:\d\d:\d\d \S")
+    assert lines and all(shape.match(line) for line in lines), lines
+    assert any("UAPI listener started" in line for line in lines)
+    assert lines[-1].endswith("Shutting down")
+
+
+@pytest.mark.netns
+def test_idle_memory(started):
+    ns, iface = started
+    time.sleep(0.5)
+    with open(f"/proc/{daemon_pid(ns)}/status") as f:
+        rss_kib = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    print(f"\nidle wgc RSS: {rss_kib / 1024:.1f} MiB")
+    assert rss_kib < 24 * 1024
