@@ -183,4 +183,4 @@ def test_idle_memory(started):
     with open(f"/proc/{daemon_pid(ns)}/status") as f:
         rss_kib = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
     print(f"\nidle wgc RSS: {rss_kib / 1024:.1f} MiB")
-    assert rss_kib < 24 * 1024
+    assert rss_kib < 20 * 1024

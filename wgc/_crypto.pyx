@@ -8,8 +8,7 @@ object, so the function pointers below point into the one copy in memory.
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memset
 
-import nacl.bindings  # runs sodium_init()
-import nacl._sodium
+import nacl._sodium  # only to load the library; nacl.bindings costs memory we don't need
 
 
 cdef extern from "<dlfcn.h>" nogil:
@@ -32,6 +31,7 @@ ctypedef int (*scalarmult_base_t)(uint8_t *q, const uint8_t *n) noexcept nogil
 ctypedef void (*randombytes_buf_t)(void *buf, size_t size) noexcept nogil
 ctypedef int (*memcmp_t)(const void *a, const void *b, size_t len) noexcept nogil
 ctypedef void (*memzero_t)(void *pnt, size_t len) noexcept nogil
+ctypedef int (*sodium_init_t)() noexcept nogil
 
 cdef aead_encrypt_detached_t _seal
 cdef aead_decrypt_detached_t _open
@@ -67,6 +67,8 @@ def _bind():
     _randombytes = <randombytes_buf_t>_symbol(h, b"randombytes_buf")
     _memcmp = <memcmp_t>_symbol(h, b"sodium_memcmp")
     _memzero = <memzero_t>_symbol(h, b"sodium_memzero")
+    if (<sodium_init_t>_symbol(h, b"sodium_init"))() < 0:
+        raise ImportError("libsodium failed to initialise")
 
 
 _bind()

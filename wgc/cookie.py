@@ -5,7 +5,6 @@ a responder can drop junk without any DH.  Under load a responder also wants
 mac2, keyed by a cookie that only a sender able to receive at its source
 address can hold; it hands such a sender the cookie in an encrypted reply.
 """
-import hmac
 import struct
 
 from wgc import _crypto
@@ -31,7 +30,7 @@ class CookieChecker:
 
     def check_mac1(self, message: bytes) -> bool:
         m1, m2 = _mac_offsets(message)
-        return hmac.compare_digest(mac(self._mac1_key, message[:m1]), message[m1:m2])
+        return _crypto.constant_time_equal(mac(self._mac1_key, message[:m1]), message[m1:m2])
 
     def _cookie(self, src: bytes) -> bytes:
         return mac(self._secret, src)
@@ -44,7 +43,7 @@ class CookieChecker:
         if not self._secret_fresh(now):
             return False
         _, m2 = _mac_offsets(message)
-        return hmac.compare_digest(mac(self._cookie(src), message[:m2]), message[m2:])
+        return _crypto.constant_time_equal(mac(self._cookie(src), message[:m2]), message[m2:])
 
     def create_reply(self, message: bytes, src: bytes, now: int) -> bytes:
         """The cookie reply (type 3) answering message from src."""

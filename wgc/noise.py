@@ -4,10 +4,12 @@ Messages are built and consumed here; no socket or clock is touched: the
 caller passes `now` (monotonic ns, for the 20 ms flood check) and `wall`
 (unix ns, for the TAI64N timestamp).  MAC fields are left to wgc.cookie.
 """
-import hashlib
-import hmac as _hmac
 import struct
-from dataclasses import dataclass
+
+try:
+    from _blake2 import blake2s  # hashlib would also load OpenSSL: megabytes we don't use
+except ImportError:  # pragma: no cover - an interpreter without the private module
+    from hashlib import blake2s
 
 from wgc import _crypto
 from wgc import constants as C
@@ -19,18 +21,28 @@ ZERO = bytes(32)
 # -- primitives (paper 5.4: HASH, MAC, HMAC, KDF) ----------------------------------
 
 def hash(*parts: bytes) -> bytes:
-    h = hashlib.blake2s()
+    h = blake2s()
     for part in parts:
         h.update(part)
     return h.digest()
 
 
 def mac(key: bytes, data: bytes) -> bytes:
-    return hashlib.blake2s(data, digest_size=16, key=key).digest()
+    return blake2s(data, digest_size=16, key=key).digest()
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 def hmac(key: bytes, data: bytes) -> bytes:
-    return _hmac.new(key, data, hashlib.blake2s).digest()
+    """HMAC (RFC 2104) over BLAKE2s-256, whose block is 64 bytes."""
+    if len(key) > 64:
+        key = hash(key)
+    key = key.ljust(64, b"\0")
+    inner = blake2s(key.translate(_IPAD))
+    inner.update(data)
+    return blake2s(key.translate(_OPAD) + inner.digest()).digest()
 
 
 def kdf(key: bytes, data: bytes, n: int) -> tuple[bytes, ...]:
@@ -105,13 +117,15 @@ class StaticIdentity:
         self.public_key = _crypto.public_key(self.private_key)
 
 
-@dataclass
 class SessionKeys:
-    send_key: bytes
-    recv_key: bytes
-    local_index: int
-    remote_index: int
-    is_initiator: bool
+    """The transport keys and indices a completed handshake yields."""
+
+    __slots__ = ("send_key", "recv_key", "local_index", "remote_index", "is_initiator")
+
+    def __init__(self, send_key, recv_key, local_index, remote_index, is_initiator):
+        self.send_key, self.recv_key = send_key, recv_key
+        self.local_index, self.remote_index = local_index, remote_index
+        self.is_initiator = is_initiator
 
 
 NONE, INITIATION_CREATED, INITIATION_CONSUMED, RESPONSE_CREATED, RESPONSE_CONSUMED = range(5)
