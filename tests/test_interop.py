@@ -136,3 +136,19 @@ def test_wgc_exits_when_its_namespace_goes(netns):
     a.ping(b.inner4, count=1)
     a.ns.run("ip", "link", "del", a.iface)
     wait_for(lambda: not a.ns.pids(), timeout=2, what="wgc to exit after its interface was deleted")
+
+
+def test_link_down_closes_sockets_and_up_restores(netns):
+    """Down closes the UDP sockets and forgets sessions; up binds again."""
+    a, b = tunnel(netns, "wgc", "wgc", with_ipv6=False)
+    a.ping(b.inner4, count=1)
+    listening = lambda: f":{a.port} " in a.ns.run("ss", "-lun").stdout  # noqa: E731
+    assert listening()
+    a.ns.run("ip", "link", "set", a.iface, "down")
+    wait_for(lambda: not listening(), what="the sockets to close")
+    a.ns.run("ip", "link", "set", a.iface, "up")
+    a.ns.run("ip", "addr", "add", f"{a.inner4}/24", "dev", a.iface, check=False)
+    wait_for(listening, what="the sockets to reopen")
+    a.ping(b.inner4, count=2)
+    # A fresh session: the old one was wiped on the way down.
+    assert int(a.show("latest-handshakes").split()[1]) > 0
