@@ -33,6 +33,7 @@ class Netns:
         self.name = unique_name(prefix)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self._popens: list[subprocess.Popen] = []
+        self._sockets: list[str] = []
         self.run("ip", "link", "set", "lo", "up")
 
     def run(self, *cmd, check=True, timeout=30, **kw) -> subprocess.CompletedProcess:
@@ -50,27 +51,37 @@ class Netns:
         self._popens.append(proc)
         return proc
 
+    def owns_interface(self, iface: str) -> None:
+        """close() removes iface's control socket if its daemon could not."""
+        self._sockets.append(socket_path(iface))
+
     def pids(self) -> list[int]:
         out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
     def close(self):
-        for proc in self._popens:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        # Daemons that forked into the background are found by namespace.
-        for _ in range(50):
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
+        # Daemons first get the chance to clean up (unlink their sockets);
+        # what is still running after 2 s is killed.
+        for sig, patience in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 1.0)):
+            for proc in self._popens:
+                if proc.poll() is None:
+                    proc.send_signal(sig)
+            for pid in self.pids():
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.02)
+            deadline = time.monotonic() + patience
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        for proc in self._popens:
+            proc.wait()
         subprocess.run(["ip", "netns", "del", self.name], check=False)
+        for path in self._sockets:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def __enter__(self):
         return self

@@ -49,6 +49,7 @@ def started(netns):
     """A namespace with a backgrounded wgc on a fresh interface."""
     ns = netns("wglc")
     iface = unique_name("wgl")
+    ns.owns_interface(iface)
     result = ns.run(*WGC, iface)
     assert result.returncode == 0
     return ns, iface
@@ -100,6 +101,7 @@ def test_deleting_the_interface_stops_the_daemon(started):
 def test_foreground_stays_and_exits_zero(netns):
     ns = netns("wglc")
     iface = unique_name("wgl")
+    ns.owns_interface(iface)
     proc = ns.popen(*WGC, "-f", iface, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: os.path.exists(socket_path(iface)), what="the socket")
     assert uapi_get(iface).endswith(b"errno=0\n\n")
@@ -124,6 +126,7 @@ def test_a_live_socket_is_refused(netns):
     """The interface is free but the socket answers: "socket in use"."""
     ns = netns("wglc")
     iface = unique_name("wgl")
+    ns.owns_interface(iface)
     os.makedirs("/var/run/wireguard", exist_ok=True)
     holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     holder.bind(socket_path(iface))
@@ -142,6 +145,7 @@ def test_a_live_socket_is_refused(netns):
 def test_a_stale_socket_is_replaced(netns):
     ns = netns("wglc")
     iface = unique_name("wgl")
+    ns.owns_interface(iface)
     os.makedirs("/var/run/wireguard", exist_ok=True)
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(socket_path(iface))
@@ -164,6 +168,7 @@ def test_bad_interface_name(netns):
 def test_verbose_log_lines_look_like_wireguard_go(netns):
     ns = netns("wglc")
     iface = unique_name("wgl")
+    ns.owns_interface(iface)
     proc = ns.popen(*WGC, "-f", iface, env=dict(os.environ, LOG_LEVEL="verbose"),
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: os.path.exists(socket_path(iface)), what="the socket")

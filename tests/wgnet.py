@@ -65,6 +65,7 @@ class End:
 def start_daemon(ns: Netns, implementation: str, iface: str, env: dict | None = None):
     """Starts the daemon (it daemonizes itself) and waits for its socket to answer."""
     full_env = dict(os.environ, **(env or {}))
+    ns.owns_interface(iface)
     ns.run(*IMPLEMENTATIONS[implementation], iface, env=full_env, timeout=20)
     wait_for(lambda: os.path.exists(socket_path(iface)), what=f"{implementation} socket for {iface}")
 
