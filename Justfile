@@ -13,6 +13,22 @@ test *ARGS: build
 run IFACE="wg0": build
     LOG_LEVEL=verbose {{python}} -m wgc -f {{IFACE}}
 
+# The frozen executables: dist/wgc (one file) and dist/wgc-dir/ (one directory).
+binary:
+    WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
+    WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
+
+# What CI runs: every test against the package, then the daemon tests against both frozen executables.
+ci: build
+    {{python}} -m pytest -q
+    just python={{python}} binary
+    WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
+    WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
+
+# Size and start-to-ready time of the frozen executables (build them first).
+bench-binary:
+    {{python}} scripts/bench_appliance.py
+
 # Two namespaces, a wgc tunnel between them, a ping across, `wg show`, then clean up.
 demo: build
     PYTHON={{python}} bash scripts/demo.sh

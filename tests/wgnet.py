@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from netns import Netns, socket_path, unique_name, veth, wait_for
 from wgc._crypto import clamp, public_key, random
 
+# WGC_COMMAND names another wgc to test, such as the frozen dist/wgc.
+WGC = [os.environ["WGC_COMMAND"]] if os.environ.get("WGC_COMMAND") else [sys.executable, "-m", "wgc"]
 IMPLEMENTATIONS = {
-    "wgc": [sys.executable, "-m", "wgc"],
+    "wgc": WGC,
     "wireguard-go": ["wireguard-go"],
 }
 

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The TUN device (IFF_TUN | IFF_NO_PI: one IP packet per read or write)."""
-from libc.errno cimport errno
+from libc.errno cimport errno, EACCES, ENOENT, EPERM
 from libc.string cimport memset, strncpy, strlen
 from posix.fcntl cimport open as c_open, O_RDWR, O_CLOEXEC, O_NONBLOCK
 from posix.unistd cimport close
@@ -72,14 +72,16 @@ cdef class Tun:
         tun.fd = c_open(b"/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK)
         if tun.fd < 0:
             e = errno
-            raise TunError(e, f"open /dev/net/tun: {os.strerror(e).lower()}")
+            raise TunError(e, f"open /dev/net/tun: {os.strerror(e).lower()}"
+                              + (" (wgc needs the TUN device /dev/net/tun)" if e == ENOENT else "")
+                              + (" (wgc needs CAP_NET_ADMIN)" if e in (EPERM, EACCES) else ""))
         memset(&req, 0, sizeof(req))
         strncpy(req.ifr_name, encoded, IFNAMSIZ - 1)
         req.ifr_flags = IFF_TUN | IFF_NO_PI
         if ioctl(tun.fd, TUNSETIFF, &req) < 0:
             e = errno
             tun.close()
-            raise TunError(e, os.strerror(e).lower())
+            raise TunError(e, os.strerror(e).lower() + (" (wgc needs CAP_NET_ADMIN)" if e == EPERM else ""))
         tun._identify()
         tun.set_mtu(mtu)
         return tun

@@ -29,6 +29,7 @@ from wgc.constants import DEFAULT_MTU
 from wgc.device import Device
 from wgc.log import make_logger
 from wgc.netlink import link_monitor, parse
+from wgc.notify import Notifier
 
 SOCKET_DIRECTORY = "/var/run/wireguard"
 MAX_UAPI_CLIENTS = 64
@@ -72,7 +73,15 @@ def uapi_listen(iface: str) -> socket.socket:
     return listener
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def main(iface: str, foreground: bool) -> int:
+    # A stop signal that arrives while we set up waits until the control loop
+    # can handle it (and unlink the socket) rather than killing us midway.
+    # The re-executed child starts with no mask (a frozen one-file launcher must
+    # be able to pass signals on) and blocks them again here.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     foreground = foreground or os.environ.get(ENV_FOREGROUND) == "1"
     log = make_logger(iface)
     try:
@@ -116,9 +125,14 @@ def _daemonize(tun: Tun, listener: socket.socket, log) -> int:
         (os.POSIX_SPAWN_DUP2, parked[2], 5),
     ]
     env = dict(os.environ, **{ENV_TUN_FD: "3", ENV_UAPI_FD: "4", ENV_FOREGROUND: "1", ENV_READY_FD: "5"})
-    argv = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "wgc"]
+    if getattr(sys, "frozen", False):
+        # A frozen one-file child must unpack itself anew: ours goes when we exit.
+        env["PYINSTALLER_RESET_ENVIRONMENT"] = "1"
+        argv = [sys.executable]
+    else:
+        argv = [sys.executable, "-m", "wgc"]
     try:
-        os.posix_spawn(argv[0], argv + sys.argv[1:], env, file_actions=actions, setsid=True)
+        os.posix_spawn(argv[0], argv + sys.argv[1:], env, file_actions=actions, setsid=True, setsigmask=())
     except OSError as e:
         log.error("Failed to daemonize: %s", e.strerror or e)
         return 1
@@ -156,6 +170,8 @@ class Daemon:
         self.device.on_fatal = self._fatal
         self.links = link_monitor()
         self.ever_running = False
+        self.notifier = Notifier()
+        self.next_watchdog = None
         try:
             self.socket_watch = watch_file(self.path)
         except OSError:
@@ -166,8 +182,9 @@ class Daemon:
 
     def run(self) -> int:
         signal.set_wakeup_fd(self._signal_write.fileno())
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         self.selector.register(self.device.wakeup_fd, selectors.EVENT_READ, self._device_events)
@@ -179,10 +196,17 @@ class Daemon:
         self.log.debug("Device started")
         self.log.debug("UAPI listener started")
         self._tell_parent()
+        self.notifier.ready(f"listening on {self.path}")
+        if self.notifier.watchdog_interval_ns:
+            self.next_watchdog = time.monotonic_ns()
         try:
             while not self.stopping:
-                deadline = self.device.next_deadline()
-                timeout = None if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+                now = time.monotonic_ns()
+                if self.next_watchdog is not None and now >= self.next_watchdog:
+                    self.notifier.watchdog()
+                    self.next_watchdog = now + self.notifier.watchdog_interval_ns
+                deadlines = [d for d in (self.device.next_deadline(), self.next_watchdog) if d is not None]
+                timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else None
                 for key, _ in self.selector.select(timeout):
                     key.data()
                     if self.stopping:
@@ -281,6 +305,8 @@ class Daemon:
 
     def _shutdown(self):
         self.log.debug("Shutting down")
+        self.notifier.stopping()
+        self.notifier.close()
         signal.set_wakeup_fd(-1)
         self.selector.close()
         try:

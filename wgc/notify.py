@@ -1,0 +1,44 @@
+"""systemd's service notification protocol (sd_notify(3)), which is small
+enough to speak directly: one datagram of KEY=VALUE lines to $NOTIFY_SOCKET.
+
+READY=1 once the control socket listens, STOPPING=1 on the way out, and
+WATCHDOG=1 at half the interval systemd asks for in $WATCHDOG_USEC.
+"""
+import os
+import socket
+
+
+class Notifier:
+    def __init__(self, environ=os.environ):
+        self._address = None
+        self._socket = None
+        self.watchdog_interval_ns = None
+        path = environ.get("NOTIFY_SOCKET", "")
+        if path.startswith(("/", "@")):
+            self._address = "\0" + path[1:] if path[0] == "@" else path
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if self._socket is not None and usec.isdigit() and int(usec) > 0 and pid in ("", str(os.getpid())):
+            self.watchdog_interval_ns = int(usec) * 1000 // 2
+
+    def _send(self, message: str) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.sendto(message.encode(), self._address)
+            except OSError:
+                pass  # the manager went away: nothing to tell
+
+    def ready(self, status: str = "") -> None:
+        self._send("READY=1\n" + (f"STATUS={status}\n" if status else ""))
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1\n")
+
+    def watchdog(self) -> None:
+        self._send("WATCHDOG=1\n")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
