@@ -19,7 +19,7 @@ binary:
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
 
 # What CI runs: every test against the package, then the daemon tests against both frozen executables.
-ci: build
+ci:
     {{python}} -m pytest -q
     just python={{python}} binary
     WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py

@@ -1,7 +1,8 @@
-"""Prints the size of the frozen executables and how long each takes from
-start to a listening control socket (median of several starts), in a
-throwaway network namespace."""
+"""Prints the size of the frozen executables, how long each takes from start
+to a listening control socket (median of several starts, in a throwaway
+network namespace), and the newest glibc symbol version they need."""
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,15 @@ def start_to_ready(ns: str, command: list[str]) -> float:
             time.sleep(0.01)
 
 
+def newest_glibc(directory: Path) -> str:
+    """The highest GLIBC_x.y any binary of the one-dir bundle asks for."""
+    versions = set()
+    for path in [directory / "wgc", *directory.rglob("*.so*")]:
+        out = subprocess.run(["objdump", "-T", str(path)], capture_output=True, text=True).stdout
+        versions.update(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+)", out))
+    return "glibc " + ".".join(map(str, max(versions))) if versions else "unknown"
+
+
 def main():
     ns = f"wgbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -50,6 +60,9 @@ def main():
             print(f"{label}: start to ready {statistics.median(times) * 1000:.0f} ms (median of {ROUNDS}){size}")
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+    bundle = ROOT / "dist/wgc-dir"
+    if bundle.exists():
+        print(f"needs at least {newest_glibc(bundle)} (the build machine's symbols)")
 
 
 if __name__ == "__main__":
