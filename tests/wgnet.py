@@ -68,8 +68,16 @@ def start_daemon(ns: Netns, implementation: str, iface: str, env: dict | None = 
     """Starts the daemon (it daemonizes itself) and waits for its socket to answer."""
     full_env = dict(os.environ, **(env or {}))
     ns.owns_interface(iface)
-    ns.run(*IMPLEMENTATIONS[implementation], iface, env=full_env, timeout=20)
+    # The daemon keeps our stdout: give it a file, not a pipe we would wait on.
+    with open(daemon_log(iface), "w") as log:
+        ns.run(*IMPLEMENTATIONS[implementation], iface, env=full_env, timeout=20,
+               capture_output=False, stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: os.path.exists(socket_path(iface)), what=f"{implementation} socket for {iface}")
+
+
+def daemon_log(iface: str) -> str:
+    """Where the daemon of iface writes its log (with LOG_LEVEL set)."""
+    return os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{iface}.log")
 
 
 def outer_address(family: int, side: int, subnet: int) -> str:
