@@ -21,7 +21,7 @@ binary:
 # What CI runs: every test against the package, then the daemon tests against both frozen executables.
 ci:
     {{python}} -m pytest -q
-    just python={{python}} binary
+    {{just_executable()}} python={{python}} binary
     WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
     WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
 
@@ -32,3 +32,7 @@ bench-binary:
 # Two namespaces, a wgc tunnel between them, a ping across, `wg show`, then clean up.
 demo: build
     PYTHON={{python}} bash scripts/demo.sh
+
+# wgc against wireguard-go side by side: TCP, UDP, ping, memory; medians and ratios.
+bench ROUNDS="3":
+    {{python}} scripts/bench.py --rounds {{ROUNDS}}

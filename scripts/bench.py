@@ -1,0 +1,88 @@
+"""wgc against Debian's wireguard-go, side by side on this machine.
+
+For N rounds, alternating which goes first, each pair of implementations
+gets a fresh tunnel between two namespaces and is measured for one iperf3
+TCP stream, iperf3 UDP at full speed (-b 0 -l 1300, rate received and
+loss), ping RTT through the idle tunnel, and the daemons' memory (idle and
+at the end of the load).  Prints every figure, the medians, and the ratios
+wgc / wireguard-go.  Everything runs in namespaces it creates and removes.
+
+    python scripts/bench.py [--rounds N] [--seconds S]
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+from netns import Netns  # noqa: E402
+from wgnet import iperf3, tunnel  # noqa: E402
+
+PAIRS = [("wgc", "wgc"), ("wireguard-go", "wireguard-go"), ("wgc", "wireguard-go")]
+
+
+def rss_mib(end) -> float:
+    total = 0
+    for pid in end.ns.pids():
+        with open(f"/proc/{pid}/status") as f:
+            total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    return total / 1024
+
+
+def measure(left: str, right: str, seconds: float) -> dict:
+    made = []
+
+    def factory(prefix="bench"):
+        ns = Netns(prefix)
+        made.append(ns)
+        return ns
+
+    try:
+        a, b = tunnel(factory, left, right, with_ipv6=False)
+        a.ping(b.inner4, count=3, interval=0.1)
+        idle = max(rss_mib(a), rss_mib(b))
+        out = a.ping(b.inner4, count=20, interval=0.05).stdout
+        rtt = float(out.strip().splitlines()[-1].split("=")[1].split("/")[1])
+        tcp = json.loads(iperf3(a, b, seconds).stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+        udp_run = json.loads(iperf3(a, b, seconds, extra=("-u", "-b", "0", "-l", "1300")).stdout)["end"]["sum"]
+        loaded = max(rss_mib(a), rss_mib(b))
+        return {
+            "tcp_gbps": tcp,
+            "udp_gbps": udp_run["bits_per_second"] / 1e9 * (1 - udp_run["lost_percent"] / 100),
+            "udp_loss_pct": udp_run["lost_percent"],
+            "rtt_ms": rtt,
+            "idle_rss_mib": idle,
+            "loaded_rss_mib": loaded,
+        }
+    finally:
+        for ns in made:
+            ns.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    results = {pair: [] for pair in PAIRS}
+    for round_ in range(args.rounds):
+        order = PAIRS if round_ % 2 == 0 else list(reversed(PAIRS))
+        for pair in order:
+            figures = measure(*pair, args.seconds)
+            results[pair].append(figures)
+            print(f"round {round_ + 1} {pair[0]}<->{pair[1]}: "
+                  + ", ".join(f"{k}={v:.3f}" for k, v in figures.items()), flush=True)
+    medians = {pair: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for pair, runs in results.items()}
+    print("\nmedians:")
+    for pair, m in medians.items():
+        print(f"  {pair[0]}<->{pair[1]}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
+    ours, theirs, mixed = (medians[p] for p in PAIRS)
+    print("\nratios (wgc / wireguard-go; for RTT and memory lower is better):")
+    for key in ours:
+        print(f"  {key}: wgc {ours[key] / theirs[key]:.2f}x, mixed {mixed[key] / theirs[key]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
