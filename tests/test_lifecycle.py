@@ -4,7 +4,9 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +199,20 @@ def test_idle_memory(started):
     rss = rss_kib(ns.pids())  # all of its processes
     print(f"\nidle wgc RSS: {rss / 1024:.1f} MiB")
     assert rss < 20 * 1024
+
+
+@pytest.mark.netns
+def test_daemonizing_ignores_a_wgc_directory_in_the_working_directory(netns, tmp_path):
+    """The re-executed child imports the same wgc as its parent, not ./wgc."""
+    decoy = tmp_path / "wgc"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('imported the decoy')\n")
+    (decoy / "__main__.py").write_text("raise SystemExit('imported the decoy')\n")
+    ns = netns("wglc")
+    iface = unique_name("wgl")
+    ns.owns_interface(iface)
+    # Started as users start it: the installed command (or the frozen one).
+    command = WGC if len(WGC) == 1 else [str(Path(sys.executable).parent / "wgc")]
+    result = ns.run(*command, iface, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert uapi_get(iface).endswith(b"errno=0\n\n")

@@ -612,7 +612,8 @@ cdef class Core:
             return
         s.next = NULL
         s.length = length
-        memcpy(s + 1, packet, length)
+        if length:
+            memcpy(s + 1, packet, length)
         if p.staged_tail != NULL:
             p.staged_tail.next = s
         else:

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 
+import wgc
 from wgc import __version__, uapi
 from wgc._os import watch_file
 from wgc._tun import Tun
@@ -130,7 +131,12 @@ def _daemonize(tun: Tun, listener: socket.socket, log) -> int:
         env["PYINSTALLER_RESET_ENVIRONMENT"] = "1"
         argv = [sys.executable]
     else:
-        argv = [sys.executable, "-m", "wgc"]
+        # The child must import this very wgc, not whatever a wgc/ directory
+        # in the working directory holds: -P drops the working directory from
+        # sys.path, PYTHONPATH names where our package lives.
+        home = os.path.dirname(os.path.dirname(os.path.abspath(wgc.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-P", "-m", "wgc"]
     try:
         os.posix_spawn(argv[0], argv + sys.argv[1:], env, file_actions=actions, setsid=True, setsigmask=())
     except OSError as e:
