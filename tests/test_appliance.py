@@ -4,24 +4,17 @@ frozen executable's temporary directory."""
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from netns import socket_path, unique_name, wait_for
-from wgnet import WGC, new_key
+from wgnet import WGC, new_key, wgc_executable
 
 pytestmark = pytest.mark.netns
 ROOT = Path(__file__).parent.parent
 ONEFILE = ROOT / "dist" / "wgc"
-
-
-def wgc_executable() -> str:
-    """One path that runs wgc, as wg-quick needs it."""
-    return WGC[0] if len(WGC) == 1 else str(Path(sys.executable).parent / "wgc")
 
 
 def test_notify_protocol(netns, tmp_path):

@@ -58,11 +58,17 @@ def test_reply_to_another_message_is_rejected():
     assert not generator.consume_reply(checker.create_reply(bytes(other), SRC, 0), 0)
 
 
-def test_cookie_is_used_for_115_seconds():
+def setup_with_cookie():
+    """A checker and a generator that took a cookie from it at time 0."""
     checker, generator = setup()
     m = message()
     generator.add_macs(m, 0)
-    generator.consume_reply(checker.create_reply(bytes(m), SRC, 0), 0)
+    assert generator.consume_reply(checker.create_reply(bytes(m), SRC, 0), 0)
+    return checker, generator
+
+
+def test_cookie_is_used_for_115_seconds():
+    checker, generator = setup_with_cookie()
     m = message()
     generator.add_macs(m, 115 * SECOND - 1)
     assert m[-16:] != bytes(16)
@@ -71,10 +77,7 @@ def test_cookie_is_used_for_115_seconds():
 
 
 def test_secret_rotates_after_120_seconds():
-    checker, generator = setup()
-    m = message()
-    generator.add_macs(m, 0)
-    generator.consume_reply(checker.create_reply(bytes(m), SRC, 0), 0)
+    checker, generator = setup_with_cookie()
     m = message()
     generator.add_macs(m, 60 * SECOND)
     assert checker.check_mac2(bytes(m), SRC, 120 * SECOND - 1)

@@ -4,14 +4,12 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from netns import socket_path, unique_name, wait_for
-from wgnet import WGC
+from wgnet import WGC, wgc_executable
 
 
 def uapi_get(iface: str) -> bytes:
@@ -132,15 +130,21 @@ def test_second_instance_fails_and_leaves_the_first(started):
     assert uapi_get(iface).endswith(b"errno=0\n\n")
 
 
-@pytest.mark.netns
-def test_a_live_socket_is_refused(netns):
-    """The interface is free but the socket answers: "socket in use"."""
+def socket_file_for(netns) -> tuple:
+    """A namespace, a fresh interface name, and a unix socket bound at its path."""
     ns = netns("wglc")
     iface = unique_name("wgl")
     ns.owns_interface(iface)
     os.makedirs("/var/run/wireguard", exist_ok=True)
-    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    holder.bind(socket_path(iface))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(socket_path(iface))
+    return ns, iface, sock
+
+
+@pytest.mark.netns
+def test_a_live_socket_is_refused(netns):
+    """The interface is free but the socket answers: "socket in use"."""
+    ns, iface, holder = socket_file_for(netns)
     holder.listen(1)
     try:
         result = ns.run(*WGC, iface, check=False)
@@ -154,12 +158,7 @@ def test_a_live_socket_is_refused(netns):
 
 @pytest.mark.netns
 def test_a_stale_socket_is_replaced(netns):
-    ns = netns("wglc")
-    iface = unique_name("wgl")
-    ns.owns_interface(iface)
-    os.makedirs("/var/run/wireguard", exist_ok=True)
-    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    stale.bind(socket_path(iface))
+    ns, iface, stale = socket_file_for(netns)
     stale.close()  # the file stays, nobody listens
     assert ns.run(*WGC, iface).returncode == 0
     assert uapi_get(iface).endswith(b"errno=0\n\n")
@@ -212,7 +211,6 @@ def test_daemonizing_ignores_a_wgc_directory_in_the_working_directory(netns, tmp
     iface = unique_name("wgl")
     ns.owns_interface(iface)
     # Started as users start it: the installed command (or the frozen one).
-    command = WGC if len(WGC) == 1 else [str(Path(sys.executable).parent / "wgc")]
-    result = ns.run(*command, iface, cwd=tmp_path, check=False)
+    result = ns.run(wgc_executable(), iface, cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stderr
     assert uapi_get(iface).endswith(b"errno=0\n\n")

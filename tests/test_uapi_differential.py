@@ -16,7 +16,6 @@ scanner reads ahead), which wgc deliberately does not copy, so pipelining is
 only exercised after `get`.
 """
 import os
-import re
 import shutil
 import socket
 import subprocess

@@ -14,8 +14,26 @@ from dataclasses import dataclass, field
 from netns import Netns, socket_path, unique_name, veth, wait_for
 from wgc._crypto import clamp, public_key, random
 
-# WGC_COMMAND names another wgc to test, such as the frozen dist/wgc.
-WGC = [os.environ["WGC_COMMAND"]] if os.environ.get("WGC_COMMAND") else [sys.executable, "-m", "wgc"]
+
+def wgc_command() -> list[str]:
+    """The wgc under test: WGC_COMMAND (such as the frozen dist/wgc) or this Python's package.
+
+    A relative path is made absolute, so tests may start it from any directory.
+    """
+    named = os.environ.get("WGC_COMMAND")
+    if not named:
+        return [sys.executable, "-m", "wgc"]
+    return [os.path.abspath(named) if os.sep in named else named]
+
+
+WGC = wgc_command()
+
+
+def wgc_executable() -> str:
+    """One path that runs the wgc under test, as users (and wg-quick) start it."""
+    return WGC[0] if len(WGC) == 1 else os.path.join(os.path.dirname(sys.executable), "wgc")
+
+
 IMPLEMENTATIONS = {
     "wgc": WGC,
     "wireguard-go": ["wireguard-go"],
