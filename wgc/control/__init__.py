@@ -1,0 +1,93 @@
+"""Reading and configuring WireGuard devices, userspace or kernel, from Python.
+
+    from wgc import control
+
+    control.device_names()                 # ["wg0", ...]: kernel links, then UAPI sockets
+    dev = control.device("wg0")            # a Device with its peers and allowed IPs
+    control.configure("wg0", control.DeviceConfig(
+        listen_port=51820,
+        peers=[control.PeerConfig(public_key=control.key_from_base64("..."),
+                                  allowed_ips=[control.AllowedIP.parse("10.0.0.2/32")])]))
+
+A name with a live socket /var/run/wireguard/NAME.sock is a userspace device
+(wgc, wireguard-go) spoken to with the UAPI text protocol; any other name is
+looked up in the kernel through generic netlink, as wg(8) does.  Failures
+raise WireGuardError, an OSError whose errno says why.
+"""
+from __future__ import annotations
+
+from wgc.control import kernel, userspace
+from wgc.control.model import (
+    KEY_LEN,
+    ZERO_KEY,
+    AllowedIP,
+    Device,
+    DeviceConfig,
+    Endpoint,
+    Peer,
+    PeerConfig,
+    WireGuardError,
+    key_from_base64,
+    key_from_hex,
+    key_to_base64,
+    key_to_hex,
+)
+
+__all__ = [
+    "KEY_LEN",
+    "ZERO_KEY",
+    "AllowedIP",
+    "Device",
+    "DeviceConfig",
+    "Endpoint",
+    "Peer",
+    "PeerConfig",
+    "WireGuardError",
+    "configure",
+    "device",
+    "device_names",
+    "devices",
+    "is_userspace",
+    "key_from_base64",
+    "key_from_hex",
+    "key_to_base64",
+    "key_to_hex",
+]
+
+
+def device_names() -> list[str]:
+    """Every WireGuard device: kernel links of kind wireguard first, then the
+    live UAPI sockets in /var/run/wireguard (stale ones are removed)."""
+    return kernel.device_names() + userspace.device_names()
+
+
+def is_userspace(name: str) -> bool:
+    return userspace.has_device(name)
+
+
+def device(name: str) -> Device:
+    """The current state of one device."""
+    if userspace.has_device(name):
+        return userspace.get_device(name)
+    return kernel.get_device(name)
+
+
+def devices() -> list[Device]:
+    """The state of every device; one that disappears while being read is left out."""
+    found = []
+    for name in device_names():
+        try:
+            found.append(device(name))
+        except WireGuardError:
+            continue
+    return found
+
+
+def configure(name: str, config: DeviceConfig, replace_peers: bool = False) -> None:
+    """Applies config to the device.  With replace_peers, peers not in config
+    are removed first.  Neither backend is transactional: after a failure,
+    what came before the refused part stays applied."""
+    if userspace.has_device(name):
+        userspace.set_device(name, config, replace_peers)
+    else:
+        kernel.set_device(name, config, replace_peers)

@@ -1,0 +1,273 @@
+"""The data the control API reads and writes: devices, peers, allowed IPs, keys.
+
+Keys are raw 32-byte `bytes`; `key_to_base64` and `key_from_base64` convert
+them to and from the 44-character form wg(8) prints and reads.  A device read
+back from a daemon or the kernel is a `Device`; a change to apply is a
+`DeviceConfig` with its `PeerConfig`s, where `None` means "leave unchanged".
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import errno as errno_module
+import ipaddress
+import os
+import re
+import socket
+import struct
+from dataclasses import dataclass, field
+
+KEY_LEN = 32
+ZERO_KEY = bytes(KEY_LEN)
+_BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=\Z")
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}\Z")
+
+
+class WireGuardError(OSError):
+    """A failed control operation: `errno` says why, the message says what failed."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(errno, message)
+
+    def __str__(self) -> str:
+        return f"{self.strerror} ({os.strerror(self.errno)})"
+
+
+# -- keys ----------------------------------------------------------------------------
+
+
+def key_to_base64(key: bytes) -> str:
+    return base64.b64encode(_check_key(key)).decode("ascii")
+
+
+def key_from_base64(text: str) -> bytes:
+    """A key in wg(8)'s base64: exactly 44 characters, the last one '=', and
+    canonical (the unused low bits of the last digit are zero).  ValueError otherwise."""
+    if not isinstance(text, str) or not _BASE64_KEY.match(text):
+        raise ValueError(f"not a base64 WireGuard key: {text!r}")
+    key = base64.b64decode(text)
+    if base64.b64encode(key).decode("ascii") != text:
+        raise ValueError(f"not a canonical base64 WireGuard key: {text!r}")
+    return key
+
+
+def key_to_hex(key: bytes) -> str:
+    return _check_key(key).hex()
+
+
+def key_from_hex(text: str) -> bytes:
+    if not _HEX_KEY.match(text):
+        raise ValueError(f"not a hex WireGuard key: {text!r}")
+    return binascii.unhexlify(text)
+
+
+def _check_key(key: bytes) -> bytes:
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
+        raise ValueError(f"a WireGuard key is {KEY_LEN} bytes, not {key!r}")
+    return bytes(key)
+
+
+# -- addresses ----------------------------------------------------------------------
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class AllowedIP:
+    """An address and prefix length.  Host bits are kept as given (the device
+    masks them), so what was sent can be compared with what was asked for."""
+
+    address: IPAddress
+    cidr: int
+
+    def __post_init__(self):
+        if not isinstance(self.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            object.__setattr__(self, "address", ipaddress.ip_address(self.address))
+        if not 0 <= self.cidr <= self.address.max_prefixlen:
+            raise ValueError(f"prefix length {self.cidr} out of range for {self.address}")
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedIP:
+        """`address/cidr`, or a bare address meaning /32 or /128."""
+        address, slash, cidr = text.partition("/")
+        ip = ipaddress.ip_address(address)
+        if not slash:
+            return cls(ip, ip.max_prefixlen)
+        if not cidr.isdigit() or not cidr.isascii():
+            raise ValueError(f"invalid prefix length in {text!r}")
+        return cls(ip, int(cidr))
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET if self.address.version == 4 else socket.AF_INET6
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """The prefix with host bits cleared."""
+        return ipaddress.ip_network((self.address, self.cidr), strict=False)
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.cidr}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A peer's UDP address: an IP, a port and, for IPv6, flow label and scope."""
+
+    address: IPAddress
+    port: int
+    flowinfo: int = 0
+    scope_id: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            object.__setattr__(self, "address", ipaddress.ip_address(self.address))
+        if not 0 <= self.port <= 0xFFFF:
+            raise ValueError(f"port {self.port} out of range")
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET if self.address.version == 4 else socket.AF_INET6
+
+    def sockaddr(self) -> tuple:
+        """The address as Python's socket functions take it."""
+        if self.address.version == 4:
+            return (str(self.address), self.port)
+        return (str(self.address), self.port, self.flowinfo, self.scope_id)
+
+    @classmethod
+    def from_sockaddr(cls, family: int, sockaddr: tuple) -> Endpoint:
+        host = sockaddr[0].partition("%")[0]
+        if family == socket.AF_INET6:
+            return cls(ipaddress.IPv6Address(host), sockaddr[1], sockaddr[2], sockaddr[3])
+        return cls(ipaddress.IPv4Address(host), sockaddr[1])
+
+    def numeric_host_port(self) -> tuple[str, str]:
+        """(host, port) as getnameinfo prints them numerically: a link-local
+        IPv6 address gets its scope as "%ifname" (or "%number")."""
+        return socket.getnameinfo(self.sockaddr(), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV | socket.NI_DGRAM)
+
+    def __str__(self) -> str:
+        host, port = self.numeric_host_port()
+        return f"[{host}]:{port}" if self.address.version == 6 and ":" in host else f"{host}:{port}"
+
+    # struct sockaddr_in / sockaddr_in6, as the kernel's WGPEER_A_ENDPOINT carries them
+
+    _IN = struct.Struct("=H2s4s8x")
+    _IN6 = struct.Struct("=H2sI16sI")
+
+    def to_bytes(self) -> bytes:
+        port = struct.pack("!H", self.port)
+        if self.address.version == 4:
+            return self._IN.pack(socket.AF_INET, port, self.address.packed)
+        # sin6_flowinfo is in network byte order, sin6_scope_id in host order.
+        return self._IN6.pack(socket.AF_INET6, port, socket.htonl(self.flowinfo), self.address.packed, self.scope_id)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Endpoint | None:
+        """The endpoint in a sockaddr, or None when it is neither a whole
+        sockaddr_in nor a whole sockaddr_in6 (as wg(8) ignores those)."""
+        if len(data) < 2:
+            return None
+        (family,) = struct.unpack_from("=H", data)
+        if family == socket.AF_INET and len(data) == cls._IN.size:
+            _, port, packed = cls._IN.unpack(data)
+            return cls(ipaddress.IPv4Address(packed), struct.unpack("!H", port)[0])
+        if family == socket.AF_INET6 and len(data) == cls._IN6.size:
+            _, port, flowinfo, packed, scope = cls._IN6.unpack(data)
+            return cls(ipaddress.IPv6Address(packed), struct.unpack("!H", port)[0], socket.ntohl(flowinfo), scope)
+        return None
+
+
+# -- what a device reports ----------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    public_key: bytes
+    preshared_key: bytes | None = None  # None: no preshared key
+    endpoint: Endpoint | None = None
+    persistent_keepalive_interval: int = 0  # seconds, 0: off
+    last_handshake_time_sec: int = 0
+    last_handshake_time_nsec: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    allowed_ips: list[AllowedIP] = field(default_factory=list)
+    protocol_version: int = 0
+
+    @property
+    def public_key_base64(self) -> str:
+        return key_to_base64(self.public_key)
+
+    @property
+    def last_handshake_time(self) -> float | None:
+        """Seconds since the epoch of the latest handshake, None if never."""
+        if not self.last_handshake_time_sec and not self.last_handshake_time_nsec:
+            return None
+        return self.last_handshake_time_sec + self.last_handshake_time_nsec / 1e9
+
+
+@dataclass
+class Device:
+    name: str
+    kind: str  # "userspace" (a UAPI socket) or "kernel" (generic netlink)
+    private_key: bytes | None = None
+    public_key: bytes | None = None
+    listen_port: int = 0
+    fwmark: int = 0
+    peers: list[Peer] = field(default_factory=list)
+    ifindex: int = 0
+
+    def peer(self, public_key: bytes) -> Peer | None:
+        for peer in self.peers:
+            if peer.public_key == public_key:
+                return peer
+        return None
+
+
+# -- what to change -----------------------------------------------------------------
+
+
+@dataclass
+class PeerConfig:
+    """Changes to one peer, created unless `update_only`.  `None` fields are
+    left as they are; a preshared key of 32 zero bytes removes it."""
+
+    public_key: bytes
+    remove: bool = False
+    update_only: bool = False
+    preshared_key: bytes | None = None
+    endpoint: Endpoint | None = None
+    persistent_keepalive_interval: int | None = None
+    replace_allowed_ips: bool = False
+    allowed_ips: list[AllowedIP] = field(default_factory=list)
+
+    def __post_init__(self):
+        _check_key(self.public_key)
+        if self.preshared_key is not None:
+            _check_key(self.preshared_key)
+        if self.persistent_keepalive_interval is not None and not 0 <= self.persistent_keepalive_interval <= 0xFFFF:
+            raise ValueError(f"persistent keepalive {self.persistent_keepalive_interval} out of range")
+
+
+@dataclass
+class DeviceConfig:
+    """Changes to a device.  `None` fields are left as they are; a private
+    key of 32 zero bytes removes it."""
+
+    private_key: bytes | None = None
+    listen_port: int | None = None
+    fwmark: int | None = None
+    peers: list[PeerConfig] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.private_key is not None:
+            _check_key(self.private_key)
+        if self.listen_port is not None and not 0 <= self.listen_port <= 0xFFFF:
+            raise ValueError(f"listen port {self.listen_port} out of range")
+        if self.fwmark is not None and not 0 <= self.fwmark <= 0xFFFFFFFF:
+            raise ValueError(f"fwmark {self.fwmark} out of range")
+
+
+def error_from_errno(code: int, message: str) -> WireGuardError:
+    return WireGuardError(code or errno_module.EINVAL, message)

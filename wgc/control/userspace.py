@@ -1,0 +1,245 @@
+"""Userspace devices: the UAPI text protocol on /var/run/wireguard/NAME.sock.
+
+`get=1` answers key=value lines ending with `errno=N` and a blank line;
+`set=1` takes key=value lines ending with a blank line and answers `errno=N`.
+Reading follows wg(8): unknown keys are skipped, a malformed line makes the
+whole answer a protocol error (EPROTO).
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import stat
+
+from wgc.control.model import (
+    AllowedIP,
+    Device,
+    DeviceConfig,
+    Endpoint,
+    Peer,
+    WireGuardError,
+    key_from_hex,
+    key_to_hex,
+)
+
+SOCKET_DIR = "/var/run/wireguard"
+_SUFFIX = ".sock"
+
+
+def socket_path(name: str) -> str:
+    return f"{SOCKET_DIR}/{name}{_SUFFIX}"
+
+
+def has_device(name: str) -> bool:
+    """Whether NAME has a live UAPI socket.  A socket nobody listens on any
+    more (ECONNREFUSED) is removed, as wg(8) does."""
+    path = socket_path(name)
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        try:
+            conn.connect(path)
+        except ConnectionRefusedError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return False
+        except OSError:
+            pass
+    return True
+
+
+def device_names() -> list[str]:
+    """Names with a live socket in SOCKET_DIR, in directory order."""
+    try:
+        entries = os.listdir(SOCKET_DIR)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise WireGuardError(error.errno, f"cannot list {SOCKET_DIR}") from None
+    names = []
+    for entry in entries:
+        if len(entry) <= len(_SUFFIX) or not entry.endswith(_SUFFIX):
+            continue
+        name = entry[: -len(_SUFFIX)]
+        if has_device(name):
+            names.append(name)
+    return names
+
+
+def _request(name: str, request: bytes) -> bytes:
+    """Sends one request and returns the whole answer, ending in a blank line."""
+    path = socket_path(name)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        try:
+            conn.connect(path)
+            conn.sendall(request)
+            chunks = []
+            tail = b""
+            while True:
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                tail = (tail + chunk)[-2:]
+                if tail == b"\n\n":
+                    break
+        except OSError as error:
+            raise WireGuardError(error.errno or errno.EIO, f"{name}: UAPI request on {path} failed") from None
+    return b"".join(chunks)
+
+
+def _number(value: str, limit: int) -> int:
+    # wg(8) reads numbers with strtoull and refuses trailing characters or values beyond the limit.
+    if not value.isdigit() or not value.isascii():
+        raise ValueError(value)
+    number = int(value)
+    if number > limit:
+        raise ValueError(value)
+    return number
+
+
+def _endpoint(value: str) -> Endpoint:
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or not rest.startswith(":") or len(rest) == 1:
+            raise ValueError(value)
+        port = rest[1:]
+    else:
+        host, colon, port = value.rpartition(":")
+        if not colon or not port:
+            raise ValueError(value)
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host.encode(), port.encode(), socket.AF_UNSPEC,
+                                                       socket.SOCK_DGRAM, socket.IPPROTO_UDP)[0]
+    except (socket.gaierror, UnicodeError):
+        raise WireGuardError(errno.ENETUNREACH, f"cannot resolve endpoint {value!r}") from None
+    return Endpoint.from_sockaddr(family, sockaddr)
+
+
+def _allowed_ip(value: str) -> AllowedIP:
+    address, slash, mask = value.partition("/")
+    if not slash or not mask[:1].isdigit():
+        raise ValueError(value)
+    ip = ipaddress.ip_address(socket.inet_ntop(*_pton(address)))
+    return AllowedIP(ip, _number(mask, ip.max_prefixlen))
+
+
+def _pton(text: str) -> tuple[int, bytes]:
+    family = socket.AF_INET6 if ":" in text else socket.AF_INET
+    return family, socket.inet_pton(family, text)
+
+
+def parse_get(name: str, answer: bytes) -> Device:
+    """The Device a `get=1` answer describes; raises WireGuardError with the
+    daemon's errno, or EPROTO for an answer wg(8) could not read either."""
+    device = Device(name=name, kind="userspace")
+    peer = None
+    status = None
+    text = answer.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    try:
+        for line in lines:
+            if line == "":
+                break
+            key, equals, value = line.partition("=")
+            if not equals:
+                raise ValueError(line)
+            if peer is None and key == "private_key":
+                from wgc import _crypto
+
+                device.private_key = key_from_hex(value)
+                device.public_key = _crypto.public_key(device.private_key)
+            elif peer is None and key == "listen_port":
+                device.listen_port = _number(value, 0xFFFF)
+            elif peer is None and key == "fwmark":
+                device.fwmark = _number(value, 0xFFFFFFFF)
+            elif key == "public_key":
+                peer = Peer(public_key=key_from_hex(value))
+                device.peers.append(peer)
+            elif peer is not None and key == "preshared_key":
+                psk = key_from_hex(value)
+                peer.preshared_key = psk if any(psk) else None
+            elif peer is not None and key == "endpoint":
+                peer.endpoint = _endpoint(value)
+            elif peer is not None and key == "persistent_keepalive_interval":
+                peer.persistent_keepalive_interval = _number(value, 0xFFFF)
+            elif peer is not None and key == "allowed_ip":
+                peer.allowed_ips.append(_allowed_ip(value))
+            elif peer is not None and key == "last_handshake_time_sec":
+                peer.last_handshake_time_sec = _number(value, (1 << 63) - 1)
+            elif peer is not None and key == "last_handshake_time_nsec":
+                peer.last_handshake_time_nsec = _number(value, (1 << 63) - 1)
+            elif peer is not None and key == "rx_bytes":
+                peer.rx_bytes = _number(value, (1 << 64) - 1)
+            elif peer is not None and key == "tx_bytes":
+                peer.tx_bytes = _number(value, (1 << 64) - 1)
+            elif peer is not None and key == "protocol_version":
+                peer.protocol_version = _number(value, 0xFFFFFFFF)
+            elif key == "errno":
+                status = _number(value.lstrip("-"), 0x7FFFFFFF)
+    except (ValueError, OSError) as error:
+        if isinstance(error, WireGuardError):
+            raise
+        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {line!r}") from None
+    if status is None:
+        raise WireGuardError(errno.EPROTO, f"{name}: UAPI answer without errno")
+    if status:
+        raise WireGuardError(status, f"{name}: the daemon refused get")
+    return device
+
+
+def get_device(name: str) -> Device:
+    return parse_get(name, _request(name, b"get=1\n\n"))
+
+
+def build_set(config: DeviceConfig, replace_peers: bool) -> bytes:
+    """The `set=1` request for a configuration, in the order wg(8) writes it."""
+    lines = ["set=1"]
+    if config.private_key is not None:
+        lines.append(f"private_key={key_to_hex(config.private_key)}")
+    if config.listen_port is not None:
+        lines.append(f"listen_port={config.listen_port}")
+    if config.fwmark is not None:
+        lines.append(f"fwmark={config.fwmark}")
+    if replace_peers:
+        lines.append("replace_peers=true")
+    for peer in config.peers:
+        lines.append(f"public_key={key_to_hex(peer.public_key)}")
+        if peer.remove:
+            lines.append("remove=true")
+            continue
+        if peer.update_only:
+            lines.append("update_only=true")
+        if peer.preshared_key is not None:
+            lines.append(f"preshared_key={key_to_hex(peer.preshared_key)}")
+        if peer.endpoint is not None:
+            lines.append(f"endpoint={peer.endpoint}")
+        if peer.persistent_keepalive_interval is not None:
+            lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive_interval}")
+        if peer.replace_allowed_ips:
+            lines.append("replace_allowed_ips=true")
+        lines.extend(f"allowed_ip={ip.address}/{ip.cidr}" for ip in peer.allowed_ips)
+    lines.append("\n")
+    return "\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
+    answer = _request(name, build_set(config, replace_peers))
+    status = None
+    for line in answer.decode("ascii", "replace").split("\n"):
+        if line.startswith("errno="):
+            try:
+                status = abs(int(line[6:]))
+            except ValueError:
+                status = None
+    if status is None:
+        raise WireGuardError(errno.EPROTO, f"{name}: UAPI set answered without errno: {answer[:200]!r}")
+    if status:
+        raise WireGuardError(status, f"{name}: the daemon refused the configuration")
