@@ -1,4 +1,11 @@
-"""wgc [-f|--foreground] IFACE | wgc --version"""
+"""wgc [-f|--foreground] IFACE | wgc --version | wgc --wg [wg(8) arguments]
+
+Run under the name `wg` (a symlink to wgc), or as `wgc --wg ...`, wgc is
+wg(8).  An option, not a `wgc wg` subcommand: `wgc NAME` starts the daemon
+for any interface name, "wg" included, and only names starting with "-" are
+never taken as interface names.
+"""
+import os
 import platform
 import sys
 
@@ -9,6 +16,14 @@ USAGE = "Usage: wgc [-f/--foreground] INTERFACE-NAME"
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if argv is None and os.path.basename(sys.argv[0]) == "wg":
+        from wgc.control.wgtool import main as wg_main
+
+        return wg_main(args, sys.argv[0])
+    if args[:1] == ["--wg"]:
+        from wgc.control.wgtool import main as wg_main
+
+        return wg_main(args[1:], "wgc --wg")
     if args == ["--version"]:
         print(f"wgc v{__version__}\n\nUserspace WireGuard daemon for linux-{platform.machine()}.\n"
               "Information available at https://www.wireguard.com.")
