@@ -479,9 +479,9 @@ def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
                 raise WireGuardError(code, f"{name}: the kernel refused the configuration")
 
 
-def parse_link_dump(datagrams: list[bytes], seq: int) -> list[str]:
-    """Names of the links of kind "wireguard" in an RTM_GETLINK dump answer."""
-    names = []
+def parse_links(datagrams: list[bytes], seq: int) -> list[tuple[str, str | None]]:
+    """(name, kind or None) of each link in an RTM_GETLINK dump answer."""
+    links = []
     for data in datagrams:
         for msg_type, _flags, msg_seq, body in messages(data):
             if msg_seq != seq or msg_type != RTM_NEWLINK:
@@ -493,14 +493,14 @@ def parse_link_dump(datagrams: list[bytes], seq: int) -> list[str]:
                 elif attr_type == IFLA_LINKINFO:
                     for info_type, info in attributes(payload):
                         if info_type == IFLA_INFO_KIND:
-                            kind = info.split(b"\0", 1)[0]
-            if name is not None and kind == WG_GENL_NAME.encode():
-                names.append(name)
-    return names
+                            kind = os.fsdecode(info.split(b"\0", 1)[0])
+            if name is not None:
+                links.append((name, kind))
+    return links
 
 
-def device_names() -> list[str]:
-    """Kernel links of kind wireguard, in the order the kernel lists them."""
+def links() -> list[tuple[str, str | None]]:
+    """(name, kind) of every link in this network namespace, in the kernel's order."""
     with _Netlink(NETLINK_ROUTE) as nl:
         seq = nl.next_seq()
         msg = Message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, 1 << 16,
@@ -513,4 +513,9 @@ def device_names() -> list[str]:
                 code = -struct.unpack_from("=i", body)[0]
                 if code != errno.EINTR:  # a dump interrupted by a change: keep what came, as wg(8)
                     raise WireGuardError(code, "cannot list network interfaces")
-    return parse_link_dump(datagrams, seq)
+    return parse_links(datagrams, seq)
+
+
+def device_names() -> list[str]:
+    """Kernel links of kind wireguard, in the order the kernel lists them."""
+    return [name for name, kind in links() if kind == WG_GENL_NAME]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno as errno_module
 import ipaddress
 import os
 import re
@@ -72,6 +71,13 @@ def _check_key(key: bytes) -> bytes:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def format_ip(address: IPAddress) -> str:
+    """An address as the C library's inet_ntop prints it (and so wg(8)):
+    unlike Python's ipaddress, ::ffff:1.2.3.4 and ::1.2.3.4 stay dotted."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, address.packed)
+
+
 @dataclass(frozen=True)
 class AllowedIP:
     """An address and prefix length.  Host bits are kept as given (the device
@@ -107,7 +113,7 @@ class AllowedIP:
         return ipaddress.ip_network((self.address, self.cidr), strict=False)
 
     def __str__(self) -> str:
-        return f"{self.address}/{self.cidr}"
+        return f"{format_ip(self.address)}/{self.cidr}"
 
 
 @dataclass(frozen=True)
@@ -267,7 +273,3 @@ class DeviceConfig:
             raise ValueError(f"listen port {self.listen_port} out of range")
         if self.fwmark is not None and not 0 <= self.fwmark <= 0xFFFFFFFF:
             raise ValueError(f"fwmark {self.fwmark} out of range")
-
-
-def error_from_errno(code: int, message: str) -> WireGuardError:
-    return WireGuardError(code or errno_module.EINVAL, message)

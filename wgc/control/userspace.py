@@ -225,7 +225,7 @@ def build_set(config: DeviceConfig, replace_peers: bool) -> bytes:
             lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive_interval}")
         if peer.replace_allowed_ips:
             lines.append("replace_allowed_ips=true")
-        lines.extend(f"allowed_ip={ip.address}/{ip.cidr}" for ip in peer.allowed_ips)
+        lines.extend(f"allowed_ip={ip}" for ip in peer.allowed_ips)
     lines.append("\n")
     return "\n".join(lines).encode("utf-8", "surrogateescape")
 

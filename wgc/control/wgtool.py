@@ -21,6 +21,7 @@ from wgc.control.model import (
     Device,
     PeerConfig,
     WireGuardError,
+    format_ip,
     key_from_base64,
 )
 
@@ -430,8 +431,7 @@ def fwmark_text(mark: int) -> str:
 
 
 def ip_text(ip) -> str:
-    # inet_ntop, not ipaddress: glibc prints ::ffff:1.2.3.4 and ::1.2.3.4 dotted
-    return socket.inet_ntop(ip.family, ip.address.packed)
+    return format_ip(ip.address)
 
 
 def endpoint_text(endpoint) -> str:
