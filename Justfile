@@ -36,3 +36,7 @@ demo: build
 # wgc against wireguard-go side by side: TCP, UDP, ping, memory; medians and ratios.
 bench ROUNDS="3":
     {{python}} scripts/bench.py --rounds {{ROUNDS}}
+
+# wgc against the Linux kernel's WireGuard: Debian's kernel under QEMU (fetched into ~/.cache/wgc-kernel on first use).
+kernel-test *ARGS:
+    WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}

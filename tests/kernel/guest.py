@@ -119,12 +119,18 @@ def _unpacked(package: str) -> str:
         debs = glob.glob(os.path.join(download, "*.deb"))
         if not debs:
             raise Unavailable(f"apt-get download {package} failed: {proc.stderr.strip()[-500:]}")
-        shutil.rmtree(root, ignore_errors=True)
-        extracting = root + ".part"
+        # Another test process may be unpacking the same package: each into its own
+        # directory, and the first to finish wins.
+        extracting = f"{root}.part{os.getpid()}"
         shutil.rmtree(extracting, ignore_errors=True)
         proc = _run("dpkg-deb", "-x", debs[0], extracting)
         if proc.returncode != 0:
+            shutil.rmtree(extracting, ignore_errors=True)
             raise Unavailable(f"dpkg-deb -x {debs[0]} failed: {proc.stderr}")
+        if os.path.exists(done):
+            shutil.rmtree(extracting, ignore_errors=True)
+            return root
+        shutil.rmtree(root, ignore_errors=True)
         os.rename(extracting, root)
     open(done, "w").close()
     return root
@@ -150,10 +156,10 @@ def ensure_kernel() -> Kernel:
 
 
 def ensure_busybox() -> str:
-    for candidate in ("/bin/busybox",):
-        if os.path.exists(candidate) and "not a dynamic" in _run("ldd", candidate).stdout + \
-                _run("ldd", candidate).stderr:
-            return candidate
+    """A statically linked busybox: the host's when it is one, else busybox-static's, unpacked."""
+    host = shutil.which("busybox")
+    if host and "not a dynamic executable" in _run("ldd", host).stderr:
+        return host
     path = os.path.join(_unpacked(BUSYBOX_PACKAGE), "bin", "busybox")
     if not os.path.exists(path):
         raise Unavailable(f"{BUSYBOX_PACKAGE} has no bin/busybox")

@@ -23,7 +23,9 @@ from guest import GuestError, Unavailable, booted
 from netns import Netns, socket_path, unique_name, wait_for
 from wgnet import new_key, start_daemon
 
-pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.timeout(180)]
+# The first test also waits for the guest: on a new machine that includes fetching the
+# kernel package and installing QEMU.
+pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.timeout(600)]
 
 WGC_PORT, KERNEL_PORT = 51821, 51822
 GUEST_IFACE = "wgk0"
