@@ -15,6 +15,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
 PAIRS = [("wgc", "wgc"), ("wgc", "wireguard-go"), ("wireguard-go", "wgc")]
 PAIR_IDS = [f"{a}-to-{b}" for a, b in PAIRS]
+# wgc with its TUN offloads (segmentation, coalescing) and with them forced off.
+OFFLOADS = pytest.mark.parametrize("env", [{}, {"WGC_OFFLOAD": "off"}], ids=["offload-on", "offload-off"])
 
 
 @pytest.fixture(autouse=True)
@@ -23,10 +25,11 @@ def _need_wireguard_go():
         pytest.skip("Debian's wireguard-go is not installed")
 
 
+@OFFLOADS
 @pytest.mark.parametrize("outer", [4, 6], ids=["outer-v4", "outer-v6"])
 @pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
-def test_ping_over_ipv4_and_ipv6(netns, left, right, outer):
-    a, b = tunnel(netns, left, right, outer_family=outer)
+def test_ping_over_ipv4_and_ipv6(netns, left, right, outer, env):
+    a, b = tunnel(netns, left, right, outer_family=outer, env=env)
     a.ping(b.inner4)
     a.ping(b.inner6)
     b.ping(a.inner4)
@@ -36,10 +39,11 @@ def test_ping_over_ipv4_and_ipv6(netns, left, right, outer):
     assert endpoint.endswith(f":{a.port}") and a.outer in endpoint
 
 
+@OFFLOADS
 @pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
-def test_transfer_counts_after_ten_pings(netns, left, right):
+def test_transfer_counts_after_ten_pings(netns, left, right, env):
     """The kernel selftest's figures: 10 pings of 84 bytes from a fresh start."""
-    a, b = tunnel(netns, left, right, with_ipv6=False)
+    a, b = tunnel(netns, left, right, with_ipv6=False, env=env)
     a.ping(b.inner4, count=10, interval=0.1)
     rx, tx = a.transfer()
     assert (rx, tx) in ((1372, 1428), (1372, 1460))
@@ -48,14 +52,34 @@ def test_transfer_counts_after_ten_pings(netns, left, right):
     assert rx_b == tx and tx_b == rx
 
 
+@OFFLOADS
 @pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
-def test_iperf3_tcp_both_ways(netns, left, right):
-    a, b = tunnel(netns, left, right, with_ipv6=False)
+def test_iperf3_tcp_both_ways(netns, left, right, env):
+    a, b = tunnel(netns, left, right, with_ipv6=False, env=env)
     a.ping(b.inner4, count=1)
     for client, server in ((a, b), (b, a)):
         result = json.loads(iperf3(client, server, seconds=2).stdout)
         received = result["end"]["sum_received"]["bytes"]
         assert received > 1_000_000, f"{client.implementation} -> {server.implementation}: {received} bytes"
+
+
+@OFFLOADS
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
+def test_iperf3_tcp_and_udp_inside_ipv6(netns, left, right, env):
+    """IPv6 inside: TCP super-packets of the IPv6 kind, and UDP runs, both ways.
+
+    A segment or a coalesced packet with a wrong checksum or length would be
+    dropped by the receiving stack: TCP would stall and UDP datagrams vanish.
+    """
+    a, b = tunnel(netns, left, right, env=env)
+    a.ping(b.inner6, count=1)
+    for client, server in ((a, b), (b, a)):
+        tcp = json.loads(iperf3(client, server, seconds=1, ipv6=True).stdout)
+        assert tcp["end"]["sum_received"]["bytes"] > 1_000_000, (client.implementation, server.implementation)
+        udp = json.loads(iperf3(client, server, seconds=1, ipv6=True,
+                                extra=("-u", "-b", "50M", "-l", "1300")).stdout)
+        summary = udp["end"]["sum"]
+        assert summary["packets"] > 1000 and summary["lost_percent"] < 20, summary
 
 
 @pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)

@@ -9,6 +9,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from wgc._replay cimport ReplayWindow
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
+from wgc._offload cimport Gro
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -16,6 +17,7 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef enum:
     BATCH = 64                 # packets per recvmmsg/sendmmsg and per TUN burst
+    TUN_WRITE_BATCH = 512      # decrypted packets coalesced before writing to a vnet TUN
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
     HANDSHAKE_MAX = 148        # the largest handshake message (an initiation)
     EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
@@ -98,6 +100,7 @@ cdef class Core:
     cdef IndexTable index
     cdef uint32_t mtu
     cdef uint32_t staged_total
+    cdef uint64_t jitter_state     # xorshift64* state for timer jitter
 
     # control-plane queues: handshake messages and peers with events
     cdef HandshakeMsg *handshakes
@@ -109,6 +112,8 @@ cdef class Core:
 
     # I/O (all -1 in sans-I/O mode)
     cdef int tun_fd, udp4_fd, udp6_fd, epoll_fd, stop_fd, notify_fd
+    cdef bint vnet_hdr             # the TUN speaks virtio_net_hdr (offloads)
+    cdef bint udp_gso              # send runs of packets as one UDP GSO message
     cdef bint stopping
     cdef bint capture
     cdef Captured *captured
@@ -120,6 +125,8 @@ cdef class Core:
     cdef uint8_t *out_slots
     cdef OutPacket out[BATCH]
     cdef uint32_t out_count
+    cdef Gro gro                   # decrypted packets on their way to a vnet TUN
+    cdef void *tun_iov             # iovecs for one coalesced write
 
     # internal steps (Cython wants every C method declared here)
     cdef void _lock(self) noexcept
@@ -137,11 +144,16 @@ cdef class Core:
     cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
-    cdef void _seal(self, Peer *p, Keypair *kp, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
+    cdef void _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil
     cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil
+    cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil
+    cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
+    cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil
+    cdef void _to_tun(self, uint8_t *packet, uint32_t length) noexcept nogil
+    cdef void _tun_flush(self) noexcept nogil
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length, const Endpoint *source) noexcept nogil
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil

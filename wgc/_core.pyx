@@ -10,13 +10,16 @@ handles them in Python and installs the resulting keypairs.
 The same nogil functions serve the epoll loop and the sans-I/O entry points
 (inject_tun, inject_udp), which the protocol tests drive with a fake clock.
 """
-from libc.errno cimport errno, EAGAIN, EINTR
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp
 from posix.unistd cimport read, write, close
 
 from wgc._crypto cimport aead_seal, aead_open, random_u64, wipe
+from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, vnet_hdr_store,
+                           segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
+                           gro_full, gro_finish, gro_reset)
 from wgc._replay cimport replay_reset, replay_accept
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
@@ -60,13 +63,49 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef extern from *:
     """
+    #include <string.h>
     #include <sys/socket.h>
+    #include <sys/uio.h>
     #include <netinet/in.h>
+    #include <netinet/udp.h>
+    #ifndef UDP_SEGMENT
+    #define UDP_SEGMENT 103
+    #endif
+    #ifndef UDP_GRO
+    #define UDP_GRO 104
+    #endif
     union wgc_sockaddr {
         struct sockaddr sa;
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     };
+    /* Room for the one control message either direction carries. */
+    #define WGC_CONTROL_SIZE CMSG_SPACE(sizeof(int))
+
+    /* UDP GSO: the kernel cuts the message into datagrams of `size` bytes. */
+    static inline void wgc_set_segment_size(struct msghdr *m, void *buffer, uint16_t size) {
+        struct cmsghdr *c;
+        m->msg_control = buffer;
+        m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &size, sizeof(size));
+    }
+
+    /* UDP GRO: the size of the datagrams a received message joins, 0 = one datagram. */
+    static inline int wgc_gro_segment_size(const struct msghdr *m) {
+        struct cmsghdr *c;
+        int size;
+        for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+                memcpy(&size, CMSG_DATA(c), sizeof(size));
+                return size;
+            }
+        }
+        return 0;
+    }
     """
     ctypedef unsigned int socklen_t
     struct in_addr:
@@ -105,12 +144,19 @@ cdef extern from *:
         unsigned int msg_len
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout) nogil
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags) nogil
+    ssize_t writev(int fd, const iovec *iov, int iovcnt) nogil
     ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t len) nogil
     uint16_t htons(uint16_t) nogil
     uint16_t ntohs(uint16_t) nogil
     int AF_INET
     int AF_INET6
     int MSG_DONTWAIT
+    enum: WGC_CONTROL_SIZE
+    int SOL_UDP
+    int UDP_GRO
+    void wgc_set_segment_size(msghdr *m, void *buffer, uint16_t size) nogil
+    int wgc_gro_segment_size(const msghdr *m) nogil
+    int setsockopt(int fd, int level, int name, const void *value, socklen_t length) nogil
 
 # ---- constants ------------------------------------------------------------
 
@@ -131,6 +177,8 @@ cdef enum:
     HANDSHAKE_QUEUE = 1024
     CAPTURE_MAX = 4096
     MIN_PEERS_CAPACITY = 16
+    UDP_GSO_MAX_SEGMENTS = 64        # what every kernel with UDP GSO accepts
+    UDP_GSO_MAX_BYTES = 65507        # the largest UDP payload over IPv4
 
 
 cdef inline uint32_t load_le32(const uint8_t *p) noexcept nogil:
@@ -161,8 +209,15 @@ cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
     wall[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
 
 
-cdef inline int64_t jitter() noexcept nogil:
-    return <int64_t>(random_u64() % <uint64_t>JITTER_MAX_NS)
+cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
+    """A delay below JITTER_MAX_NS from xorshift64*: timers need spread, not
+    secrecy, and a getrandom call per data packet would cost a system call."""
+    cdef uint64_t x = state[0]
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    state[0] = x
+    return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>JITTER_MAX_NS)
 
 
 # ---- endpoints ------------------------------------------------------------
@@ -345,7 +400,11 @@ cdef class Core:
         self.tx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
+        # One header iovec, then at most one per coalesced packet.
+        self.tun_iov = malloc((TUN_WRITE_BATCH + 1) * sizeof(iovec))
         self.mtu = 1420
+        self.jitter_state = random_u64() | 1
+        self.udp_gso = True
         self.tun_fd = self.udp4_fd = self.udp6_fd = self.epoll_fd = -1
         self.stop_fd = self.notify_fd = -1
         self.capture = capture
@@ -353,7 +412,8 @@ cdef class Core:
             self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
         if (self.peers == NULL or self.event_slots == NULL or self.index.slots == NULL
                 or self.handshakes == NULL or self.tx_slots == NULL or self.rx_slots == NULL
-                or self.out_slots == NULL or (capture and self.captured == NULL)):
+                or self.out_slots == NULL or self.tun_iov == NULL
+                or gro_init(&self.gro, TUN_WRITE_BATCH) < 0 or (capture and self.captured == NULL)):
             raise MemoryError()
         if not capture:
             self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -382,6 +442,8 @@ cdef class Core:
         free(self.tx_slots)
         free(self.rx_slots)
         free(self.out_slots)
+        free(self.tun_iov)
+        gro_free(&self.gro)
         free(self.captured)
         pthread_mutex_destroy(&self.mutex)
 
@@ -478,14 +540,22 @@ cdef class Core:
         self.captured_count += 1
 
     cdef void _flush(self) noexcept nogil:
-        """Sends the pending encrypted packets, one sendmmsg per address family."""
+        """Sends the pending encrypted packets, one sendmmsg per address family.
+
+        With UDP GSO, a run of packets to one destination whose sizes are equal
+        (a shorter last one allowed) goes as one message the kernel cuts.
+        """
         cdef mmsghdr msgs[BATCH]
         cdef iovec iovs[BATCH]
         cdef wgc_sockaddr addrs[BATCH]
-        cdef uint32_t which[BATCH]
-        cdef uint32_t i, n, start
+        cdef uint64_t controls[BATCH][4]
+        cdef uint32_t order[BATCH]            # out index of each iovec
+        cdef uint32_t first[BATCH + 1]        # message k holds iovecs first[k] .. first[k+1]-1
+        cdef uint32_t sizes[BATCH]            # bytes per message
+        cdef uint32_t i, j, n, m, start
         cdef int fd, sent, family
         cdef OutPacket *o
+        cdef OutPacket *lead
         if self.capture:
             for i in range(self.out_count):
                 o = &self.out[i]
@@ -499,38 +569,67 @@ cdef class Core:
         families[1] = AF_INET6
         for family in families:
             fd = self.udp4_fd if family == AF_INET else self.udp6_fd
-            n = 0
+            n = m = 0
             for i in range(self.out_count):
                 o = &self.out[i]
                 if o.destination.family != family:
                     continue
-                which[n] = i
+                order[n] = i
                 iovs[n].iov_base = o.data
                 iovs[n].iov_len = o.length
-                memset(&msgs[n], 0, sizeof(mmsghdr))
-                msgs[n].msg_hdr.msg_name = &addrs[n]
-                msgs[n].msg_hdr.msg_namelen = endpoint_to_sockaddr(&o.destination, &addrs[n])
-                msgs[n].msg_hdr.msg_iov = &iovs[n]
-                msgs[n].msg_hdr.msg_iovlen = 1
+                if m > 0 and self.udp_gso:
+                    lead = &self.out[order[first[m - 1]]]
+                    if (n - first[m - 1] < UDP_GSO_MAX_SEGMENTS and o.length <= lead.length
+                            and self.out[order[n - 1]].length == lead.length
+                            and sizes[m - 1] + o.length <= UDP_GSO_MAX_BYTES
+                            and endpoint_equal(&o.destination, &lead.destination)):
+                        msgs[m - 1].msg_hdr.msg_iovlen += 1
+                        sizes[m - 1] += o.length
+                        n += 1
+                        continue
+                memset(&msgs[m], 0, sizeof(mmsghdr))
+                msgs[m].msg_hdr.msg_name = &addrs[m]
+                msgs[m].msg_hdr.msg_namelen = endpoint_to_sockaddr(&o.destination, &addrs[m])
+                msgs[m].msg_hdr.msg_iov = &iovs[n]
+                msgs[m].msg_hdr.msg_iovlen = 1
+                first[m] = n
+                sizes[m] = o.length
+                m += 1
                 n += 1
-            if n == 0 or fd < 0:
+            first[m] = n
+            if m == 0 or fd < 0:
                 continue
+            for j in range(m):
+                if msgs[j].msg_hdr.msg_iovlen > 1:
+                    wgc_set_segment_size(&msgs[j].msg_hdr, &controls[j][0], <uint16_t>iovs[first[j]].iov_len)
             start = 0
-            while start < n:
-                sent = sendmmsg(fd, &msgs[start], n - start, MSG_DONTWAIT)
+            while start < m:
+                sent = sendmmsg(fd, &msgs[start], m - start, MSG_DONTWAIT)
                 if sent < 0 and errno == EINTR:
                     continue
                 if sent <= 0:
                     # A message the kernel refuses (no route, full buffer) is
-                    # dropped like a lost packet; go on with the next one.
+                    # dropped like a lost packet; one it cannot segment (EIO:
+                    # the device lacks checksum offload) turns GSO off for good,
+                    # and its packets go one by one.
+                    if msgs[start].msg_hdr.msg_iovlen > 1 and (errno == EIO or errno == EINVAL):
+                        if errno == EIO:
+                            self.udp_gso = False
+                        for i in range(first[start], first[start + 1]):
+                            o = &self.out[order[i]]
+                            if self._send_one(o.data, o.length, &o.destination) and o.peer != NULL:
+                                o.peer.tx_bytes += o.length
                     start += 1
                 else:
                     start += sent
             # Count what the kernel took: sendmmsg sets msg_len per message sent.
-            for i in range(n):
-                o = &self.out[which[i]]
-                if msgs[i].msg_len == o.length and o.peer != NULL:
-                    o.peer.tx_bytes += o.length
+            for j in range(m):
+                if msgs[j].msg_len != sizes[j]:
+                    continue
+                for i in range(first[j], first[j + 1]):
+                    o = &self.out[order[i]]
+                    if o.peer != NULL:
+                        o.peer.tx_bytes += o.length
         self.out_count = 0
 
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
@@ -549,25 +648,23 @@ cdef class Core:
         salen = endpoint_to_sockaddr(dst, &sa)
         return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
 
-    cdef void _seal(self, Peer *p, Keypair *kp, const uint8_t *packet, uint32_t length,
+    cdef void _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
                     int64_t now) noexcept nogil:
-        """Encrypts one packet (length 0 = keepalive) for p into the out batch."""
-        cdef uint8_t *out = self._out_buffer()
+        """Encrypts the packet (length 0 = keepalive) already placed at
+        out + HEADER_LEN in the next out slot, and commits it for p."""
         cdef uint32_t padded = padded_length(length, self.mtu)
         cdef uint64_t counter = kp.send_counter
         kp.send_counter += 1
         store_le32(out, MESSAGE_TRANSPORT)
         store_le32(out + 4, kp.remote_index)
         store_le64(out + 8, counter)
-        if length:
-            memcpy(out + HEADER_LEN, packet, length)
         memset(out + HEADER_LEN + length, 0, padded - length)
         aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, kp.send_key)
         self._out_commit(HEADER_LEN + padded + TAG_LEN, p, &p.endpoint)
         timers_any_authenticated_packet_traversal(&p.timers, now)
         timers_any_authenticated_packet_sent(&p.timers)
         if length:
-            timers_data_sent(&p.timers, now, jitter())
+            timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
 
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
         if kp.send_counter > REKEY_AFTER_MESSAGES or (
@@ -578,6 +675,7 @@ cdef class Core:
         """Encrypts every staged packet if p has a usable keypair, else asks for a handshake."""
         cdef Keypair *kp = p.current
         cdef Staged *s
+        cdef uint8_t *out
         if p.staged_count == 0:
             return
         if not keypair_sendable(kp, now) or p.endpoint.family == 0:
@@ -586,7 +684,9 @@ cdef class Core:
         while p.staged_head != NULL:
             s = p.staged_head
             p.staged_head = s.next
-            self._seal(p, kp, <uint8_t *>(s + 1), s.length, now)
+            out = self._out_buffer()
+            memcpy(out + HEADER_LEN, s + 1, s.length)
+            self._seal(p, kp, out, s.length, now)
             free(s)
         p.staged_tail = NULL
         self.staged_total -= p.staged_count
@@ -622,30 +722,64 @@ cdef class Core:
         p.staged_count += 1
         self.staged_total += 1
 
-    cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
-        """One IP packet from the TUN: route by destination, then seal or stage."""
+    cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil:
+        """The peer whose allowed IPs hold the packet's destination, if it has an endpoint."""
         cdef int slot
         cdef Peer *p
-        cdef Keypair *kp
         if length >= 20 and packet[0] >> 4 == 4:
             slot = self.allowed_ips.lookup4(packet + 16)
         elif length >= 40 and packet[0] >> 4 == 6:
             slot = self.allowed_ips.lookup6(packet + 24)
         else:
-            return
+            return NULL
         if slot < 0:
-            return
+            return NULL
         p = self.peers[slot]
         if p == NULL or p.endpoint.family == 0:
-            return
-        kp = p.current
+            return NULL
+        return p
+
+    cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil:
+        """Seals the packet at out + HEADER_LEN (the next out slot) for p, or stages it."""
+        cdef Keypair *kp = p.current
         if p.staged_count == 0 and keypair_sendable(kp, now):
-            self._seal(p, kp, packet, length, now)
+            self._seal(p, kp, out, length, now)
             self._keep_key_fresh_on_send(p, kp, now)
             self._timers_changed(p)
         else:
-            self._stage(p, packet, length)
+            self._stage(p, out + HEADER_LEN, length)
             self._send_staged(p, now)
+
+    cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
+        """One IP packet from the TUN: route by destination, then seal or stage."""
+        cdef Peer *p = self._route(packet, length)
+        cdef uint8_t *out
+        if p == NULL:
+            return
+        out = self._out_buffer()
+        memcpy(out + HEADER_LEN, packet, length)
+        self._tx_routed(p, out, length, now)
+
+    cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil:
+        """One read from a vnet TUN: cut it into packets, each written straight
+        into an out slot and sealed there."""
+        cdef VnetHdr h
+        cdef Segmenter seg
+        cdef uint32_t i, count
+        cdef uint8_t *out
+        cdef Peer *p
+        if length <= VNET_HDR_LEN:
+            return
+        vnet_hdr_load(&h, buffer)
+        count = segmenter_init(&seg, &h, buffer + VNET_HDR_LEN, length - VNET_HDR_LEN)
+        if count == 0:
+            return
+        p = self._route(buffer + VNET_HDR_LEN, length - VNET_HDR_LEN)
+        if p == NULL:
+            return
+        for i in range(count):
+            out = self._out_buffer()
+            self._tx_routed(p, out, segmenter_write(&seg, i, out + HEADER_LEN), now)
 
     # -- receiving ----------------------------------------------------------
 
@@ -740,11 +874,46 @@ cdef class Core:
             return
         if routed != <int>p.slot:
             return
-        if self.capture:
-            self._capture(True, plain, inner_len, NULL)
-        elif write(self.tun_fd, plain, inner_len) < 0:
-            return
+        self._to_tun(plain, inner_len)
         p.rx_bytes += length
+
+    cdef void _to_tun(self, uint8_t *packet, uint32_t length) noexcept nogil:
+        """Hands a decrypted packet to the TUN: at once, or (vnet) for
+        coalescing until _tun_flush, which must run before its buffer is reused."""
+        if self.capture:
+            self._capture(True, packet, length, NULL)
+        elif not self.vnet_hdr:
+            write(self.tun_fd, packet, length)
+        else:
+            if gro_full(&self.gro):
+                self._tun_flush()
+            gro_add(&self.gro, packet, length)
+
+    cdef void _tun_flush(self) noexcept nogil:
+        """Writes the coalesced packets, one writev per super-packet."""
+        cdef uint8_t header[VNET_HDR_LEN]
+        cdef VnetHdr h
+        cdef iovec *iov = <iovec *>self.tun_iov
+        cdef uint32_t i, n, skip
+        cdef int32_t m
+        for i in range(self.gro.item_count):
+            gro_finish(&self.gro, i, &h)
+            vnet_hdr_store(&h, header)
+            iov[0].iov_base = header
+            iov[0].iov_len = VNET_HDR_LEN
+            m = self.gro.items[i].first
+            iov[1].iov_base = self.gro.packets[m].data
+            iov[1].iov_len = self.gro.packets[m].length
+            n = 2
+            skip = self.gro.items[i].ip_len + self.gro.items[i].l4_len
+            m = self.gro.packets[m].next
+            while m >= 0:
+                iov[n].iov_base = self.gro.packets[m].data + skip
+                iov[n].iov_len = self.gro.packets[m].length - skip
+                n += 1
+                m = self.gro.packets[m].next
+            writev(self.tun_fd, iov, n)
+        gro_reset(&self.gro)
 
     # -- the epoll loop -------------------------------------------------------
 
@@ -755,7 +924,7 @@ cdef class Core:
         cdef ssize_t r
         cdef int64_t now, wall
         while n < BATCH:
-            r = read(self.tun_fd, self.tx_slots + <size_t>n * SLOT_SIZE, SLOT_SIZE - 64)
+            r = read(self.tun_fd, self.tx_slots + <size_t>n * SLOT_SIZE, SLOT_SIZE)
             if r < 0:
                 if errno == EINTR:
                     continue
@@ -770,7 +939,10 @@ cdef class Core:
         pthread_mutex_lock(&self.mutex)
         clock_now(&now, &wall)
         for i in range(n):
-            self._tx_packet(self.tx_slots + <size_t>i * SLOT_SIZE, lengths[i], now)
+            if self.vnet_hdr:
+                self._tx_vnet(self.tx_slots + <size_t>i * SLOT_SIZE, lengths[i], now)
+            else:
+                self._tx_packet(self.tx_slots + <size_t>i * SLOT_SIZE, lengths[i], now)
         self._flush()
         if self.tun_gone:
             self._notify()
@@ -781,8 +953,11 @@ cdef class Core:
         cdef mmsghdr msgs[BATCH]
         cdef iovec iovs[BATCH]
         cdef wgc_sockaddr addrs[BATCH]
+        cdef uint64_t controls[BATCH][4]
         cdef Endpoint source
-        cdef int n, i
+        cdef int n, i, size
+        cdef uint32_t offset, length, chunk
+        cdef uint8_t *data
         cdef int64_t now, wall
         pthread_mutex_lock(&self.mutex)
         # The control plane may have replaced the sockets since epoll saw fd.
@@ -795,13 +970,24 @@ cdef class Core:
                 msgs[i].msg_hdr.msg_namelen = sizeof(wgc_sockaddr)
                 msgs[i].msg_hdr.msg_iov = &iovs[i]
                 msgs[i].msg_hdr.msg_iovlen = 1
+                msgs[i].msg_hdr.msg_control = &controls[i][0]
+                msgs[i].msg_hdr.msg_controllen = sizeof(controls[i])
             n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL)
             if n > 0:
                 clock_now(&now, &wall)
                 for i in range(n):
                     endpoint_from_sockaddr(&source, &addrs[i])
-                    self._rx_packet(self.rx_slots + <size_t>i * SLOT_SIZE, msgs[i].msg_len,
-                                    &source, now, wall)
+                    data = self.rx_slots + <size_t>i * SLOT_SIZE
+                    length = msgs[i].msg_len
+                    # With UDP GRO one message may hold several datagrams of
+                    # `size` bytes from the same source (the last may be shorter).
+                    size = wgc_gro_segment_size(&msgs[i].msg_hdr)
+                    chunk = <uint32_t>size if size > 0 else length
+                    offset = 0
+                    while offset < length:
+                        self._rx_packet(data + offset, min(chunk, length - offset), &source, now, wall)
+                        offset += chunk
+                self._tun_flush()
                 self._flush()
         pthread_mutex_unlock(&self.mutex)
 
@@ -838,17 +1024,20 @@ cdef class Core:
 
     # -- Python face: I/O set-up ------------------------------------------------
 
-    def set_tun(self, int fd):
-        """The TUN descriptor (non-blocking) the loop reads and writes."""
+    def set_tun(self, int fd, bint vnet_hdr=False):
+        """The TUN descriptor (non-blocking) the loop reads and writes; with
+        vnet_hdr every packet on it carries a virtio_net_hdr."""
         self._lock()
         try:
             self.tun_fd = fd
+            self.vnet_hdr = vnet_hdr
             self._watch(fd)
         finally:
             self._unlock()
 
     def set_sockets(self, int fd4, int fd6):
         """Replaces the UDP sockets (-1 for none); the caller closes the old ones."""
+        cdef int one = 1
         self._lock()
         try:
             for fd in (self.udp4_fd, self.udp6_fd):
@@ -856,6 +1045,8 @@ cdef class Core:
             self.udp4_fd, self.udp6_fd = fd4, fd6
             for fd in (fd4, fd6):
                 if fd >= 0:
+                    # Ask for coalesced datagrams (kernels before 5.0 say no: fine).
+                    setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one))
                     self._watch(fd)
         finally:
             self._unlock()
@@ -1173,7 +1364,7 @@ cdef class Core:
         try:
             p = self._peer(slot)
             if event == "handshake_initiated":
-                timers_handshake_initiated(&p.timers, now, jitter())
+                timers_handshake_initiated(&p.timers, now, jitter(&self.jitter_state))
             elif event == "authenticated_sent":
                 timers_any_authenticated_packet_traversal(&p.timers, now)
                 timers_any_authenticated_packet_sent(&p.timers)

@@ -1,5 +1,10 @@
 # cython: language_level=3
-"""The TUN device (IFF_TUN | IFF_NO_PI: one IP packet per read or write)."""
+"""The TUN device (IFF_TUN | IFF_NO_PI: one IP packet per read or write).
+
+With offloads, it is opened with IFF_VNET_HDR and TUNSETOFFLOAD lets the
+kernel pass TCP (and, where it can, UDP) super-packets of up to 64 KiB with
+checksums left to us; the data plane cuts and joins them (wgc._offload).
+"""
 from libc.errno cimport errno, EACCES, ENOENT, EPERM
 from libc.string cimport memset, strncpy, strlen
 from posix.fcntl cimport open as c_open, O_RDWR, O_CLOEXEC, O_NONBLOCK
@@ -27,8 +32,25 @@ cdef extern from "<net/if.h>" nogil:
 cdef extern from "<linux/if_tun.h>" nogil:
     unsigned long TUNSETIFF
     unsigned long TUNGETIFF
+    unsigned long TUNSETOFFLOAD
     int IFF_TUN
     int IFF_NO_PI
+    int IFF_VNET_HDR
+    unsigned int TUN_F_CSUM
+    unsigned int TUN_F_TSO4
+    unsigned int TUN_F_TSO6
+
+cdef extern from *:
+    """
+    /* UDP segmentation offload on TUN arrived in Linux 6.2; older headers lack it. */
+    #include <linux/if_tun.h>
+    #ifndef TUN_F_USO4
+    #define TUN_F_USO4 0x20
+    #define TUN_F_USO6 0x40
+    #endif
+    """
+    unsigned int TUN_F_USO4
+    unsigned int TUN_F_USO6
 
 cdef extern from "<linux/sockios.h>" nogil:
     unsigned long SIOCGIFMTU
@@ -60,8 +82,12 @@ cdef class Tun:
         self.fd = -1
 
     @staticmethod
-    def create(str name, int mtu):
-        """Creates the interface `name` (non-blocking) with the given MTU."""
+    def create(str name, int mtu, bint offload=True):
+        """Creates the interface `name` (non-blocking) with the given MTU.
+
+        With offload, packets carry a virtio_net_hdr and the kernel may hand
+        over TCP/UDP super-packets with partial checksums.
+        """
         cdef ifreq req
         cdef Tun tun = Tun.__new__(Tun)
         encoded = name.encode()
@@ -77,11 +103,17 @@ cdef class Tun:
                               + (" (wgc needs CAP_NET_ADMIN)" if e in (EPERM, EACCES) else ""))
         memset(&req, 0, sizeof(req))
         strncpy(req.ifr_name, encoded, IFNAMSIZ - 1)
-        req.ifr_flags = IFF_TUN | IFF_NO_PI
+        req.ifr_flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
         if ioctl(tun.fd, TUNSETIFF, &req) < 0:
             e = errno
             tun.close()
             raise TunError(e, os.strerror(e).lower() + (" (wgc needs CAP_NET_ADMIN)" if e == EPERM else ""))
+        if offload:
+            # Kernels before 6.2 refuse the UDP flags; TCP alone still pays.
+            # If even that is refused the header stays, with nothing offloaded.
+            if ioctl(tun.fd, TUNSETOFFLOAD, <unsigned long>(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+                                                            | TUN_F_USO4 | TUN_F_USO6)) < 0:
+                ioctl(tun.fd, TUNSETOFFLOAD, <unsigned long>(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6))
         tun._identify()
         tun.set_mtu(mtu)
         return tun
@@ -103,6 +135,7 @@ cdef class Tun:
             e = errno
             raise TunError(e, f"not a TUN device: {os.strerror(e).lower()}")
         self.name = req.ifr_name[:strlen(req.ifr_name)].decode()
+        self.vnet_hdr = (req.ifr_flags & IFF_VNET_HDR) != 0
         _ifreq_ioctl(SIOCGIFINDEX, &req)
         self.ifindex = req.ifr_ifindex
 

@@ -37,6 +37,8 @@ MAX_UAPI_CLIENTS = 64
 READY_TIMEOUT = 10.0
 ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
     "WG_TUN_FD", "WG_UAPI_FD", "WG_PROCESS_FOREGROUND", "WGC_READY_FD")
+# WGC_OFFLOAD=off opens the TUN without segmentation offloads (one packet per read).
+ENV_OFFLOAD = "WGC_OFFLOAD"
 
 
 def socket_path(iface: str) -> str:
@@ -87,7 +89,8 @@ def main(iface: str, foreground: bool) -> int:
     log = make_logger(iface)
     try:
         inherited = os.environ.get(ENV_TUN_FD)
-        tun = Tun.adopt(int(inherited)) if inherited else Tun.create(iface, DEFAULT_MTU)
+        tun = Tun.adopt(int(inherited)) if inherited else Tun.create(
+            iface, DEFAULT_MTU, offload=os.environ.get(ENV_OFFLOAD, "on") != "off")
     except (OSError, ValueError) as e:
         log.error("Failed to create TUN device: %s", getattr(e, "strerror", None) or e)
         return 1

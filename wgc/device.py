@@ -157,7 +157,7 @@ class Device:
         self._under_load_until = 0
         self._thread = None
         if tun is not None:
-            self.core.set_tun(tun.fd)
+            self.core.set_tun(tun.fd, tun.vnet_hdr)
             self.core.set_mtu(tun.mtu)
             self._thread = threading.Thread(target=self.core.run, name=f"wgc-{name}", daemon=True)
             self._thread.start()
