@@ -10,6 +10,7 @@ from wgc._replay cimport ReplayWindow
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
 from wgc._offload cimport Gro
+from wgc._reader cimport TunReader
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -120,7 +121,7 @@ cdef class Core:
     cdef uint32_t captured_count
 
     # batch buffers
-    cdef uint8_t *tx_slots         # TUN reads, encrypted in place into out
+    cdef TunReader reader          # reads the TUN ahead, on its own thread
     cdef uint8_t *rx_slots         # recvmmsg, decrypted in place
     cdef uint8_t *out_slots
     cdef OutPacket out[BATCH]
@@ -158,5 +159,6 @@ cdef class Core:
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
     cdef bint _tun_readable(self) noexcept nogil
+    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count) noexcept nogil
     cdef void _udp_readable(self, int fd) noexcept nogil
     cdef void _loop(self) noexcept nogil

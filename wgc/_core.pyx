@@ -20,6 +20,7 @@ from wgc._crypto cimport aead_seal, aead_open, random_u64, wipe
 from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, vnet_hdr_store,
                            segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
                            gro_full, gro_finish, gro_reset)
+from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
 from wgc._replay cimport replay_reset, replay_accept
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
@@ -397,7 +398,6 @@ cdef class Core:
         self.index.mask = 63
         self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE * sizeof(HandshakeMsg))
         # Batch buffers: only the pages that packets touch become resident.
-        self.tx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         # One header iovec, then at most one per coalesced packet.
@@ -411,7 +411,7 @@ cdef class Core:
         if capture:
             self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
         if (self.peers == NULL or self.event_slots == NULL or self.index.slots == NULL
-                or self.handshakes == NULL or self.tx_slots == NULL or self.rx_slots == NULL
+                or self.handshakes == NULL or self.rx_slots == NULL
                 or self.out_slots == NULL or self.tun_iov == NULL
                 or gro_init(&self.gro, TUN_WRITE_BATCH) < 0 or (capture and self.captured == NULL)):
             raise MemoryError()
@@ -439,7 +439,7 @@ cdef class Core:
         free(self.event_slots)
         free(self.index.slots)
         free(self.handshakes)
-        free(self.tx_slots)
+        reader_stop(&self.reader)
         free(self.rx_slots)
         free(self.out_slots)
         free(self.tun_iov)
@@ -918,36 +918,38 @@ cdef class Core:
     # -- the epoll loop -------------------------------------------------------
 
     cdef bint _tun_readable(self) noexcept nogil:
-        """Reads a burst from the TUN and sends it; False once the TUN is gone."""
-        cdef uint32_t lengths[BATCH]
-        cdef uint32_t n = 0, i
-        cdef ssize_t r
-        cdef int64_t now, wall
-        while n < BATCH:
-            r = read(self.tun_fd, self.tx_slots + <size_t>n * SLOT_SIZE, SLOT_SIZE)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EAGAIN:
-                    break
-                self.tun_gone = True   # EBADFD once the interface is deleted
+        """Seals and sends what the reader thread read; False once the TUN is gone."""
+        cdef uint8_t *slots
+        cdef uint32_t *lengths
+        cdef uint64_t value
+        cdef int count
+        read(self.reader.ready_fd, &value, 8)
+        while True:
+            count = reader_take(&self.reader, &slots, &lengths)
+            if count < 0:
                 break
-            lengths[n] = <uint32_t>r
-            n += 1
-        if n == 0 and not self.tun_gone:
-            return True
+            self._tx_batch(slots, lengths, count)
+            reader_release(&self.reader)
+        if reader_gone(&self.reader):
+            pthread_mutex_lock(&self.mutex)
+            self.tun_gone = True
+            self._notify()
+            pthread_mutex_unlock(&self.mutex)
+            return False
+        return True
+
+    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count) noexcept nogil:
+        cdef uint32_t i
+        cdef int64_t now, wall
         pthread_mutex_lock(&self.mutex)
         clock_now(&now, &wall)
-        for i in range(n):
+        for i in range(count):
             if self.vnet_hdr:
-                self._tx_vnet(self.tx_slots + <size_t>i * SLOT_SIZE, lengths[i], now)
+                self._tx_vnet(slots + <size_t>i * SLOT_SIZE, lengths[i], now)
             else:
-                self._tx_packet(self.tx_slots + <size_t>i * SLOT_SIZE, lengths[i], now)
+                self._tx_packet(slots + <size_t>i * SLOT_SIZE, lengths[i], now)
         self._flush()
-        if self.tun_gone:
-            self._notify()
         pthread_mutex_unlock(&self.mutex)
-        return not self.tun_gone
 
     cdef void _udp_readable(self, int fd) noexcept nogil:
         cdef mmsghdr msgs[BATCH]
@@ -1005,7 +1007,7 @@ cdef class Core:
                 fd = events[i].data.fd
                 if fd == self.stop_fd:
                     read(self.stop_fd, &value, 8)
-                elif fd == self.tun_fd:
+                elif fd == self.reader.ready_fd:
                     if not self._tun_readable():
                         return
                 else:
@@ -1013,8 +1015,17 @@ cdef class Core:
 
     def run(self):
         """The data-plane loop; returns after stop() or when the TUN is gone."""
-        with nogil:
-            self._loop()
+        if self.tun_fd < 0 or self.capture:
+            raise RuntimeError("the data plane runs on a TUN; set_tun first")
+        if reader_start(&self.reader, self.tun_fd, BATCH, SLOT_SIZE) < 0:
+            raise OSError(errno, "cannot start the TUN reader thread")
+        try:
+            self._watch(self.reader.ready_fd)
+            with nogil:
+                self._loop()
+        finally:
+            self._unwatch(self.reader.ready_fd)
+            reader_stop(&self.reader)
 
     def stop(self):
         cdef uint64_t one = 1
@@ -1031,7 +1042,6 @@ cdef class Core:
         try:
             self.tun_fd = fd
             self.vnet_hdr = vnet_hdr
-            self._watch(fd)
         finally:
             self._unlock()
 
@@ -1508,8 +1518,7 @@ cdef class Core:
             raise ValueError("packet too large")
         self._lock()
         try:
-            memcpy(self.tx_slots, &packet[0], packet.shape[0])
-            self._tx_packet(self.tx_slots, packet.shape[0], now)
+            self._tx_packet(<uint8_t *>&packet[0], packet.shape[0], now)
             self._flush()
         finally:
             self._unlock()

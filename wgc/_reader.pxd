@@ -1,0 +1,48 @@
+# A thread that reads the TUN ahead of the data plane.
+#
+# Reading a TUN is one system call per packet (or per super-packet); done on
+# the data-plane thread, it stands in line with the encryption.  The reader
+# fills one batch buffer while the data plane seals the other, and wakes it
+# through an eventfd.  Batches are handed over in the order they were read,
+# so packet order is kept; when both buffers are full the reader waits, and
+# the kernel's TUN queue absorbs (or drops) what comes meanwhile.
+from libc.stdint cimport uint8_t, uint32_t
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_t:
+        pass
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+
+cdef enum:
+    READER_BUFFERS = 2
+
+cdef struct TunReader:
+    int tun_fd
+    int ready_fd                   # readable when a batch waits (eventfd)
+    int stop_fd                    # written to stop the thread (eventfd)
+    uint32_t batch                 # packets per batch
+    size_t slot_size
+    uint8_t *slots                 # READER_BUFFERS * batch slots
+    uint32_t *lengths              # READER_BUFFERS * batch
+    uint32_t counts[READER_BUFFERS]
+    uint32_t filled, write_index, read_index
+    bint stopping
+    bint gone                      # the TUN failed (deleted): no more batches
+    bint initialized               # mutex, descriptors and buffers exist
+    bint started                   # the thread runs
+    pthread_mutex_t mutex
+    pthread_cond_t space
+    pthread_t thread
+
+# Starts the thread on tun_fd (non-blocking); -1 with errno set on failure.
+cdef int reader_start(TunReader *r, int tun_fd, uint32_t batch, size_t slot_size) noexcept nogil
+# The oldest full batch: its packet count, with slots[i * slot_size] holding
+# packet i of lengths[i]; -1 when none waits.  Give it back with reader_release.
+cdef int reader_take(TunReader *r, uint8_t **slots, uint32_t **lengths) noexcept nogil
+cdef void reader_release(TunReader *r) noexcept nogil
+cdef bint reader_gone(TunReader *r) noexcept nogil
+# Stops and joins the thread and frees what reader_start made (idempotent).
+cdef void reader_stop(TunReader *r) noexcept nogil
