@@ -40,3 +40,7 @@ bench ROUNDS="3":
 # wgc against the Linux kernel's WireGuard: Debian's kernel under QEMU (fetched into ~/.cache/wgc-kernel on first use).
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}
+
+# Microbenchmarks of the per-packet C code (seal/open, TSO cut, coalescing, allowed IPs, replay) beside a libsodium-only loop.
+bench-micro *ARGS:
+    {{python}} -m pytest -q tests/bench --benchmark-only --benchmark-max-time=0.5 --benchmark-group-by=group --benchmark-columns=min,median,iqr,rounds {{ARGS}}

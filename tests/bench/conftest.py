@@ -1,0 +1,185 @@
+"""Building micro_helper.pyx, the timing switch, and the summary of rates.
+
+The helper is compiled against the .pxd files of the wgc package that
+`import wgc` finds, into build/bench-micro/<digest>/ at the repository root;
+the digest covers the helper, those .pxd files, Cython's version and the
+interpreter's ABI, so a changed declaration means a fresh build.
+
+Timing is off unless asked for (--benchmark-only or --benchmark-enable, as
+`just bench-micro` does): a plain `pytest` runs every benchmarked call once
+and checks its result, which keeps CI fast and quiet.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+HELPER = HERE / "micro_helper.pyx"
+CACHE = HERE.parent.parent / "build" / "bench-micro"
+
+
+def _wgc_source_dir() -> Path:
+    import wgc
+
+    return Path(wgc.__file__).resolve().parent
+
+
+def _digest(wgc_dir: Path) -> str:
+    import Cython
+
+    h = hashlib.sha256()
+    h.update(HELPER.read_bytes())
+    for pxd in sorted(wgc_dir.glob("*.pxd")):
+        h.update(pxd.name.encode() + b"\0" + pxd.read_bytes())
+    h.update(Cython.__version__.encode())
+    h.update(sysconfig.get_config_var("EXT_SUFFIX").encode())
+    return h.hexdigest()[:16]
+
+
+def _compile(workdir: Path, wgc_dir: Path) -> None:
+    """cythonize + setuptools' build_ext, all inside workdir."""
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+
+    source = workdir / HELPER.name
+    source.write_bytes(HELPER.read_bytes())
+    extension = Extension(
+        "micro_helper",
+        [str(source)],
+        extra_compile_args=["-O2", "-Wno-unused-function"],
+        libraries=["dl"],
+    )
+    modules = cythonize(
+        [extension],
+        include_path=[str(wgc_dir.parent)],
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        quiet=True,
+    )
+    dist = Distribution({"ext_modules": modules, "script_name": "micro_helper", "script_args": []})
+    command = dist.get_command_obj("build_ext")
+    command.build_lib = str(workdir)
+    command.build_temp = str(workdir / "tmp")
+    command.ensure_finalized()
+    command.run()
+
+
+def build_helper():
+    """The compiled helper module, built on first use and cached by digest."""
+    wgc_dir = _wgc_source_dir()
+    target = CACHE / _digest(wgc_dir)
+    library = target / ("micro_helper" + sysconfig.get_config_var("EXT_SUFFIX"))
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # a concurrent run waits for our build
+        if not library.exists():
+            _compile(target, wgc_dir)
+    loader = importlib.machinery.ExtensionFileLoader("micro_helper", str(library))
+    spec = importlib.util.spec_from_file_location("micro_helper", library, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules["micro_helper"] = module
+    return module
+
+
+@pytest.fixture(scope="session")
+def micro():
+    return build_helper()
+
+
+def timing_requested(config) -> bool:
+    return bool(config.getoption("benchmark_only", False) or config.getoption("benchmark_enable", False))
+
+
+@pytest.fixture
+def benchmark(benchmark, request):
+    """pytest-benchmark's fixture, disabled (one call, no stats) unless timing was asked for."""
+    if not timing_requested(request.config):
+        benchmark.disabled = True
+    return benchmark
+
+
+# ---- rates -------------------------------------------------------------------------
+
+@dataclass
+class Rate:
+    name: str                  # what was measured, for the summary
+    pair: str                  # results with the same pair are compared
+    side: str                  # "wgc" or "libsodium" (the upper bound)
+    seconds: float             # median time of one call
+    items: int                 # packets (or lookups, checks) per call
+    nbytes: int                # payload bytes per call (0: not a byte stream)
+    unit: str = "packets"
+
+
+@dataclass
+class Rates:
+    results: list[Rate] = field(default_factory=list)
+
+
+RATES = pytest.StashKey[Rates]()
+
+
+def pytest_configure(config):
+    config.stash[RATES] = Rates()
+
+
+@pytest.fixture
+def rate(benchmark, request):
+    """record(name, pair, side, items, nbytes, unit): after the benchmark has
+    run, puts the rates into benchmark.extra_info and the summary."""
+
+    def record(name: str, pair: str, side: str, items: int, nbytes: int = 0, unit: str = "packets"):
+        if benchmark.stats is None:            # timing off: nothing measured
+            return None
+        seconds = benchmark.stats.stats.median
+        result = Rate(name, pair, side, seconds, items, nbytes, unit)
+        benchmark.extra_info[f"{unit}_per_s"] = round(items / seconds)
+        benchmark.extra_info[f"ns_per_{unit.rstrip('s')}"] = round(seconds / items * 1e9, 2)
+        if nbytes:
+            benchmark.extra_info["bytes_per_s"] = round(nbytes / seconds)
+            benchmark.extra_info["gbit_per_s"] = round(nbytes * 8 / seconds / 1e9, 3)
+        request.config.stash[RATES].results.append(result)
+        return result
+
+    return record
+
+
+def _line(r: Rate) -> str:
+    per = r.seconds / r.items * 1e9
+    text = f"{r.name:<42} {r.seconds * 1e6:8.2f} µs/call {per:8.1f} ns/{r.unit.rstrip('s'):<7}"
+    text += f" {r.items / r.seconds / 1e6:7.2f} M{r.unit}/s"
+    if r.nbytes:
+        text += f" {r.nbytes * 8 / r.seconds / 1e9:6.2f} Gbit/s"
+    return text
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    results = config.stash[RATES].results if RATES in config.stash else []
+    if not results:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("wgc micro-benchmarks: rates (median call)")
+    for r in results:
+        write(_line(r))
+    pairs: dict[str, dict[str, Rate]] = {}
+    for r in results:
+        pairs.setdefault(r.pair, {})[r.side] = r
+    compared = [(p, s["wgc"], s["libsodium"]) for p, s in pairs.items() if "wgc" in s and "libsodium" in s]
+    if compared:
+        write("")
+        write("wgc time / libsodium-only time for the same packets (1.00 = no cost above the crypto):")
+        for pair, ours, bound in compared:
+            ratio = (ours.seconds / ours.items) / (bound.seconds / bound.items)
+            write(f"  {pair:<40} {ratio:5.2f}x   wgc reaches {100 / ratio:5.1f}% of the bound,"
+                  f" {(ours.seconds / ours.items - bound.seconds / bound.items) * 1e9:+7.1f} ns/packet")

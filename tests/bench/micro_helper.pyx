@@ -1,0 +1,486 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""C loops over whole batches for tests/bench/test_micro.py.
+
+Built at test time (tests/bench/conftest.py) against the .pxd files of the
+installed wgc package; it is not part of wgc.  Every entry point takes a
+batch, releases the GIL and loops in C, so one Python call covers the whole
+batch and the timings are those of the compiled per-packet code.
+
+The buffers copy the data plane's layout (wgc/_core.pyx): one slot of
+SLOT_STRIDE bytes per packet, a 16-byte transport header in front of the
+packet in an out slot, sealing in place there.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from wgc._crypto cimport aead_seal, aead_open
+from wgc._replay cimport ReplayWindow, replay_reset, replay_accept
+from wgc._trie cimport AllowedIPs
+from wgc._offload cimport (
+    VNET_HDR_LEN, VnetHdr, Segmenter, Gro, GroItem, vnet_hdr_load, vnet_hdr_store,
+    segmenter_init, segmenter_write, gro_init, gro_free, gro_reset, gro_add, gro_finish,
+)
+
+import nacl._sodium
+
+
+cdef extern from "<dlfcn.h>" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+ctypedef int (*encrypt_detached_t)(
+    uint8_t *c, uint8_t *mac, unsigned long long *maclen, const uint8_t *m,
+    unsigned long long mlen, const uint8_t *ad, unsigned long long adlen,
+    const uint8_t *nsec, const uint8_t *npub, const uint8_t *k) noexcept nogil
+ctypedef int (*decrypt_detached_t)(
+    uint8_t *m, uint8_t *nsec, const uint8_t *c, unsigned long long clen,
+    const uint8_t *mac, const uint8_t *ad, unsigned long long adlen,
+    const uint8_t *npub, const uint8_t *k) noexcept nogil
+
+cdef enum:
+    SLOT_STRIDE = 65536 + 64       # SLOT_SIZE in wgc/_core.pxd
+    HEADER_LEN = 16                # type, receiver index, counter
+    TAG = 16
+    MESSAGE_TRANSPORT = 4
+
+# The same libsodium wgc._crypto binds: PyNaCl's copy, already in memory.
+cdef encrypt_detached_t sodium_encrypt = NULL
+cdef decrypt_detached_t sodium_decrypt = NULL
+
+
+def _bind_libsodium():
+    global sodium_encrypt, sodium_decrypt
+    cdef bytes path = nacl._sodium.__file__.encode()
+    cdef void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        raise ImportError("PyNaCl's libsodium is not loaded")
+    sodium_encrypt = <encrypt_detached_t>dlsym(handle, b"crypto_aead_chacha20poly1305_ietf_encrypt_detached")
+    sodium_decrypt = <decrypt_detached_t>dlsym(handle, b"crypto_aead_chacha20poly1305_ietf_decrypt_detached")
+    if sodium_encrypt == NULL or sodium_decrypt == NULL:
+        raise ImportError("libsodium lacks the ChaCha20-Poly1305 (IETF) functions")
+
+
+_bind_libsodium()
+
+
+cdef inline void put_le32(uint8_t *p, uint32_t v) noexcept nogil:
+    cdef int i
+    for i in range(4):
+        p[i] = (v >> (8 * i)) & 0xff
+
+cdef inline void put_le64(uint8_t *p, uint64_t v) noexcept nogil:
+    put_le32(p, <uint32_t>v)
+    put_le32(p + 4, <uint32_t>(v >> 32))
+
+cdef inline uint32_t get_le32(const uint8_t *p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+cdef inline uint64_t get_le64(const uint8_t *p) noexcept nogil:
+    return get_le32(p) | (<uint64_t>get_le32(p + 4) << 32)
+
+cdef inline uint32_t get_be16(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+cdef inline void counter_nonce(uint8_t *nonce, uint64_t counter) noexcept nogil:
+    # WireGuard's nonce: 32 zero bits, then the counter little-endian.
+    memset(nonce, 0, 4)
+    put_le64(nonce + 4, counter)
+
+
+cdef class Slots:
+    """count packet buffers of SLOT_STRIDE bytes, each with a length."""
+    cdef uint8_t *base
+    cdef uint32_t *lengths
+    cdef readonly uint32_t count
+
+    def __cinit__(self, uint32_t count):
+        self.base = <uint8_t *>calloc(<size_t>count, SLOT_STRIDE)
+        self.lengths = <uint32_t *>calloc(count, sizeof(uint32_t))
+        self.count = count
+        if self.base == NULL or self.lengths == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.base)
+        free(self.lengths)
+
+    cdef inline uint8_t *at(self, uint32_t i) noexcept nogil:
+        return self.base + <size_t>i * SLOT_STRIDE
+
+    def put(self, uint32_t i, const uint8_t[::1] data):
+        """Places data at the start of slot i."""
+        if i >= self.count or <size_t>data.shape[0] > SLOT_STRIDE:
+            raise IndexError("no such slot, or data larger than a slot")
+        if data.shape[0]:
+            memcpy(self.at(i), &data[0], data.shape[0])
+        self.lengths[i] = data.shape[0]
+
+    def get(self, uint32_t i):
+        """The bytes of slot i, as long as its recorded length."""
+        if i >= self.count:
+            raise IndexError("no such slot")
+        return self.at(i)[:self.lengths[i]]
+
+    def length(self, uint32_t i):
+        if i >= self.count:
+            raise IndexError("no such slot")
+        return self.lengths[i]
+
+
+# ---- sealing ----------------------------------------------------------------
+
+cdef struct SendState:
+    uint8_t key[32]
+    uint32_t remote_index
+    uint32_t mtu
+    uint64_t counter
+
+
+cdef inline uint32_t pad_to(uint32_t length, uint32_t mtu) noexcept nogil:
+    # Round up to 16 bytes, but never past the MTU (nor below the packet).
+    cdef uint32_t padded = (length + 15) & ~(<uint32_t>15)
+    if padded > mtu:
+        padded = mtu if mtu > length else length
+    return padded
+
+
+cdef inline uint32_t seal_slot(SendState *s, uint8_t *out, uint32_t length) noexcept nogil:
+    """The packet is at out + HEADER_LEN: header, padding, seal in place; the datagram's length."""
+    cdef uint32_t padded = pad_to(length, s.mtu)
+    cdef uint64_t counter = s.counter
+    s.counter += 1
+    put_le32(out, MESSAGE_TRANSPORT)
+    put_le32(out + 4, s.remote_index)
+    put_le64(out + 8, counter)
+    memset(out + HEADER_LEN + length, 0, padded - length)
+    aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, s.key)
+    return HEADER_LEN + padded + TAG
+
+
+cdef class Sender:
+    """One keypair's sending half: key, the peer's index, the next counter."""
+    cdef SendState state
+
+    def __cinit__(self, const uint8_t[::1] key, uint32_t remote_index, uint32_t mtu=1420,
+                  uint64_t counter=0):
+        if key.shape[0] != 32:
+            raise ValueError("key must be 32 bytes")
+        memcpy(self.state.key, &key[0], 32)
+        self.state.remote_index = remote_index
+        self.state.mtu = mtu
+        self.state.counter = counter
+
+    @property
+    def counter(self):
+        return self.state.counter
+
+    @counter.setter
+    def counter(self, uint64_t value):
+        self.state.counter = value
+
+
+def wgc_seal(Sender sender, Slots tun, Slots out):
+    """Per packet what the data plane does for a TUN read (_tx_packet, _seal):
+    copy it into its out slot behind the header, header, counter, padding,
+    seal in place.  Returns the bytes of datagrams produced."""
+    cdef uint32_t i, n = min(tun.count, out.count)
+    cdef uint64_t total = 0
+    with nogil:
+        for i in range(n):
+            memcpy(out.at(i) + HEADER_LEN, tun.at(i), tun.lengths[i])
+            out.lengths[i] = seal_slot(&sender.state, out.at(i), tun.lengths[i])
+            total += out.lengths[i]
+    return total
+
+
+def sodium_seal(Sender sender, Slots tun, Slots out):
+    """The upper bound: only libsodium's call per packet (plus the nonce it
+    needs), from the TUN slot into the out slot, no header, copy or padding.
+    Returns how many packets it sealed."""
+    cdef uint32_t i, n = min(tun.count, out.count), length
+    cdef uint8_t nonce[12]
+    cdef uint8_t *dst
+    cdef int failed = 0
+    with nogil:
+        for i in range(n):
+            length = tun.lengths[i]
+            dst = out.at(i) + HEADER_LEN
+            counter_nonce(nonce, sender.state.counter)
+            sender.state.counter += 1
+            failed |= sodium_encrypt(dst, dst + length, NULL, tun.at(i), length, NULL, 0,
+                                     NULL, nonce, sender.state.key)
+            out.lengths[i] = HEADER_LEN + length + TAG
+    return 0 if failed else n
+
+
+# ---- opening ----------------------------------------------------------------
+
+cdef struct ReceiveState:
+    uint8_t key[32]
+    uint32_t local_index
+    int peer                       # this keypair's peer id in the allowed IPs
+    ReplayWindow replay
+
+
+cdef class Receiver:
+    """One keypair's receiving half, its replay window, and the allowed IPs."""
+    cdef ReceiveState state
+    cdef AllowedIPs allowed_ips
+
+    def __cinit__(self, const uint8_t[::1] key, uint32_t local_index, int peer,
+                  AllowedIPs allowed_ips not None):
+        if key.shape[0] != 32:
+            raise ValueError("key must be 32 bytes")
+        memcpy(self.state.key, &key[0], 32)
+        self.state.local_index = local_index
+        self.state.peer = peer
+        self.allowed_ips = allowed_ips
+        replay_reset(&self.state.replay)
+
+
+def wgc_open(Receiver receiver, Slots udp, Slots plain):
+    """Per datagram what the data plane does (_rx_packet) short of the index
+    table, timers and endpoint: header checks, open, replay check, trimming
+    the padding by the inner length, the inner source's allowed IPs.  Opens
+    into the plain slots (the data plane opens in place; same work), so the
+    batch can be opened again: the replay window is reset first.  Returns the
+    packets delivered; their lengths are recorded in plain."""
+    cdef uint32_t i, n = min(udp.count, plain.count), length, inner, inner_len
+    cdef uint32_t delivered = 0
+    cdef uint64_t counter
+    cdef const uint8_t *d
+    cdef uint8_t *p
+    cdef int routed
+    cdef ReceiveState *r = &receiver.state
+    cdef AllowedIPs allowed_ips = receiver.allowed_ips
+    with nogil:
+        replay_reset(&r.replay)
+        for i in range(n):
+            plain.lengths[i] = 0
+            d = udp.at(i)
+            length = udp.lengths[i]
+            if length < HEADER_LEN + TAG or get_le32(d) != MESSAGE_TRANSPORT:
+                continue
+            if get_le32(d + 4) != r.local_index:
+                continue
+            counter = get_le64(d + 8)
+            p = plain.at(i)
+            if aead_open(p, d + HEADER_LEN, length - HEADER_LEN, NULL, 0, counter, r.key) != 0:
+                continue
+            if not replay_accept(&r.replay, counter):
+                continue
+            inner = length - HEADER_LEN - TAG
+            if inner >= 20 and p[0] >> 4 == 4:
+                inner_len = get_be16(p + 2)
+                if inner_len < 20 or inner_len > inner:
+                    continue
+                routed = allowed_ips.lookup4(p + 12)
+            elif inner >= 40 and p[0] >> 4 == 6:
+                inner_len = 40 + get_be16(p + 4)
+                if inner_len > inner:
+                    continue
+                routed = allowed_ips.lookup6(p + 8)
+            else:
+                continue
+            if routed != r.peer:
+                continue
+            plain.lengths[i] = inner_len
+            delivered += 1
+    return delivered
+
+
+def sodium_open(Receiver receiver, Slots udp, Slots plain):
+    """The upper bound: only libsodium's call per datagram (plus the nonce),
+    with the counter taken from the header.  Returns how many verified."""
+    cdef uint32_t i, n = min(udp.count, plain.count), length
+    cdef uint32_t verified = 0
+    cdef uint8_t nonce[12]
+    cdef const uint8_t *d
+    with nogil:
+        for i in range(n):
+            d = udp.at(i)
+            length = udp.lengths[i]
+            counter_nonce(nonce, get_le64(d + 8))
+            if sodium_decrypt(plain.at(i), NULL, d + HEADER_LEN, length - HEADER_LEN - TAG,
+                              d + length - TAG, NULL, 0, nonce, receiver.state.key) == 0:
+                plain.lengths[i] = length - HEADER_LEN - TAG
+                verified += 1
+    return verified
+
+
+# ---- allowed IPs and replay window -----------------------------------------
+
+def trie_lookup(AllowedIPs allowed_ips, const uint8_t[::1] addresses, int family,
+                uint32_t repeat, int32_t[::1] found=None):
+    """Looks up every address (4 or 16 bytes each, back to back) repeat times.
+    found, if given, receives the peer ids of the last pass.  Returns the
+    sum of the peer ids over all passes (-1 for no match)."""
+    cdef uint32_t size = 4 if family == 4 else 16
+    cdef uint32_t count = addresses.shape[0] // size, i, r
+    cdef long long total = 0
+    cdef int peer
+    cdef const uint8_t *a
+    cdef int32_t *out = NULL
+    if family not in (4, 6):
+        raise ValueError("family is 4 or 6")
+    if count == 0:
+        return 0
+    if found is not None:
+        if <uint32_t>found.shape[0] < count:
+            raise ValueError("found is shorter than the address list")
+        out = &found[0]
+    a = &addresses[0]
+    with nogil:
+        for r in range(repeat):
+            for i in range(count):
+                if family == 4:
+                    peer = allowed_ips.lookup4(a + i * size)
+                else:
+                    peer = allowed_ips.lookup6(a + i * size)
+                total += peer
+                if out != NULL and r + 1 == repeat:
+                    out[i] = peer
+    return total
+
+
+cdef class Replay:
+    """A replay window fed in-order counters, as a steady flow of packets is."""
+    cdef ReplayWindow window
+    cdef readonly uint64_t next_counter
+
+    def __cinit__(self):
+        replay_reset(&self.window)
+        self.next_counter = 0
+
+    def rewind(self, uint64_t back):
+        """Moves the next counter back, so the next run repeats counters."""
+        self.next_counter = self.next_counter - back if back <= self.next_counter else 0
+
+    def run(self, uint32_t batches, uint32_t batch):
+        """batches x batch counters in order from next_counter; how many were accepted."""
+        cdef uint64_t accepted = 0, c = self.next_counter, end
+        end = c + <uint64_t>batches * batch
+        with nogil:
+            while c < end:
+                accepted += replay_accept(&self.window, c)
+                c += 1
+        self.next_counter = end
+        return accepted
+
+
+# ---- segmentation and coalescing ------------------------------------------------
+
+def split(Slots tun, Slots out):
+    """A read from a vnet-header TUN in tun slot 0 (virtio_net_hdr, then the
+    packet), cut as _tx_vnet does: each segment written straight into its out
+    slot behind the transport header's room (the slot's length counts that
+    room).  Returns the segment count."""
+    cdef VnetHdr h
+    cdef Segmenter seg
+    cdef uint32_t i, count = 0
+    cdef uint8_t *read = tun.at(0)
+    cdef uint32_t length = tun.lengths[0]
+    if length <= VNET_HDR_LEN:
+        return 0
+    with nogil:
+        vnet_hdr_load(&h, read)
+        count = segmenter_init(&seg, &h, read + VNET_HDR_LEN, length - VNET_HDR_LEN)
+        if count <= out.count:
+            for i in range(count):
+                out.lengths[i] = HEADER_LEN + segmenter_write(&seg, i, out.at(i) + HEADER_LEN)
+    if count > out.count:
+        raise ValueError(f"{count} segments, {out.count} out slots")
+    return count
+
+
+def wgc_tx_vnet(Sender sender, AllowedIPs allowed_ips, Slots tun, Slots out):
+    """The whole send path of a TSO read short of I/O (_tx_vnet): parse the
+    virtio_net_hdr, route by destination once, then per segment write it into
+    its out slot and seal it there.  Returns the bytes of datagrams produced."""
+    cdef VnetHdr h
+    cdef Segmenter seg
+    cdef uint32_t i, count = 0, length = tun.lengths[0]
+    cdef uint64_t total = 0
+    cdef uint8_t *packet = tun.at(0) + VNET_HDR_LEN
+    cdef int peer = -1
+    if length <= VNET_HDR_LEN:
+        return 0
+    length -= VNET_HDR_LEN
+    with nogil:
+        vnet_hdr_load(&h, tun.at(0))
+        count = segmenter_init(&seg, &h, packet, length)
+        if count <= out.count and length >= 20:
+            if packet[0] >> 4 == 4:
+                peer = allowed_ips.lookup4(packet + 16)
+            else:
+                peer = allowed_ips.lookup6(packet + 24)
+            if peer >= 0:
+                for i in range(count):
+                    out.lengths[i] = seal_slot(&sender.state, out.at(i),
+                                               segmenter_write(&seg, i, out.at(i) + HEADER_LEN))
+                    total += out.lengths[i]
+    if count > out.count:
+        raise ValueError(f"{count} segments, {out.count} out slots")
+    return total
+
+
+cdef class Coalescer:
+    """GRO over decrypted packets on their way to the TUN (_to_tun, _tun_flush)."""
+    cdef Gro gro
+    cdef VnetHdr *headers          # gro_finish's answer per item
+    cdef uint8_t first[128]        # the first packet's headers as they came in
+    cdef uint32_t first_len
+
+    def __cinit__(self, uint32_t capacity):
+        if gro_init(&self.gro, capacity) < 0:
+            raise MemoryError()
+        self.headers = <VnetHdr *>calloc(capacity, sizeof(VnetHdr))
+        if self.headers == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        gro_free(&self.gro)
+        free(self.headers)
+
+    def run(self, Slots packets):
+        """Coalesces every packet of the batch and finishes each item; returns
+        the item count.  gro_add and gro_finish rewrite the first packet's
+        headers, so they are put back first: each run sees fresh packets."""
+        cdef uint32_t i, n = packets.count
+        if n > self.gro.capacity:
+            raise ValueError("more packets than the coalescer holds")
+        if n == 0:
+            return 0
+        if self.first_len == 0:
+            self.first_len = min(packets.lengths[0], <uint32_t>sizeof(self.first))
+            memcpy(self.first, packets.at(0), self.first_len)
+        with nogil:
+            memcpy(packets.at(0), self.first, self.first_len)
+            gro_reset(&self.gro)
+            for i in range(n):
+                gro_add(&self.gro, packets.at(i), packets.lengths[i])
+            for i in range(self.gro.item_count):
+                gro_finish(&self.gro, i, &self.headers[i])
+        return self.gro.item_count
+
+    def items(self):
+        """What the last run would write to the TUN: (virtio_net_hdr, packet) per item."""
+        cdef uint32_t i
+        cdef int32_t m
+        cdef GroItem *item
+        cdef uint8_t hdr[VNET_HDR_LEN]
+        result = []
+        for i in range(self.gro.item_count):
+            item = &self.gro.items[i]
+            vnet_hdr_store(&self.headers[i], hdr)
+            m = item.first
+            parts = [self.gro.packets[m].data[:self.gro.packets[m].length]]
+            m = self.gro.packets[m].next
+            while m >= 0:
+                parts.append(self.gro.packets[m].data[item.ip_len + item.l4_len:self.gro.packets[m].length])
+                m = self.gro.packets[m].next
+            result.append((hdr[:VNET_HDR_LEN], b"".join(parts)))
+        return result
