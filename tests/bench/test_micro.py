@@ -25,11 +25,12 @@ the nonce built from the counter and nothing else: the upper bound.
 How to read it: within a group, pytest-benchmark's table puts the fastest
 first and shows each row's time relative to it in parentheses, so the
 [wgc] row of seal, open and tso reads directly as "times the cost of the
-crypto alone".  After the table, a summary gives packets/s, Gbit/s (of the
-IP packets) and, per pair, wgc's time over libsodium's, the share of the
-bound wgc reaches and the nanoseconds per packet above it.  A ratio near
-1.0 means the per-packet work around the crypto costs little; whatever
-the data plane loses beyond that in a real tunnel is in the I/O.  The same
+crypto alone".  After the tables, a summary gives, from the fastest call of
+each, packets/s, Gbit/s (of the IP packets) and, per pair, wgc's time over
+libsodium's, the share of the bound wgc reaches and the nanoseconds per
+packet above it.  A ratio near 1.0 means the per-packet work around the
+crypto costs little; what a real tunnel loses beyond that lies outside
+these loops (system calls, timers, locking, the index table).  The same
 figures are in each benchmark's extra_info (see --benchmark-json).
 
 Run with timing: `just bench-micro` (pytest tests/bench --benchmark-only).
@@ -46,7 +47,6 @@ import struct
 import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as ietf_decrypt
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt as ietf_encrypt
-
 from wgc._trie import AllowedIPs
 
 BATCH = 64                        # the data plane's packets per batch
