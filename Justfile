@@ -37,6 +37,10 @@ demo: build
 bench ROUNDS="3":
     {{python}} scripts/bench.py --rounds {{ROUNDS}}
 
+# Memory of wgc and wireguard-go under SECONDS of TCP load both ways, sampled every 10 s.
+bench-soak SECONDS="300":
+    {{python}} scripts/bench.py --soak {{SECONDS}}
+
 # wgc against the Linux kernel's WireGuard: Debian's kernel under QEMU (fetched into ~/.cache/wgc-kernel on first use).
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}

@@ -7,12 +7,19 @@ loss), ping RTT through the idle tunnel, and the daemons' memory (idle and
 at the end of the load).  Prints every figure, the medians, and the ratios
 wgc / wireguard-go.  Everything runs in namespaces it creates and removes.
 
+With --soak S, it instead keeps one tunnel of each kind under TCP load in
+both directions for S seconds and samples the daemons' memory every 10 s:
+after the warm-up (the first 30 s) it must not grow.
+
     python scripts/bench.py [--rounds N] [--seconds S]
+    python scripts/bench.py --soak 300
 """
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
@@ -31,15 +38,27 @@ def rss_mib(end) -> float:
     return total / 1024
 
 
-def measure(left: str, right: str, seconds: float) -> dict:
-    made = []
+class Namespaces:
+    """Makes namespaces for tunnel() and removes them all on exit."""
 
-    def factory(prefix="bench"):
+    def __init__(self):
+        self.made = []
+
+    def __call__(self, prefix="bench"):
         ns = Netns(prefix)
-        made.append(ns)
+        self.made.append(ns)
         return ns
 
-    try:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for ns in self.made:
+            ns.close()
+
+
+def measure(left: str, right: str, seconds: float) -> dict:
+    with Namespaces() as factory:
         a, b = tunnel(factory, left, right, with_ipv6=False)
         a.ping(b.inner4, count=3, interval=0.1)
         idle = max(rss_mib(a), rss_mib(b))
@@ -56,16 +75,45 @@ def measure(left: str, right: str, seconds: float) -> dict:
             "idle_rss_mib": idle,
             "loaded_rss_mib": loaded,
         }
-    finally:
-        for ns in made:
-            ns.close()
+
+
+def soak(implementation: str, seconds: float, warmup: float = 30, every: float = 10) -> list[float]:
+    """The larger end's RSS every `every` seconds under bidirectional TCP load."""
+    with Namespaces() as factory:
+        a, b = tunnel(factory, implementation, implementation, with_ipv6=False)
+        a.ping(b.inner4, count=1)
+        server = b.ns.popen("iperf3", "-s", "-1", "-B", b.inner4,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        client = a.ns.popen("iperf3", "-c", b.inner4, "--bidir", "-t", str(seconds),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples = []
+        try:
+            start = time.monotonic()
+            while client.poll() is None and time.monotonic() - start < seconds + 30:
+                time.sleep(every)
+                samples.append(max(rss_mib(a), rss_mib(b)))
+                print(f"  {implementation} t={time.monotonic() - start:5.0f}s rss={samples[-1]:.1f} MiB", flush=True)
+        finally:
+            for p in (client, server):
+                p.kill()
+                p.wait()
+        settled = samples[int(warmup // every) - 1:] or samples
+        print(f"{implementation}: after warm-up {settled[0]:.1f} MiB, highest {max(settled):.1f} MiB, "
+              f"growth {max(settled) - settled[0]:+.1f} MiB", flush=True)
+        return samples
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--soak", type=float, metavar="S", help="memory under S seconds of load instead")
     args = parser.parse_args()
+    if args.soak:
+        for implementation in ("wgc", "wireguard-go"):
+            soak(implementation, args.soak)
+        return
     results = {pair: [] for pair in PAIRS}
     for round_ in range(args.rounds):
         order = PAIRS if round_ % 2 == 0 else list(reversed(PAIRS))

@@ -114,7 +114,8 @@ cdef class Core:
     # I/O (all -1 in sans-I/O mode)
     cdef int tun_fd, udp4_fd, udp6_fd, epoll_fd, stop_fd, notify_fd
     cdef bint vnet_hdr             # the TUN speaks virtio_net_hdr (offloads)
-    cdef bint udp_gso              # send runs of packets as one UDP GSO message
+    cdef bint udp_offload          # use UDP GSO and GRO on the sockets
+    cdef bint udp_gso[2]           # per socket (IPv4, IPv6): GSO still works
     cdef bint stopping
     cdef bint capture
     cdef Captured *captured

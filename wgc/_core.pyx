@@ -404,7 +404,7 @@ cdef class Core:
         self.tun_iov = malloc((TUN_WRITE_BATCH + 1) * sizeof(iovec))
         self.mtu = 1420
         self.jitter_state = random_u64() | 1
-        self.udp_gso = True
+        self.udp_offload = True
         self.tun_fd = self.udp4_fd = self.udp6_fd = self.epoll_fd = -1
         self.stop_fd = self.notify_fd = -1
         self.capture = capture
@@ -577,7 +577,7 @@ cdef class Core:
                 order[n] = i
                 iovs[n].iov_base = o.data
                 iovs[n].iov_len = o.length
-                if m > 0 and self.udp_gso:
+                if m > 0 and self.udp_gso[family == AF_INET6]:
                     lead = &self.out[order[first[m - 1]]]
                     if (n - first[m - 1] < UDP_GSO_MAX_SEGMENTS and o.length <= lead.length
                             and self.out[order[n - 1]].length == lead.length
@@ -614,7 +614,7 @@ cdef class Core:
                     # and its packets go one by one.
                     if msgs[start].msg_hdr.msg_iovlen > 1 and (errno == EIO or errno == EINVAL):
                         if errno == EIO:
-                            self.udp_gso = False
+                            self.udp_gso[family == AF_INET6] = False
                         for i in range(first[start], first[start + 1]):
                             o = &self.out[order[i]]
                             if self._send_one(o.data, o.length, &o.destination) and o.peer != NULL:
@@ -1053,16 +1053,22 @@ cdef class Core:
             for fd in (self.udp4_fd, self.udp6_fd):
                 self._unwatch(fd)
             self.udp4_fd, self.udp6_fd = fd4, fd6
+            self.udp_gso[0] = self.udp_gso[1] = self.udp_offload
             for fd in (fd4, fd6):
                 if fd >= 0:
-                    # Ask for coalesced datagrams (kernels before 5.0 say no: fine).
-                    setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one))
+                    if self.udp_offload:
+                        # Ask for coalesced datagrams (kernels before 5.0 say no: fine).
+                        setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one))
                     self._watch(fd)
         finally:
             self._unlock()
 
     def set_mtu(self, uint32_t mtu):
         self.mtu = mtu
+
+    def set_udp_offload(self, bint enabled):
+        """Whether sockets set from now on use UDP GSO (send) and GRO (receive)."""
+        self.udp_offload = enabled
 
     @property
     def notify_fd(self):

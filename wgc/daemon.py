@@ -37,8 +37,13 @@ MAX_UAPI_CLIENTS = 64
 READY_TIMEOUT = 10.0
 ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
     "WG_TUN_FD", "WG_UAPI_FD", "WG_PROCESS_FOREGROUND", "WGC_READY_FD")
-# WGC_OFFLOAD=off opens the TUN without segmentation offloads (one packet per read).
+# WGC_OFFLOAD=off turns the offloads off: the TUN without segmentation (one
+# packet per read or write) and the UDP sockets without GSO and GRO.
 ENV_OFFLOAD = "WGC_OFFLOAD"
+
+
+def offload() -> bool:
+    return os.environ.get(ENV_OFFLOAD, "on") != "off"
 
 
 def socket_path(iface: str) -> str:
@@ -89,8 +94,7 @@ def main(iface: str, foreground: bool) -> int:
     log = make_logger(iface)
     try:
         inherited = os.environ.get(ENV_TUN_FD)
-        tun = Tun.adopt(int(inherited)) if inherited else Tun.create(
-            iface, DEFAULT_MTU, offload=os.environ.get(ENV_OFFLOAD, "on") != "off")
+        tun = Tun.adopt(int(inherited)) if inherited else Tun.create(iface, DEFAULT_MTU, offload=offload())
     except (OSError, ValueError) as e:
         log.error("Failed to create TUN device: %s", getattr(e, "strerror", None) or e)
         return 1
@@ -175,7 +179,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.clients = threading.BoundedSemaphore(MAX_UAPI_CLIENTS)
-        self.device = Device(iface, tun, log)
+        self.device = Device(iface, tun, log, udp_offload=offload())
         self.device.on_fatal = self._fatal
         self.links = link_monitor()
         self.ever_running = False

@@ -136,13 +136,14 @@ class Peer:
 class Device:
     """A WireGuard interface: give it a TUN (or None for sans-I/O use)."""
 
-    def __init__(self, name: str, tun, log, clock=system_clock):
+    def __init__(self, name: str, tun, log, clock=system_clock, udp_offload: bool = True):
         self.name = name
         self.tun = tun
         self.log = log
         self.clock = clock
         self.lock = threading.RLock()
         self.core = Core(capture=tun is None)
+        self.core.set_udp_offload(udp_offload)
         self.on_fatal = None
         self.is_up = False
         self._identity: noise.StaticIdentity | None = None
