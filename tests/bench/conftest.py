@@ -5,9 +5,10 @@ The helper is compiled against the .pxd files of the wgc package that
 the digest covers the helper, those .pxd files, Cython's version and the
 interpreter's ABI, so a changed declaration means a fresh build.
 
-Timing is off unless asked for (--benchmark-only or --benchmark-enable, as
-`just bench-micro` does): a plain `pytest` runs every benchmarked call once
-and checks its result, which keeps CI fast and quiet.
+Timing is off unless asked for (--benchmark-only, as `just bench-micro`
+does, --benchmark-enable, or --benchmark-json/-save/-autosave): a plain
+`pytest` runs every benchmarked call once and checks its result, which
+keeps CI fast and quiet.
 """
 from __future__ import annotations
 
@@ -99,7 +100,9 @@ def micro():
 
 
 def timing_requested(config) -> bool:
-    return bool(config.getoption("benchmark_only", False) or config.getoption("benchmark_enable", False))
+    """--benchmark-only or --benchmark-enable, or asking for results to be saved."""
+    wanted = ("benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_save", "benchmark_autosave")
+    return any(config.getoption(name, None) for name in wanted)
 
 
 @pytest.fixture
