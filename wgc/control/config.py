@@ -262,7 +262,8 @@ class Parser:
                 if peer.endpoint is None:
                     return None
             elif word == "allowed-ips" and has_value and peer is not None:
-                if not self.allowed_ips(peer, args[1]):
+                # Spaces anywhere in the list are dropped first ("a/8, b/8" is fine).
+                if not self.allowed_ips(peer, "".join(c for c in c_string(args[1]) if c not in _SPACE)):
                     return None
             elif word == "persistent-keepalive" and has_value and peer is not None:
                 peer.persistent_keepalive_interval = self.persistent_keepalive(args[1])

@@ -456,10 +456,10 @@ def _family_id(nl: _Netlink) -> int:
 
 
 def get_device(name: str) -> Device:
-    if len(os.fsencode(name)) >= IFNAMSIZ:
-        raise WireGuardError(errno.ENAMETOOLONG, f"{name}: interface name too long")
     with _Netlink(NETLINK_GENERIC) as nl:
-        family = _family_id(nl)
+        family = _family_id(nl)  # first, as wg(8): without the module that is the error shown
+        if len(os.fsencode(name)) >= IFNAMSIZ:
+            raise WireGuardError(errno.ENAMETOOLONG, f"{name}: interface name too long")
         seq = nl.next_seq()
         msg = Message(family, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, 1 << 16, _genl_header(WG_CMD_GET_DEVICE))
         msg.put(WGDEVICE_A_IFNAME, _strz(name))

@@ -237,9 +237,12 @@ class Tool:
         elif param == "fwmark":
             out(f"{prefix}{fwmark_text(device.fwmark)}\n")
         elif param == "endpoints":
+            # wg 1.0.20210914 names the interface once, before the first peer
+            # only (and alone, without a line end, when there is no peer).
+            out(prefix)
             for peer in device.peers:
                 where = endpoint_text(peer.endpoint) if peer.endpoint is not None else "(none)"
-                out(f"{prefix}{b64(peer.public_key)}\t{where}\n")
+                out(f"{b64(peer.public_key)}\t{where}\n")
         elif param == "allowed-ips":
             for peer in device.peers:
                 ips = " ".join(f"{ip_text(ip)}/{ip.cidr}" for ip in peer.allowed_ips) or "(none)"

@@ -1,0 +1,454 @@
+"""The built-in wg(8) against Debian's wireguard-tools 1.0.20210914.
+
+Both run, one after the other, on the same devices: a wgc daemon and a
+wireguard-go daemon in a network namespace whose /run/wireguard is a tmpfs of
+its own (a private mount namespace), so `wg show all` and `wg show interfaces`
+see exactly these two devices whatever else runs on the machine.  Compared:
+stdout, stderr and exit code, and for commands that change a device, the
+state Debian's wg shows afterwards.  The only normalisation is the program
+name in messages (ours is started through a symlink called wg, whose path
+Python sees as argv[0]).
+"""
+import os
+import subprocess
+import time
+
+import pytest
+from netns import Netns, unique_name, wait_for
+from wgnet import IMPLEMENTATIONS, have, new_key, wgc_executable
+
+pytestmark = pytest.mark.netns
+
+WGC_PORT, GO_PORT = 51820, 51830
+
+
+class Host:
+    """A network namespace with a private /run/wireguard."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.ns = Netns("wgw")
+        try:
+            holder = self.ns.popen(
+                "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o mode=0755 wgtool /run/wireguard && echo ready && exec sleep 600",
+                stdout=subprocess.PIPE, text=True)
+            assert holder.stdout.readline() == "ready\n"
+            self.pid = holder.pid  # ip, unshare and sh exec each other: one process
+            self.ours = str(tmp_path / "bin" / "wg")
+            os.makedirs(os.path.dirname(self.ours))
+            os.symlink(wgc_executable(), self.ours)
+            self.wgc = unique_name("wgtc")
+            self.go = unique_name("wgtg")
+            self.start(IMPLEMENTATIONS["wgc"], self.wgc)
+            self.start(IMPLEMENTATIONS["wireguard-go"], self.go)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, *cmd, input=None, env=None, check=False, timeout=60) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, **(env or {}))
+        for name in ("WG_HIDE_KEYS", "WG_COLOR_MODE", "WG_ENDPOINT_RESOLUTION_RETRIES"):
+            if env is None or name not in env:
+                full_env.pop(name, None)
+        proc = subprocess.run(["nsenter", "-t", str(self.pid), "-n", "-m", "--", *cmd], input=input, check=False,
+                              capture_output=True, env=full_env, timeout=timeout)
+        if check and proc.returncode:
+            raise AssertionError(f"{cmd} exited {proc.returncode}: {proc.stdout!r} {proc.stderr!r}")
+        return proc
+
+    def start(self, command, iface):
+        with open(self.tmp / f"{iface}.log", "wb") as log:
+            subprocess.run(["nsenter", "-t", str(self.pid), "-n", "-m", "--", *command, iface],
+                           stdout=log, stderr=log, stdin=subprocess.DEVNULL, check=True, timeout=20)
+        wait_for(lambda: self.run("wg", "show", iface, "listen-port").returncode == 0, timeout=10,
+                 what=f"{command[0]} on {iface}")
+
+    def both(self, *args, input=None, env=None):
+        """(Debian's result, ours), each as (stdout, stderr, exit code)."""
+        reference = self.run("wg", *args, input=input, env=env)
+        ours = self.run(self.ours, *args, input=input, env=env)
+        name = self.ours.encode()
+        return ((reference.stdout, reference.stderr, reference.returncode),
+                (ours.stdout.replace(name, b"wg"), ours.stderr.replace(name, b"wg"), ours.returncode))
+
+    def state(self, iface) -> tuple:
+        """What Debian's wg shows of a device, peers in a stable order
+        (wireguard-go lists them in random order), a port bound as 0 (random)
+        shown as <ephemeral>."""
+        showconf = self.run("wg", "showconf", iface, check=True).stdout.decode()
+        dump = self.run("wg", "show", iface, "dump", check=True).stdout.decode().splitlines()
+        port = self.run("wg", "show", iface, "listen-port", check=True).stdout.decode().strip()
+        low, high = self.run("cat", "/proc/sys/net/ipv4/ip_local_port_range", check=True).stdout.split()
+        if int(low) <= int(port) <= int(high):
+            showconf = showconf.replace(f"ListenPort = {port}\n", "ListenPort = <ephemeral>\n")
+            dump[0] = dump[0].replace(f"\t{port}\t", "\t<ephemeral>\t")
+        sections = showconf.split("\n\n")
+        return sections[0], sorted(section.strip() for section in sections[1:]), dump[0], sorted(dump[1:])
+
+    def reset(self, iface, port):
+        conf = self.tmp / "reset.conf"
+        conf.write_text(f"[Interface]\nListenPort = {port}\n")
+        self.run("wg", "setconf", iface, str(conf), check=True)
+
+    def close(self):
+        self.ns.close()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    if not have("wireguard-go"):
+        pytest.skip("wireguard-go is not installed")
+    made = Host(tmp_path_factory.mktemp("wgtool"))
+    yield made
+    made.close()
+
+
+def assert_same(host, *args, input=None, env=None):
+    reference, ours = host.both(*args, input=input, env=env)
+    assert ours == reference, f"wg {' '.join(map(str, args))}"
+    return reference
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+PRIVATE, PUBLIC = new_key()
+K1, K2, K3 = (new_key()[1] for _ in range(3))
+PSK = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM="
+
+
+def test_generated_keys(host):
+    for command in ("genkey", "genpsk"):
+        reference, ours = host.both(command)
+        assert (reference[1:], ours[1:]) == ((b"", 0), (b"", 0))
+        assert len(ours[0]) == 45 and ours[0].endswith(b"=\n") and ours[0] != reference[0]
+    private = host.run(host.ours, "genkey").stdout
+    # Clamped: Debian's pubkey takes it, and both derive the same public key.
+    assert_same(host, "pubkey", input=private)
+    reference = host.run("wg", "pubkey", input=private)
+    assert reference.returncode == 0 and len(reference.stdout) == 45
+
+
+@pytest.mark.parametrize("text", [
+    PRIVATE.encode() + b"\n", PRIVATE.encode(), PRIVATE.encode() + b" \n\t\n", PRIVATE.encode() + b"\0\n",
+    b"", b"short\n", PRIVATE.encode() + b"x", PRIVATE.encode()[:-1] + b"\n", b"A" * 42 + b"B=\n",
+    b"*" * 43 + b"=", PRIVATE.encode()[:20] + b"\0" + PRIVATE.encode()[21:],
+])
+def test_pubkey(host, text):
+    assert_same(host, "pubkey", input=text)
+
+
+def test_genkey_warns_about_a_world_readable_file(host, tmp_path):
+    for program in ("wg", host.ours):
+        target = tmp_path / "key"
+        with open(target, "wb") as out:
+            os.chmod(target, 0o644)
+            proc = subprocess.run([program, "genkey"], stdout=out, stderr=subprocess.PIPE, check=False)
+        assert proc.returncode == 0
+        assert proc.stderr == b"Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n"
+        assert len(target.read_bytes()) == 45
+
+
+# -- show ----------------------------------------------------------------------------------
+
+SHOW_FIELDS = ["public-key", "private-key", "listen-port", "fwmark", "peers", "preshared-keys", "endpoints",
+               "allowed-ips", "latest-handshakes", "transfer", "persistent-keepalive", "dump", "bogus"]
+
+RICH_CONFIG = """\
+# a comment
+[Interface]
+PrivateKey = {private}
+ListenPort = {port}
+FwMark = 0x1234
+
+[Peer]
+PublicKey = {k1}
+PresharedKey = {psk}
+Endpoint = 192.0.2.1:51820
+AllowedIPs = 10.0.0.0/8, fd00::/64, ::ffff:1.2.3.4/128, ::1.2.3.0/120
+PersistentKeepalive = 25
+
+[Peer]
+PublicKey = {k2}
+Endpoint = [2001:db8::7]:1234
+AllowedIPs = 192.168.7.0/24
+
+[Peer]
+PublicKey = {k3}
+Endpoint = [fe80::1%lo]:9
+"""
+
+
+@pytest.fixture(scope="module")
+def shown(host):
+    """Both devices configured, and talking to each other over loopback, so
+    that handshake times and transfer counters are not zero."""
+    for iface, port in ((host.wgc, WGC_PORT), (host.go, GO_PORT)):
+        conf = host.tmp / f"{iface}.conf"
+        conf.write_text(RICH_CONFIG.format(private=PRIVATE if iface == host.wgc else new_key()[0], port=port,
+                                           k1=K1, k2=K2, k3=K3, psk=PSK))
+        host.run("wg", "setconf", iface, str(conf), check=True)
+        host.run("ip", "link", "set", iface, "up", check=True)
+    keys = {iface: host.run("wg", "show", iface, "public-key", check=True).stdout.decode().strip()
+            for iface in (host.wgc, host.go)}
+    for iface, other, port in ((host.wgc, host.go, GO_PORT), (host.go, host.wgc, WGC_PORT)):
+        host.run("wg", "set", iface, "peer", keys[other], "endpoint", f"127.0.0.1:{port}", "allowed-ips",
+                 "10.200.0.0/16", "persistent-keepalive", "25", check=True)
+    wait_for(lambda: all(_handshaken(host, iface, keys) for iface in (host.wgc, host.go)),
+             timeout=15, what="a handshake between wgc and wireguard-go")
+    return host
+
+
+def _handshaken(host, iface, keys):
+    other = keys[host.go if iface == host.wgc else host.wgc]
+    for line in host.run("wg", "show", iface, "latest-handshakes").stdout.decode().splitlines():
+        key, seconds = line.split("\t")
+        if key == other:
+            return seconds != "0"
+    return False
+
+
+def assert_same_soon(host, *args, env=None, random_order=False):
+    """Like assert_same for output that moves with time (handshake ages,
+    counters under keepalives): equal on one of a few back-to-back tries.
+
+    random_order: wireguard-go answers each `get` with its peers in a new
+    random order, so only the lines, not their order, can be compared."""
+    for _ in range(5):
+        reference, ours = host.both(*args, env=env)
+        if random_order:
+            reference, ours = ((sorted(out.splitlines()), sorted(err.splitlines()), code)
+                               for out, err, code in (reference, ours))
+        if ours == reference:
+            return
+        time.sleep(0.2)
+    assert ours == reference, f"wg {' '.join(args)}"
+
+
+@pytest.mark.parametrize("field", SHOW_FIELDS)
+def test_show_field(shown, field):
+    assert_same_soon(shown, "show", shown.wgc, field)
+    assert_same_soon(shown, "show", shown.go, field, random_order=True)
+    assert_same_soon(shown, "show", "all", field, random_order=True)
+
+
+@pytest.mark.parametrize("env", [None, {"WG_HIDE_KEYS": "never"}, {"WG_COLOR_MODE": "always"},
+                                 {"WG_COLOR_MODE": "never", "WG_HIDE_KEYS": "always"}], ids=str)
+def test_show_pretty(shown, env):
+    assert_same_soon(shown, "show", shown.wgc, env=env)
+    for args in ((), ("show",), ("show", "all"), ("show", shown.go)):
+        assert_same_soon(shown, *args, env=env, random_order=True)
+    output = shown.run(shown.ours, "show", shown.wgc, env={"WG_COLOR_MODE": "never"}).stdout.decode()
+    assert "latest handshake" in output and "transfer" in output and "persistent keepalive: every" in output
+
+
+def test_show_interfaces_and_showconf(shown):
+    reference = assert_same(shown, "show", "interfaces")
+    assert sorted(reference[0].decode().split()) == sorted([shown.wgc, shown.go])
+    assert_same_soon(shown, "showconf", shown.wgc)
+    assert_same_soon(shown, "showconf", shown.go, random_order=True)
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["-h"], ["help"], ["--version"], ["-v"], ["version"], ["bogus"], ["--bogus", "x"],
+    ["show", "nosuchwg"], ["show", "a", "b", "c"], ["show", "interfaces", "x"], ["show", "--help"], ["show", "help"],
+    ["show", "-h"], ["show", "all", "bogus"], ["show", "nosuchwg", "dump"], ["show", "x" * 20],
+    ["showconf"], ["showconf", "nosuchwg"], ["showconf", "a", "b"], ["showconf", "--help"],
+    ["set"], ["set", "wgx"], ["set", "--help"], ["set", "nosuchwg", "listen-port", "1"],
+    ["setconf"], ["setconf", "wgx"], ["setconf", "wgx", "/nonexistent/file"], ["addconf", "a", "b", "c"],
+    ["syncconf", "nosuchwg", "/nonexistent/file"], ["genkey", "x"], ["genpsk", "--help"], ["pubkey", "x"],
+], ids=lambda args: " ".join(args) or "(none)")
+def test_usage_and_errors(host, args):
+    assert_same(host, *args)
+
+
+# -- set, setconf, addconf, syncconf -----------------------------------------------------------
+
+
+def write(path, data) -> str:
+    with open(path, "wb") as out:
+        out.write(data if isinstance(data, bytes) else data.encode())
+    return str(path)
+
+
+def compare_change(host, tmp_path, args_for, files=None, env=None, input=None):
+    """Resets each device, applies the same command with Debian's wg and with
+    ours, and compares the outputs and the states they leave."""
+    files = {name: write(tmp_path / name, data) for name, data in (files or {}).items()}
+    for iface, port in ((host.wgc, WGC_PORT + 5), (host.go, GO_PORT + 5)):
+        args = [arg.format(iface=iface, **files) for arg in args_for]
+        results, states = [], []
+        for program in ("wg", host.ours):
+            host.reset(iface, port)
+            before = host.state(iface)
+            proc = host.run(program, *args, env=env, input=input)
+            name = host.ours.encode()
+            results.append((proc.stdout.replace(name, b"wg"), proc.stderr.replace(name, b"wg"), proc.returncode))
+            states.append(host.state(iface))
+        host.reset(iface, port)  # frees the ports it took for the next device
+        assert results[1] == results[0], f"{args} on {iface}"
+        assert states[1] == states[0], f"{args} on {iface}"
+    return results[0], before, states[0]
+
+
+@pytest.fixture(scope="module")
+def quiet(host):
+    """Devices that are down: peers given endpoints here never send anything."""
+    for iface in (host.wgc, host.go):
+        host.run("ip", "link", "set", iface, "down", check=True)
+    return host
+
+
+KEYFILE = PRIVATE + "\n"
+
+
+@pytest.mark.parametrize("args, files", [
+    (["listen-port", "4000", "fwmark", "0x10", "private-key", "{key}"], {"key": KEYFILE}),
+    (["listen-port", "domain"], None),
+    (["listen-port", "ntp", "fwmark", "off"], None),
+    (["listen-port", ""], None),
+    (["listen-port", "x"], None),
+    (["listen-port", "65536"], None),
+    (["listen-port", "-1"], None),
+    (["fwmark", "4294967295"], None),
+    (["fwmark", "4294967296"], None),
+    (["fwmark", "0x"], None),
+    (["fwmark", "0xg"], None),
+    (["fwmark", "0XFF"], None),
+    (["fwmark", "+1"], None),
+    (["fwmark", "010"], None),
+    (["fwmark", "OFF"], None),
+    (["private-key", "{key}"], {"key": PRIVATE + "\n\n \t\n"}),
+    (["private-key", "{key}"], {"key": PRIVATE}),
+    (["private-key", "{key}"], {"key": PRIVATE + "x"}),
+    (["private-key", "{key}"], {"key": PRIVATE[:-2] + "\n"}),
+    (["private-key", "{key}"], {"key": ""}),
+    (["private-key", "{key}"], {"key": "A" * 42 + "B="}),
+    (["private-key", "/dev/null"], None),
+    (["private-key", "/nonexistent"], None),
+    (["private-key", "/tmp"], None),
+    (["peer", K1], None),
+    (["peer", K1, "remove"], None),
+    (["peer"], None),
+    (["peer", "xyz"], None),
+    (["remove"], None),
+    (["endpoint", "1.2.3.4:5"], None),
+    (["peer", K1, "listen-port", "5"], None),
+    (["peer", K1, "preshared-key", "{psk}", "persistent-keepalive", "25", "endpoint", "1.2.3.4:5"], {"psk": PSK}),
+    (["peer", K1, "preshared-key", "/dev/null"], None),
+    (["peer", K1, "allowed-ips", "10.0.0.0/8,fd00::/64,1.2.3.4,::1", "peer", K2, "allowed-ips", ""], None),
+    (["peer", K1, "allowed-ips", "10.1.2.3/8"], None),
+    (["peer", K1, "allowed-ips", "10.0.0.0/8", "allowed-ips", "11.0.0.0/8"], None),
+    (["peer", K1, "allowed-ips", "10.0.0.0/8, 11.0.0.0/8"], None),
+    (["peer", K1, "allowed-ips", " 10.0.0.0 / 8 ,\t11.0.0.0/8\n"], None),
+    (["peer", K1, "allowed-ips", "10.0.0.0/8 x"], None),
+    (["peer", K1, "allowed-ips", "10.0.0.0/33"], None),
+    (["peer", K1, "allowed-ips", "::/129"], None),
+    (["peer", K1, "allowed-ips", "1.2.3.4/"], None),
+    (["peer", K1, "allowed-ips", "1.2.3.4/8/9"], None),
+    (["peer", K1, "allowed-ips", "1.2.3.4/+8"], None),
+    (["peer", K1, "allowed-ips", "01.2.3.4/32"], None),
+    (["peer", K1, "allowed-ips", "1.2.3.4/32,,"], None),
+    (["peer", K1, "allowed-ips", "::ffff:1.2.3.4/96,::1.2.3.4/128"], None),
+    (["peer", K1, "endpoint", ""], None),
+    (["peer", K1, "endpoint", "[::1"], None),
+    (["peer", K1, "endpoint", "[::1]"], None),
+    (["peer", K1, "endpoint", "[::1]:"], None),
+    (["peer", K1, "endpoint", "[::1]x5"], None),
+    (["peer", K1, "endpoint", "1.2.3.4"], None),
+    (["peer", K1, "endpoint", "1.2.3.4:"], None),
+    (["peer", K1, "endpoint", "1.2.3.4:65536"], None),
+    (["peer", K1, "endpoint", "[fe80::1%lo]:7"], None),
+    (["peer", K1, "endpoint", "[::ffff:1.2.3.4]:7"], None),
+    (["peer", K1, "endpoint", "localhost:7"], None),
+    (["peer", K1, "endpoint", "1.2.3.4:domain"], None),
+    (["peer", K1, "persistent-keepalive", "off"], None),
+    (["peer", K1, "persistent-keepalive", "65535"], None),
+    (["peer", K1, "persistent-keepalive", "65536"], None),
+    (["peer", K1, "persistent-keepalive", "x"], None),
+    (["peer", K1, "persistent-keepalive", "-1"], None),
+    (["peer", K1, "allowed-ips", "10.0.0.0/8", "peer", K2, "remove", "peer", K3, "allowed-ips", "10.0.0.0/16"], None),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else "")
+def test_set(quiet, tmp_path, args, files):
+    compare_change(quiet, tmp_path, ["set", "{iface}", *args], files)
+
+
+def test_set_keeps_what_it_does_not_name(quiet, tmp_path):
+    """Changes on top of an existing configuration (the reset leaves only a
+    port, so give the device peers first with Debian's wg)."""
+    setup = tmp_path / "setup.conf"
+    setup.write_text(f"[Interface]\nPrivateKey = {PRIVATE}\n[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.0.0.0/8\n"
+                     f"[Peer]\nPublicKey = {K2}\nAllowedIPs = 11.0.0.0/8\nEndpoint = 1.1.1.1:1\n")
+    for iface in (quiet.wgc, quiet.go):
+        states = []
+        for program in ("wg", quiet.ours):
+            quiet.run("wg", "setconf", iface, str(setup), check=True)
+            quiet.run(program, "set", iface, "fwmark", "7", "peer", K1, "remove", "peer", K2, "allowed-ips",
+                      "12.0.0.0/8", "peer", K3, "endpoint", "[::1]:4", check=True)
+            states.append(quiet.state(iface))
+        assert states[0] == states[1]
+        assert K3 in "".join(states[0][1]) and K1 not in "".join(states[0][1])
+
+
+CONFIGS = {
+    "full": RICH_CONFIG.format(private=PRIVATE, port=4444, k1=K1, k2=K2, k3=K3, psk=PSK),
+    "case and spaces": f"[interface]\n  privatekey=  {PRIVATE}  \nLISTENPORT = 5 # port\n[PEER]\npublickey={K1}\n"
+                       "allowedips = 10.0.0.0/8 ,\t11.0.0.0/8\nALLOWEDIPS=12.0.0.0/8\n",
+    "empty": "",
+    "only comments": "# nothing\n   # more\n",
+    "no section": "ListenPort = 5\n",
+    "unknown key": "[Interface]\nListenPort = 5\nMTU = 1420\n",
+    "empty value": "[Interface]\nListenPort =\n",
+    "bad key": "[Interface]\nPrivateKey = abc\n",
+    "peer without key": "[Peer]\nAllowedIPs = 10.0.0.0/8\n",
+    "peer key in interface": f"[Interface]\nPublicKey = {K1}\n",
+    "bad allowed ip": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.0.0.0/40\n",
+    "host bits": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.1.2.3/8\n",
+    "bad endpoint": f"[Peer]\nPublicKey = {K1}\nEndpoint = 1.2.3.4\n",
+    "bad keepalive": f"[Peer]\nPublicKey = {K1}\nPersistentKeepalive = 70000\n",
+    "keepalive off": f"[Peer]\nPublicKey = {K1}\nPersistentKeepalive = off\n",
+    "bad fwmark": "[Interface]\nFwMark = 0xfffffffff\n",
+    "fwmark off": "[Interface]\nFwMark = off\n",
+    "empty allowed ips": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 1.0.0.0/8\nAllowedIPs =\n",
+    "duplicate peer": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 1.0.0.0/8\n[Peer]\nPublicKey = {K1}\nAllowedIPs = 2.0.0.0/8\n",
+    "no final newline": f"[Peer]\nPublicKey = {K1}",
+    "CRLF": f"[Interface]\r\nListenPort = 7\r\n[Peer]\r\nPublicKey = {K1}\r\n",
+    "NUL in line": "[Interface]\nListenPort = 7\0junk\n",
+    "hash in value": f"[Peer]\nPublicKey = {K1}#comment\nEndpoint = 1.2.3.4:5#x\n",
+}
+
+
+@pytest.mark.parametrize("command", ["setconf", "addconf", "syncconf"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_config_files(quiet, tmp_path, command, name):
+    compare_change(quiet, tmp_path, [command, "{iface}", "{conf}"], {"conf": CONFIGS[name]})
+
+
+def test_syncconf_removes_only_peers_not_in_the_file(quiet, tmp_path):
+    keys = sorted(new_key()[1] for _ in range(6))
+    setup = "[Interface]\n" + "".join(f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.{i}.0.0/16\n" for i, k in enumerate(keys))
+    wanted = f"[Interface]\n[Peer]\nPublicKey = {keys[1]}\n[Peer]\nPublicKey = {keys[4]}\n" \
+             f"AllowedIPs = 11.0.0.0/8\n[Peer]\nPublicKey = {K1}\n"
+    for iface in (quiet.wgc, quiet.go):
+        setup_file = write(tmp_path / "setup.conf", setup)
+        wanted_file = write(tmp_path / "wanted.conf", wanted)
+        states = []
+        for program in ("wg", quiet.ours):
+            quiet.run("wg", "setconf", iface, setup_file, check=True)
+            assert quiet.run(program, "syncconf", iface, wanted_file).returncode == 0
+            states.append(quiet.state(iface))
+        assert states[0] == states[1]
+        shown = "".join(states[0][1])
+        assert all(k in shown for k in (keys[1], keys[4], K1))
+        assert not any(k in shown for k in (keys[0], keys[2], keys[3], keys[5]))
+        assert "10.1.0.0/16" not in shown  # [Peer] sections replace allowed IPs
+
+
+def test_the_wgc_wg_option(host):
+    """`wgc --wg` is the same tool; messages name it `wgc --wg`."""
+    wgc = wgc_executable()
+    reference = host.run("wg", "show", host.wgc, "dump")
+    ours = host.run(wgc, "--wg", "show", host.wgc, "dump")
+    assert (ours.stdout, ours.returncode) == (reference.stdout, 0)
+    usage = host.run(wgc, "--wg", "set")
+    assert usage.returncode == 1 and usage.stderr.startswith(b"Usage: wgc --wg set <interface>")
