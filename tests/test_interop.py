@@ -180,3 +180,16 @@ def test_link_down_closes_sockets_and_up_restores(netns):
     a.ping(b.inner4, count=2)
     # A fresh session: the old one was wiped on the way down.
     assert int(a.show("latest-handshakes").split()[1]) > 0
+
+
+def test_udp_gso_refused_by_a_narrow_cable_falls_back(netns):
+    """A cable narrower than the tunnel's datagrams: the kernel refuses a UDP
+    GSO message whose segments would not fit (EINVAL), but fragments single
+    datagrams.  wgc then sends that run one datagram at a time."""
+    a, b = tunnel(netns, "wgc", "wgc", with_ipv6=False)
+    for end in (a, b):
+        cable = end.ns.run("ip", "-o", "-4", "addr", "show", "to", end.outer).stdout.split()[1]
+        end.ns.run("ip", "link", "set", cable, "mtu", "1300")
+    a.ping(b.inner4, count=1)
+    result = json.loads(iperf3(a, b, seconds=2).stdout)
+    assert result["end"]["sum_received"]["bytes"] > 5_000_000

@@ -10,7 +10,7 @@ handles them in Python and installs the resulting keypairs.
 The same nogil functions serve the epoll loop and the sans-I/O entry points
 (inject_tun, inject_udp), which the protocol tests drive with a fake clock.
 """
-from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL
+from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL, EMSGSIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp
@@ -609,11 +609,14 @@ cdef class Core:
                     continue
                 if sent <= 0:
                     # A message the kernel refuses (no route, full buffer) is
-                    # dropped like a lost packet; one it cannot segment (EIO:
-                    # the device lacks checksum offload) turns GSO off for good,
-                    # and its packets go one by one.
-                    if msgs[start].msg_hdr.msg_iovlen > 1 and (errno == EIO or errno == EINVAL):
-                        if errno == EIO:
+                    # dropped like a lost packet.  A GSO run it will not cut
+                    # goes again one datagram at a time; where it never could
+                    # (EIO: no checksum offload on older kernels; EMSGSIZE:
+                    # segments wider than the path, which single datagrams
+                    # get past by fragmenting) GSO stays off for the socket.
+                    if msgs[start].msg_hdr.msg_iovlen > 1 and (
+                            errno == EIO or errno == EMSGSIZE or errno == EINVAL):
+                        if errno != EINVAL:
                             self.udp_gso[family == AF_INET6] = False
                         for i in range(first[start], first[start + 1]):
                             o = &self.out[order[i]]
