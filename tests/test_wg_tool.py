@@ -9,6 +9,7 @@ state Debian's wg shows afterwards.  The only normalisation is the program
 name in messages (ours is started through a symlink called wg, whose path
 Python sees as argv[0]).
 """
+import base64
 import os
 import subprocess
 import time
@@ -271,11 +272,11 @@ def write(path, data) -> str:
     return str(path)
 
 
-def compare_change(host, tmp_path, args_for, files=None, env=None, input=None):
+def compare_change(host, tmp_path, args_for, files=None, env=None, input=None, devices=None):
     """Resets each device, applies the same command with Debian's wg and with
     ours, and compares the outputs and the states they leave."""
     files = {name: write(tmp_path / name, data) for name, data in (files or {}).items()}
-    for iface, port in ((host.wgc, WGC_PORT + 5), (host.go, GO_PORT + 5)):
+    for iface, port in devices or ((host.wgc, WGC_PORT + 5), (host.go, GO_PORT + 5)):
         args = [arg.format(iface=iface, **files) for arg in args_for]
         results, states = [], []
         for program in ("wg", host.ours):
@@ -452,3 +453,27 @@ def test_the_wgc_wg_option(host):
     assert (ours.stdout, ours.returncode) == (reference.stdout, 0)
     usage = host.run(wgc, "--wg", "set")
     assert usage.returncode == 1 and usage.stderr.startswith(b"Usage: wgc --wg set <interface>")
+
+
+def test_large_device(quiet, tmp_path):
+    """10,000 peers and one more with 100,000 allowed IPs, through setconf and
+    every view of it, on the wgc device: the same state and the same output."""
+    lines = ["[Interface]", f"PrivateKey = {PRIVATE}"]
+    for n in range(10000):
+        public = base64.b64encode(b"\x02" + n.to_bytes(31, "big")).decode()
+        lines += ["[Peer]", f"PublicKey = {public}", f"AllowedIPs = 10.{n >> 8}.{n & 255}.0/24"]
+        if n % 2:
+            lines.append(f"Endpoint = 192.0.2.{n % 250 + 1}:{1024 + n}")
+    big = ", ".join([f"11.{i >> 8}.{i & 255}.0/24" for i in range(65536)]
+                    + [f"fd00::{i:x}:0/112" for i in range(100000 - 65536)])
+    lines += ["[Peer]", f"PublicKey = {K1}", f"AllowedIPs = {big}"]
+    started = time.monotonic()
+    result, _, state = compare_change(quiet, tmp_path, ["setconf", "{iface}", "{conf}"],
+                                      {"conf": "\n".join(lines) + "\n"}, devices=[(quiet.wgc, WGC_PORT + 5)])
+    assert result == (b"", b"", 0) and len(state[3]) == 10001
+    quiet.run("wg", "setconf", quiet.wgc, str(tmp_path / "conf"), check=True)
+    for args in (("show", quiet.wgc, "dump"), ("show", quiet.wgc, "allowed-ips"), ("showconf", quiet.wgc),
+                 ("show", quiet.wgc)):
+        assert_same(quiet, *args)
+    assert time.monotonic() - started < 60
+    quiet.reset(quiet.wgc, WGC_PORT + 5)

@@ -25,6 +25,7 @@ from wgc.control.model import (
 )
 
 _SPACE = " \t\n\v\f\r"
+_DROP_SPACE = str.maketrans("", "", _SPACE)
 _DIGITS = "0123456789"
 _HEX = "0123456789abcdefABCDEF"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -169,7 +170,7 @@ class Parser:
             else:
                 cidr = address.max_prefixlen
             allowed = AllowedIP(address, cidr)
-            if allowed.network.network_address != address:
+            if int(address) & ((1 << (address.max_prefixlen - cidr)) - 1):
                 # wg(8) prints "(null)" for a missing mask, which a nonzero host part cannot have.
                 self.err(f"Warning: AllowedIP has nonzero host part: {ip_text}/{mask}\n")
             peer.allowed_ips.append(allowed)
@@ -263,7 +264,7 @@ class Parser:
                     return None
             elif word == "allowed-ips" and has_value and peer is not None:
                 # Spaces anywhere in the list are dropped first ("a/8, b/8" is fine).
-                if not self.allowed_ips(peer, "".join(c for c in c_string(args[1]) if c not in _SPACE)):
+                if not self.allowed_ips(peer, c_string(args[1]).translate(_DROP_SPACE)):
                     return None
             elif word == "persistent-keepalive" and has_value and peer is not None:
                 peer.persistent_keepalive_interval = self.persistent_keepalive(args[1])
@@ -296,7 +297,7 @@ class ConfigFile:
 
     def read_line(self, raw: str) -> bool:
         text = c_string(raw).split("#", 1)[0]
-        line = "".join(char for char in text if char not in _SPACE)
+        line = text.translate(_DROP_SPACE)
         if not line:
             return True
         return self._process(line)
@@ -309,7 +310,7 @@ class ConfigFile:
 
     def _process(self, line: str) -> bool:
         parser = self.parser
-        lowered = ascii_lower(line)
+        lowered = ascii_lower(line) if line.startswith("[") else ""
         if lowered == "[interface]":
             self.section = "interface"
             return True

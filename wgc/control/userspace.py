@@ -127,7 +127,7 @@ def _allowed_ip(value: str) -> AllowedIP:
     address, slash, mask = value.partition("/")
     if not slash or not mask[:1].isdigit():
         raise ValueError(value)
-    ip = ipaddress.ip_address(socket.inet_ntop(*_pton(address)))
+    ip = ipaddress.ip_address(_pton(address)[1])
     return AllowedIP(ip, _number(mask, ip.max_prefixlen))
 
 
