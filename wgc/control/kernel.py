@@ -374,15 +374,23 @@ def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:
 # -- sockets ------------------------------------------------------------------------
 
 
+def _open_socket(protocol: int) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+    sock.bind((0, 0))
+    return sock
+
+
 class _Netlink:
+    # Larger than any datagram the kernel sends: dump skbs stay under 32 KiB.
+    RECV_SIZE = 1 << 16
+
     def __init__(self, protocol: int):
         try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
-            self.sock.bind((0, 0))
+            self.sock = _open_socket(protocol)
         except OSError as error:
             raise WireGuardError(error.errno, "cannot open a netlink socket") from None
         self.seq = int(time.time()) & 0x7FFFFFFF
-        self.size = max(buffer_size(), 32768)
+        self.size = self.RECV_SIZE
 
     def close(self):
         self.sock.close()
