@@ -355,7 +355,8 @@ def test_uapi_get_parse():
 
 
 @pytest.mark.parametrize("answer, code", [
-    (b"errno=-22\n\n", errno.EINVAL),
+    (b"errno=22\n\n", errno.EINVAL),
+    (b"errno=-22\n\n", errno.EPROTO),  # wg(8) reads digits only here
     (b"listen_port=65536\nerrno=0\n\n", errno.EPROTO),
     (b"public_key=zz\nerrno=0\n\n", errno.EPROTO),
     (b"allowed_ip=1.2.3.4/8\nerrno=0\n\n", 0),  # before any peer: ignored, as wg(8)

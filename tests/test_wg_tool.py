@@ -477,3 +477,62 @@ def test_large_device(quiet, tmp_path):
         assert_same(quiet, *args)
     assert time.monotonic() - started < 60
     quiet.reset(quiet.wgc, WGC_PORT + 5)
+
+
+FAKE_DAEMON = """
+import os, socket, sys
+path, reply = sys.argv[1], sys.argv[2].encode().decode("unicode_escape").encode("latin-1")
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    data = b""
+    try:
+        while b"\\n\\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break  # wg(8)'s probe: connect, then close
+            data += chunk
+        if data:
+            conn.sendall(reply)
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+@pytest.mark.parametrize("reply", ["errno=-5\\n\\n", "errno=5\\n\\n", "errno=x\\n\\n", "private_key=zz\\nerrno=0\\n\\n", "", "listen_port=1\\n",
+                                   "public_key=" + "11" * 32 + "\\nendpoint=[::1\\nerrno=0\\n\\n",
+                                   "public_key=" + "11" * 32 + "\\nallowed_ip=1.2.3.4/33\\nerrno=0\\n\\n",
+                                   "public_key=" + "11" * 32 + "\\nfuture_key=1\\nerrno=0\\n\\n"])
+def test_a_daemon_that_answers_badly(host, reply):
+    """A socket that answers get and set with an error or junk: the same
+    messages for show, show all, showconf and set."""
+    name = unique_name("wgbad")
+    path = f"/run/wireguard/{name}.sock"
+    server = subprocess.Popen(["nsenter", "-t", str(host.pid), "-n", "-m", "--", "python3", "-c", FAKE_DAEMON,
+                               path, reply], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        for args in (("show", name), ("show", name, "peers"), ("showconf", name), ("set", name, "fwmark", "1")):
+            assert_same(host, *args)
+        assert_same_soon(host, "show", "all", "dump", random_order=True)
+    finally:
+        server.kill()
+        server.wait()
+        host.run("rm", "-f", path)
+
+
+def test_a_stale_socket_is_removed_by_both(host):
+    name = unique_name("wgstale")
+    path = f"/run/wireguard/{name}.sock"
+    make = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])"
+    outputs = []
+    for program in ("wg", host.ours):
+        host.run("python3", "-c", make, path, check=True)
+        proc = host.run(program, "show", "interfaces", check=True)
+        assert host.run("test", "-e", path).returncode == 1, f"{program} left the stale socket"
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1] and name.encode() not in outputs[0]

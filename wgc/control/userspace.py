@@ -183,7 +183,9 @@ def parse_get(name: str, answer: bytes) -> Device:
             elif peer is not None and key == "protocol_version":
                 peer.protocol_version = _number(value, 0xFFFFFFFF)
             elif key == "errno":
-                status = _number(value.lstrip("-"), 0x7FFFFFFF)
+                # As wg(8) reads it: digits only, so a daemon's "errno=-5"
+                # answering get is a protocol error.
+                status = _number(value, 0x7FFFFFFF)
     except (ValueError, OSError) as error:
         if isinstance(error, WireGuardError):
             raise
@@ -234,12 +236,17 @@ def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
     answer = _request(name, build_set(config, replace_peers))
     status = None
     for line in answer.decode("ascii", "replace").split("\n"):
+        if not line:
+            break
         if line.startswith("errno="):
-            try:
-                status = abs(int(line[6:]))
-            except ValueError:
-                status = None
+            # A signed decimal, the negative errno; read as wg(8) does, so a
+            # positive one becomes a negative errno ("Unknown error -5").
+            value = line[6:]
+            digits = value[1:] if value.startswith("-") else value
+            if digits.isdigit() and digits.isascii() and -(1 << 31) <= int(value) < (1 << 31):
+                status = int(value)
+            break
     if status is None:
         raise WireGuardError(errno.EPROTO, f"{name}: UAPI set answered without errno: {answer[:200]!r}")
     if status:
-        raise WireGuardError(status, f"{name}: the daemon refused the configuration")
+        raise WireGuardError(-status, f"{name}: the daemon refused the configuration")
