@@ -242,7 +242,7 @@ def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
             # A signed decimal, the negative errno; read as wg(8) does, so a
             # positive one becomes a negative errno ("Unknown error -5").
             value = line[6:]
-            digits = value[1:] if value.startswith("-") else value
+            digits = value.removeprefix("-")
             if digits.isdigit() and digits.isascii() and -(1 << 31) <= int(value) < (1 << 31):
                 status = int(value)
             break
