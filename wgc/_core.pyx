@@ -16,9 +16,10 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp
 from posix.unistd cimport read, write, close
 
+from wgc._bytes cimport load_le32, store_le32, load_le64, store_le64, load_be16
 from wgc._crypto cimport aead_seal, aead_open, random_u64, wipe
-from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, vnet_hdr_store,
-                           segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
+from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, UDP_MAX_SEGMENTS, vnet_hdr_load,
+                           vnet_hdr_store, segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
                            gro_full, gro_finish, gro_reset)
 from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
 from wgc._replay cimport replay_reset, replay_accept
@@ -178,28 +179,7 @@ cdef enum:
     HANDSHAKE_QUEUE = 1024
     CAPTURE_MAX = 4096
     MIN_PEERS_CAPACITY = 16
-    UDP_GSO_MAX_SEGMENTS = 64        # what every kernel with UDP GSO accepts
     UDP_GSO_MAX_BYTES = 65507        # the largest UDP payload over IPv4
-
-
-cdef inline uint32_t load_le32(const uint8_t *p) noexcept nogil:
-    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-cdef inline void store_le32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xff
-    p[1] = (v >> 8) & 0xff
-    p[2] = (v >> 16) & 0xff
-    p[3] = (v >> 24) & 0xff
-
-cdef inline uint64_t load_le64(const uint8_t *p) noexcept nogil:
-    return load_le32(p) | (<uint64_t>load_le32(p + 4) << 32)
-
-cdef inline void store_le64(uint8_t *p, uint64_t v) noexcept nogil:
-    store_le32(p, <uint32_t>v)
-    store_le32(p + 4, <uint32_t>(v >> 32))
-
-cdef inline uint16_t load_be16(const uint8_t *p) noexcept nogil:
-    return (<uint16_t>p[0] << 8) | p[1]
 
 
 cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
@@ -579,7 +559,7 @@ cdef class Core:
                 iovs[n].iov_len = o.length
                 if m > 0 and self.udp_gso[family == AF_INET6]:
                     lead = &self.out[order[first[m - 1]]]
-                    if (n - first[m - 1] < UDP_GSO_MAX_SEGMENTS and o.length <= lead.length
+                    if (n - first[m - 1] < UDP_MAX_SEGMENTS and o.length <= lead.length
                             and self.out[order[n - 1]].length == lead.length
                             and sizes[m - 1] + o.length <= UDP_GSO_MAX_BYTES
                             and endpoint_equal(&o.destination, &lead.destination)):

@@ -18,6 +18,7 @@ cdef enum:
     VNET_GSO_UDP_L4 = 5
     VNET_GSO_ECN = 0x80
     GRO_MAX_LENGTH = 65535         # an IPv4 total length (and our IPv6 cap)
+    UDP_MAX_SEGMENTS = 64          # datagrams per UDP GSO message every kernel accepts
 
 # virtio_net_hdr fields, host order (legacy TUN uses the host's byte order).
 cdef struct VnetHdr:

@@ -18,6 +18,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp, memset
 
+from wgc._bytes cimport load_be16, store_be16, load_be32, store_be32
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -57,25 +59,7 @@ cdef enum:
     TCP_PSH = 0x08
     TCP_ACK = 0x10
     TCP_CWR = 0x80
-    UDP_MAX_SEGMENTS = 64          # what every kernel with UDP GSO accepts
     GRO_SEARCH = 8                 # earlier items a packet may join
-
-
-cdef inline uint16_t load_be16(const uint8_t *p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-cdef inline void store_be16(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = (v >> 8) & 0xff
-    p[1] = v & 0xff
-
-cdef inline uint32_t load_be32(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-cdef inline void store_be32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xff
-    p[2] = (v >> 8) & 0xff
-    p[3] = v & 0xff
 
 
 cdef void vnet_hdr_load(VnetHdr *h, const uint8_t *p) noexcept nogil:
