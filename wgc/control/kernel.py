@@ -364,6 +364,8 @@ def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:
                 return device
             if msg_type == NLMSG_ERROR:
                 code = -struct.unpack_from("=i", body)[0]
+                if code == errno.ENODEV:
+                    raise WireGuardError(code, f"{name}: no such WireGuard interface")
                 if code:
                     raise WireGuardError(code, f"{name}: the kernel refused to show the device")
                 continue
@@ -483,6 +485,8 @@ def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
             nl.seq = seq
             nl.send(message)
             code = nl.ack(seq)
+            if code == errno.ENODEV:
+                raise WireGuardError(code, f"{name}: no such WireGuard interface")
             if code:
                 raise WireGuardError(code, f"{name}: the kernel refused the configuration")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import stat
 import sys
@@ -563,8 +564,8 @@ def stale_peers(draft, current: Device) -> list[PeerConfig]:
 
 
 def main(argv: list[str], prog: str = "wg") -> int:
-    tool = Tool(prog)
-    try:
-        return tool.run(argv)
-    except BrokenPipeError:
-        return 1
+    # As a C program: a closed pipe on stdout or Ctrl-C ends it by the signal
+    # (so `wg show all dump | head -1` is quiet), not with a Python traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return Tool(prog).run(argv)
