@@ -21,14 +21,14 @@ import pytest
 
 from guest import GuestError, Unavailable, booted
 from netns import Netns, socket_path, unique_name, wait_for
-from wgnet import new_key, start_daemon
+from wgnet import daemon_log, new_key, start_daemon
 
 # The first test also waits for the guest: on a new machine that includes fetching the
 # kernel package and installing QEMU.
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.timeout(600)]
 
 WGC_PORT, KERNEL_PORT = 51821, 51822
-GUEST_IFACE = "wgk0"
+WGC_ENV = {"LOG_LEVEL": "verbose"}
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Lab:
     tap: str
     subnet: int
     keydir: str
+    wgc_logs: list = field(default_factory=list)
 
     def host_outer(self, family: int) -> str:
         return f"192.168.{self.subnet}.1" if family == 4 else f"fd00:{self.subnet:x}::1"
@@ -74,6 +75,10 @@ def lab():
             ns.run("ip", "addr", "add", f"{item.host_outer(6)}/64", "dev", guest.tap, "nodad")
             guest.run(f"ip link set eth0 up && ip addr add {item.guest_outer(4)}/24 dev eth0"
                       f" && ip addr add {item.guest_outer(6)}/64 dev eth0 nodad")
+            # The kernel's WireGuard debug messages go to its log (not the slow console):
+            # failures quote them.
+            guest.run("mount -t debugfs debugfs /sys/kernel/debug"
+                      " && echo 'module wireguard +p' > /sys/kernel/debug/dynamic_debug/control")
             ns.run("ping", "-c", "1", "-W", "5", item.guest_outer(4), timeout=15)
             ns.run("ping", "-c", "1", "-W", "5", item.guest_outer(6), timeout=15)
             yield item
@@ -118,11 +123,13 @@ class End:
         return self.show("endpoints").split()[1]
 
     def ping(self, address: str, count: int = 3, interval: float = 0.2, check=True) -> str:
-        out = self.sh(f"ping -c {count} -i {interval} -w {int(count * interval) + 10} {address}",
+        # -W, not -w: with a deadline iputils keeps sending until `count` replies came.
+        out = self.sh(f"ping -c {count} -i {interval} -W 10 {address}",
                       check=check, timeout=count * interval + 20)
         if check:
             match = re.search(r"(\d+) packets received", out) or re.search(r"(\d+) received", out)
-            assert match and int(match.group(1)) == count, f"{self.name} ping {address}: {out}"
+            assert match and int(match.group(1)) == count, \
+                f"{self.name} ping {address}: {out}\n{diagnostics(self.lab)}"
         return out
 
 
@@ -148,6 +155,21 @@ class KernelEnd(End):
         return path
 
 
+def diagnostics(lab: Lab) -> str:
+    """The last lines of every wgc log in the lab and of the guest kernel's log."""
+    parts = []
+    for path in lab.wgc_logs:
+        if not os.path.exists(path):
+            continue
+        with open(path, errors="replace") as f:
+            parts.append(f"--- {path}\n" + "".join(f.readlines()[-40:]))
+    try:
+        parts.append("--- guest dmesg\n" + lab.guest.run("dmesg | tail -40", check=False).stdout)
+    except GuestError as error:
+        parts.append(f"--- guest dmesg unavailable: {error}")
+    return "\n".join(parts)
+
+
 def _configure(end: End, other: End, lab: Lab, family: int, psk: str | None):
     endpoint = other_outer = (lab.guest_outer(family) if isinstance(other, KernelEnd)
                               else lab.host_outer(family))
@@ -164,37 +186,47 @@ def _configure(end: End, other: End, lab: Lab, family: int, psk: str | None):
 
 @pytest.fixture
 def connect(lab):
-    """connect(outer_family, psk) -> (wgc end, kernel end), a fresh tunnel not yet used."""
-    made = []
+    """connect(outer_family, psk, index) -> (wgc end, kernel end), a fresh tunnel not yet used.
 
-    def make(family: int = 4, psk: bool = False) -> tuple[WgcEnd, KernelEnd]:
-        ours = WgcEnd("wgc", unique_name("wgk"), WGC_PORT, "10.77.0.1", "fd77::1", lab=lab)
-        theirs = KernelEnd("kernel", GUEST_IFACE, KERNEL_PORT, "10.77.0.2", "fd77::2", lab=lab)
+    Tunnels of different index can live side by side: their own ports, their own
+    inner subnets 10.77.INDEX.0/24 and fd77:INDEX::/64, their own guest interface.
+    """
+    made: list[tuple[WgcEnd, KernelEnd]] = []
+
+    def make(family: int = 4, psk: bool = False, index: int = 0) -> tuple[WgcEnd, KernelEnd]:
+        ours = WgcEnd("wgc", unique_name("wgk"), WGC_PORT + 10 * index,
+                      f"10.77.{index}.1", f"fd77:{index:x}::1", lab=lab)
+        theirs = KernelEnd("kernel", f"wgk{index}", KERNEL_PORT + 10 * index,
+                           f"10.77.{index}.2", f"fd77:{index:x}::2", lab=lab)
         for end in (ours, theirs):
             end.private_key, end.public_key = new_key()
-        start_daemon(lab.ns, "wgc", ours.iface)
-        made.append(ours)
-        lab.guest.run(f"ip link del {GUEST_IFACE} 2>/dev/null; ip link add {GUEST_IFACE} type wireguard")
+        start_daemon(lab.ns, "wgc", ours.iface, WGC_ENV)
+        made.append((ours, theirs))
+        lab.wgc_logs.append(daemon_log(ours.iface))
+        lab.guest.run(f"ip link del {theirs.iface} 2>/dev/null; ip link add {theirs.iface} type wireguard")
         shared = new_key()[0] if psk else None
         _configure(ours, theirs, lab, family, shared)
         _configure(theirs, ours, lab, family, shared)
         return ours, theirs
 
     yield make
-    for ours in made:
+    for ours, theirs in made:
         lab.ns.run("ip", "link", "del", ours.iface, check=False)
         try:
             wait_for(lambda: not os.path.exists(socket_path(ours.iface)), timeout=5,
                      what=f"wgc on {ours.iface} to exit")
         finally:
-            for suffix in ("key", "psk"):
-                path = os.path.join(lab.keydir, f"{ours.iface}.{suffix}")
+            for path in (os.path.join(lab.keydir, f"{ours.iface}.key"),
+                         os.path.join(lab.keydir, f"{ours.iface}.psk"), daemon_log(ours.iface)):
                 if os.path.exists(path):
                     os.unlink(path)
-    try:
-        lab.guest.run(f"ip link del {GUEST_IFACE} 2>/dev/null; rm -f /tmp/{GUEST_IFACE}.*", check=False)
-    except GuestError:
-        pass
+            if daemon_log(ours.iface) in lab.wgc_logs:
+                lab.wgc_logs.remove(daemon_log(ours.iface))
+            try:
+                lab.guest.run(f"ip link del {theirs.iface} 2>/dev/null; rm -f /tmp/{theirs.iface}.*",
+                              check=False)
+            except GuestError:
+                pass
 
 
 def _ends(pair, initiator: str):
@@ -369,8 +401,8 @@ def test_rekey_when_the_peer_goes_quiet(lab, connect, silent):
     first = (ours.handshake_time(), theirs.handshake_time())
     quiet, talker = (ours, theirs) if silent == "wgc" else (theirs, ours)
     table = unique_name("wgkq")
-    hook, match = (("output", f"udp sport {WGC_PORT}") if quiet is ours
-                   else ("input", f"udp sport {KERNEL_PORT}"))
+    hook, match = (("output", f"udp sport {ours.port}") if quiet is ours
+                   else ("input", f"udp sport {theirs.port}"))
     # Handshake times are whole seconds: make sure the new one can differ.
     time.sleep(1.1)
     lab.ns.run("nft", "-f", "-", input=(
@@ -408,12 +440,55 @@ def test_a_restarted_end_handshakes_again(lab, connect, restarted):
     if restarted == "wgc":
         lab.ns.run("ip", "link", "del", ours.iface)
         wait_for(lambda: not os.path.exists(socket_path(ours.iface)), what="wgc to exit")
-        start_daemon(lab.ns, "wgc", ours.iface)
+        start_daemon(lab.ns, "wgc", ours.iface, WGC_ENV)
         _configure(ours, theirs, lab, 4, None)
         ours.ping(theirs.inner4, count=2)
         assert theirs.handshake_time() > before
     else:
-        lab.guest.run(f"ip link del {GUEST_IFACE} && ip link add {GUEST_IFACE} type wireguard")
+        lab.guest.run(f"ip link del {theirs.iface} && ip link add {theirs.iface} type wireguard")
         _configure(theirs, ours, lab, 4, None)
         theirs.ping(ours.inner4, count=2)
         assert ours.handshake_time() > before
+
+
+@pytest.mark.slow
+def test_rekey_after_time_in_both_roles(lab, connect):
+    """Two tunnels at once, one started by each side, pinged every second for 120+ s.
+
+    Each initiator starts a new handshake when it sends 120 s after the first one
+    (REKEY_AFTER_TIME; a responder would wait until 165 s), the other end answers,
+    and no ping is lost on the way.
+    """
+    wgc_first = connect(4, index=1)
+    kernel_first = _ends(connect(4, index=2), "kernel")
+    seconds = 135
+    pings = []
+    for a, b in (wgc_first, kernel_first):
+        a.ping(b.inner4, count=1)
+    started = time.monotonic()
+    firsts = [(a.handshake_time(), b.handshake_time()) for a, b in (wgc_first, kernel_first)]
+    host_ping = lab.ns.popen("ping", "-c", str(seconds), "-i", "1", "-W", "2", wgc_first[1].inner4,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        kernel_first[0].sh(f"ping -c {seconds} -i 1 -W 2 {kernel_first[1].inner4} >/tmp/rekey-ping.log 2>&1"
+                           " & echo $! > /tmp/rekey-ping.pid")
+        for (a, b), (first_a, first_b) in zip((wgc_first, kernel_first), firsts):
+            wait_for(lambda: _handshake_after(a, first_a), timeout=seconds + 10 - (time.monotonic() - started),
+                     interval=1, what=f"{a.name}, the initiator, to rekey")
+            elapsed = a.handshake_time() - first_a
+            assert 118 <= elapsed <= 160, f"{a.name} rekeyed after {elapsed} s"
+            wait_for(lambda: _handshake_after(b, first_b), timeout=10, interval=0.5,
+                     what=f"{b.name} to take the new session")
+        out, _ = host_ping.communicate(timeout=seconds + 30)
+        wait_for(lambda: "packets received" in kernel_first[0].sh("cat /tmp/rekey-ping.log"),
+                 timeout=30, interval=1, what="the guest's ping to finish")
+        pings = [out, kernel_first[0].sh("cat /tmp/rekey-ping.log")]
+    finally:
+        if host_ping.poll() is None:
+            host_ping.kill()
+            host_ping.wait()
+        kernel_first[0].sh("kill $(cat /tmp/rekey-ping.pid) 2>/dev/null; rm -f /tmp/rekey-ping.*; true",
+                           check=False)
+    for out in pings:
+        match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", out)
+        assert match and int(match.group(2)) >= int(match.group(1)) - 1, out
