@@ -350,8 +350,12 @@ done
 """
 
 
-def build_initramfs(path: str, kernel: Kernel, busybox: str) -> list[str]:
-    """Writes the guest's initramfs to path; returns the programs it carries."""
+def build_initramfs(path: str, kernel: Kernel, busybox: str,
+                    programs: dict[str, str] | None = None) -> list[str]:
+    """Writes the guest's initramfs to path; returns the programs it carries.
+
+    programs adds name -> host path: each goes to /usr/bin/NAME with its libraries.
+    """
     cpio = Cpio(path)
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc",
                       "root", "var"):
@@ -362,8 +366,9 @@ def build_initramfs(path: str, kernel: Kernel, busybox: str) -> list[str]:
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
     cpio.file("etc/group", b"root:x:0:\n", 0o644)
     carried = []
-    for program, required in GUEST_PROGRAMS.items():
-        found = shutil.which(program)
+    wanted = {name: (shutil.which(name), required) for name, required in GUEST_PROGRAMS.items()}
+    wanted.update({name: (host_path, True) for name, host_path in (programs or {}).items()})
+    for program, (found, required) in wanted.items():
         if not found:
             if required:
                 raise Unavailable(f"the host has no {program} to copy into the guest")
@@ -565,7 +570,7 @@ class Guest:
                 self._qemu.wait(timeout=5)
 
 
-def prepare(workdir: str) -> tuple[str, Kernel, list[str]]:
+def prepare(workdir: str, programs: dict[str, str] | None = None) -> tuple[str, Kernel, list[str]]:
     """Installs or fetches what is missing; writes vmlinuz and the initramfs into workdir."""
     if os.geteuid() != 0:
         raise Unavailable("needs root (tap devices, network namespaces, apt-get)")
@@ -573,7 +578,7 @@ def prepare(workdir: str) -> tuple[str, Kernel, list[str]]:
     kernel = ensure_kernel()
     busybox = ensure_busybox()
     shutil.copyfile(kernel.vmlinuz, os.path.join(workdir, "vmlinuz"))
-    carried = build_initramfs(os.path.join(workdir, "initramfs.cpio"), kernel, busybox)
+    carried = build_initramfs(os.path.join(workdir, "initramfs.cpio"), kernel, busybox, programs)
     return qemu, kernel, carried
 
 
@@ -581,13 +586,18 @@ def accelerators() -> list[str]:
     """What to try, in order: WGC_KERNEL_ACCEL (kvm or tcg) alone, else KVM when it opens, then TCG."""
     chosen = os.environ.get("WGC_KERNEL_ACCEL")
     if chosen:
+        if chosen not in ("kvm", "tcg"):
+            raise Unavailable(f"WGC_KERNEL_ACCEL={chosen}: kvm or tcg")
         return [chosen]
     return ["kvm", "tcg"] if _kvm_usable() else ["tcg"]
 
 
 @contextlib.contextmanager
-def booted(ns: Netns, kvm_probe_timeout: float = 20, tcg_timeout: float = 180):
+def booted(ns: Netns, kvm_probe_timeout: float = 20, tcg_timeout: float = 180,
+           programs: dict[str, str] | None = None):
     """A guest cabled into ns, on KVM when a first boot there works, else on TCG.
+
+    programs: more host executables to carry, name -> path (found at /usr/bin/NAME).
 
     Raises Unavailable when QEMU or the kernel cannot be had, GuestError when
     no accelerator booted it.  QEMU is ended when the block exits.
@@ -595,7 +605,7 @@ def booted(ns: Netns, kvm_probe_timeout: float = 20, tcg_timeout: float = 180):
     workdir = tempfile.mkdtemp(prefix="wgc-kernel-")
     guest = None
     try:
-        prepare(workdir)
+        prepare(workdir, programs)
         failures = []
         for accel in accelerators():
             timeout = kvm_probe_timeout if accel == "kvm" else tcg_timeout

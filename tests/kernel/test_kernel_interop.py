@@ -355,18 +355,24 @@ def test_roaming_to_a_new_listen_port(connect, mover):
     staying.ping(moving.inner4, count=2)
 
 
-def test_wgc_follows_the_kernel_to_a_new_address(lab, connect):
+@pytest.mark.parametrize("mover", ROLES)
+def test_roaming_to_a_new_address(lab, connect, mover):
+    """The mover's outer IPv4 address changes; its next packet moves the other's endpoint."""
     ours, theirs = connect(4)
-    theirs.ping(ours.inner4, count=1)
-    old, new = lab.guest_outer(4), f"192.168.{lab.subnet}.9"
+    moving, staying = (ours, theirs) if mover == "wgc" else (theirs, ours)
+    moving.ping(staying.inner4, count=1)
+    if moving is ours:
+        old, new, device = lab.host_outer(4), f"192.168.{lab.subnet}.7", lab.tap
+    else:
+        old, new, device = lab.guest_outer(4), f"192.168.{lab.subnet}.9", "eth0"
     # Deleting a primary address takes its secondaries along: delete first.
-    lab.guest.run(f"ip addr del {old}/24 dev eth0 && ip addr add {new}/24 dev eth0")
+    moving.sh(f"ip addr del {old}/24 dev {device} && ip addr add {new}/24 dev {device}")
     try:
-        theirs.ping(ours.inner4, count=2)
-        assert ours.endpoint() == f"{new}:{theirs.port}"
-        ours.ping(theirs.inner4, count=2)
+        moving.ping(staying.inner4, count=2)
+        assert staying.endpoint() == f"{new}:{moving.port}"
+        staying.ping(moving.inner4, count=2)
     finally:
-        lab.guest.run(f"ip -4 addr flush dev eth0; ip addr add {old}/24 dev eth0", check=False)
+        moving.sh(f"ip -4 addr flush dev {device}; ip addr add {old}/24 dev {device}", check=False)
 
 
 @pytest.mark.parametrize("initiator", ROLES, ids=ROLE_IDS)
