@@ -33,7 +33,7 @@ class Host:
         try:
             holder = self.ns.popen(
                 "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                "mount -t tmpfs -o mode=0755 wgtool /run/wireguard && echo ready && exec sleep 600",
+                "mount -t tmpfs -o mode=0755 wgtool /run/wireguard && echo ready && exec sleep 3600",
                 stdout=subprocess.PIPE, text=True)
             assert holder.stdout.readline() == "ready\n"
             self.pid = holder.pid  # ip, unshare and sh exec each other: one process
