@@ -152,6 +152,22 @@ def test_hundred_thousand_allowed_ips(name):
     assert control.device(name).peers[0].allowed_ips == replacement
 
 
+def test_a_device_recreated_from_its_config(name):
+    from wgc import _crypto
+
+    private = _crypto.clamp(bytes(range(1, 33)))
+    peers = ten_thousand_peers()[:50]
+    control.configure(name, DeviceConfig(private_key=private, listen_port=0, fwmark=3, peers=peers))
+    before = control.device(name)
+    config = before.config()
+    control.configure(name, DeviceConfig(private_key=control.ZERO_KEY, fwmark=0), replace_peers=True)
+    assert control.device(name).peers == []
+    control.configure(name, config, replace_peers=True)
+    after = control.device(name)
+    assert after == before  # keys, port, fwmark, every peer field and allowed IP, in order
+    assert len(after.peers) == 50 and after.private_key == private
+
+
 def test_errors_carry_the_errno(daemon, name):
     missing = unique_name("nosuch")
     for call in (lambda: control.device(missing), lambda: control.configure(missing, DeviceConfig(fwmark=1))):

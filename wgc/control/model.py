@@ -230,6 +230,16 @@ class Device:
                 return peer
         return None
 
+    def config(self) -> DeviceConfig:
+        """Everything settable about this device, as a configuration that
+        recreates it: apply with configure(..., replace_peers=True)."""
+        return DeviceConfig(
+            private_key=self.private_key or ZERO_KEY, listen_port=self.listen_port, fwmark=self.fwmark,
+            peers=[PeerConfig(public_key=peer.public_key, preshared_key=peer.preshared_key or ZERO_KEY,
+                              endpoint=peer.endpoint, persistent_keepalive_interval=peer.persistent_keepalive_interval,
+                              replace_allowed_ips=True, allowed_ips=list(peer.allowed_ips))
+                   for peer in self.peers])
+
 
 # -- what to change -----------------------------------------------------------------
 
