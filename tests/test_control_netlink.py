@@ -223,6 +223,16 @@ def test_remove_flag_repeats_in_every_fragment():
     assert [flags for _, flags in flags_seen] == [3] + [1] * (len(messages) - 1)
 
 
+def test_update_only_repeats_in_every_fragment():
+    ips = [AllowedIP(ipaddress.IPv4Address(i), 32) for i in range(400)]
+    config = DeviceConfig(peers=[PeerConfig(public_key=key(1), update_only=True, replace_allowed_ips=True,
+                                            allowed_ips=ips)])
+    messages = kernel.build_set_messages(FAMILY, "wg0", config, replace_peers=False, limit=4096)
+    _, _, flags_seen = apply_like_the_kernel(messages)
+    assert len(messages) == 3
+    assert [flags for _, flags in flags_seen] == [6, 4, 4]
+
+
 def test_a_peer_that_fits_nowhere_is_an_error():
     config = DeviceConfig(peers=[PeerConfig(public_key=key(1))])
     with pytest.raises(WireGuardError) as raised:

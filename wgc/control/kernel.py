@@ -211,12 +211,13 @@ def _put_peer(msg: Message, peer, ip_index: int | None) -> tuple[bool, int | Non
     if not msg.put_check(WGPEER_A_PUBLIC_KEY, peer.public_key):
         msg.nest_cancel(peer_nest)
         return False, ip_index
-    flags = WGPEER_F_REMOVE_ME if peer.remove else 0
+    # REMOVE_ME and UPDATE_ONLY go in every message naming the peer (a later
+    # message without UPDATE_ONLY would create the peer the first one did not);
+    # REPLACE_ALLOWEDIPS only in the first, or it would drop what came before.
+    flags = (WGPEER_F_REMOVE_ME if peer.remove else 0) | (WGPEER_F_UPDATE_ONLY if peer.update_only else 0)
     if ip_index is None:
         if peer.replace_allowed_ips:
             flags |= WGPEER_F_REPLACE_ALLOWEDIPS
-        if peer.update_only:
-            flags |= WGPEER_F_UPDATE_ONLY
         fitted = ((peer.preshared_key is None or msg.put_check(WGPEER_A_PRESHARED_KEY, peer.preshared_key))
                   and (peer.endpoint is None or msg.put_check(WGPEER_A_ENDPOINT, peer.endpoint.to_bytes()))
                   and (peer.persistent_keepalive_interval is None
