@@ -16,11 +16,17 @@ import sys
 import time
 
 from wgc import control
-from wgc.control.config import ConfigFile, Parser, c_string, read_config_lines
+from wgc.control.config import (
+    ConfigFile,
+    Draft,
+    Parser,
+    PeerDraft,
+    c_string,
+    read_config_lines,
+)
 from wgc.control.model import (
     KEY_LEN,
     Device,
-    PeerConfig,
     WireGuardError,
     format_ip,
     key_from_base64,
@@ -548,12 +554,10 @@ def read_until_error(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def stale_peers(draft, current: Device) -> list[PeerConfig]:
+def stale_peers(draft: Draft, current: Device) -> list[PeerDraft]:
     """syncconf: removals for the device's peers that the file does not name,
     in the order wg(8) puts them first (reverse order of their keys)."""
     wanted = {peer.public_key for peer in draft.peers}
-    from wgc.control.config import PeerDraft
-
     removals = []
     for key in sorted({peer.public_key for peer in current.peers} - wanted):
         peer = PeerDraft()
