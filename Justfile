@@ -14,7 +14,10 @@ run IFACE="wg0": build
     LOG_LEVEL=verbose {{python}} -m wgc -f {{IFACE}}
 
 # The frozen executables: dist/wgc (one file) and dist/wgc-dir/ (one directory).
+# First, once per environment, PyInstaller's bootloader is rebuilt with wgc's
+# temporary-directory check (packaging/bootloader.py).
 binary:
+    {{python}} packaging/bootloader.py
     WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
 

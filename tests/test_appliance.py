@@ -4,6 +4,7 @@ frozen executable's temporary directory."""
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -106,3 +107,18 @@ def test_onefile_temporary_directory_is_removed(netns, tmp_path):
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not ns.pids(), timeout=2, what="the daemon to exit")
     wait_for(lambda: not list(tmp_path.iterdir()), timeout=2, what="the bundle's directory to go")
+
+
+@pytest.mark.skipif(not ONEFILE.exists(), reason="dist/wgc not built (run `just binary`)")
+@pytest.mark.parametrize("options,reason", [("noexec,size=64m", "mounted noexec"), ("size=1m", "KiB free")],
+                         ids=["noexec", "full"])
+def test_onefile_says_in_one_line_when_tmpdir_cannot_be_used(tmp_path, options, reason):
+    # A private mount namespace: the small tmpfs vanishes with the command.
+    script = 'mount -t tmpfs -o "$1" wgc-test "$2" && TMPDIR="$2" exec "$3" --version'
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", options, str(tmp_path), str(ONEFILE)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "TMPDIR" in lines[0] and reason in lines[0] and str(tmp_path) in lines[0], lines[0]
+    assert not list(tmp_path.iterdir())     # nothing left behind on the real directory

@@ -1522,6 +1522,7 @@ cdef class Core:
         try:
             memcpy(self.rx_slots, &datagram[0], datagram.shape[0])
             self._rx_packet(self.rx_slots, datagram.shape[0], &source, now, wall)
+            self._tun_flush()
             self._flush()
         finally:
             self._unlock()
