@@ -58,7 +58,7 @@ def cache_dir() -> str:
 
 
 def _run(*cmd, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 _apt_updated = False
@@ -70,7 +70,7 @@ def _apt(*args, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for attempt in range(2):
         proc = subprocess.run(["apt-get", *args], capture_output=True, text=True, cwd=cwd,
-                              env=env, timeout=900)
+                              env=env, timeout=900, check=False)
         if proc.returncode == 0 or _apt_updated or attempt == 1:
             return proc
         _apt_updated = True
@@ -437,7 +437,7 @@ class Guest:
             listener.settimeout(boot_timeout)
             try:
                 self._conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 raise GuestError(f"QEMU did not connect its control port: {self._console_tail()}")
         except BaseException:
             self.close()
@@ -454,7 +454,7 @@ class Guest:
         kernel = os.path.join(workdir, "vmlinuz")
         initrd = os.path.join(workdir, "initramfs.cpio")
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg"]
-        mac = "52:54:00:%02x:%02x:%02x" % tuple(os.urandom(3))
+        mac = "52:54:00:" + ":".join(f"{byte:02x}" for byte in os.urandom(3))
         cmd = [
             QEMU, *accel, "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot",
@@ -513,7 +513,7 @@ class Guest:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout()
+                raise TimeoutError()
             self._conn.settimeout(remaining)
             chunk = self._conn.recv(65536)
             if not chunk:
@@ -546,7 +546,7 @@ class Guest:
                         break
                 if current is not None:
                     current.append(line)
-        except socket.timeout:
+        except TimeoutError:
             # The guest's shell still runs it; this connection cannot be trusted any more.
             self.close()
             raise GuestError(f"guest command timed out after {timeout} s: {script!r}")

@@ -8,7 +8,6 @@ the handshake initiator.  Nothing leaves the namespace and the guest.
 Skips, with the reason, when QEMU or the kernel cannot be had or the guest
 does not boot; WGC_KERNEL_REQUIRED=1 turns those skips into failures.
 """
-import json
 import os
 import re
 import subprocess
@@ -212,8 +211,9 @@ def connect(lab):
     yield make
     for ours, theirs in made:
         lab.ns.run("ip", "link", "del", ours.iface, check=False)
+        control = socket_path(ours.iface)
         try:
-            wait_for(lambda: not os.path.exists(socket_path(ours.iface)), timeout=5,
+            wait_for(lambda path=control: not os.path.exists(path), timeout=5,
                      what=f"wgc on {ours.iface} to exit")
         finally:
             for path in (os.path.join(lab.keydir, f"{ours.iface}.key"),
@@ -483,11 +483,12 @@ def test_rekey_after_time_in_both_roles(lab, connect):
         kernel_first[0].sh(f"ping -c {seconds} -i 1 -W 2 {kernel_first[1].inner4} >/tmp/rekey-ping.log 2>&1"
                            " & echo $! > /tmp/rekey-ping.pid")
         for (a, b), (first_a, first_b) in zip((wgc_first, kernel_first), firsts):
-            wait_for(lambda: _handshake_after(a, first_a), timeout=seconds + 10 - (time.monotonic() - started),
+            wait_for(lambda a=a, first=first_a: _handshake_after(a, first),
+                     timeout=seconds + 10 - (time.monotonic() - started),
                      interval=1, what=f"{a.name}, the initiator, to rekey")
             elapsed = a.handshake_time() - first_a
             assert 118 <= elapsed <= 160, f"{a.name} rekeyed after {elapsed} s"
-            wait_for(lambda: _handshake_after(b, first_b), timeout=10, interval=0.5,
+            wait_for(lambda b=b, first=first_b: _handshake_after(b, first), timeout=10, interval=0.5,
                      what=f"{b.name} to take the new session")
         out, _ = host_ping.communicate(timeout=seconds + 30)
         wait_for(lambda: "packets received" in kernel_first[0].sh("cat /tmp/rekey-ping.log"),
