@@ -1,7 +1,8 @@
 """wgc [-f|--foreground] IFACE | wgc --version | wgc --wg [wg(8) arguments]
+| wgc --wg-quick [wg-quick(8) arguments]
 
 Run under the name `wg` (a symlink to wgc), or as `wgc --wg ...`, wgc is
-wg(8).  An option, not a `wgc wg` subcommand: `wgc NAME` starts the daemon
+wg(8); under the name `wg-quick`, or as `wgc --wg-quick ...`, wg-quick(8).  An option, not a `wgc wg` subcommand: `wgc NAME` starts the daemon
 for any interface name, "wg" included, and only names starting with "-" are
 never taken as interface names.
 """
@@ -20,6 +21,14 @@ def main(argv: list[str] | None = None) -> int:
         from wgc.control.wgtool import main as wg_main
 
         return wg_main(args, sys.argv[0])
+    if argv is None and os.path.basename(sys.argv[0]) == "wg-quick":
+        from wgc.control.wgquick import main as wg_quick_main
+
+        return wg_quick_main(args, "wg-quick")
+    if args[:1] == ["--wg-quick"]:
+        from wgc.control.wgquick import main as wg_quick_main
+
+        return wg_quick_main(args[1:], "wgc --wg-quick")
     if args[:1] == ["--wg"]:
         from wgc.control.wgtool import main as wg_main
 
