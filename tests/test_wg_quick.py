@@ -521,3 +521,16 @@ def test_parse_dumps():
     assert (parsed.destination, parsed.dst_len, parsed.oif, parsed.mtu, parsed.table) == (
         bytes([10, 56, 0, 0]), 16, 7, 1300, 254)
     assert rtnetlink.parse_dump([datagram], 8, 16) == []  # another request's answer
+
+
+@pytest.mark.netns
+def test_failing_post_up_hook_takes_everything_down(box):
+    iface = name_for(box)
+    hooks = box.tmp / "hooks"
+    text = (interface_section(iface) + f"Address = 10.55.0.1/24, fd55::1/64\nPostUp = echo ran >> {hooks}; false\n"
+            "PostUp = echo never >> {hooks}\n" + peer_section("10.56.0.0/16, 0.0.0.0/0, ::/0"))
+    debian, ours = both(box, text, iface)
+    assert debian["up_status"] != 0 and ours["up_status"] != 0
+    assert debian["hooks"] == "ran\n"
+    debian.pop("up_stderr"), ours.pop("up_stderr")
+    assert ours == debian

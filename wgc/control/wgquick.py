@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +36,14 @@ FILE_RE = re.compile(r"(?:^|/)([a-zA-Z0-9_=+.-]{1,15})\.conf$")
 SPACE = " \t\n\r\v\f"  # [[:space:]]
 IFS = " \t\n"
 DEFAULT_FWMARK_TABLE = 51820
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived during up."""
+
+
+def _terminated(_signum, _frame):
+    raise Terminated()
 
 
 class Failure(Exception):
@@ -184,10 +193,12 @@ class WgQuick:
         self.config = Config()
         self.have_set_dns = False
         self.have_set_firewall = False
-        here = os.path.dirname(os.path.realpath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+        # As the script puts its own directory first in PATH (for the wg next
+        # to it), so do we for the directory of the executable run as wg-quick.
+        here = os.path.realpath(sys.executable if getattr(sys, "frozen", False) else sys.argv[0] if sys.argv else "")
         self.env = dict(os.environ, LC_ALL="C")
-        if here:
-            self.env["PATH"] = here + os.pathsep + self.env.get("PATH", "")
+        if here and not here.endswith(".py"):
+            self.env["PATH"] = os.path.dirname(here) + os.pathsep + self.env.get("PATH", "")
 
     # -- output and helpers -----------------------------------------------------------
 
@@ -576,6 +587,8 @@ class WgQuick:
         with Rtnl() as nl:
             if nl.link(config.interface) is not None:
                 raise Failure(f"`{config.interface}' already exists")
+        # The script's exit trap also runs on SIGINT and SIGTERM: both end up as exceptions here.
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             self.hooks(config.pre_up)
             self.add_if()
@@ -598,6 +611,8 @@ class WgQuick:
             if isinstance(failure, Failure):
                 raise Failure() from None
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def down(self) -> None:
         config = self.config
@@ -671,4 +686,9 @@ This is wgc's built-in wg-quick; see wg-quick(8).
 
 
 def main(argv: list[str], prog: str = "wg-quick") -> int:
-    return WgQuick(prog).main(argv)
+    try:
+        return WgQuick(prog).main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Terminated:
+        return 143
