@@ -515,8 +515,14 @@ class Guest:
             if remaining <= 0:
                 raise TimeoutError()
             self._conn.settimeout(remaining)
-            chunk = self._conn.recv(65536)
+            try:
+                chunk = self._conn.recv(65536)
+            except OSError as error:
+                if isinstance(error, TimeoutError):
+                    raise
+                chunk = b""
             if not chunk:
+                self.close()
                 raise GuestError(f"the control port closed: {self._console_tail()}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
@@ -528,7 +534,11 @@ class Guest:
             raise GuestError("the guest is closed")
         ident = next(self._ids)
         code = base64.b64encode(script.encode()).decode()
-        self._conn.sendall(f"{ident} {code}\n".encode())
+        try:
+            self._conn.sendall(f"{ident} {code}\n".encode())
+        except OSError as error:
+            self.close()
+            raise GuestError(f"the control port failed ({error}): {self._console_tail()}")
         deadline = time.monotonic() + timeout
         parts = {"OUT": [], "ERR": []}
         current = None
