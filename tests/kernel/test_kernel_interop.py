@@ -121,9 +121,9 @@ class End:
     def endpoint(self) -> str:
         return self.show("endpoints").split()[1]
 
-    def ping(self, address: str, count: int = 3, interval: float = 0.2, check=True) -> str:
+    def ping(self, address: str, count: int = 3, interval: float = 0.2, check=True, size: int = 56) -> str:
         # -W, not -w: with a deadline iputils keeps sending until `count` replies came.
-        out = self.sh(f"ping -c {count} -i {interval} -W 10 {address}",
+        out = self.sh(f"ping -c {count} -i {interval} -W 10 -s {size} {address}",
                       check=check, timeout=count * interval + 20)
         if check:
             match = re.search(r"(\d+) packets received", out) or re.search(r"(\d+) received", out)
@@ -503,3 +503,31 @@ def test_rekey_after_time_in_both_roles(lab, connect):
     for out in pings:
         match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", out)
         assert match and int(match.group(2)) >= int(match.group(1)) - 1, out
+
+
+@pytest.mark.parametrize("initiator", ROLES, ids=ROLE_IDS)
+def test_packets_of_the_full_mtu_both_ways(connect, initiator):
+    """1420-byte inner packets (the MTU, not a multiple of 16: padding stops at the MTU)."""
+    a, b = _ends(connect(4), initiator)
+    for end in (a, b):
+        assert " mtu 1420 " in end.sh(f"ip link show {end.iface}"), f"{end.name}'s MTU is not 1420"
+    for sender, receiver in ((a, b), (b, a)):
+        # 1392 + 8 (ICMP) + 20 (IPv4) and 1372 + 8 + 40 (IPv6) are 1420 bytes.
+        sender.ping(receiver.inner4, count=2, size=1392)
+        sender.ping(receiver.inner6, count=2, size=1372)
+
+
+@pytest.mark.parametrize("sender", ROLES)
+def test_persistent_keepalives_arrive(connect, sender):
+    """A persistent keepalive of 1 s on one end: the other counts 32 bytes for each."""
+    ours, theirs = connect(4)
+    ours.ping(theirs.inner4, count=1)
+    keeping, counting = (ours, theirs) if sender == "wgc" else (theirs, ours)
+    before_rx = counting.transfer()[0]
+    keeping.wg("set", keeping.iface, "peer", counting.public_key, "persistent-keepalive", "1")
+    time.sleep(3.5)
+    keeping.wg("set", keeping.iface, "peer", counting.public_key, "persistent-keepalive", "0")
+    time.sleep(0.5)
+    gained = counting.transfer()[0] - before_rx
+    assert gained % 32 == 0 and 3 * 32 <= gained <= 6 * 32, f"{counting.name} received {gained} bytes"
+    assert keeping.show("persistent-keepalive").split()[1] == "off"
