@@ -192,8 +192,11 @@ def test_automatic_mtu_from_the_routes_to_endpoints(box):
     box.run("ip", "link", "set", "wgqtun", "mtu", "1400", "up")
     box.run("ip", "addr", "add", "192.0.2.1/24", "dev", "wgqtun")
     box.run("ip", "route", "add", "198.51.100.0/24", "dev", "wgqtun", "mtu", "1300")
+    # A locked route MTU is not read by the script (`mtu lock 1450` does not match): the device's counts.
+    box.run("ip", "route", "add", "198.51.101.0/24", "dev", "wgqtun", "mtu", "lock", "1450")
     text = (interface_section(iface) + "Address = 10.55.0.1/24\n"
             + peer_section("10.60.0.0/16", "198.51.100.7:51820") + peer_section("10.61.0.0/16", "192.0.2.9:51820")
+            + peer_section("10.63.0.0/16", "198.51.101.7:51820")
             + peer_section("10.62.0.0/16", "203.0.113.1:51820"))  # unreachable: no route, no MTU
     debian, ours = both(box, text, iface)
     assert "mtu 1320" in debian["up"]["links"]

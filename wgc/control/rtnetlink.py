@@ -51,6 +51,7 @@ RTA_DST = 1
 RTA_OIF = 4
 RTA_METRICS = 8
 RTA_TABLE = 15
+RTAX_LOCK = 1
 RTAX_MTU = 2
 RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE = 0
@@ -213,6 +214,7 @@ class Route:
     destination: bytes = b""
     oif: int | None = None
     mtu: int | None = None
+    mtu_locked: bool = False  # `mtu lock N`
 
 
 @dataclass
@@ -284,6 +286,8 @@ def parse_route(body: bytes) -> Route | None:
             for metric, value in attributes(payload):
                 if metric == RTAX_MTU:
                     route.mtu = _u32_of(value)
+                elif metric == RTAX_LOCK:
+                    route.mtu_locked = bool((_u32_of(value) or 0) & (1 << RTAX_MTU))
     return route
 
 

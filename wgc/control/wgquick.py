@@ -366,17 +366,23 @@ class WgQuick:
                 route = nl.route_get(address)
                 if route is None:
                     continue
-                found = route.mtu if route.mtu is not None else links.get(route.oif or 0, 0)
-                mtu = max(mtu, found or 0)
+                mtu = max(mtu, self._route_mtu(route, links))
             if mtu == 0:
                 defaults = [r for r in nl.routes(socket.AF_INET) if r.table == RT_TABLE_MAIN and r.dst_len == 0]
                 if defaults:
-                    route = defaults[0]
-                    mtu = max(mtu, route.mtu if route.mtu is not None else links.get(route.oif or 0, 0))
+                    mtu = max(mtu, self._route_mtu(defaults[0], links))
         if mtu <= 0:
             mtu = 1500
         self.rt(f"ip link set mtu {mtu - 80} up dev {name}", rtnetlink.set_link, self.ifindex(),
                 mtu=mtu - 80, up=True)
+
+    @staticmethod
+    def _route_mtu(route, links: dict[int, int]) -> int:
+        """The script reads `mtu N` in ip's text for the route, else its device's MTU;
+        a locked one reads `mtu lock N`, which it does not match."""
+        if route.mtu is not None and not route.mtu_locked:
+            return route.mtu
+        return links.get(route.oif or 0, 0)
 
     def set_dns(self) -> None:
         config = self.config
