@@ -537,3 +537,33 @@ def test_failing_post_up_hook_takes_everything_down(box):
     assert debian["hooks"] == "ran\n"
     debian.pop("up_stderr"), ours.pop("up_stderr")
     assert ours == debian
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("interface_lines", ["MTU = 10", "Address = 10.55.0.1/24, 10.55.0.1/24", "Table = 0x100000000"],
+                         ids=["mtu-too-small", "address-twice", "bad-table"])
+def test_refusals_by_the_kernel_or_ip_are_reported_as_ip_does(box, interface_lines):
+    iface = name_for(box)
+    text = interface_section(iface) + interface_lines + "\n" + peer_section("10.56.0.0/16")
+    debian, ours = both(box, text, iface)
+    assert debian["up_status"] != 0 and ours["up_status"] != 0
+
+    def ip_lines(stderr):
+        return [line for line in stderr.splitlines() if line.startswith(("Error", "RTNETLINK"))]
+
+    reference = ip_lines(debian.pop("up_stderr"))
+    assert reference and ip_lines(ours.pop("up_stderr")) == reference
+    debian.pop("up_status"), ours.pop("up_status")
+    assert ours == debian
+
+
+def test_extended_ack_message():
+    request = header(32, 16, REQ_ACK, 5) + bytes(16)
+    # flags: NLM_F_CAPPED | NLM_F_ACK_TLVS; the request quoted by its header only
+    body = struct.pack("=i", -22) + request[:16] + attr(1, b"mtu less than device minimum\0")
+    assert rtnetlink.parse_ack(0x300, body) == (22, "Error: mtu less than device minimum.")
+    # not capped: the whole request is quoted before the attributes
+    body = struct.pack("=i", -22) + request + attr(1, b"Nexthop has invalid gateway.\0")
+    assert rtnetlink.parse_ack(0x200, body) == (22, "Error: Nexthop has invalid gateway.")
+    assert rtnetlink.parse_ack(0x100, struct.pack("=i", -17) + request[:16]) == (17, "RTNETLINK answers: File exists")
+    assert rtnetlink.parse_ack(0, struct.pack("=i", 0) + request) == (0, "")

@@ -22,6 +22,7 @@ from wgc.control.kernel import (
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_ERROR,
+    NLMSGHDR,
     Message,
     WireGuardError,
     _Netlink,
@@ -31,6 +32,11 @@ from wgc.control.kernel import (
 
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+NLM_F_CAPPED = 0x100  # in an NLMSG_ERROR: the request is not quoted whole
+NLM_F_ACK_TLVS = 0x200  # in an NLMSG_ERROR: extended-ack attributes follow
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+NLMSGERR_ATTR_MSG = 1
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
@@ -328,6 +334,29 @@ def parse_dump(datagrams: list[bytes], seq: int, msg_type: int) -> list:
     return found
 
 
+def parse_ack(flags: int, body: bytes) -> tuple[int, str]:
+    """(errno, ip's message) of an NLMSG_ERROR: "Error: <the kernel's extended
+    ack text>." when there is one, else "RTNETLINK answers: <strerror>"."""
+    if len(body) < 4:
+        return errno.EPROTO, "RTNETLINK answers: " + os.strerror(errno.EPROTO)
+    code = -struct.unpack_from("=i", body)[0]
+    if not code:
+        return 0, ""
+    text = None
+    if flags & NLM_F_ACK_TLVS and len(body) >= 4 + NLMSGHDR.size:
+        request_length = NLMSGHDR.unpack_from(body, 4)[0]
+        start = 4 + (NLMSGHDR.size if flags & NLM_F_CAPPED else (request_length + 3) & ~3)
+        try:
+            for attr_type, payload in attributes(body, start):
+                if attr_type == NLMSGERR_ATTR_MSG:
+                    text = _cstr(payload)
+        except WireGuardError:
+            text = None
+    if text:
+        return code, f"Error: {text}" + ("" if text.endswith(".") else ".")
+    return code, f"RTNETLINK answers: {os.strerror(code)}"
+
+
 def error_code(datagrams: list[bytes], seq: int) -> int:
     for data in datagrams:
         for kind, _flags, msg_seq, body in messages(data):
@@ -343,6 +372,10 @@ class Rtnl:
 
     def __init__(self):
         self.nl = _Netlink(NETLINK_ROUTE)
+        try:  # the kernel's own words on a refusal, as ip(8) asks for them
+            self.nl.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        except OSError:
+            pass
 
     def close(self):
         self.nl.close()
@@ -354,12 +387,17 @@ class Rtnl:
         self.close()
 
     def request(self, build, *args, **kw) -> None:
-        """Sends build(seq, *args) and raises WireGuardError unless the kernel acknowledges it."""
+        """Sends build(seq, *args) and raises WireGuardError unless the kernel
+        acknowledges it; its strerror is what ip(8) would print."""
         seq = self.nl.next_seq()
         self.nl.send(build(seq, *args, **kw))
-        code = self.nl.ack(seq)
-        if code:
-            raise WireGuardError(code, f"RTNETLINK answers: {os.strerror(code)}")
+        while True:
+            for kind, flags, msg_seq, body in messages(self.nl.recv()):
+                if msg_seq == seq and kind == NLMSG_ERROR:
+                    code, text = parse_ack(flags, body)
+                    if code:
+                        raise WireGuardError(code, text)
+                    return
 
     def dump(self, msg_type: int, family: int = socket.AF_UNSPEC) -> list:
         seq = self.nl.next_seq()

@@ -233,7 +233,7 @@ class WgQuick:
             try:
                 nl.request(build, *args, **kw)
             except WireGuardError as error:
-                raise Failure(f"RTNETLINK answers: {os.strerror(error.errno)}") from None
+                raise Failure(error.strerror) from None
 
     def ifindex(self) -> int:
         with Rtnl() as nl:
@@ -292,11 +292,12 @@ class WgQuick:
             return
         except WireGuardError as error:
             failure = error
+            self.err(f"{error.strerror}\n")  # as ip prints it, before the script goes on
         implementation = os.environ.get("WG_QUICK_USERSPACE_IMPLEMENTATION")
         command = [implementation] if implementation else self_command()
         if os.path.exists("/sys/module/wireguard") or shutil.which(command[0]) is None \
                 or failure.errno not in (errno.EOPNOTSUPP, errno.ENODEV):
-            raise Failure(f"RTNETLINK answers: {os.strerror(failure.errno)}")
+            raise Failure()
         self.err("[!] No WireGuard kernel module: starting the userspace implementation instead.\n")
         self.echo(f"{implementation or 'wgc'} {name}")
         if self.run(command + [name]).returncode:
@@ -337,7 +338,7 @@ class WgQuick:
                 nl.request(rtnetlink.new_address, self.ifindex(), interface.ip.packed,
                            interface.network.prefixlen)
             except WireGuardError as error:
-                raise Failure(f"RTNETLINK answers: {os.strerror(error.errno)}") from None
+                raise Failure(error.strerror) from None
 
     def set_mtu_up(self) -> None:
         name = self.config.interface
