@@ -15,9 +15,18 @@ import time
 _counter = itertools.count()
 
 
+def base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return digits[n] if n < 36 else base36(n // 36) + digits[n % 36]
+
+
 def unique_name(prefix: str) -> str:
-    """A name no other test in any process is using: prefix + pid + counter."""
-    name = f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+    """A name no other test in any process is using: prefix + pid + counter.
+
+    In base 36, so a prefix of up to 6 characters fits an interface name (15)
+    whatever the pid (at most 5 digits) and for the first 46,656 names.
+    """
+    name = f"{prefix}{base36(os.getpid())}x{base36(next(_counter))}"
     assert len(name) <= 15, name
     return name
 

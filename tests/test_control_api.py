@@ -195,7 +195,7 @@ def test_errors_carry_the_errno(daemon, name):
 
 
 def test_stale_socket_is_removed():
-    name = unique_name("wgstale")
+    name = unique_name("wgsta")
     path = socket_path(name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

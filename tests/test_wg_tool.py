@@ -533,7 +533,7 @@ def test_a_daemon_that_answers_badly(host, reply):
 
 
 def test_a_stale_socket_is_removed_by_both(host):
-    name = unique_name("wgstale")
+    name = unique_name("wgsta")
     path = f"/run/wireguard/{name}.sock"
     make = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])"
     outputs = []
