@@ -22,11 +22,11 @@ binary:
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
 
 # What CI runs: every test against the package, then the daemon tests against both frozen
-# executables (and the built-in wg against the one-file one).
+# executables (and the built-in wg and wg-quick against the one-file one).
 ci:
     {{python}} -m pytest -q
     {{just_executable()}} python={{python}} binary
-    WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_wg_tool.py
+    WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_wg_tool.py tests/test_wg_quick.py
     WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
 
 # Size and start-to-ready time of the frozen executables (build them first).
