@@ -383,7 +383,7 @@ def _open_socket(protocol: int) -> socket.socket:
     return sock
 
 
-class _Netlink:
+class NetlinkSocket:
     # Larger than any datagram the kernel sends: dump skbs stay under 32 KiB.
     RECV_SIZE = 1 << 16
 
@@ -440,7 +440,7 @@ class _Netlink:
                     return -struct.unpack_from("=i", body)[0]
 
 
-def _family_id(nl: _Netlink) -> int:
+def _family_id(nl: NetlinkSocket) -> int:
     seq = nl.next_seq()
     msg = Message(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, 1 << 16, _genl_header(CTRL_CMD_GETFAMILY, 1))
     msg.put(CTRL_ATTR_FAMILY_NAME, _strz(WG_GENL_NAME))
@@ -467,7 +467,7 @@ def _family_id(nl: _Netlink) -> int:
 
 
 def get_device(name: str) -> Device:
-    with _Netlink(NETLINK_GENERIC) as nl:
+    with NetlinkSocket(NETLINK_GENERIC) as nl:
         family = _family_id(nl)  # first, as wg(8): without the module that is the error shown
         if len(os.fsencode(name)) >= IFNAMSIZ:
             raise WireGuardError(errno.ENAMETOOLONG, f"{name}: interface name too long")
@@ -479,7 +479,7 @@ def get_device(name: str) -> Device:
 
 
 def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
-    with _Netlink(NETLINK_GENERIC) as nl:
+    with NetlinkSocket(NETLINK_GENERIC) as nl:
         family = _family_id(nl)
         for message in build_set_messages(family, name, config, replace_peers, seq=nl.next_seq()):
             seq = NLMSGHDR.unpack_from(message)[3]
@@ -514,7 +514,7 @@ def parse_links(datagrams: list[bytes], seq: int) -> list[tuple[str, str | None]
 
 def links() -> list[tuple[str, str | None]]:
     """(name, kind) of every link in this network namespace, in the kernel's order."""
-    with _Netlink(NETLINK_ROUTE) as nl:
+    with NetlinkSocket(NETLINK_ROUTE) as nl:
         seq = nl.next_seq()
         msg = Message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, 1 << 16,
                       IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))

@@ -25,7 +25,7 @@ from wgc.control.kernel import (
     NLMSGHDR,
     Message,
     WireGuardError,
-    _Netlink,
+    NetlinkSocket,
     attributes,
     messages,
 )
@@ -371,7 +371,7 @@ class Rtnl:
     """One rtnetlink socket.  Every request waits for its answer."""
 
     def __init__(self):
-        self.nl = _Netlink(NETLINK_ROUTE)
+        self.nl = NetlinkSocket(NETLINK_ROUTE)
         try:  # the kernel's own words on a refusal, as ip(8) asks for them
             self.nl.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError:
