@@ -3,19 +3,25 @@
 The daemon learns here when its interface goes up or down, changes MTU, or
 is deleted.  Messages are parsed defensively: a short or odd message is
 skipped, never trusted.
+
+The netlink and rtnetlink link layouts defined here also serve wgc.control
+(the generic-netlink and rtnetlink clients).
 """
 import socket
 import struct
 
+# linux/netlink.h, linux/rtnetlink.h, linux/if_link.h
+NLMSGHDR = struct.Struct("=IHHII")
+NLATTR = struct.Struct("=HH")          # struct nlattr and struct rtattr alike
+IFINFOMSG = struct.Struct("=BxHiII")
 RTMGRP_LINK = 1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+IFF_UP = 0x1
 IFF_RUNNING = 0x40
+IFLA_IFNAME = 3
 IFLA_MTU = 4
-
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")
-_RTATTR = struct.Struct("=HH")
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
 
 
 class LinkEvent:
@@ -29,27 +35,27 @@ def parse(data: bytes, ifindex: int) -> list[LinkEvent]:
     """The link events for ifindex in one netlink datagram."""
     events = []
     offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, _, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
             break
-        body = offset + _NLMSGHDR.size
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= _NLMSGHDR.size + _IFINFOMSG.size:
-            _, _, index, flags, _ = _IFINFOMSG.unpack_from(data, body)
+        body = offset + NLMSGHDR.size
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= NLMSGHDR.size + IFINFOMSG.size:
+            _, _, index, flags, _ = IFINFOMSG.unpack_from(data, body)
             if index == ifindex:
                 events.append(LinkEvent(kind == RTM_DELLINK, bool(flags & IFF_RUNNING),
-                                        _mtu(data, body + _IFINFOMSG.size, offset + length)))
+                                        _mtu(data, body + IFINFOMSG.size, offset + length)))
         offset += (length + 3) & ~3
     return events
 
 
 def _mtu(data: bytes, start: int, end: int) -> int | None:
-    while start + _RTATTR.size <= end:
-        length, kind = _RTATTR.unpack_from(data, start)
-        if length < _RTATTR.size or start + length > end:
+    while start + NLATTR.size <= end:
+        length, kind = NLATTR.unpack_from(data, start)
+        if length < NLATTR.size or start + length > end:
             return None
-        if kind == IFLA_MTU and length >= _RTATTR.size + 4:
-            return struct.unpack_from("=I", data, start + _RTATTR.size)[0]
+        if kind == IFLA_MTU and length >= NLATTR.size + 4:
+            return struct.unpack_from("=I", data, start + NLATTR.size)[0]
         start += (length + 3) & ~3
     return None
 

@@ -27,6 +27,8 @@ import socket
 import struct
 import time
 
+from wgc.netlink import (IFINFOMSG, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, NLATTR, NLMSGHDR,
+                         RTM_GETLINK, RTM_NEWLINK)
 from wgc.control.model import (
     AllowedIP,
     Device,
@@ -52,12 +54,6 @@ CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
 
-# rtnetlink
-RTM_NEWLINK = 16
-RTM_GETLINK = 18
-IFLA_IFNAME = 3
-IFLA_LINKINFO = 18
-IFLA_INFO_KIND = 1
 
 # include/uapi/linux/wireguard.h
 WG_GENL_NAME = "wireguard"
@@ -91,10 +87,7 @@ WGALLOWEDIP_A_IPADDR = 2
 WGALLOWEDIP_A_CIDR_MASK = 3
 
 IFNAMSIZ = 16
-NLMSGHDR = struct.Struct("=IHHII")
 GENLMSGHDR = struct.Struct("=BBH")
-NLATTR = struct.Struct("=HH")
-IFINFOMSG = struct.Struct("=BxHiII")
 
 
 def buffer_size() -> int:

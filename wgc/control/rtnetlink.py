@@ -15,14 +15,14 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from wgc.netlink import (IFF_UP, IFINFOMSG, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, NLMSGHDR,
+                         RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK)
 from wgc.control.kernel import (
-    IFINFOMSG,
     NETLINK_ROUTE,
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_ERROR,
-    NLMSGHDR,
     Message,
     WireGuardError,
     NetlinkSocket,
@@ -38,16 +38,9 @@ SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11
 NLMSGERR_ATTR_MSG = 1
 
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
-
-IFF_UP = 0x1
-IFLA_IFNAME = 3
-IFLA_MTU = 4
-IFLA_LINKINFO = 18
-IFLA_INFO_KIND = 1
 
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
