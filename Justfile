@@ -23,8 +23,9 @@ binary:
 
 # What CI runs: every test against the package, then the daemon tests against both frozen
 # executables (and the built-in wg and wg-quick against the one-file one).
+# -rs prints why anything was skipped (the QEMU kernel tier says why it could not boot).
 ci:
-    {{python}} -m pytest -q
+    {{python}} -m pytest -q -rs
     {{just_executable()}} python={{python}} binary
     WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_wg_tool.py tests/test_wg_quick.py
     WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
