@@ -82,11 +82,11 @@ def vm():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def both(vm, args: str, stdin: str | None = None):
+def both(vm, args: str, stdin: str | None = None, timeout: float = 120):
     """Debian's wg and the frozen wgc (run as `wg`) on the same command line."""
     feed = f"printf %s {quote(stdin)} | " if stdin is not None else ""
-    reference = vm.run(f"{feed}wg {args}", check=False, timeout=120)
-    ours = vm.run(f"{feed}/tmp/wg {args}", check=False, timeout=120)
+    reference = vm.run(f"{feed}wg {args}", check=False, timeout=timeout)
+    ours = vm.run(f"{feed}/tmp/wg {args}", check=False, timeout=timeout)
     return ((reference.stdout, unname(reference.stderr), reference.returncode),
             (ours.stdout, unname(ours.stderr), ours.returncode))
 
@@ -188,9 +188,27 @@ def big_config(peers: int, ips_on_last: int, port: int) -> str:
         lines += ["[Peer]", f"PublicKey = {public}", f"AllowedIPs = 10.{n >> 8}.{n & 255}.0/24, fd00:{n:x}::/48"]
         if n % 2:
             lines.append(f"Endpoint = 192.0.2.{n % 250 + 1}:{1024 + n}")
-    many = ", ".join(f"11.{i >> 8}.{i & 255}.0/24" for i in range(ips_on_last))
+    many = ", ".join(f"11.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(ips_on_last))
     lines += ["[Peer]", f"PublicKey = {K1}", f"AllowedIPs = {many}"]
     return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peers,ips", [(10_000, 1), (0, 100_000)], ids=["10000-peers", "100000-allowed-ips"])
+def test_round_trip_of_the_largest_configurations(vm, peers, ips):
+    """Set by wgc.control in many page-sized messages, read back by both tools
+    from a dump the kernel spreads over many: the same state."""
+    put_file(vm, "/tmp/huge.conf", big_config(peers, ips, 51997))
+    vm.run("ip link add wgk2 type wireguard")
+    try:
+        vm.run("/tmp/wg setconf wgk2 /tmp/huge.conf", timeout=600)
+        reference, ours = both(vm, "show wgk2 dump", timeout=600)
+        assert ours == reference
+        assert reference[0].count("\n") == 1 + peers + 1 and reference[0].count("/32") == ips
+        reference, ours = both(vm, "showconf wgk2", timeout=600)
+        assert ours == reference
+    finally:
+        vm.run("ip link del wgk2 && rm -f /tmp/huge.conf", check=False, timeout=600)
 
 
 def test_large_configuration_over_many_messages(vm):
