@@ -29,6 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from netns import Netns, unique_name
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
@@ -600,6 +602,13 @@ def accelerators() -> list[str]:
             raise Unavailable(f"WGC_KERNEL_ACCEL={chosen}: kvm or tcg")
         return [chosen]
     return ["kvm", "tcg"] if _kvm_usable() else ["tcg"]
+
+
+def unavailable(reason: str):
+    """Skips the test with the reason, or fails it when WGC_KERNEL_REQUIRED=1."""
+    if os.environ.get("WGC_KERNEL_REQUIRED") == "1":
+        pytest.fail(f"kernel guest required but unavailable: {reason}")
+    pytest.skip(f"no kernel WireGuard guest: {reason}")
 
 
 @contextlib.contextmanager

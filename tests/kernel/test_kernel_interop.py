@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from guest import GuestError, Unavailable, booted
+from guest import GuestError, Unavailable, booted, unavailable
 from netns import Netns, socket_path, unique_name, wait_for
 from wgnet import daemon_log, new_key, start_daemon
 
@@ -46,16 +46,10 @@ class Lab:
         return f"192.168.{self.subnet}.2" if family == 4 else f"fd00:{self.subnet:x}::2"
 
 
-def _unavailable(reason: str):
-    if os.environ.get("WGC_KERNEL_REQUIRED") == "1":
-        pytest.fail(f"kernel guest required but unavailable: {reason}")
-    pytest.skip(f"no kernel WireGuard guest: {reason}")
-
-
 @pytest.fixture(scope="module")
 def lab():
     if os.geteuid() != 0:
-        _unavailable("needs root")
+        unavailable("needs root")
     ns = Netns("wgkns")
     keydir = tempfile.mkdtemp(prefix="wgc-kernel-keys-")
     try:
@@ -63,7 +57,7 @@ def lab():
             context = booted(ns)
             guest = context.__enter__()
         except (Unavailable, GuestError) as error:
-            _unavailable(str(error))
+            unavailable(str(error))
         try:
             subnet = 1 + os.getpid() % 250
             item = Lab(ns, guest, guest.tap, subnet, keydir)

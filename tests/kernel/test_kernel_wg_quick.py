@@ -14,13 +14,11 @@ script needs for it (tests/test_wg_quick.py covers it with wgc devices).
 import os
 import re
 import shutil
-import tempfile
 
-import guest as guest_module
 import pytest
-from guest import GuestError, Unavailable, booted
-from netns import Netns
-from test_kernel_wg_tool import _unavailable, freeze, put_file
+from frozen import guest_with_wgc
+from guest import unavailable
+from test_kernel_wg_tool import put_file
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.timeout(900)]
 
@@ -34,44 +32,19 @@ OURS = "/tmp/wg-quick"
 
 @pytest.fixture(scope="module")
 def vm():
-    if os.geteuid() != 0:
-        _unavailable("needs root")
     bash = shutil.which("bash")
     if not os.path.exists("/usr/bin/wg-quick") or bash is None:
-        _unavailable("Debian's wg-quick and bash are needed on the host")
-    workdir = tempfile.mkdtemp(prefix="wgc-kernel-wgquick-")
-    ns = Netns("wgkwq")
-    bindir = os.path.join(workdir, "bin")
-    os.makedirs(bindir)
-    os.symlink(freeze(workdir), os.path.join(bindir, "wgc"))
-    saved_path, saved_programs = os.environ["PATH"], dict(guest_module.GUEST_PROGRAMS)
-    os.environ["PATH"] = bindir + os.pathsep + saved_path
-    guest_module.GUEST_PROGRAMS["wgc"] = True
-    try:
-        try:
-            context = booted(ns, programs={"bash": bash})
-            vm = context.__enter__()
-        except (Unavailable, GuestError) as error:
-            _unavailable(str(error))
-        finally:
-            os.environ["PATH"] = saved_path
-            guest_module.GUEST_PROGRAMS.clear()
-            guest_module.GUEST_PROGRAMS.update(saved_programs)
-        try:
-            with open("/usr/bin/wg-quick") as script:
-                put_file(vm, "/usr/bin/wg-quick", script.read())
-            vm.run(f"chmod 755 /usr/bin/wg-quick && ln -s /usr/bin/wgc {OURS} && mkdir -p /etc/wireguard"
-                   " && ln -sf /proc/self/fd /dev/fd"  # bash's <(...) and our setconf use /dev/fd/N
-                   " && ip link set eth0 up && ip addr add 10.200.0.2/24 dev eth0")
-            # eth0's link-local address settles first, so the records before and after compare.
-            vm.run("for i in $(seq 100); do ip -6 addr show dev eth0 | grep fe80 | grep -qv tentative && break;"
-                   " sleep 0.1; done; ip -6 addr show dev eth0 | grep fe80 | grep -qv tentative")
-            yield vm
-        finally:
-            context.__exit__(None, None, None)
-    finally:
-        ns.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        unavailable("Debian's wg-quick and bash are needed on the host")
+    with guest_with_wgc("wgkwq", programs={"bash": bash}) as vm:
+        with open("/usr/bin/wg-quick") as script:
+            put_file(vm, "/usr/bin/wg-quick", script.read())
+        vm.run(f"chmod 755 /usr/bin/wg-quick && ln -s /usr/bin/wgc {OURS} && mkdir -p /etc/wireguard"
+               " && ln -sf /proc/self/fd /dev/fd"  # bash's <(...) and our setconf use /dev/fd/N
+               " && ip link set eth0 up && ip addr add 10.200.0.2/24 dev eth0")
+        # eth0's link-local address settles first, so the records before and after compare.
+        vm.run("for i in $(seq 100); do ip -6 addr show dev eth0 | grep fe80 | grep -qv tentative && break;"
+               " sleep 0.1; done; ip -6 addr show dev eth0 | grep fe80 | grep -qv tentative")
+        yield vm
 
 
 def snapshot(vm, iface) -> dict:

@@ -11,75 +11,19 @@ Skips, with the reason, when QEMU, the kernel or PyInstaller cannot be had or
 the guest does not boot; WGC_KERNEL_REQUIRED=1 turns those skips into failures.
 """
 import base64
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 
-import guest as guest_module
 import pytest
-from guest import GuestError, Unavailable, booted
-from netns import Netns
+from frozen import guest_with_wgc
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.timeout(900)]
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _unavailable(reason: str):
-    if os.environ.get("WGC_KERNEL_REQUIRED") == "1":
-        pytest.fail(f"kernel guest required but unavailable: {reason}")
-    pytest.skip(f"no kernel WireGuard guest: {reason}")
-
-
-def freeze(workdir: str) -> str:
-    """dist/wgc built from this tree into workdir."""
-    try:
-        import PyInstaller  # noqa: F401
-    except ImportError:
-        _unavailable("PyInstaller is not installed")
-    proc = subprocess.run(
-        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", os.path.join(workdir, "dist"),
-         "--workpath", os.path.join(workdir, "build"), os.path.join(REPO, "packaging", "wgc.spec")],
-        cwd=REPO, env=dict(os.environ, WGC_BUNDLE="onefile"), capture_output=True, text=True, timeout=600,
-        check=False)
-    assert proc.returncode == 0, f"PyInstaller failed:\n{proc.stderr[-3000:]}"
-    return os.path.join(workdir, "dist", "wgc")
 
 
 @pytest.fixture(scope="module")
 def vm():
-    if os.geteuid() != 0:
-        _unavailable("needs root")
-    workdir = tempfile.mkdtemp(prefix="wgc-kernel-wgtool-")
-    ns = Netns("wgkwt")
-    bindir = os.path.join(workdir, "bin")
-    os.makedirs(bindir)
-    os.symlink(freeze(workdir), os.path.join(bindir, "wgc"))
-    # The guest carries what `which` finds: this tree's frozen wgc, not the venv's script.
-    saved_path, saved_programs = os.environ["PATH"], dict(guest_module.GUEST_PROGRAMS)
-    os.environ["PATH"] = bindir + os.pathsep + saved_path
-    guest_module.GUEST_PROGRAMS["wgc"] = True
-    try:
-        try:
-            context = booted(ns)
-            vm = context.__enter__()
-        except (Unavailable, GuestError) as error:
-            _unavailable(str(error))
-        finally:
-            os.environ["PATH"] = saved_path
-            guest_module.GUEST_PROGRAMS.clear()
-            guest_module.GUEST_PROGRAMS.update(saved_programs)
-        try:
-            vm.run("ln -s /usr/bin/wgc /tmp/wg && ip link add wgk0 type wireguard && ip link add wgk1 type wireguard"
-                   " && ip link set eth0 up && ip -6 addr add fe80::2/64 dev eth0 nodad")
-            yield vm
-        finally:
-            context.__exit__(None, None, None)
-    finally:
-        ns.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with guest_with_wgc("wgkwt") as vm:
+        vm.run("ln -s /usr/bin/wgc /tmp/wg && ip link add wgk0 type wireguard && ip link add wgk1 type wireguard"
+               " && ip link set eth0 up && ip -6 addr add fe80::2/64 dev eth0 nodad")
+        yield vm
 
 
 def both(vm, args: str, stdin: str | None = None, timeout: float = 120):
