@@ -123,7 +123,8 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
                     "-d", str(work), f"pyinstaller=={version}"], check=True)
     with tarfile.open(next(work.glob("pyinstaller-*.tar.gz"))) as archive:
-        archive.extractall(work, filter="data")
+        # The "data" filter (refuse links and paths out of work) came in Python 3.11.4.
+        archive.extractall(work, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     source = next(p for p in work.iterdir() if p.is_dir())
     patch(source)
     subprocess.run([sys.executable, "./waf", "all", "--static-zlib"], cwd=source / "bootloader", check=True,
