@@ -7,13 +7,14 @@ batch, releases the GIL and loops in C, so one Python call covers the whole
 batch and the timings are those of the compiled per-packet code.
 
 The buffers copy the data plane's layout (wgc/_core.pyx): one slot of
-SLOT_STRIDE bytes per packet, a 16-byte transport header in front of the
+SLOT_SIZE bytes per packet, a 16-byte transport header in front of the
 packet in an out slot, sealing in place there.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
+from wgc._core cimport SLOT_SIZE
 from wgc._crypto cimport aead_seal, aead_open
 from wgc._replay cimport ReplayWindow, replay_reset, replay_accept
 from wgc._trie cimport AllowedIPs
@@ -41,7 +42,6 @@ ctypedef int (*decrypt_detached_t)(
     const uint8_t *npub, const uint8_t *k) noexcept nogil
 
 cdef enum:
-    SLOT_STRIDE = 65536 + 64       # SLOT_SIZE in wgc/_core.pxd
     HEADER_LEN = 16                # type, receiver index, counter
     TAG = 16
     MESSAGE_TRANSPORT = 4
@@ -91,13 +91,13 @@ cdef inline void counter_nonce(uint8_t *nonce, uint64_t counter) noexcept nogil:
 
 
 cdef class Slots:
-    """count packet buffers of SLOT_STRIDE bytes, each with a length."""
+    """count packet buffers of SLOT_SIZE bytes, each with a length."""
     cdef uint8_t *base
     cdef uint32_t *lengths
     cdef readonly uint32_t count
 
     def __cinit__(self, uint32_t count):
-        self.base = <uint8_t *>calloc(<size_t>count, SLOT_STRIDE)
+        self.base = <uint8_t *>calloc(<size_t>count, SLOT_SIZE)
         self.lengths = <uint32_t *>calloc(count, sizeof(uint32_t))
         self.count = count
         if self.base == NULL or self.lengths == NULL:
@@ -108,11 +108,11 @@ cdef class Slots:
         free(self.lengths)
 
     cdef inline uint8_t *at(self, uint32_t i) noexcept nogil:
-        return self.base + <size_t>i * SLOT_STRIDE
+        return self.base + <size_t>i * SLOT_SIZE
 
     def put(self, uint32_t i, const uint8_t[::1] data):
         """Places data at the start of slot i."""
-        if i >= self.count or <size_t>data.shape[0] > SLOT_STRIDE:
+        if i >= self.count or <size_t>data.shape[0] > SLOT_SIZE:
             raise IndexError("no such slot, or data larger than a slot")
         if data.shape[0]:
             memcpy(self.at(i), &data[0], data.shape[0])
