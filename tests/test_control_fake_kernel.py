@@ -18,7 +18,7 @@ import struct
 
 import pytest
 
-from wgc import control
+from wgc import control, netlink
 from wgc.control import (
     AllowedIP,
     DeviceConfig,
@@ -47,7 +47,7 @@ def message(msg_type: int, flags: int, seq: int, body: bytes) -> bytes:
 
 
 def ack(seq: int, code: int = 0) -> bytes:
-    return message(kernel.NLMSG_ERROR, 0, seq, struct.pack("=i", -code) + bytes(16))
+    return message(netlink.NLMSG_ERROR, 0, seq, struct.pack("=i", -code) + bytes(16))
 
 
 def parse(data: bytes, start: int = 0) -> list[tuple[int, bytes]]:
@@ -85,8 +85,8 @@ class FakeKernel:
     def answer(self, protocol, data: bytes) -> list[bytes]:
         length, msg_type, flags, seq, _ = struct.unpack_from("=IHHII", data)
         assert length == len(data)
-        if protocol == kernel.NETLINK_ROUTE:
-            assert msg_type == kernel.RTM_GETLINK and flags & kernel.NLM_F_DUMP
+        if protocol == netlink.NETLINK_ROUTE:
+            assert msg_type == netlink.RTM_GETLINK and flags & netlink.NLM_F_DUMP
             return [self.link_dump(seq)]
         if msg_type == kernel.GENL_ID_CTRL:
             attrs = dict(parse(data, 20))
@@ -103,7 +103,7 @@ class FakeKernel:
         name = dict(attrs)[kernel.WGDEVICE_A_IFNAME].rstrip(b"\0").decode()
         device = self.devices.get(name)
         if cmd == kernel.WG_CMD_GET_DEVICE:
-            assert flags & kernel.NLM_F_DUMP
+            assert flags & netlink.NLM_F_DUMP
             if device is None:
                 return [ack(seq, errno.ENODEV)]
             return self.get_dump(name, device, seq)
@@ -117,11 +117,11 @@ class FakeKernel:
         out = b""
         links = [("lo", None)] + [(name, "wireguard") for name in self.devices] + [("eth0", "veth")]
         for index, (name, kind) in enumerate(links, start=1):
-            body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + attr(kernel.IFLA_IFNAME, name.encode() + b"\0")
+            body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + attr(netlink.IFLA_IFNAME, name.encode() + b"\0")
             if kind:
-                body += nest(kernel.IFLA_LINKINFO, attr(kernel.IFLA_INFO_KIND, kind.encode() + b"\0"))
-            out += message(kernel.RTM_NEWLINK, kernel.NLM_F_MULTI, seq, body)
-        return out + message(kernel.NLMSG_DONE, kernel.NLM_F_MULTI, seq, struct.pack("=i", 0))
+                body += nest(netlink.IFLA_LINKINFO, attr(netlink.IFLA_INFO_KIND, kind.encode() + b"\0"))
+            out += message(netlink.RTM_NEWLINK, netlink.NLM_F_MULTI, seq, body)
+        return out + message(netlink.NLMSG_DONE, netlink.NLM_F_MULTI, seq, struct.pack("=i", 0))
 
     def device_attrs(self, name, device):
         attrs = [attr(kernel.WGDEVICE_A_IFINDEX, struct.pack("=I", device.ifindex)),
@@ -142,7 +142,7 @@ class FakeKernel:
         messages, current, room = [], [], self.per_message
 
         def flush():
-            messages.append(message(FAMILY, kernel.NLM_F_MULTI, seq, struct.pack("=BBH", 0, 1, 0)
+            messages.append(message(FAMILY, netlink.NLM_F_MULTI, seq, struct.pack("=BBH", 0, 1, 0)
                                     + self.device_attrs(name, device) + nest(kernel.WGDEVICE_A_PEERS, *current)))
 
         for public, peer in device.peers.items():
@@ -175,7 +175,7 @@ class FakeKernel:
                 current, room = [], self.per_message
         if current or not messages:
             flush()
-        messages.append(message(kernel.NLMSG_DONE, kernel.NLM_F_MULTI, seq, struct.pack("=i", 0)))
+        messages.append(message(netlink.NLMSG_DONE, netlink.NLM_F_MULTI, seq, struct.pack("=i", 0)))
         return [b"".join(messages[i:i + 2]) for i in range(0, len(messages), 2)]
 
     def apply(self, device: Model, attrs) -> int:
@@ -245,7 +245,7 @@ class FakeSocket:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     model = FakeKernel()
-    monkeypatch.setattr(kernel, "_open_socket", model.socket)
+    monkeypatch.setattr(netlink, "open_socket", model.socket)
     # No userspace devices: an empty socket directory of our own.
     monkeypatch.setattr("wgc.control.userspace.SOCKET_DIR", str(tmp_path))
     return model

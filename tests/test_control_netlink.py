@@ -15,16 +15,17 @@ import sys
 
 import pytest
 
+from wgc import netlink
 from wgc.control import kernel, userspace
 from wgc.control.model import (
     AllowedIP,
     DeviceConfig,
     Endpoint,
     PeerConfig,
-    WireGuardError,
     key_from_base64,
     key_to_base64,
 )
+from wgc.errors import WireGuardError
 
 FAMILY = 0x1C  # any generic netlink family id
 NESTED = 0x8000
@@ -46,11 +47,11 @@ def genl(msg_type: int, flags: int, seq: int, cmd: int, *attrs: bytes) -> bytes:
 
 
 def done(seq: int) -> bytes:
-    return struct.pack("=IHHII", 20, kernel.NLMSG_DONE, kernel.NLM_F_MULTI, seq, 0) + struct.pack("=i", 0)
+    return struct.pack("=IHHII", 20, netlink.NLMSG_DONE, netlink.NLM_F_MULTI, seq, 0) + struct.pack("=i", 0)
 
 
 def error(seq: int, code: int) -> bytes:
-    return struct.pack("=IHHII", 36, kernel.NLMSG_ERROR, 0, seq, 0) + struct.pack("=i", -code) + bytes(16)
+    return struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, seq, 0) + struct.pack("=i", -code) + bytes(16)
 
 
 def key(n: int) -> bytes:
@@ -67,7 +68,7 @@ def allowed_v6(address: str, cidr: int) -> bytes:
                 attr(3, bytes([cidr])))
 
 
-REQUEST_ACK = kernel.NLM_F_REQUEST | kernel.NLM_F_ACK
+REQUEST_ACK = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
 
 
 # -- WG_CMD_SET_DEVICE ---------------------------------------------------------------
@@ -155,13 +156,13 @@ def apply_like_the_kernel(messages):
     {public key: [allowed IPs]} plus the device attributes and flags seen."""
     device, peers, flags_seen = {}, {}, []
     for message in messages:
-        length, _, _, _, _ = kernel.NLMSGHDR.unpack_from(message)
+        length, _, _, _, _ = netlink.NLMSGHDR.unpack_from(message)
         assert length == len(message)
-        for kind, payload in kernel.attributes(message[16:length], 4):
+        for kind, payload in netlink.attributes(message[16:length], 4):
             if kind == kernel.WGDEVICE_A_PEERS:
-                for _, peer_data in kernel.attributes(payload):
+                for _, peer_data in netlink.attributes(payload):
                     public = None
-                    for peer_kind, value in kernel.attributes(peer_data):
+                    for peer_kind, value in netlink.attributes(peer_data):
                         if peer_kind == kernel.WGPEER_A_PUBLIC_KEY:
                             public = value
                             peers.setdefault(public, [])
@@ -171,8 +172,8 @@ def apply_like_the_kernel(messages):
                             if flags & kernel.WGPEER_F_REPLACE_ALLOWEDIPS:
                                 peers[public] = []
                         elif peer_kind == kernel.WGPEER_A_ALLOWEDIPS:
-                            for _, ip_data in kernel.attributes(value):
-                                fields = dict(kernel.attributes(ip_data))
+                            for _, ip_data in netlink.attributes(value):
+                                fields = dict(netlink.attributes(ip_data))
                                 peers[public].append((fields[2], fields[3][0]))
                         else:
                             device.setdefault((public, peer_kind), []).append(value)
@@ -263,12 +264,12 @@ def test_dump_joins_a_peer_spread_over_messages():
     a, b = key(0xA1), key(0xB2)
     seq = 77
     datagrams = [
-        genl(FAMILY, kernel.NLM_F_MULTI, seq, 0, *device_attrs(key(0x11)),
+        genl(FAMILY, netlink.NLM_F_MULTI, seq, 0, *device_attrs(key(0x11)),
              nest(8, peer_attrs(a, allowed_v4("10.0.0.0", 8), allowed_v4("10.1.0.0", 16)))),
-        genl(FAMILY, kernel.NLM_F_MULTI, seq + 1, 0, attr(2, b"other\0")),  # another request's answer: ignored
-        genl(FAMILY, kernel.NLM_F_MULTI, seq, 0, *device_attrs(),
+        genl(FAMILY, netlink.NLM_F_MULTI, seq + 1, 0, attr(2, b"other\0")),  # another request's answer: ignored
+        genl(FAMILY, netlink.NLM_F_MULTI, seq, 0, *device_attrs(),
              nest(8, peer_attrs(a, allowed_v6("fd00::", 64), first=False))),
-        genl(FAMILY, kernel.NLM_F_MULTI, seq, 0, *device_attrs(),
+        genl(FAMILY, netlink.NLM_F_MULTI, seq, 0, *device_attrs(),
              nest(8, peer_attrs(a, allowed_v4("10.2.0.0", 16), first=False), peer_attrs(b))),
         done(seq),
     ]
@@ -292,7 +293,7 @@ def test_dump_error_and_truncation():
         kernel.parse_get_answer("nope", [error(5, errno.ENODEV)], 5)
     assert raised.value.errno == errno.ENODEV
     with pytest.raises(WireGuardError) as raised:
-        kernel.parse_get_answer("wg9", [genl(FAMILY, kernel.NLM_F_MULTI, 5, 0, *device_attrs())], 5)
+        kernel.parse_get_answer("wg9", [genl(FAMILY, netlink.NLM_F_MULTI, 5, 0, *device_attrs())], 5)
     assert raised.value.errno == errno.EPROTO
     bad_ip = nest(0, attr(1, struct.pack("=H", socket.AF_INET)), attr(2, bytes(4)), attr(3, bytes([33])))
     with pytest.raises(WireGuardError):
@@ -313,7 +314,7 @@ def newlink(seq: int, index: int, name: bytes, kind: bytes | None) -> bytes:
     body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + attr(3, name + b"\0")
     if kind is not None:
         body += nest(18, attr(1, kind + b"\0"))
-    return struct.pack("=IHHII", 16 + len(body), 16, kernel.NLM_F_MULTI, seq, 0) + body
+    return struct.pack("=IHHII", 16 + len(body), 16, netlink.NLM_F_MULTI, seq, 0) + body
 
 
 def test_link_dump_keeps_wireguard_kinds():

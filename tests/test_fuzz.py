@@ -1,7 +1,7 @@
 """Fuzz targets for every parser of outside input, run as hypothesis tests.
 
 Each feeds arbitrary bytes where the world can: UDP datagrams and TUN packets
-into the data plane, netlink messages into the link monitor, request lines
+into the data plane, netlink messages into the link watch, request lines
 into the UAPI.  Nothing may raise, crash, or leak into the tunnel.
 """
 import logging
@@ -9,10 +9,11 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from protocol_net import Pair
+
 from wgc import netlink, uapi
 from wgc.device import Device
+from wgc.linkwatch import link_messages
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -65,11 +66,27 @@ def test_the_pair_still_talks_after_fuzzing():
     assert PAIR.b.tun_received[-1] == packet
 
 
+def link_message(kind: int, index: int, flags: int, mtu: int | None) -> bytes:
+    msg = netlink.Message(kind, 0, 0, 1 << 16, netlink.IFINFOMSG.pack(0, 0, index, flags, 0))
+    msg.put(netlink.IFLA_IFNAME, b"wg0\0")
+    if mtu is not None:
+        msg.put(netlink.IFLA_MTU, struct.pack("=I", mtu))
+    return msg.finish()
+
+
 @FUZZ
-@given(st.binary(max_size=400), st.integers(0, 5))
-def test_netlink_messages(data, index):
-    for event in netlink.parse(data, index):
-        assert isinstance(event.deleted, bool) and (event.mtu is None or event.mtu >= 0)
+@given(st.lists(st.tuples(st.sampled_from([netlink.RTM_NEWLINK, netlink.RTM_DELLINK, 20]),
+                          st.integers(-2**31, 2**31 - 1), st.integers(0, 2**32 - 1),
+                          st.none() | st.integers(0, 2**32 - 1)), max_size=6),
+       st.binary(max_size=200))
+def test_link_messages(entries, tail):
+    """Link messages come out as they went in (others skipped); whatever
+    bytes follow, the parser stops or goes on, never raises."""
+    data = b"".join(link_message(*entry) for entry in entries) + tail
+    parsed = list(link_messages(data))
+    expected = [(kind, index, bool(flags & netlink.IFF_RUNNING), mtu)
+                for kind, index, flags, mtu in entries if kind != 20]
+    assert parsed[:len(expected)] == expected
 
 
 @FUZZ

@@ -33,6 +33,7 @@ cdef extern from "<linux/if_tun.h>" nogil:
     unsigned long TUNSETIFF
     unsigned long TUNGETIFF
     unsigned long TUNSETOFFLOAD
+    unsigned long TUNGETDEVNETNS
     int IFF_TUN
     int IFF_NO_PI
     int IFF_VNET_HDR
@@ -71,6 +72,14 @@ cdef int _ifreq_ioctl(unsigned long request, ifreq *req) except -1:
     r = ioctl(s, request, req)
     close(s)
     if r < 0:
+        raise OSError(errno, os.strerror(errno))
+    return 0
+
+
+cdef int _get_iff(int fd, ifreq *req) except -1:
+    """TUNGETIFF: the name and flags of the interface behind a TUN descriptor."""
+    memset(req, 0, sizeof(ifreq))
+    if ioctl(fd, TUNGETIFF, req) < 0:
         raise OSError(errno, os.strerror(errno))
     return 0
 
@@ -130,17 +139,33 @@ cdef class Tun:
 
     def _identify(self):
         cdef ifreq req
-        memset(&req, 0, sizeof(req))
-        if ioctl(self.fd, TUNGETIFF, &req) < 0:
-            e = errno
-            raise TunError(e, f"not a TUN device: {os.strerror(e).lower()}")
+        try:
+            _get_iff(self.fd, &req)
+        except OSError as e:
+            raise TunError(e.errno, f"not a TUN device: {e.strerror.lower()}") from None
         self.name = req.ifr_name[:strlen(req.ifr_name)].decode()
         self.vnet_hdr = (req.ifr_flags & IFF_VNET_HDR) != 0
         _ifreq_ioctl(SIOCGIFINDEX, &req)
         self.ifindex = req.ifr_ifindex
 
+    def current_name(self):
+        """The interface's name now, wherever it lives (it may have been
+        renamed or moved); OSError EBADFD once the interface is deleted."""
+        cdef ifreq req
+        _get_iff(self.fd, &req)
+        return req.ifr_name[:strlen(req.ifr_name)].decode()
+
+    def netns(self):
+        """A new descriptor of the network namespace the interface is in now
+        (Linux 5.2+); the caller closes it.  OSError EBADFD once deleted."""
+        cdef int fd = ioctl(self.fd, TUNGETDEVNETNS)
+        if fd < 0:
+            raise OSError(errno, os.strerror(errno))
+        return fd
+
     @property
     def mtu(self):
+        """The MTU, looked up by name in the caller's namespace (at start-up)."""
         cdef ifreq req
         memset(&req, 0, sizeof(req))
         strncpy(req.ifr_name, self.name.encode(), IFNAMSIZ - 1)

@@ -7,8 +7,10 @@ The parent waits until the child reports that it runs on its own, so a
 script may move or rename the interface as soon as the parent exits.
 
 The control loop (this thread) serves the device's handshakes and timers,
-link events, signals and the three other shutdown triggers: the socket file
-removed, the interface deleted, the TUN gone.  Each UAPI client is served
+link events (followed into another namespace when the interface is moved
+there), signals and the three other shutdown triggers: the socket file
+removed, the interface deleted, the TUN gone.  This thread never changes
+namespace: the UDP sockets stay where the daemon started.  Each UAPI client is served
 on its own thread, holding the device lock per request.
 """
 import errno
@@ -28,8 +30,8 @@ from wgc._os import watch_file
 from wgc._tun import Tun
 from wgc.constants import DEFAULT_MTU
 from wgc.device import Device
+from wgc.linkwatch import LinkWatch
 from wgc.log import make_logger
-from wgc.netlink import link_monitor, parse
 from wgc.notify import Notifier
 
 SOCKET_DIRECTORY = "/var/run/wireguard"
@@ -181,7 +183,7 @@ class Daemon:
         self.clients = threading.BoundedSemaphore(MAX_UAPI_CLIENTS)
         self.device = Device(iface, tun, log, udp_offload=offload())
         self.device.on_fatal = self._fatal
-        self.links = link_monitor()
+        self.links = LinkWatch(tun)
         self.ever_running = False
         self.notifier = Notifier()
         self.next_watchdog = None
@@ -208,6 +210,8 @@ class Daemon:
         self.device.up()  # wireguard-go starts up; link events move it later
         self.log.debug("Device started")
         self.log.debug("UAPI listener started")
+        self.log.debug("Following the interface into other namespaces by %s",
+                       "events" if self.links.hears_everywhere else "polling once a second")
         self._tell_parent()
         self.notifier.ready(f"listening on {self.path}")
         if self.notifier.watchdog_interval_ns:
@@ -218,14 +222,18 @@ class Daemon:
                 if self.next_watchdog is not None and now >= self.next_watchdog:
                     self.notifier.watchdog()
                     self.next_watchdog = now + self.notifier.watchdog_interval_ns
-                deadlines = [d for d in (self.device.next_deadline(), self.next_watchdog) if d is not None]
+                deadlines = [d for d in (self.device.next_deadline(), self.next_watchdog, self.links.deadline())
+                             if d is not None]
                 timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else None
                 for key, _ in self.selector.select(timeout):
                     key.data()
                     if self.stopping:
                         break
                 if not self.stopping:
-                    self.device.run_timers(time.monotonic_ns())
+                    now = time.monotonic_ns()
+                    self._apply(self.links.poll(now))
+                if not self.stopping:
+                    self.device.run_timers(now)
         finally:
             self._shutdown()
         return 0
@@ -269,25 +277,23 @@ class Daemon:
         self.device.process_events()
 
     def _link_events(self):
-        while True:
-            try:
-                data = self.links.recv(65536)
-            except (BlockingIOError, InterruptedError):
+        self._apply(self.links.read())
+
+    def _apply(self, events):
+        """Follows the link: up, down, MTU; its deletion ends the daemon.  A
+        link moved to another namespace is followed there (wgc.linkwatch)."""
+        for event in events:
+            if event.deleted:
+                self.log.debug("Interface deleted")
+                self._stop()
                 return
-            except OSError:
-                return  # ENOBUFS: missed events; the next one brings the state
-            for event in parse(data, self.tun.ifindex):
-                if event.deleted:
-                    self.log.debug("Interface deleted")
-                    self._stop()
-                    return
-                if event.mtu:
-                    self.device.set_mtu(event.mtu)
-                if event.running:
-                    self.ever_running = True
-                    self.device.up()
-                elif self.ever_running:
-                    self.device.down()
+            if event.mtu:
+                self.device.set_mtu(event.mtu)
+            if event.running:
+                self.ever_running = True
+                self.device.up()
+            elif self.ever_running:
+                self.device.down()
 
     def _socket_changed(self):
         try:

@@ -26,12 +26,12 @@ from wgc.control.model import (
     Endpoint,
     Peer,
     PeerConfig,
-    WireGuardError,
     key_from_base64,
     key_from_hex,
     key_to_base64,
     key_to_hex,
 )
+from wgc.errors import WireGuardError
 
 __all__ = [
     "KEY_LEN",

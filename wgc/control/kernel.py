@@ -1,10 +1,10 @@
 """Kernel devices: the generic netlink family "wireguard", and rtnetlink to list links.
 
-Framing is done here with struct rather than with pyroute2: importing
+Framing is wgc.netlink's (struct) rather than pyroute2's: importing
 pyroute2.netlink alone takes 120-450 ms on this machine (it pulls in asyncio
 and the NDB), against about 90 ms for the whole `wgc wg show`, and every
-`wg show` must list kernel links.  Only framing is ours; the message layout
-follows the kernel's include/uapi/linux/wireguard.h.
+`wg show` must list kernel links.  The message layout follows the kernel's
+include/uapi/linux/wireguard.h.
 
 WG_CMD_SET_DEVICE messages are built as wg(8) builds them: each fits one
 socket buffer (the page size, at most 8192 bytes); when the next attribute
@@ -25,30 +25,36 @@ import ipaddress
 import os
 import socket
 import struct
-import time
 
-from wgc.netlink import (IFINFOMSG, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, NLATTR, NLMSGHDR,
-                         RTM_GETLINK, RTM_NEWLINK)
 from wgc.control.model import (
     AllowedIP,
     Device,
     DeviceConfig,
     Endpoint,
     Peer,
-    WireGuardError,
+)
+from wgc.errors import WireGuardError
+from wgc.netlink import (
+    IFINFOMSG,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    NETLINK_GENERIC,
+    NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    Message,
+    NetlinkSocket,
+    attributes,
+    messages,
 )
 
-# netlink
-NETLINK_ROUTE = 0
-NETLINK_GENERIC = 16
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
@@ -93,55 +99,6 @@ GENLMSGHDR = struct.Struct("=BBH")
 def buffer_size() -> int:
     """libmnl's ideal socket buffer: the page size, at most 8192 bytes."""
     return min(os.sysconf("SC_PAGESIZE"), 8192)
-
-
-def _align(length: int) -> int:
-    return (length + 3) & ~3
-
-
-class Message:
-    """One netlink message being built, never longer than `limit` bytes when
-    the *_check methods are used (the others do not check, as in libmnl)."""
-
-    def __init__(self, msg_type: int, flags: int, seq: int, limit: int, extra: bytes = b""):
-        self.limit = limit
-        self.buf = bytearray(NLMSGHDR.pack(0, msg_type, flags, seq, 0))
-        self.buf += extra
-        self.buf += bytes(_align(len(extra)) - len(extra))
-
-    def __len__(self) -> int:
-        return len(self.buf)
-
-    def put(self, attr_type: int, payload: bytes) -> None:
-        self.buf += NLATTR.pack(NLATTR.size + len(payload), attr_type)
-        self.buf += payload
-        self.buf += bytes(_align(len(payload)) - len(payload))
-
-    def put_check(self, attr_type: int, payload: bytes) -> bool:
-        if len(self.buf) + NLATTR.size + _align(len(payload)) > self.limit:
-            return False
-        self.put(attr_type, payload)
-        return True
-
-    def nest_start(self, attr_type: int) -> int:
-        offset = len(self.buf)
-        self.buf += NLATTR.pack(0, attr_type | NLA_F_NESTED)
-        return offset
-
-    def nest_start_check(self, attr_type: int) -> int | None:
-        if len(self.buf) + NLATTR.size > self.limit:
-            return None
-        return self.nest_start(attr_type)
-
-    def nest_end(self, offset: int) -> None:
-        struct.pack_into("=H", self.buf, offset, len(self.buf) - offset)
-
-    def nest_cancel(self, offset: int) -> None:
-        del self.buf[offset:]
-
-    def finish(self) -> bytes:
-        struct.pack_into("=I", self.buf, 0, len(self.buf))
-        return bytes(self.buf)
 
 
 def _genl_header(cmd: int, version: int = WG_GENL_VERSION) -> bytes:
@@ -252,29 +209,6 @@ def _put_peer(msg: Message, peer, ip_index: int | None) -> tuple[bool, int | Non
 # -- parsing ------------------------------------------------------------------------
 
 
-def attributes(data: bytes, start: int = 0, end: int | None = None):
-    """(type without flags, payload) for each attribute in data[start:end]."""
-    end = len(data) if end is None else end
-    offset = start
-    while offset + NLATTR.size <= end:
-        length, attr_type = NLATTR.unpack_from(data, offset)
-        if length < NLATTR.size or offset + length > end:
-            raise WireGuardError(errno.EPROTO, "malformed netlink attribute")
-        yield attr_type & NLA_TYPE_MASK, data[offset + NLATTR.size: offset + length]
-        offset += _align(length)
-
-
-def messages(data: bytes):
-    """(type, flags, seq, body) for each netlink message in one datagram."""
-    offset = 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, msg_type, flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size or offset + length > len(data):
-            raise WireGuardError(errno.EPROTO, "malformed netlink message")
-        yield msg_type, flags, seq, data[offset + NLMSGHDR.size: offset + length]
-        offset += _align(length)
-
-
 def _u(payload: bytes, fmt: str) -> int | None:
     size = struct.calcsize(fmt)
     return struct.unpack(fmt, payload[:size])[0] if len(payload) >= size else None
@@ -368,69 +302,6 @@ def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:
 
 
 # -- sockets ------------------------------------------------------------------------
-
-
-def _open_socket(protocol: int) -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
-    sock.bind((0, 0))
-    return sock
-
-
-class NetlinkSocket:
-    # Larger than any datagram the kernel sends: dump skbs stay under 32 KiB.
-    RECV_SIZE = 1 << 16
-
-    def __init__(self, protocol: int):
-        try:
-            self.sock = _open_socket(protocol)
-        except OSError as error:
-            raise WireGuardError(error.errno, "cannot open a netlink socket") from None
-        self.seq = int(time.time()) & 0x7FFFFFFF
-        self.size = self.RECV_SIZE
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def next_seq(self) -> int:
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
-        return self.seq
-
-    def send(self, message: bytes) -> None:
-        try:
-            self.sock.send(message)
-        except OSError as error:
-            raise WireGuardError(error.errno, "netlink send failed") from None
-
-    def recv(self) -> bytes:
-        try:
-            return self.sock.recv(self.size)
-        except OSError as error:
-            raise WireGuardError(error.errno, "netlink receive failed") from None
-
-    def dump(self, seq: int) -> list[bytes]:
-        """Datagrams up to the one with NLMSG_DONE or an error for seq."""
-        datagrams = []
-        while True:
-            data = self.recv()
-            datagrams.append(data)
-            for msg_type, _flags, msg_seq, body in messages(data):
-                if msg_seq == seq and msg_type == NLMSG_DONE:
-                    return datagrams
-                if msg_seq == seq and msg_type == NLMSG_ERROR and struct.unpack_from("=i", body)[0]:
-                    return datagrams
-
-    def ack(self, seq: int) -> int:
-        """The errno in the kernel's acknowledgement of seq (0 for success)."""
-        while True:
-            for msg_type, _flags, msg_seq, body in messages(self.recv()):
-                if msg_seq == seq and msg_type == NLMSG_ERROR:
-                    return -struct.unpack_from("=i", body)[0]
 
 
 def _family_id(nl: NetlinkSocket) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import os
 import re
 import socket
 import struct
@@ -20,16 +19,6 @@ KEY_LEN = 32
 ZERO_KEY = bytes(KEY_LEN)
 _BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=\Z")
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}\Z")
-
-
-class WireGuardError(OSError):
-    """A failed control operation: `errno` says why, the message says what failed."""
-
-    def __init__(self, errno: int, message: str):
-        super().__init__(errno, message)
-
-    def __str__(self) -> str:
-        return f"{self.strerror} ({os.strerror(self.errno)})"
 
 
 # -- keys ----------------------------------------------------------------------------

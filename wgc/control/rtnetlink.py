@@ -15,16 +15,25 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from wgc.netlink import (IFF_UP, IFINFOMSG, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, NLMSGHDR,
-                         RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK)
-from wgc.control.kernel import (
+from wgc.errors import WireGuardError
+from wgc.netlink import (
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MTU,
     NETLINK_ROUTE,
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_ERROR,
+    NLMSGHDR,
+    RTM_DELLINK,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    SOL_NETLINK,
     Message,
-    WireGuardError,
     NetlinkSocket,
     attributes,
     messages,
@@ -34,7 +43,6 @@ NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_CAPPED = 0x100  # in an NLMSG_ERROR: the request is not quoted whole
 NLM_F_ACK_TLVS = 0x200  # in an NLMSG_ERROR: extended-ack attributes follow
-SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11
 NLMSGERR_ATTR_MSG = 1
 

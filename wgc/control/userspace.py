@@ -19,10 +19,10 @@ from wgc.control.model import (
     DeviceConfig,
     Endpoint,
     Peer,
-    WireGuardError,
     key_from_hex,
     key_to_hex,
 )
+from wgc.errors import WireGuardError
 
 SOCKET_DIR = "/var/run/wireguard"
 _SUFFIX = ".sock"

@@ -27,9 +27,9 @@ import subprocess
 import sys
 
 from wgc.control import rtnetlink
-from wgc.control.model import WireGuardError
 from wgc.control.rtnetlink import RT_TABLE_MAIN, RTM_DELRULE, RTM_NEWRULE, Rtnl
 from wgc.control.wgtool import Tool
+from wgc.errors import WireGuardError
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
 FILE_RE = re.compile(r"(?:^|/)([a-zA-Z0-9_=+.-]{1,15})\.conf$")

@@ -27,10 +27,10 @@ from wgc.control.config import (
 from wgc.control.model import (
     KEY_LEN,
     Device,
-    WireGuardError,
     format_ip,
     key_from_base64,
 )
+from wgc.errors import WireGuardError
 
 VERSION = "1.0.20210914"
 IFNAMSIZ = 16
