@@ -5,9 +5,11 @@ The behaviour follows the wg-quick script of wireguard-tools 1.0.20210914
 links, addresses, MTU, routes, fwmark rules, firewall tables, DNS and hooks,
 in the same order, and the same `[#] command` lines on stderr naming the
 equivalent ip/wg/nft command.  Links, addresses, routes and rules go through
-rtnetlink (rtnetlink.py) and the WireGuard configuration through the built-in
-wg, in this process; only the hooks (bash), resolvconf, nft or
-iptables-restore and the userspace daemon are other programs.
+rtnetlink (rtnetlink.py); the device is read through wgc.control, and the wg
+commands the script runs (set, setconf, showconf) are the built-in wg's, in
+this process, so that their messages are wg's; only the hooks (bash),
+resolvconf, nft or iptables-restore and the userspace daemon are other
+programs.
 
 Without a WireGuard kernel module the link is made by starting a userspace
 implementation: WG_QUICK_USERSPACE_IMPLEMENTATION when set (as the script
@@ -26,9 +28,10 @@ import socket
 import subprocess
 import sys
 
+from wgc import control
 from wgc.control import rtnetlink
 from wgc.control.rtnetlink import RT_TABLE_MAIN, RTM_DELRULE, RTM_NEWRULE, Rtnl
-from wgc.control.wgtool import Tool
+from wgc.control.wgtool import Tool, ip_text
 from wgc.errors import WireGuardError
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
@@ -250,23 +253,23 @@ class WgQuick:
             if status:
                 raise Failure()
 
+    def device(self) -> control.Device:
+        """The device as `wg show` would read it; its errors as wg prints them."""
+        try:
+            return control.device(self.config.interface)
+        except WireGuardError as error:
+            self.err(f"Unable to access interface: {os.strerror(error.errno)}\n")
+            raise Failure() from None
+
     def fwmark(self) -> int | None:
         try:
-            text = self.wg("show", self.config.interface, "fwmark", echo=False).strip()
-        except Failure:
+            return control.device(self.config.interface).fwmark or None
+        except WireGuardError:
             return None
-        if not text or text == "off":
-            return None
-        return int(text, 0)
 
     def allowed_ips(self) -> list[str]:
-        text = self.wg("show", self.config.interface, "allowed-ips", echo=False)
-        found = []
-        for row in text.splitlines():
-            for word in row.split(None, 1)[1].split() if len(row.split(None, 1)) == 2 else []:
-                if re.fullmatch(r"[0-9a-z:.]+/[0-9]+", word):
-                    found.append(word)
-        return found
+        """Every peer's allowed IPs, written as wg(8) prints them."""
+        return [f"{ip_text(ip)}/{ip.cidr}" for peer in self.device().peers for ip in peer.allowed_ips]
 
     def resolvconf_name(self) -> str:
         prefix = ""
@@ -353,18 +356,10 @@ class WgQuick:
         mtu = 0
         with Rtnl() as nl:
             links = {link.index: link.mtu for link in nl.links()}
-            for row in self.wg("show", name, "endpoints", echo=False).splitlines():
-                parts = row.split(None, 1)
-                if len(parts) != 2:
+            for peer in self.device().peers:
+                if peer.endpoint is None:
                     continue
-                match = re.fullmatch(r"\[?([a-z0-9:.]+)\]?:[0-9]+", parts[1].strip(IFS))
-                if not match:
-                    continue
-                try:
-                    address = ipaddress.ip_address(match.group(1)).packed
-                except ValueError:
-                    continue
-                route = nl.route_get(address)
+                route = nl.route_get(peer.endpoint.address.packed)
                 if route is None:
                     continue
                 mtu = max(mtu, self._route_mtu(route, links))
@@ -584,10 +579,9 @@ class WgQuick:
 
     def is_wireguard(self) -> bool:
         try:
-            names = self.wg("show", "interfaces", echo=False).split()
-        except Failure:
+            return self.config.interface in control.device_names()
+        except WireGuardError:
             return False
-        return self.config.interface in names
 
     def up(self) -> None:
         config = self.config
