@@ -22,6 +22,7 @@ from wgc.control.model import (
     Endpoint,
     PeerConfig,
     key_from_base64,
+    split_endpoint,
 )
 
 _SPACE = " \t\n\v\f\r"
@@ -189,20 +190,12 @@ class Parser:
         if not value:
             self.err("Unable to parse empty endpoint\n")
             return None
-        if value.startswith("["):
-            host, bracket, rest = value[1:].partition("]")
-            if not bracket:
-                self.err(f"Unable to find matching brace of endpoint: `{value}'\n")
-                return None
-            if not rest.startswith(":") or len(rest) == 1:
-                self.err(f"Unable to find port of endpoint: `{value}'\n")
-                return None
-            port = rest[1:]
-        else:
-            host, colon, port = value.rpartition(":")
-            if not colon or not port:
-                self.err(f"Unable to find port of endpoint: `{value}'\n")
-                return None
+        try:
+            host, port = split_endpoint(value)
+        except ValueError as missing:
+            what = "matching brace" if missing.args == ("brace",) else "port"
+            self.err(f"Unable to find {what} of endpoint: `{value}'\n")
+            return None
         retries = _dns_retries(self.err)
         timeout = 1000000  # microseconds
         while True:

@@ -105,6 +105,23 @@ class AllowedIP:
         return f"{format_ip(self.address)}/{self.cidr}"
 
 
+def split_endpoint(text: str) -> tuple[str, str]:
+    """(host, port) of an endpoint as wg(8) reads it: `[host]:port`, or
+    `host:port` split at the last colon.  ValueError("brace") when a bracket
+    is not closed, ValueError("port") when there is no port."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise ValueError("brace")
+        if not rest.startswith(":") or len(rest) == 1:
+            raise ValueError("port")
+        return host, rest[1:]
+    host, colon, port = text.rpartition(":")
+    if not colon or not port:
+        raise ValueError("port")
+    return host, port
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """A peer's UDP address: an IP, a port and, for IPv6, flow label and scope."""

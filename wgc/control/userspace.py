@@ -21,6 +21,7 @@ from wgc.control.model import (
     Peer,
     key_from_hex,
     key_to_hex,
+    split_endpoint,
 )
 from wgc.errors import WireGuardError
 
@@ -106,15 +107,7 @@ def _number(value: str, limit: int) -> int:
 
 
 def _endpoint(value: str) -> Endpoint:
-    if value.startswith("["):
-        host, bracket, rest = value[1:].partition("]")
-        if not bracket or not rest.startswith(":") or len(rest) == 1:
-            raise ValueError(value)
-        port = rest[1:]
-    else:
-        host, colon, port = value.rpartition(":")
-        if not colon or not port:
-            raise ValueError(value)
+    host, port = split_endpoint(value)
     try:
         family, _, _, _, sockaddr = socket.getaddrinfo(host.encode(), port.encode(), socket.AF_UNSPEC,
                                                        socket.SOCK_DGRAM, socket.IPPROTO_UDP)[0]

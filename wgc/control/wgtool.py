@@ -31,9 +31,9 @@ from wgc.control.model import (
     key_from_base64,
 )
 from wgc.errors import WireGuardError
+from wgc.netlink import IFNAMSIZ
 
 VERSION = "1.0.20210914"
-IFNAMSIZ = 16
 
 RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
@@ -390,7 +390,9 @@ class Tool:
             pass
         key = os.urandom(KEY_LEN)
         if args[0] == "genkey":
-            key = clamp(key)
+            from wgc import _crypto  # libsodium: loaded only by the commands that need it
+
+            key = _crypto.clamp(key)
         self.out(b64(key) + "\n")
         return 0
 
@@ -417,7 +419,7 @@ class Tool:
             return 1
         from wgc import _crypto
 
-        self.out(b64(_crypto.public_key(clamp(private))) + "\n")
+        self.out(b64(_crypto.public_key(_crypto.clamp(private))) + "\n")
         return 0
 
 
@@ -515,13 +517,6 @@ def sort_by_handshake(peers):
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def clamp(key: bytes) -> bytes:
-    clamped = bytearray(key)
-    clamped[0] &= 248
-    clamped[31] = (clamped[31] & 127) | 64
-    return bytes(clamped)
 
 
 def interface_name(name: str) -> str:
