@@ -1,12 +1,13 @@
-# The data plane: peers, keypairs, transport encryption and decryption, the
-# staged-packet queues and the epoll loop over the TUN and UDP sockets.
+# The data plane: peers, routing, the staged-packet queues and the epoll loop
+# over the TUN and UDP sockets; keypairs and transport seal/open are in
+# wgc/_session.pxd.
 #
 # Concurrency: one data-plane thread runs Core.run() with the GIL released.
 # Everything it touches is guarded by Core.mutex, which it holds for one batch
 # at a time (never while waiting in epoll).  The control plane (Python) takes
 # the same mutex for every change, so it never sees a half-processed batch.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from wgc._replay cimport ReplayWindow
+from wgc._session cimport Keypair, Keypairs, IndexTable
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
 from wgc._offload cimport Gro
@@ -30,20 +31,6 @@ cdef struct Endpoint:
     uint32_t scope_id
     uint8_t addr[16]           # 4 bytes used for AF_INET
 
-cdef struct Peer
-
-cdef struct Keypair:
-    uint8_t send_key[32]
-    uint8_t recv_key[32]
-    uint64_t send_counter      # next nonce to use
-    int64_t created            # monotonic ns
-    uint32_t local_index
-    uint32_t remote_index
-    bint is_initiator
-    bint can_send              # a responder's keypair sends only once confirmed
-    Peer *peer
-    ReplayWindow replay
-
 cdef struct Staged:
     Staged *next
     uint32_t length
@@ -51,9 +38,7 @@ cdef struct Staged:
 
 cdef struct Peer:
     uint32_t slot
-    Keypair *current
-    Keypair *previous
-    Keypair *next
+    Keypairs keypairs
     Endpoint endpoint
     uint64_t tx_bytes
     uint64_t rx_bytes
@@ -64,15 +49,6 @@ cdef struct Peer:
     Staged *staged_head
     Staged *staged_tail
     uint32_t staged_count
-
-cdef struct IndexEntry:
-    uint32_t index
-    Keypair *keypair               # NULL = empty slot
-
-cdef struct IndexTable:            # open addressing, linear probing
-    IndexEntry *slots
-    uint32_t mask
-    uint32_t count
 
 cdef struct HandshakeMsg:
     uint32_t length
@@ -146,7 +122,7 @@ cdef class Core:
     cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
-    cdef void _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
+    cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil
     cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil

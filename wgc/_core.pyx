@@ -10,19 +10,22 @@ handles them in Python and installs the resulting keypairs.
 The same nogil functions serve the epoll loop and the sans-I/O entry points
 (inject_tun, inject_udp), which the protocol tests drive with a fake clock.
 """
-from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL, EMSGSIZE
+from libc.errno cimport errno, EAGAIN, EEXIST, EINTR, EIO, EINVAL, EMSGSIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp
 from posix.unistd cimport read, write, close
 
-from wgc._bytes cimport load_le32, store_le32, load_le64, store_le64, load_be16
-from wgc._crypto cimport aead_seal, aead_open, random_u64, wipe
+from wgc._bytes cimport load_le32
+from wgc._crypto cimport random_u64
 from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, UDP_MAX_SEGMENTS, vnet_hdr_load,
                            vnet_hdr_store, segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
                            gro_full, gro_finish, gro_reset)
 from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
-from wgc._replay cimport replay_reset, replay_accept
+from wgc._session cimport (HEADER_LEN, TAG_LEN, index_init, index_free, index_find, keypairs_install,
+                           keypairs_confirm, keypairs_clear, keypairs_expire_sending, transport_seal,
+                           transport_open, transport_inner_source, transport_destination,
+                           keypair_sendable, rekey_after_send, rekey_after_receive)
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
 
@@ -162,18 +165,7 @@ cdef extern from *:
 
 # ---- constants ------------------------------------------------------------
 
-cdef extern from *:
-    """
-    #define WGC_REKEY_AFTER_MESSAGES (1ULL << 60)
-    #define WGC_REJECT_AFTER_MESSAGES (UINT64_MAX - (1ULL << 13))
-    """
-    const uint64_t REKEY_AFTER_MESSAGES "WGC_REKEY_AFTER_MESSAGES"
-    const uint64_t REJECT_AFTER_MESSAGES "WGC_REJECT_AFTER_MESSAGES"
-
 cdef enum:
-    MESSAGE_TRANSPORT = 4
-    HEADER_LEN = 16
-    TAG_LEN = 16
     MAX_STAGED_PER_PEER = 128
     MAX_STAGED_TOTAL = 4096          # bounds memory whatever the number of peers
     HANDSHAKE_QUEUE = 1024
@@ -261,91 +253,6 @@ cdef object endpoint_to_python(const Endpoint *e):
     return None
 
 
-# ---- the receiver-index table ---------------------------------------------
-
-cdef inline uint32_t index_hash(uint32_t index) noexcept nogil:
-    return index * 2654435761u
-
-cdef Keypair *index_find(IndexTable *t, uint32_t index) noexcept nogil:
-    cdef uint32_t i = index_hash(index) & t.mask
-    while t.slots[i].keypair != NULL:
-        if t.slots[i].index == index:
-            return t.slots[i].keypair
-        i = (i + 1) & t.mask
-    return NULL
-
-cdef int index_grow(IndexTable *t) noexcept nogil:
-    cdef IndexEntry *old = t.slots
-    cdef uint32_t old_size = t.mask + 1, i, j
-    cdef uint32_t size = old_size * 2
-    cdef IndexEntry *slots = <IndexEntry *>calloc(size, sizeof(IndexEntry))
-    if slots == NULL:
-        return -1
-    t.slots = slots
-    t.mask = size - 1
-    for i in range(old_size):
-        if old[i].keypair != NULL:
-            j = index_hash(old[i].index) & t.mask
-            while slots[j].keypair != NULL:
-                j = (j + 1) & t.mask
-            slots[j] = old[i]
-    free(old)
-    return 0
-
-cdef int index_insert(IndexTable *t, uint32_t index, Keypair *keypair) noexcept nogil:
-    if (t.count + 1) * 2 > t.mask + 1 and index_grow(t) != 0:
-        return -1
-    cdef uint32_t i = index_hash(index) & t.mask
-    while t.slots[i].keypair != NULL:
-        i = (i + 1) & t.mask
-    t.slots[i].index = index
-    t.slots[i].keypair = keypair
-    t.count += 1
-    return 0
-
-cdef void index_remove(IndexTable *t, uint32_t index) noexcept nogil:
-    """Removes by backward shifting, so lookups never need tombstones."""
-    cdef uint32_t i = index_hash(index) & t.mask, j, home
-    while t.slots[i].keypair != NULL and t.slots[i].index != index:
-        i = (i + 1) & t.mask
-    if t.slots[i].keypair == NULL:
-        return
-    t.count -= 1
-    j = i
-    while True:
-        j = (j + 1) & t.mask
-        if t.slots[j].keypair == NULL:
-            break
-        home = index_hash(t.slots[j].index) & t.mask
-        # The entry at j may move into the hole at i only if its home slot is
-        # not cyclically within (i, j].
-        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
-            continue
-        t.slots[i] = t.slots[j]
-        i = j
-    t.slots[i].keypair = NULL
-
-
-# ---- keypairs ---------------------------------------------------------------
-
-cdef void keypair_free(IndexTable *t, Keypair *kp) noexcept nogil:
-    if kp == NULL:
-        return
-    index_remove(t, kp.local_index)
-    wipe(kp, sizeof(Keypair))
-    free(kp)
-
-cdef inline bint keypair_sendable(const Keypair *kp, int64_t now) noexcept nogil:
-    return (kp != NULL and kp.can_send and now - kp.created < REJECT_AFTER_TIME_NS
-            and kp.send_counter < REJECT_AFTER_MESSAGES)
-
-cdef inline uint32_t padded_length(uint32_t length, uint32_t mtu) noexcept nogil:
-    cdef uint32_t padded = (length + 15) & ~(<uint32_t>15)
-    if padded > mtu:
-        padded = mtu if mtu > length else length
-    return padded
-
-
 cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
     cdef Staged *s = p.staged_head
     cdef Staged *n
@@ -358,13 +265,6 @@ cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
     p.staged_count = 0
 
 
-cdef void peer_clear_keypairs(Core core, Peer *p) noexcept nogil:
-    keypair_free(&core.index, p.previous)
-    keypair_free(&core.index, p.current)
-    keypair_free(&core.index, p.next)
-    p.previous = p.current = p.next = NULL
-
-
 cdef class Core:
     """The data plane of one device.  Create with capture=True for sans-I/O use."""
 
@@ -374,8 +274,6 @@ cdef class Core:
         self.peers_capacity = MIN_PEERS_CAPACITY
         self.peers = <Peer **>calloc(self.peers_capacity, sizeof(Peer *))
         self.event_slots = <uint32_t *>calloc(self.peers_capacity, sizeof(uint32_t))
-        self.index.slots = <IndexEntry *>calloc(64, sizeof(IndexEntry))
-        self.index.mask = 63
         self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE * sizeof(HandshakeMsg))
         # Batch buffers: only the pages that packets touch become resident.
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
@@ -390,7 +288,7 @@ cdef class Core:
         self.capture = capture
         if capture:
             self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
-        if (self.peers == NULL or self.event_slots == NULL or self.index.slots == NULL
+        if (self.peers == NULL or self.event_slots == NULL or index_init(&self.index) != 0
                 or self.handshakes == NULL or self.rx_slots == NULL
                 or self.out_slots == NULL or self.tun_iov == NULL
                 or gro_init(&self.gro, TUN_WRITE_BATCH) < 0 or (capture and self.captured == NULL)):
@@ -408,7 +306,7 @@ cdef class Core:
         for i in range(self.peers_capacity):
             if self.peers != NULL and self.peers[i] != NULL:
                 peer_clear_staged(self, self.peers[i])
-                peer_clear_keypairs(self, self.peers[i])
+                keypairs_clear(&self.index, &self.peers[i].keypairs)
                 free(self.peers[i])
         for i in range(self.captured_count):
             free(self.captured[i].data)
@@ -417,7 +315,7 @@ cdef class Core:
                 close(fd)
         free(self.peers)
         free(self.event_slots)
-        free(self.index.slots)
+        index_free(&self.index)
         free(self.handshakes)
         reader_stop(&self.reader)
         free(self.rx_slots)
@@ -631,32 +529,28 @@ cdef class Core:
         salen = endpoint_to_sockaddr(dst, &sa)
         return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
 
-    cdef void _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
+    cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
                     int64_t now) noexcept nogil:
         """Encrypts the packet (length 0 = keepalive) already placed at
-        out + HEADER_LEN in the next out slot, and commits it for p."""
-        cdef uint32_t padded = padded_length(length, self.mtu)
-        cdef uint64_t counter = kp.send_counter
-        kp.send_counter += 1
-        store_le32(out, MESSAGE_TRANSPORT)
-        store_le32(out + 4, kp.remote_index)
-        store_le64(out + 8, counter)
-        memset(out + HEADER_LEN + length, 0, padded - length)
-        aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, kp.send_key)
-        self._out_commit(HEADER_LEN + padded + TAG_LEN, p, &p.endpoint)
+        out + HEADER_LEN in the next out slot and commits it for p; False
+        (nothing sent) if kp cannot send now."""
+        cdef uint32_t sealed = transport_seal(kp, out, length, self.mtu, now)
+        if sealed == 0:
+            return False
+        self._out_commit(sealed, p, &p.endpoint)
         timers_any_authenticated_packet_traversal(&p.timers, now)
         timers_any_authenticated_packet_sent(&p.timers)
         if length:
             timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
+        return True
 
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
-        if kp.send_counter > REKEY_AFTER_MESSAGES or (
-                kp.is_initiator and now - kp.created > REKEY_AFTER_TIME_NS):
+        if rekey_after_send(kp, now):
             self._want_handshake(p)
 
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil:
         """Encrypts every staged packet if p has a usable keypair, else asks for a handshake."""
-        cdef Keypair *kp = p.current
+        cdef Keypair *kp = p.keypairs.current
         cdef Staged *s
         cdef uint8_t *out
         if p.staged_count == 0:
@@ -707,14 +601,8 @@ cdef class Core:
 
     cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil:
         """The peer whose allowed IPs hold the packet's destination, if it has an endpoint."""
-        cdef int slot
+        cdef int slot = transport_destination(self.allowed_ips, packet, length)
         cdef Peer *p
-        if length >= 20 and packet[0] >> 4 == 4:
-            slot = self.allowed_ips.lookup4(packet + 16)
-        elif length >= 40 and packet[0] >> 4 == 6:
-            slot = self.allowed_ips.lookup6(packet + 24)
-        else:
-            return NULL
         if slot < 0:
             return NULL
         p = self.peers[slot]
@@ -724,9 +612,8 @@ cdef class Core:
 
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil:
         """Seals the packet at out + HEADER_LEN (the next out slot) for p, or stages it."""
-        cdef Keypair *kp = p.current
-        if p.staged_count == 0 and keypair_sendable(kp, now):
-            self._seal(p, kp, out, length, now)
+        cdef Keypair *kp = p.keypairs.current
+        if p.staged_count == 0 and self._seal(p, kp, out, length, now):
             self._keep_key_fresh_on_send(p, kp, now)
             self._timers_changed(p)
         else:
@@ -781,11 +668,7 @@ cdef class Core:
 
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil:
         """The first packet on a responder's next keypair: it becomes current."""
-        keypair_free(&self.index, p.previous)
-        p.previous = p.current
-        p.current = kp
-        p.next = NULL
-        kp.can_send = True
+        keypairs_confirm(&self.index, &p.keypairs)
         timers_handshake_complete(&p.timers)
         p.last_handshake_sec = wall // NS_PER_SEC
         p.last_handshake_nsec = wall % NS_PER_SEC
@@ -795,45 +678,29 @@ cdef class Core:
                          int64_t now, int64_t wall) noexcept nogil:
         """One UDP datagram: queue handshakes, open transport data."""
         cdef uint32_t kind, inner, inner_len
-        cdef uint64_t counter
         cdef Keypair *kp
         cdef Peer *p
-        cdef Keypair *cur
-        cdef int routed
-        cdef uint8_t *plain
+        cdef uint8_t *plain = data + HEADER_LEN
         if length < 4:
             return
         kind = load_le32(data)
         if (kind == 1 and length == 148) or (kind == 2 and length == 92) or (kind == 3 and length == 64):
             self._queue_handshake(data, length, source)
             return
-        if kind != MESSAGE_TRANSPORT or length < HEADER_LEN + TAG_LEN:
+        kp = transport_open(&self.index, plain, data, length, now)
+        if kp == NULL:
             return
-        kp = index_find(&self.index, load_le32(data + 4))
-        if kp == NULL or now - kp.created >= REJECT_AFTER_TIME_NS:
-            return
-        counter = load_le64(data + 8)
-        if counter >= REJECT_AFTER_MESSAGES:
-            return
-        if aead_open(data + HEADER_LEN, data + HEADER_LEN, length - HEADER_LEN, NULL, 0,
-                     counter, kp.recv_key) != 0:
-            return
-        if not replay_accept(&kp.replay, counter):
-            return
-        p = kp.peer
+        p = self.peers[kp.slot]
         # Authenticated: roam to wherever it came from.
         if not endpoint_equal(&p.endpoint, source):
             p.endpoint = source[0]
-        if kp == p.next:
+        if kp == p.keypairs.next:
             self._confirm(p, kp, now, wall)
-        cur = p.current
-        if (cur != NULL and cur.can_send and cur.is_initiator and not p.timers.sent_lastminute_handshake
-                and now - cur.created > REJECT_AFTER_TIME_NS - KEEPALIVE_TIMEOUT_NS - REKEY_TIMEOUT_NS):
+        if not p.timers.sent_lastminute_handshake and rekey_after_receive(&p.keypairs, now):
             p.timers.sent_lastminute_handshake = True
             self._want_handshake(p)
         timers_any_authenticated_packet_received(&p.timers)
         timers_any_authenticated_packet_traversal(&p.timers, now)
-        plain = data + HEADER_LEN
         inner = length - HEADER_LEN - TAG_LEN
         if inner == 0:
             p.rx_bytes += length
@@ -841,21 +708,8 @@ cdef class Core:
             return
         timers_data_received(&p.timers, now)
         self._timers_changed(p)
-        # Trim the padding by the inner header's own length, then check that
-        # the source address is one this peer may use.
-        if plain[0] >> 4 == 4 and inner >= 20:
-            inner_len = load_be16(plain + 2)
-            if inner_len < 20 or inner_len > inner:
-                return
-            routed = self.allowed_ips.lookup4(plain + 12)
-        elif plain[0] >> 4 == 6 and inner >= 40:
-            inner_len = 40 + load_be16(plain + 4)
-            if inner_len > inner:
-                return
-            routed = self.allowed_ips.lookup6(plain + 8)
-        else:
-            return
-        if routed != <int>p.slot:
+        # The source address must be one this peer may use.
+        if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
             return
         self._to_tun(plain, inner_len)
         p.rx_bytes += length
@@ -1107,7 +961,7 @@ cdef class Core:
             p = self._peer(slot)
             self.allowed_ips.remove_peer(slot)
             peer_clear_staged(self, p)
-            peer_clear_keypairs(self, p)
+            keypairs_clear(&self.index, &p.keypairs)
             if p.events:
                 self._drop_event_slot(slot)
             self.peers[slot] = NULL
@@ -1200,48 +1054,23 @@ cdef class Core:
         the initiator's becomes current at once (and the handshake is complete);
         the responder's waits in next until the peer's first packet confirms it."""
         cdef Peer *p
-        cdef Keypair *kp
+        cdef int err
         if len(send_key) != 32 or len(recv_key) != 32:
             raise ValueError("keys must be 32 bytes")
         self._lock()
         try:
             p = self._peer(slot)
-            if index_find(&self.index, local_index) != NULL:
+            err = keypairs_install(&self.index, &p.keypairs, slot, <const uint8_t *><const char *>send_key,
+                                   <const uint8_t *><const char *>recv_key,
+                                   local_index, remote_index, is_initiator, now)
+            if err == -EEXIST:
                 raise ValueError("receiver index already in use")
-            kp = <Keypair *>calloc(1, sizeof(Keypair))
-            if kp == NULL:
-                raise MemoryError()
-            memcpy(kp.send_key, <const char *>send_key, 32)
-            memcpy(kp.recv_key, <const char *>recv_key, 32)
-            kp.created = now
-            kp.local_index = local_index
-            kp.remote_index = remote_index
-            kp.is_initiator = is_initiator
-            kp.can_send = is_initiator
-            kp.peer = p
-            replay_reset(&kp.replay)
-            if index_insert(&self.index, local_index, kp) != 0:
-                free(kp)
+            if err != 0:
                 raise MemoryError()
             if is_initiator:
-                if p.next != NULL:
-                    # A pending next keypair is demoted to previous.
-                    keypair_free(&self.index, p.previous)
-                    p.previous = p.next
-                    p.next = NULL
-                    keypair_free(&self.index, p.current)
-                else:
-                    keypair_free(&self.index, p.previous)
-                    p.previous = p.current
-                p.current = kp
                 timers_handshake_complete(&p.timers)
                 p.last_handshake_sec = wall // NS_PER_SEC
                 p.last_handshake_nsec = wall % NS_PER_SEC
-            else:
-                keypair_free(&self.index, p.next)
-                p.next = kp
-                keypair_free(&self.index, p.previous)
-                p.previous = NULL
             timers_session_derived(&p.timers, now)
         finally:
             self._unlock()
@@ -1250,21 +1079,16 @@ cdef class Core:
         """Forgets every keypair of the peer (key zeroing, the link going down)."""
         self._lock()
         try:
-            peer_clear_keypairs(self, self._peer(slot))
+            keypairs_clear(&self.index, &self._peer(slot).keypairs)
         finally:
             self._unlock()
 
     def expire_sending(self, uint32_t slot):
         """Stops sending with the current and next keypairs (receiving goes on),
         so the next packet out asks for a new handshake: after a key change."""
-        cdef Peer *p
         self._lock()
         try:
-            p = self._peer(slot)
-            if p.current != NULL:
-                p.current.send_counter = REJECT_AFTER_MESSAGES
-            if p.next != NULL:
-                p.next.send_counter = REJECT_AFTER_MESSAGES
+            keypairs_expire_sending(&self._peer(slot).keypairs)
         finally:
             self._unlock()
 
@@ -1281,14 +1105,14 @@ cdef class Core:
         self._lock()
         try:
             kp = index_find(&self.index, index)
-            return -1 if kp == NULL else <int>kp.peer.slot
+            return -1 if kp == NULL else <int>kp.slot
         finally:
             self._unlock()
 
     def has_current_keypair(self, uint32_t slot, int64_t now):
         self._lock()
         try:
-            return keypair_sendable(self._peer(slot).current, now)
+            return keypair_sendable(self._peer(slot).keypairs.current, now)
         finally:
             self._unlock()
 
