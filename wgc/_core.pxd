@@ -12,24 +12,17 @@ from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
 from wgc._offload cimport Gro
 from wgc._reader cimport TunReader
+from wgc._udp cimport BATCH, Endpoint, Datagram, UdpSockets
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
 
 cdef enum:
-    BATCH = 64                 # packets per recvmmsg/sendmmsg and per TUN burst
     TUN_WRITE_BATCH = 512      # decrypted packets coalesced before writing to a vnet TUN
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
     HANDSHAKE_MAX = 148        # the largest handshake message (an initiation)
     EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
-
-# A UDP endpoint in a form independent of sockaddr layouts; family 0 = none.
-cdef struct Endpoint:
-    uint16_t family
-    uint16_t port              # host order
-    uint32_t scope_id
-    uint8_t addr[16]           # 4 bytes used for AF_INET
 
 cdef struct Staged:
     Staged *next
@@ -54,12 +47,6 @@ cdef struct HandshakeMsg:
     uint32_t length
     Endpoint source
     uint8_t data[HANDSHAKE_MAX]
-
-cdef struct OutPacket:             # an encrypted packet waiting for sendmmsg
-    uint8_t *data
-    uint32_t length
-    Endpoint destination
-    Peer *peer                     # whose tx_bytes it counts toward
 
 cdef struct Captured:              # a packet that would have left (sans-I/O mode)
     uint8_t to_tun
@@ -88,10 +75,9 @@ cdef class Core:
     cdef bint tun_gone
 
     # I/O (all -1 in sans-I/O mode)
-    cdef int tun_fd, udp4_fd, udp6_fd, epoll_fd, stop_fd, notify_fd
+    cdef int tun_fd, epoll_fd, stop_fd, notify_fd
+    cdef UdpSockets udp
     cdef bint vnet_hdr             # the TUN speaks virtio_net_hdr (offloads)
-    cdef bint udp_offload          # use UDP GSO and GRO on the sockets
-    cdef bint udp_gso[2]           # per socket (IPv4, IPv6): GSO still works
     cdef bint stopping
     cdef bint capture
     cdef Captured *captured
@@ -101,7 +87,8 @@ cdef class Core:
     cdef TunReader reader          # reads the TUN ahead, on its own thread
     cdef uint8_t *rx_slots         # recvmmsg, decrypted in place
     cdef uint8_t *out_slots
-    cdef OutPacket out[BATCH]
+    cdef Datagram out[BATCH]       # encrypted packets waiting for sendmmsg
+    cdef Peer *out_peer[BATCH]     # whose tx_bytes each counts toward
     cdef uint32_t out_count
     cdef Gro gro                   # decrypted packets on their way to a vnet TUN
     cdef void *tun_iov             # iovecs for one coalesced write

@@ -10,15 +10,15 @@ handles them in Python and installs the resulting keypairs.
 The same nogil functions serve the epoll loop and the sans-I/O entry points
 (inject_tun, inject_udp), which the protocol tests drive with a fake clock.
 """
-from libc.errno cimport errno, EAGAIN, EEXIST, EINTR, EIO, EINVAL, EMSGSIZE
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.errno cimport errno, EEXIST, EINTR
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset, memcmp
+from libc.string cimport memcpy, memset
 from posix.unistd cimport read, write, close
 
 from wgc._bytes cimport load_le32
 from wgc._crypto cimport random_u64
-from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, UDP_MAX_SEGMENTS, vnet_hdr_load,
+from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load,
                            vnet_hdr_store, segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
                            gro_full, gro_finish, gro_reset)
 from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
@@ -28,8 +28,9 @@ from wgc._session cimport (HEADER_LEN, TAG_LEN, index_init, index_free, index_fi
                            keypair_sendable, rekey_after_send, rekey_after_receive)
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
+from wgc._udp cimport (endpoint_equal, endpoint_from_python, endpoint_to_python, udp_set_sockets,
+                       udp_send_batch, udp_send_one, udp_recv_batch)
 
-import socket
 
 cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *m, void *attr)
@@ -66,102 +67,11 @@ cdef extern from "<sys/epoll.h>" nogil:
     int EPOLLIN
     int EPOLL_CLOEXEC
 
-cdef extern from *:
-    """
-    #include <string.h>
-    #include <sys/socket.h>
-    #include <sys/uio.h>
-    #include <netinet/in.h>
-    #include <netinet/udp.h>
-    #ifndef UDP_SEGMENT
-    #define UDP_SEGMENT 103
-    #endif
-    #ifndef UDP_GRO
-    #define UDP_GRO 104
-    #endif
-    union wgc_sockaddr {
-        struct sockaddr sa;
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
-    };
-    /* Room for the one control message either direction carries. */
-    #define WGC_CONTROL_SIZE CMSG_SPACE(sizeof(int))
-
-    /* UDP GSO: the kernel cuts the message into datagrams of `size` bytes. */
-    static inline void wgc_set_segment_size(struct msghdr *m, void *buffer, uint16_t size) {
-        struct cmsghdr *c;
-        m->msg_control = buffer;
-        m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        c = CMSG_FIRSTHDR(m);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        memcpy(CMSG_DATA(c), &size, sizeof(size));
-    }
-
-    /* UDP GRO: the size of the datagrams a received message joins, 0 = one datagram. */
-    static inline int wgc_gro_segment_size(const struct msghdr *m) {
-        struct cmsghdr *c;
-        int size;
-        for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-                memcpy(&size, CMSG_DATA(c), sizeof(size));
-                return size;
-            }
-        }
-        return 0;
-    }
-    """
-    ctypedef unsigned int socklen_t
-    struct in_addr:
-        uint32_t s_addr
-    struct in6_addr:
-        uint8_t s6_addr[16]
-    struct sockaddr:
-        uint16_t sa_family
-    struct sockaddr_in:
-        uint16_t sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        uint16_t sin6_family
-        uint16_t sin6_port
-        uint32_t sin6_flowinfo
-        in6_addr sin6_addr
-        uint32_t sin6_scope_id
-    union wgc_sockaddr:
-        sockaddr sa
-        sockaddr_in v4
-        sockaddr_in6 v6
+cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
         void *iov_base
         size_t iov_len
-    struct msghdr:
-        void *msg_name
-        socklen_t msg_namelen
-        iovec *msg_iov
-        size_t msg_iovlen
-        void *msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout) nogil
-    int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags) nogil
-    ssize_t writev(int fd, const iovec *iov, int iovcnt) nogil
-    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t len) nogil
-    uint16_t htons(uint16_t) nogil
-    uint16_t ntohs(uint16_t) nogil
-    int AF_INET
-    int AF_INET6
-    int MSG_DONTWAIT
-    enum: WGC_CONTROL_SIZE
-    int SOL_UDP
-    int UDP_GRO
-    void wgc_set_segment_size(msghdr *m, void *buffer, uint16_t size) nogil
-    int wgc_gro_segment_size(const msghdr *m) nogil
-    int setsockopt(int fd, int level, int name, const void *value, socklen_t length) nogil
+    ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
 # ---- constants ------------------------------------------------------------
 
@@ -171,7 +81,6 @@ cdef enum:
     HANDSHAKE_QUEUE = 1024
     CAPTURE_MAX = 4096
     MIN_PEERS_CAPACITY = 16
-    UDP_GSO_MAX_BYTES = 65507        # the largest UDP payload over IPv4
 
 
 cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
@@ -191,66 +100,6 @@ cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
     x ^= x >> 27
     state[0] = x
     return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>JITTER_MAX_NS)
-
-
-# ---- endpoints ------------------------------------------------------------
-
-cdef inline bint endpoint_equal(const Endpoint *a, const Endpoint *b) noexcept nogil:
-    if a.family != b.family or a.port != b.port:
-        return False
-    if a.family == AF_INET:
-        return memcmp(a.addr, b.addr, 4) == 0
-    return a.scope_id == b.scope_id and memcmp(a.addr, b.addr, 16) == 0
-
-cdef socklen_t endpoint_to_sockaddr(const Endpoint *e, wgc_sockaddr *sa) noexcept nogil:
-    memset(sa, 0, sizeof(wgc_sockaddr))
-    if e.family == AF_INET:
-        sa.v4.sin_family = AF_INET
-        sa.v4.sin_port = htons(e.port)
-        memcpy(&sa.v4.sin_addr, e.addr, 4)
-        return sizeof(sockaddr_in)
-    sa.v6.sin6_family = AF_INET6
-    sa.v6.sin6_port = htons(e.port)
-    memcpy(sa.v6.sin6_addr.s6_addr, e.addr, 16)
-    sa.v6.sin6_scope_id = e.scope_id
-    return sizeof(sockaddr_in6)
-
-cdef void endpoint_from_sockaddr(Endpoint *e, const wgc_sockaddr *sa) noexcept nogil:
-    memset(e, 0, sizeof(Endpoint))
-    if sa.sa.sa_family == AF_INET:
-        e.family = AF_INET
-        e.port = ntohs(sa.v4.sin_port)
-        memcpy(e.addr, &sa.v4.sin_addr, 4)
-    elif sa.sa.sa_family == AF_INET6:
-        e.family = AF_INET6
-        e.port = ntohs(sa.v6.sin6_port)
-        memcpy(e.addr, sa.v6.sin6_addr.s6_addr, 16)
-        e.scope_id = sa.v6.sin6_scope_id
-
-cdef int endpoint_from_python(Endpoint *e, object address) except -1:
-    """(host, port[, flowinfo, scope_id]) with a numeric host -> Endpoint."""
-    memset(e, 0, sizeof(Endpoint))
-    host, port = address[0], address[1]
-    if not 0 <= port <= 65535:
-        raise ValueError("port out of range")
-    try:
-        packed = socket.inet_pton(socket.AF_INET, host)
-        e.family = AF_INET
-    except OSError:
-        packed = socket.inet_pton(socket.AF_INET6, host)  # raises for non-numeric hosts
-        e.family = AF_INET6
-        if len(address) > 3:
-            e.scope_id = address[3]
-    memcpy(e.addr, <const char *>packed, len(packed))
-    e.port = port
-    return 0
-
-cdef object endpoint_to_python(const Endpoint *e):
-    if e.family == AF_INET:
-        return (socket.inet_ntop(socket.AF_INET, e.addr[:4]), e.port)
-    if e.family == AF_INET6:
-        return (socket.inet_ntop(socket.AF_INET6, e.addr[:16]), e.port, 0, e.scope_id)
-    return None
 
 
 cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
@@ -282,8 +131,9 @@ cdef class Core:
         self.tun_iov = malloc((TUN_WRITE_BATCH + 1) * sizeof(iovec))
         self.mtu = 1420
         self.jitter_state = random_u64() | 1
-        self.udp_offload = True
-        self.tun_fd = self.udp4_fd = self.udp6_fd = self.epoll_fd = -1
+        self.udp.offload = True
+        self.udp.fd[0] = self.udp.fd[1] = -1
+        self.tun_fd = self.epoll_fd = -1
         self.stop_fd = self.notify_fd = -1
         self.capture = capture
         if capture:
@@ -394,11 +244,11 @@ cdef class Core:
         return self.out_slots + <size_t>self.out_count * SLOT_SIZE
 
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil:
-        cdef OutPacket *o = &self.out[self.out_count]
+        cdef Datagram *o = &self.out[self.out_count]
         o.data = self.out_slots + <size_t>self.out_count * SLOT_SIZE
         o.length = length
         o.destination = dst[0]
-        o.peer = p
+        self.out_peer[self.out_count] = p
         self.out_count += 1
 
     cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length,
@@ -418,116 +268,28 @@ cdef class Core:
         self.captured_count += 1
 
     cdef void _flush(self) noexcept nogil:
-        """Sends the pending encrypted packets, one sendmmsg per address family.
-
-        With UDP GSO, a run of packets to one destination whose sizes are equal
-        (a shorter last one allowed) goes as one message the kernel cuts.
-        """
-        cdef mmsghdr msgs[BATCH]
-        cdef iovec iovs[BATCH]
-        cdef wgc_sockaddr addrs[BATCH]
-        cdef uint64_t controls[BATCH][4]
-        cdef uint32_t order[BATCH]            # out index of each iovec
-        cdef uint32_t first[BATCH + 1]        # message k holds iovecs first[k] .. first[k+1]-1
-        cdef uint32_t sizes[BATCH]            # bytes per message
-        cdef uint32_t i, j, n, m, start
-        cdef int fd, sent, family
-        cdef OutPacket *o
-        cdef OutPacket *lead
+        """Sends the pending encrypted packets and counts what left."""
+        cdef bint sent[BATCH]
+        cdef uint32_t i
         if self.capture:
             for i in range(self.out_count):
-                o = &self.out[i]
-                self._capture(False, o.data, o.length, &o.destination)
-                if o.peer != NULL:
-                    o.peer.tx_bytes += o.length
-            self.out_count = 0
-            return
-        cdef int families[2]
-        families[0] = AF_INET
-        families[1] = AF_INET6
-        for family in families:
-            fd = self.udp4_fd if family == AF_INET else self.udp6_fd
-            n = m = 0
-            for i in range(self.out_count):
-                o = &self.out[i]
-                if o.destination.family != family:
-                    continue
-                order[n] = i
-                iovs[n].iov_base = o.data
-                iovs[n].iov_len = o.length
-                if m > 0 and self.udp_gso[family == AF_INET6]:
-                    lead = &self.out[order[first[m - 1]]]
-                    if (n - first[m - 1] < UDP_MAX_SEGMENTS and o.length <= lead.length
-                            and self.out[order[n - 1]].length == lead.length
-                            and sizes[m - 1] + o.length <= UDP_GSO_MAX_BYTES
-                            and endpoint_equal(&o.destination, &lead.destination)):
-                        msgs[m - 1].msg_hdr.msg_iovlen += 1
-                        sizes[m - 1] += o.length
-                        n += 1
-                        continue
-                memset(&msgs[m], 0, sizeof(mmsghdr))
-                msgs[m].msg_hdr.msg_name = &addrs[m]
-                msgs[m].msg_hdr.msg_namelen = endpoint_to_sockaddr(&o.destination, &addrs[m])
-                msgs[m].msg_hdr.msg_iov = &iovs[n]
-                msgs[m].msg_hdr.msg_iovlen = 1
-                first[m] = n
-                sizes[m] = o.length
-                m += 1
-                n += 1
-            first[m] = n
-            if m == 0 or fd < 0:
-                continue
-            for j in range(m):
-                if msgs[j].msg_hdr.msg_iovlen > 1:
-                    wgc_set_segment_size(&msgs[j].msg_hdr, &controls[j][0], <uint16_t>iovs[first[j]].iov_len)
-            start = 0
-            while start < m:
-                sent = sendmmsg(fd, &msgs[start], m - start, MSG_DONTWAIT)
-                if sent < 0 and errno == EINTR:
-                    continue
-                if sent <= 0:
-                    # A message the kernel refuses (no route, full buffer) is
-                    # dropped like a lost packet.  A GSO run it will not cut
-                    # goes again one datagram at a time; where it never could
-                    # (EIO: no checksum offload on older kernels; EMSGSIZE:
-                    # segments wider than the path, which single datagrams
-                    # get past by fragmenting) GSO stays off for the socket.
-                    if msgs[start].msg_hdr.msg_iovlen > 1 and (
-                            errno == EIO or errno == EMSGSIZE or errno == EINVAL):
-                        if errno != EINVAL:
-                            self.udp_gso[family == AF_INET6] = False
-                        for i in range(first[start], first[start + 1]):
-                            o = &self.out[order[i]]
-                            if self._send_one(o.data, o.length, &o.destination) and o.peer != NULL:
-                                o.peer.tx_bytes += o.length
-                    start += 1
-                else:
-                    start += sent
-            # Count what the kernel took: sendmmsg sets msg_len per message sent.
-            for j in range(m):
-                if msgs[j].msg_len != sizes[j]:
-                    continue
-                for i in range(first[j], first[j + 1]):
-                    o = &self.out[order[i]]
-                    if o.peer != NULL:
-                        o.peer.tx_bytes += o.length
+                self._capture(False, self.out[i].data, self.out[i].length, &self.out[i].destination)
+                sent[i] = True
+        else:
+            udp_send_batch(&self.udp, self.out, self.out_count, sent)
+        for i in range(self.out_count):
+            if sent[i] and self.out_peer[i] != NULL:
+                self.out_peer[i].tx_bytes += self.out[i].length
         self.out_count = 0
 
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
         """Sends one datagram now (handshakes, cookie replies); True if it left."""
-        cdef wgc_sockaddr sa
-        cdef socklen_t salen
-        cdef int fd
         if dst.family == 0:
             return False
         if self.capture:
             self._capture(False, data, length, dst)
             return True
-        fd = self.udp4_fd if dst.family == AF_INET else self.udp6_fd
-        if fd < 0:
-            return False
-        salen = endpoint_to_sockaddr(dst, &sa)
-        return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
+        return udp_send_one(&self.udp, data, length, dst)
 
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
                     int64_t now) noexcept nogil:
@@ -789,42 +551,27 @@ cdef class Core:
         pthread_mutex_unlock(&self.mutex)
 
     cdef void _udp_readable(self, int fd) noexcept nogil:
-        cdef mmsghdr msgs[BATCH]
-        cdef iovec iovs[BATCH]
-        cdef wgc_sockaddr addrs[BATCH]
-        cdef uint64_t controls[BATCH][4]
-        cdef Endpoint source
-        cdef int n, i, size
-        cdef uint32_t offset, length, chunk
+        cdef Endpoint sources[BATCH]
+        cdef uint32_t lengths[BATCH]
+        cdef uint32_t sizes[BATCH]
+        cdef int n, i
+        cdef uint32_t offset, chunk
         cdef uint8_t *data
         cdef int64_t now, wall
         pthread_mutex_lock(&self.mutex)
         # The control plane may have replaced the sockets since epoll saw fd.
-        if fd == self.udp4_fd or fd == self.udp6_fd:
-            for i in range(BATCH):
-                iovs[i].iov_base = self.rx_slots + <size_t>i * SLOT_SIZE
-                iovs[i].iov_len = SLOT_SIZE
-                memset(&msgs[i], 0, sizeof(mmsghdr))
-                msgs[i].msg_hdr.msg_name = &addrs[i]
-                msgs[i].msg_hdr.msg_namelen = sizeof(wgc_sockaddr)
-                msgs[i].msg_hdr.msg_iov = &iovs[i]
-                msgs[i].msg_hdr.msg_iovlen = 1
-                msgs[i].msg_hdr.msg_control = &controls[i][0]
-                msgs[i].msg_hdr.msg_controllen = sizeof(controls[i])
-            n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL)
+        if fd == self.udp.fd[0] or fd == self.udp.fd[1]:
+            n = udp_recv_batch(fd, self.rx_slots, SLOT_SIZE, BATCH, sources, lengths, sizes)
             if n > 0:
                 clock_now(&now, &wall)
                 for i in range(n):
-                    endpoint_from_sockaddr(&source, &addrs[i])
                     data = self.rx_slots + <size_t>i * SLOT_SIZE
-                    length = msgs[i].msg_len
                     # With UDP GRO one message may hold several datagrams of
-                    # `size` bytes from the same source (the last may be shorter).
-                    size = wgc_gro_segment_size(&msgs[i].msg_hdr)
-                    chunk = <uint32_t>size if size > 0 else length
+                    # sizes[i] bytes from the same source (the last may be shorter).
+                    chunk = sizes[i] if sizes[i] else lengths[i]
                     offset = 0
-                    while offset < length:
-                        self._rx_packet(data + offset, min(chunk, length - offset), &source, now, wall)
+                    while offset < lengths[i]:
+                        self._rx_packet(data + offset, min(chunk, lengths[i] - offset), &sources[i], now, wall)
                         offset += chunk
                 self._tun_flush()
                 self._flush()
@@ -884,18 +631,13 @@ cdef class Core:
 
     def set_sockets(self, int fd4, int fd6):
         """Replaces the UDP sockets (-1 for none); the caller closes the old ones."""
-        cdef int one = 1
         self._lock()
         try:
-            for fd in (self.udp4_fd, self.udp6_fd):
+            for fd in self.udp.fd:
                 self._unwatch(fd)
-            self.udp4_fd, self.udp6_fd = fd4, fd6
-            self.udp_gso[0] = self.udp_gso[1] = self.udp_offload
-            for fd in (fd4, fd6):
+            udp_set_sockets(&self.udp, fd4, fd6)
+            for fd in self.udp.fd:
                 if fd >= 0:
-                    if self.udp_offload:
-                        # Ask for coalesced datagrams (kernels before 5.0 say no: fine).
-                        setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one))
                     self._watch(fd)
         finally:
             self._unlock()
@@ -905,7 +647,7 @@ cdef class Core:
 
     def set_udp_offload(self, bint enabled):
         """Whether sockets set from now on use UDP GSO (send) and GRO (receive)."""
-        self.udp_offload = enabled
+        self.udp.offload = enabled
 
     @property
     def notify_fd(self):
