@@ -7,6 +7,7 @@
 # at a time (never while waiting in epoll).  The control plane (Python) takes
 # the same mutex for every change, so it never sees a half-processed batch.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from wgc._constants cimport INITIATION_SIZE
 from wgc._session cimport Keypair, Keypairs, IndexTable
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
@@ -21,7 +22,6 @@ cdef extern from "<pthread.h>" nogil:
 cdef enum:
     TUN_WRITE_BATCH = 512      # decrypted packets coalesced before writing to a vnet TUN
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
-    HANDSHAKE_MAX = 148        # the largest handshake message (an initiation)
     EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
 
 cdef struct Staged:
@@ -46,7 +46,7 @@ cdef struct Peer:
 cdef struct HandshakeMsg:
     uint32_t length
     Endpoint source
-    uint8_t data[HANDSHAKE_MAX]
+    uint8_t data[INITIATION_SIZE]     # the largest handshake message
 
 cdef struct Captured:              # a packet that would have left (sans-I/O mode)
     uint8_t to_tun

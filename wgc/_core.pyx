@@ -17,12 +17,16 @@ from libc.string cimport memcpy, memset
 from posix.unistd cimport read, write, close
 
 from wgc._bytes cimport load_le32
+from wgc._constants cimport (MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, INITIATION_SIZE,
+                             RESPONSE_SIZE, COOKIE_REPLY_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE,
+                             SECOND, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, HANDSHAKE_QUEUE_SIZE,
+                             MAX_STAGED_PACKETS, DEFAULT_MTU)
 from wgc._crypto cimport random_u64
 from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load,
                            vnet_hdr_store, segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
                            gro_full, gro_finish, gro_reset)
 from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
-from wgc._session cimport (HEADER_LEN, TAG_LEN, index_init, index_free, index_find, keypairs_install,
+from wgc._session cimport (index_init, index_free, index_find, keypairs_install,
                            keypairs_confirm, keypairs_clear, keypairs_expire_sending, transport_seal,
                            transport_open, transport_inner_source, transport_destination,
                            keypair_sendable, rekey_after_send, rekey_after_receive)
@@ -76,9 +80,7 @@ cdef extern from "<sys/uio.h>" nogil:
 # ---- constants ------------------------------------------------------------
 
 cdef enum:
-    MAX_STAGED_PER_PEER = 128
     MAX_STAGED_TOTAL = 4096          # bounds memory whatever the number of peers
-    HANDSHAKE_QUEUE = 1024
     CAPTURE_MAX = 4096
     MIN_PEERS_CAPACITY = 16
 
@@ -86,20 +88,20 @@ cdef enum:
 cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
-    mono[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+    mono[0] = <int64_t>ts.tv_sec * SECOND + ts.tv_nsec
     clock_gettime(CLOCK_REALTIME, &ts)
-    wall[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+    wall[0] = <int64_t>ts.tv_sec * SECOND + ts.tv_nsec
 
 
 cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
-    """A delay below JITTER_MAX_NS from xorshift64*: timers need spread, not
+    """A delay below REKEY_TIMEOUT_JITTER_MAX from xorshift64*: timers need spread, not
     secrecy, and a getrandom call per data packet would cost a system call."""
     cdef uint64_t x = state[0]
     x ^= x >> 12
     x ^= x << 25
     x ^= x >> 27
     state[0] = x
-    return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>JITTER_MAX_NS)
+    return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>REKEY_TIMEOUT_JITTER_MAX)
 
 
 cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
@@ -123,13 +125,13 @@ cdef class Core:
         self.peers_capacity = MIN_PEERS_CAPACITY
         self.peers = <Peer **>calloc(self.peers_capacity, sizeof(Peer *))
         self.event_slots = <uint32_t *>calloc(self.peers_capacity, sizeof(uint32_t))
-        self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE * sizeof(HandshakeMsg))
+        self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE_SIZE * sizeof(HandshakeMsg))
         # Batch buffers: only the pages that packets touch become resident.
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         # One header iovec, then at most one per coalesced packet.
         self.tun_iov = malloc((TUN_WRITE_BATCH + 1) * sizeof(iovec))
-        self.mtu = 1420
+        self.mtu = DEFAULT_MTU
         self.jitter_state = random_u64() | 1
         self.udp.offload = True
         self.udp.fd[0] = self.udp.fd[1] = -1
@@ -294,7 +296,7 @@ cdef class Core:
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
                     int64_t now) noexcept nogil:
         """Encrypts the packet (length 0 = keepalive) already placed at
-        out + HEADER_LEN in the next out slot and commits it for p; False
+        out + TRANSPORT_HEADER_SIZE in the next out slot and commits it for p; False
         (nothing sent) if kp cannot send now."""
         cdef uint32_t sealed = transport_seal(kp, out, length, self.mtu, now)
         if sealed == 0:
@@ -324,7 +326,7 @@ cdef class Core:
             s = p.staged_head
             p.staged_head = s.next
             out = self._out_buffer()
-            memcpy(out + HEADER_LEN, s + 1, s.length)
+            memcpy(out + TRANSPORT_HEADER_SIZE, s + 1, s.length)
             self._seal(p, kp, out, s.length, now)
             free(s)
         p.staged_tail = NULL
@@ -335,7 +337,7 @@ cdef class Core:
 
     cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil:
         cdef Staged *s
-        if p.staged_count >= MAX_STAGED_PER_PEER:
+        if p.staged_count >= MAX_STAGED_PACKETS:
             # The kernel drops the oldest packet of a full queue.
             s = p.staged_head
             p.staged_head = s.next
@@ -373,13 +375,13 @@ cdef class Core:
         return p
 
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil:
-        """Seals the packet at out + HEADER_LEN (the next out slot) for p, or stages it."""
+        """Seals the packet at out + TRANSPORT_HEADER_SIZE (the next out slot) for p, or stages it."""
         cdef Keypair *kp = p.keypairs.current
         if p.staged_count == 0 and self._seal(p, kp, out, length, now):
             self._keep_key_fresh_on_send(p, kp, now)
             self._timers_changed(p)
         else:
-            self._stage(p, out + HEADER_LEN, length)
+            self._stage(p, out + TRANSPORT_HEADER_SIZE, length)
             self._send_staged(p, now)
 
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
@@ -389,7 +391,7 @@ cdef class Core:
         if p == NULL:
             return
         out = self._out_buffer()
-        memcpy(out + HEADER_LEN, packet, length)
+        memcpy(out + TRANSPORT_HEADER_SIZE, packet, length)
         self._tx_routed(p, out, length, now)
 
     cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil:
@@ -411,16 +413,16 @@ cdef class Core:
             return
         for i in range(count):
             out = self._out_buffer()
-            self._tx_routed(p, out, segmenter_write(&seg, i, out + HEADER_LEN), now)
+            self._tx_routed(p, out, segmenter_write(&seg, i, out + TRANSPORT_HEADER_SIZE), now)
 
     # -- receiving ----------------------------------------------------------
 
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length,
                                const Endpoint *source) noexcept nogil:
         cdef HandshakeMsg *m
-        if self.handshakes_count == HANDSHAKE_QUEUE:
+        if self.handshakes_count == HANDSHAKE_QUEUE_SIZE:
             return
-        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE]
+        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE_SIZE]
         m.length = length
         m.source = source[0]
         memcpy(m.data, data, length)
@@ -432,8 +434,8 @@ cdef class Core:
         """The first packet on a responder's next keypair: it becomes current."""
         keypairs_confirm(&self.index, &p.keypairs)
         timers_handshake_complete(&p.timers)
-        p.last_handshake_sec = wall // NS_PER_SEC
-        p.last_handshake_nsec = wall % NS_PER_SEC
+        p.last_handshake_sec = wall // SECOND
+        p.last_handshake_nsec = wall % SECOND
         self._send_staged(p, now)
 
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
@@ -442,11 +444,13 @@ cdef class Core:
         cdef uint32_t kind, inner, inner_len
         cdef Keypair *kp
         cdef Peer *p
-        cdef uint8_t *plain = data + HEADER_LEN
+        cdef uint8_t *plain = data + TRANSPORT_HEADER_SIZE
         if length < 4:
             return
         kind = load_le32(data)
-        if (kind == 1 and length == 148) or (kind == 2 and length == 92) or (kind == 3 and length == 64):
+        if ((kind == MESSAGE_INITIATION and length == INITIATION_SIZE)
+                or (kind == MESSAGE_RESPONSE and length == RESPONSE_SIZE)
+                or (kind == MESSAGE_COOKIE_REPLY and length == COOKIE_REPLY_SIZE)):
             self._queue_handshake(data, length, source)
             return
         kp = transport_open(&self.index, plain, data, length, now)
@@ -463,7 +467,7 @@ cdef class Core:
             self._want_handshake(p)
         timers_any_authenticated_packet_received(&p.timers)
         timers_any_authenticated_packet_traversal(&p.timers, now)
-        inner = length - HEADER_LEN - TAG_LEN
+        inner = length - TRANSPORT_MIN_SIZE
         if inner == 0:
             p.rx_bytes += length
             self._timers_changed(p)
@@ -811,8 +815,8 @@ cdef class Core:
                 raise MemoryError()
             if is_initiator:
                 timers_handshake_complete(&p.timers)
-                p.last_handshake_sec = wall // NS_PER_SEC
-                p.last_handshake_nsec = wall % NS_PER_SEC
+                p.last_handshake_sec = wall // SECOND
+                p.last_handshake_nsec = wall % SECOND
             timers_session_derived(&p.timers, now)
         finally:
             self._unlock()
@@ -940,7 +944,7 @@ cdef class Core:
                 # More data arrived while the keepalive timer was pending.
                 if p.timers.need_another_keepalive:
                     p.timers.need_another_keepalive = False
-                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT_NS
+                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT
             elif event == "handshake_given_up":
                 # Nothing more to answer; forget any half-made session later.
                 p.timers.send_keepalive = 0
@@ -1026,7 +1030,7 @@ cdef class Core:
             while self.handshakes_count and len(result) < limit:
                 m = &self.handshakes[self.handshakes_head]
                 result.append((m.data[:m.length], endpoint_to_python(&m.source)))
-                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE
+                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE_SIZE
                 self.handshakes_count -= 1
         finally:
             self._unlock()

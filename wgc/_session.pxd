@@ -14,25 +14,13 @@
 #   - tests/bench/micro_helper.pyx calls transport_seal and transport_open on
 #     its own keypair and table (no lock: one thread).
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from wgc._constants cimport KEY_SIZE
 from wgc._replay cimport ReplayWindow
 from wgc._trie cimport AllowedIPs
 
-cdef enum:
-    MESSAGE_TRANSPORT = 4
-    HEADER_LEN = 16                # type, receiver index, counter
-    TAG_LEN = 16                   # Poly1305
-
-cdef extern from *:
-    """
-    #define WGC_REKEY_AFTER_MESSAGES (1ULL << 60)
-    #define WGC_REJECT_AFTER_MESSAGES (UINT64_MAX - (1ULL << 13))
-    """
-    const uint64_t REKEY_AFTER_MESSAGES "WGC_REKEY_AFTER_MESSAGES"
-    const uint64_t REJECT_AFTER_MESSAGES "WGC_REJECT_AFTER_MESSAGES"
-
 cdef struct Keypair:
-    uint8_t send_key[32]
-    uint8_t recv_key[32]
+    uint8_t send_key[KEY_SIZE]
+    uint8_t recv_key[KEY_SIZE]
     uint64_t send_counter          # next nonce to use
     int64_t created                # monotonic ns
     uint32_t local_index
@@ -79,14 +67,14 @@ cdef void keypairs_clear(IndexTable *t, Keypairs *k) noexcept nogil
 cdef void keypairs_expire_sending(Keypairs *k) noexcept nogil
 
 # ---- transport messages ----------------------------------------------------------
-# The packet (length 0 = keepalive) is at out + HEADER_LEN; pads it to 16
+# The packet (length 0 = keepalive) is at out + TRANSPORT_HEADER_SIZE; pads it to 16
 # bytes but not past mtu, writes the header and seals in place.  Returns the
 # datagram's length, or 0 (nothing written) when kp cannot send at now.
 cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
                              uint32_t mtu, int64_t now) noexcept nogil
 # Authenticates a transport message of length bytes received at now: finds its
-# keypair, opens it into plain (length - HEADER_LEN - TAG_LEN bytes; plain may
-# be data + HEADER_LEN) and checks the replay window.  Returns the keypair,
+# keypair, opens it into plain (length - TRANSPORT_MIN_SIZE bytes; plain may
+# be data + TRANSPORT_HEADER_SIZE) and checks the replay window.  Returns the keypair,
 # or NULL when the message is to be dropped.
 cdef Keypair *transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
                              uint32_t length, int64_t now) noexcept nogil

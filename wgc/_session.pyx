@@ -9,7 +9,9 @@ from libc.string cimport memcpy, memset
 from wgc._bytes cimport load_le32, store_le32, load_le64, store_le64, load_be16
 from wgc._crypto cimport aead_seal, aead_open, wipe
 from wgc._replay cimport replay_reset, replay_accept
-from wgc._timers cimport REJECT_AFTER_TIME_NS, REKEY_AFTER_TIME_NS, KEEPALIVE_TIMEOUT_NS, REKEY_TIMEOUT_NS
+from wgc._constants cimport (MESSAGE_TRANSPORT, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, TAG_SIZE, KEY_SIZE,
+                             REKEY_AFTER_MESSAGES, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
+                             REKEY_AFTER_TIME, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT)
 
 cdef enum:
     INDEX_INITIAL_SIZE = 64
@@ -109,8 +111,8 @@ cdef int keypairs_install(IndexTable *t, Keypairs *k, uint32_t slot,
     kp = <Keypair *>calloc(1, sizeof(Keypair))
     if kp == NULL:
         return -ENOMEM
-    memcpy(kp.send_key, send_key, 32)
-    memcpy(kp.recv_key, recv_key, 32)
+    memcpy(kp.send_key, send_key, KEY_SIZE)
+    memcpy(kp.recv_key, recv_key, KEY_SIZE)
     kp.created = now
     kp.local_index = local_index
     kp.remote_index = remote_index
@@ -180,23 +182,23 @@ cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
     store_le32(out, MESSAGE_TRANSPORT)
     store_le32(out + 4, kp.remote_index)
     store_le64(out + 8, counter)
-    memset(out + HEADER_LEN + length, 0, padded - length)
-    aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, kp.send_key)
-    return HEADER_LEN + padded + TAG_LEN
+    memset(out + TRANSPORT_HEADER_SIZE + length, 0, padded - length)
+    aead_seal(out + TRANSPORT_HEADER_SIZE, out + TRANSPORT_HEADER_SIZE, padded, NULL, 0, counter, kp.send_key)
+    return TRANSPORT_HEADER_SIZE + padded + TAG_SIZE
 
 cdef Keypair *transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
                              uint32_t length, int64_t now) noexcept nogil:
     cdef Keypair *kp
     cdef uint64_t counter
-    if length < HEADER_LEN + TAG_LEN or load_le32(data) != MESSAGE_TRANSPORT:
+    if length < TRANSPORT_MIN_SIZE or load_le32(data) != MESSAGE_TRANSPORT:
         return NULL
     kp = index_find(t, load_le32(data + 4))
-    if kp == NULL or now - kp.created >= REJECT_AFTER_TIME_NS:
+    if kp == NULL or now - kp.created >= REJECT_AFTER_TIME:
         return NULL
     counter = load_le64(data + 8)
     if counter >= REJECT_AFTER_MESSAGES:
         return NULL
-    if aead_open(plain, data + HEADER_LEN, length - HEADER_LEN, NULL, 0, counter, kp.recv_key) != 0:
+    if aead_open(plain, data + TRANSPORT_HEADER_SIZE, length - TRANSPORT_HEADER_SIZE, NULL, 0, counter, kp.recv_key) != 0:
         return NULL
     if not replay_accept(&kp.replay, counter):
         return NULL
@@ -229,14 +231,14 @@ cdef int transport_destination(AllowedIPs allowed_ips, const uint8_t *packet,
 # ---- rekey decisions -----------------------------------------------------------
 
 cdef bint keypair_sendable(const Keypair *kp, int64_t now) noexcept nogil:
-    return (kp != NULL and kp.can_send and now - kp.created < REJECT_AFTER_TIME_NS
+    return (kp != NULL and kp.can_send and now - kp.created < REJECT_AFTER_TIME
             and kp.send_counter < REJECT_AFTER_MESSAGES)
 
 cdef bint rekey_after_send(const Keypair *kp, int64_t now) noexcept nogil:
     return kp.send_counter > REKEY_AFTER_MESSAGES or (
-        kp.is_initiator and now - kp.created > REKEY_AFTER_TIME_NS)
+        kp.is_initiator and now - kp.created > REKEY_AFTER_TIME)
 
 cdef bint rekey_after_receive(const Keypairs *k, int64_t now) noexcept nogil:
     cdef const Keypair *cur = k.current
     return (cur != NULL and cur.can_send and cur.is_initiator
-            and now - cur.created > REJECT_AFTER_TIME_NS - KEEPALIVE_TIMEOUT_NS - REKEY_TIMEOUT_NS)
+            and now - cur.created > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)

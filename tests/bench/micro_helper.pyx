@@ -19,7 +19,8 @@ from libc.string cimport memcpy, memset
 from wgc._core cimport SLOT_SIZE
 from wgc._bytes cimport load_le64, store_le64
 from wgc._replay cimport ReplayWindow, replay_reset, replay_accept
-from wgc._session cimport (HEADER_LEN, TAG_LEN, Keypair, Keypairs, IndexTable, index_init, index_free,
+from wgc._constants cimport TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, TAG_SIZE
+from wgc._session cimport (Keypair, Keypairs, IndexTable, index_init, index_free,
                            keypairs_install, keypairs_clear, transport_seal, transport_open,
                            transport_inner_source, transport_destination)
 from wgc._trie cimport AllowedIPs
@@ -147,7 +148,7 @@ def wgc_seal(Sender sender, Slots tun, Slots out):
     cdef uint64_t total = 0
     with nogil:
         for i in range(n):
-            memcpy(out.at(i) + HEADER_LEN, tun.at(i), tun.lengths[i])
+            memcpy(out.at(i) + TRANSPORT_HEADER_SIZE, tun.at(i), tun.lengths[i])
             out.lengths[i] = transport_seal(&sender.keypair, out.at(i), tun.lengths[i], sender.mtu, 0)
             total += out.lengths[i]
     return total
@@ -164,12 +165,12 @@ def sodium_seal(Sender sender, Slots tun, Slots out):
     with nogil:
         for i in range(n):
             length = tun.lengths[i]
-            dst = out.at(i) + HEADER_LEN
+            dst = out.at(i) + TRANSPORT_HEADER_SIZE
             counter_nonce(nonce, sender.keypair.send_counter)
             sender.keypair.send_counter += 1
             failed |= sodium_encrypt(dst, dst + length, NULL, tun.at(i), length, NULL, 0,
                                      NULL, nonce, sender.keypair.send_key)
-            out.lengths[i] = HEADER_LEN + length + TAG_LEN
+            out.lengths[i] = TRANSPORT_HEADER_SIZE + length + TAG_SIZE
     return 0 if failed else n
 
 
@@ -216,7 +217,7 @@ def wgc_open(Receiver receiver, Slots udp, Slots plain):
             length = udp.lengths[i]
             if transport_open(&receiver.table, plain.at(i), udp.at(i), length, 0) == NULL:
                 continue
-            if transport_inner_source(receiver.allowed_ips, plain.at(i), length - HEADER_LEN - TAG_LEN,
+            if transport_inner_source(receiver.allowed_ips, plain.at(i), length - TRANSPORT_MIN_SIZE,
                                       &inner_len) != receiver.peer:
                 continue
             plain.lengths[i] = inner_len
@@ -236,9 +237,9 @@ def sodium_open(Receiver receiver, Slots udp, Slots plain):
             d = udp.at(i)
             length = udp.lengths[i]
             counter_nonce(nonce, load_le64(d + 8))
-            if sodium_decrypt(plain.at(i), NULL, d + HEADER_LEN, length - HEADER_LEN - TAG_LEN,
-                              d + length - TAG_LEN, NULL, 0, nonce, receiver.keypairs.current.recv_key) == 0:
-                plain.lengths[i] = length - HEADER_LEN - TAG_LEN
+            if sodium_decrypt(plain.at(i), NULL, d + TRANSPORT_HEADER_SIZE, length - TRANSPORT_MIN_SIZE,
+                              d + length - TAG_SIZE, NULL, 0, nonce, receiver.keypairs.current.recv_key) == 0:
+                plain.lengths[i] = length - TRANSPORT_MIN_SIZE
                 verified += 1
     return verified
 
@@ -322,7 +323,7 @@ def split(Slots tun, Slots out):
         count = segmenter_init(&seg, &h, read + VNET_HDR_LEN, length - VNET_HDR_LEN)
         if count <= out.count:
             for i in range(count):
-                out.lengths[i] = HEADER_LEN + segmenter_write(&seg, i, out.at(i) + HEADER_LEN)
+                out.lengths[i] = TRANSPORT_HEADER_SIZE + segmenter_write(&seg, i, out.at(i) + TRANSPORT_HEADER_SIZE)
     if count > out.count:
         raise ValueError(f"{count} segments, {out.count} out slots")
     return count
@@ -349,7 +350,7 @@ def wgc_tx_vnet(Sender sender, AllowedIPs allowed_ips, Slots tun, Slots out):
             if peer >= 0:
                 for i in range(count):
                     out.lengths[i] = transport_seal(&sender.keypair, out.at(i),
-                                                    segmenter_write(&seg, i, out.at(i) + HEADER_LEN),
+                                                    segmenter_write(&seg, i, out.at(i) + TRANSPORT_HEADER_SIZE),
                                                     sender.mtu, 0)
                     total += out.lengths[i]
     if count > out.count:
