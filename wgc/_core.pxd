@@ -11,8 +11,7 @@ from wgc._constants cimport INITIATION_SIZE
 from wgc._session cimport Keypair, Keypairs, IndexTable
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
-from wgc._offload cimport Gro
-from wgc._reader cimport TunReader
+from wgc._port cimport PacketPort
 from wgc._udp cimport BATCH, Endpoint, Datagram, UdpSockets
 
 cdef extern from "<pthread.h>" nogil:
@@ -20,7 +19,6 @@ cdef extern from "<pthread.h>" nogil:
         pass
 
 cdef enum:
-    TUN_WRITE_BATCH = 512      # decrypted packets coalesced before writing to a vnet TUN
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
     EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
 
@@ -48,8 +46,7 @@ cdef struct HandshakeMsg:
     Endpoint source
     uint8_t data[INITIATION_SIZE]     # the largest handshake message
 
-cdef struct Captured:              # a packet that would have left (sans-I/O mode)
-    uint8_t to_tun
+cdef struct Captured:              # a datagram that would have left (sans-I/O mode)
     Endpoint destination
     uint32_t length
     uint8_t *data
@@ -75,23 +72,20 @@ cdef class Core:
     cdef bint tun_gone
 
     # I/O (all -1 in sans-I/O mode)
-    cdef int tun_fd, epoll_fd, stop_fd, notify_fd
+    cdef int epoll_fd, stop_fd, notify_fd
+    cdef PacketPort port           # the inner side: the TUN, or a MemoryPort in sans-I/O mode
     cdef UdpSockets udp
-    cdef bint vnet_hdr             # the TUN speaks virtio_net_hdr (offloads)
     cdef bint stopping
     cdef bint capture
     cdef Captured *captured
     cdef uint32_t captured_count
 
     # batch buffers
-    cdef TunReader reader          # reads the TUN ahead, on its own thread
     cdef uint8_t *rx_slots         # recvmmsg, decrypted in place
     cdef uint8_t *out_slots
     cdef Datagram out[BATCH]       # encrypted packets waiting for sendmmsg
     cdef Peer *out_peer[BATCH]     # whose tx_bytes each counts toward
     cdef uint32_t out_count
-    cdef Gro gro                   # decrypted packets on their way to a vnet TUN
-    cdef void *tun_iov             # iovecs for one coalesced write
 
     # internal steps (Cython wants every C method declared here)
     cdef void _lock(self) noexcept
@@ -106,7 +100,7 @@ cdef class Core:
     cdef void _want_handshake(self, Peer *p) noexcept nogil
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
-    cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
+    cdef void _capture(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
@@ -117,12 +111,12 @@ cdef class Core:
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
     cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil
-    cdef void _to_tun(self, uint8_t *packet, uint32_t length) noexcept nogil
-    cdef void _tun_flush(self) noexcept nogil
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length, const Endpoint *source) noexcept nogil
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
     cdef bint _tun_readable(self) noexcept nogil
-    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count) noexcept nogil
+    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count, int64_t now) noexcept nogil
+    cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,
+                        const uint32_t *sizes, int64_t now, int64_t wall) noexcept nogil
     cdef void _udp_readable(self, int fd) noexcept nogil
     cdef void _loop(self) noexcept nogil

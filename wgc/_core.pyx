@@ -22,10 +22,8 @@ from wgc._constants cimport (MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKI
                              SECOND, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, HANDSHAKE_QUEUE_SIZE,
                              MAX_STAGED_PACKETS, DEFAULT_MTU)
 from wgc._crypto cimport random_u64
-from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load,
-                           vnet_hdr_store, segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
-                           gro_full, gro_finish, gro_reset)
-from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
+from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segmenter_init, segmenter_write
+from wgc._port cimport PacketPort, TunPort, MemoryPort
 from wgc._session cimport (index_init, index_free, index_find, keypairs_install,
                            keypairs_confirm, keypairs_clear, keypairs_expire_sending, transport_seal,
                            transport_open, transport_inner_source, transport_destination,
@@ -70,12 +68,6 @@ cdef extern from "<sys/epoll.h>" nogil:
     int EPOLL_CTL_DEL
     int EPOLLIN
     int EPOLL_CLOEXEC
-
-cdef extern from "<sys/uio.h>" nogil:
-    struct iovec:
-        void *iov_base
-        size_t iov_len
-    ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
 # ---- constants ------------------------------------------------------------
 
@@ -129,21 +121,20 @@ cdef class Core:
         # Batch buffers: only the pages that packets touch become resident.
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
-        # One header iovec, then at most one per coalesced packet.
-        self.tun_iov = malloc((TUN_WRITE_BATCH + 1) * sizeof(iovec))
         self.mtu = DEFAULT_MTU
         self.jitter_state = random_u64() | 1
         self.udp.offload = True
         self.udp.fd[0] = self.udp.fd[1] = -1
-        self.tun_fd = self.epoll_fd = -1
+        self.epoll_fd = -1
+        # Until set_tun: a port that reads nothing and drops what is written.
+        self.port = MemoryPort() if capture else PacketPort()
         self.stop_fd = self.notify_fd = -1
         self.capture = capture
         if capture:
             self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
         if (self.peers == NULL or self.event_slots == NULL or index_init(&self.index) != 0
                 or self.handshakes == NULL or self.rx_slots == NULL
-                or self.out_slots == NULL or self.tun_iov == NULL
-                or gro_init(&self.gro, TUN_WRITE_BATCH) < 0 or (capture and self.captured == NULL)):
+                or self.out_slots == NULL or (capture and self.captured == NULL)):
             raise MemoryError()
         if not capture:
             self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -169,11 +160,8 @@ cdef class Core:
         free(self.event_slots)
         index_free(&self.index)
         free(self.handshakes)
-        reader_stop(&self.reader)
         free(self.rx_slots)
         free(self.out_slots)
-        free(self.tun_iov)
-        gro_free(&self.gro)
         free(self.captured)
         pthread_mutex_destroy(&self.mutex)
 
@@ -253,7 +241,7 @@ cdef class Core:
         self.out_peer[self.out_count] = p
         self.out_count += 1
 
-    cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length,
+    cdef void _capture(self, const uint8_t *data, uint32_t length,
                        const Endpoint *dst) noexcept nogil:
         if self.captured_count == CAPTURE_MAX:
             return
@@ -262,11 +250,9 @@ cdef class Core:
             return
         memcpy(copy, data, length)
         cdef Captured *c = &self.captured[self.captured_count]
-        c.to_tun = to_tun
         c.length = length
         c.data = copy
-        if dst != NULL:
-            c.destination = dst[0]
+        c.destination = dst[0]
         self.captured_count += 1
 
     cdef void _flush(self) noexcept nogil:
@@ -275,7 +261,7 @@ cdef class Core:
         cdef uint32_t i
         if self.capture:
             for i in range(self.out_count):
-                self._capture(False, self.out[i].data, self.out[i].length, &self.out[i].destination)
+                self._capture(self.out[i].data, self.out[i].length, &self.out[i].destination)
                 sent[i] = True
         else:
             udp_send_batch(&self.udp, self.out, self.out_count, sent)
@@ -289,7 +275,7 @@ cdef class Core:
         if dst.family == 0:
             return False
         if self.capture:
-            self._capture(False, data, length, dst)
+            self._capture(data, length, dst)
             return True
         return udp_send_one(&self.udp, data, length, dst)
 
@@ -477,90 +463,73 @@ cdef class Core:
         # The source address must be one this peer may use.
         if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
             return
-        self._to_tun(plain, inner_len)
+        self.port.write(plain, inner_len)
         p.rx_bytes += length
-
-    cdef void _to_tun(self, uint8_t *packet, uint32_t length) noexcept nogil:
-        """Hands a decrypted packet to the TUN: at once, or (vnet) for
-        coalescing until _tun_flush, which must run before its buffer is reused."""
-        if self.capture:
-            self._capture(True, packet, length, NULL)
-        elif not self.vnet_hdr:
-            write(self.tun_fd, packet, length)
-        else:
-            if gro_full(&self.gro):
-                self._tun_flush()
-            gro_add(&self.gro, packet, length)
-
-    cdef void _tun_flush(self) noexcept nogil:
-        """Writes the coalesced packets, one writev per super-packet."""
-        cdef uint8_t header[VNET_HDR_LEN]
-        cdef VnetHdr h
-        cdef iovec *iov = <iovec *>self.tun_iov
-        cdef uint32_t i, n, skip
-        cdef int32_t m
-        for i in range(self.gro.item_count):
-            gro_finish(&self.gro, i, &h)
-            vnet_hdr_store(&h, header)
-            iov[0].iov_base = header
-            iov[0].iov_len = VNET_HDR_LEN
-            m = self.gro.items[i].first
-            iov[1].iov_base = self.gro.packets[m].data
-            iov[1].iov_len = self.gro.packets[m].length
-            n = 2
-            skip = self.gro.items[i].ip_len + self.gro.items[i].l4_len
-            m = self.gro.packets[m].next
-            while m >= 0:
-                iov[n].iov_base = self.gro.packets[m].data + skip
-                iov[n].iov_len = self.gro.packets[m].length - skip
-                n += 1
-                m = self.gro.packets[m].next
-            writev(self.tun_fd, iov, n)
-        gro_reset(&self.gro)
 
     # -- the epoll loop -------------------------------------------------------
 
     cdef bint _tun_readable(self) noexcept nogil:
-        """Seals and sends what the reader thread read; False once the TUN is gone."""
+        """Seals and sends what the port read; False once it is gone."""
         cdef uint8_t *slots
         cdef uint32_t *lengths
         cdef uint64_t value
         cdef int count
-        read(self.reader.ready_fd, &value, 8)
+        cdef int64_t now, wall
+        cdef bint gone
+        read(self.port.ready_fd, &value, 8)
         while True:
-            count = reader_take(&self.reader, &slots, &lengths)
+            pthread_mutex_lock(&self.mutex)
+            count = self.port.take(&slots, &lengths)
+            if count >= 0:
+                clock_now(&now, &wall)
+                self._tx_batch(slots, lengths, count, now)
+                self.port.release()
+            pthread_mutex_unlock(&self.mutex)
             if count < 0:
                 break
-            self._tx_batch(slots, lengths, count)
-            reader_release(&self.reader)
-        if reader_gone(&self.reader):
-            pthread_mutex_lock(&self.mutex)
+        pthread_mutex_lock(&self.mutex)
+        gone = self.port.gone()
+        if gone:
             self.tun_gone = True
             self._notify()
-            pthread_mutex_unlock(&self.mutex)
-            return False
-        return True
+        pthread_mutex_unlock(&self.mutex)
+        return not gone
 
-    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count) noexcept nogil:
+    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count,
+                        int64_t now) noexcept nogil:
+        """Routes and seals count packets read from the port (slot i at
+        slots + i * SLOT_SIZE), then sends them."""
         cdef uint32_t i
-        cdef int64_t now, wall
-        pthread_mutex_lock(&self.mutex)
-        clock_now(&now, &wall)
         for i in range(count):
-            if self.vnet_hdr:
+            if self.port.vnet_hdr:
                 self._tx_vnet(slots + <size_t>i * SLOT_SIZE, lengths[i], now)
             else:
                 self._tx_packet(slots + <size_t>i * SLOT_SIZE, lengths[i], now)
         self._flush()
-        pthread_mutex_unlock(&self.mutex)
+
+    cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,
+                        const uint32_t *sizes, int64_t now, int64_t wall) noexcept nogil:
+        """Opens the count messages in rx_slots and delivers them, then writes
+        and sends what they produced.  With UDP GRO one message may hold
+        several datagrams of sizes[i] bytes from the same source (the last
+        may be shorter); sizes[i] == 0: one datagram."""
+        cdef uint32_t i, offset, chunk
+        cdef uint8_t *data
+        for i in range(count):
+            data = self.rx_slots + <size_t>i * SLOT_SIZE
+            chunk = sizes[i] if sizes[i] else lengths[i]
+            offset = 0
+            while offset < lengths[i]:
+                self._rx_packet(data + offset, min(chunk, lengths[i] - offset), &sources[i], now, wall)
+                offset += chunk
+        self.port.flush()
+        self._flush()
 
     cdef void _udp_readable(self, int fd) noexcept nogil:
         cdef Endpoint sources[BATCH]
         cdef uint32_t lengths[BATCH]
         cdef uint32_t sizes[BATCH]
-        cdef int n, i
-        cdef uint32_t offset, chunk
-        cdef uint8_t *data
+        cdef int n
         cdef int64_t now, wall
         pthread_mutex_lock(&self.mutex)
         # The control plane may have replaced the sockets since epoll saw fd.
@@ -568,17 +537,7 @@ cdef class Core:
             n = udp_recv_batch(fd, self.rx_slots, SLOT_SIZE, BATCH, sources, lengths, sizes)
             if n > 0:
                 clock_now(&now, &wall)
-                for i in range(n):
-                    data = self.rx_slots + <size_t>i * SLOT_SIZE
-                    # With UDP GRO one message may hold several datagrams of
-                    # sizes[i] bytes from the same source (the last may be shorter).
-                    chunk = sizes[i] if sizes[i] else lengths[i]
-                    offset = 0
-                    while offset < lengths[i]:
-                        self._rx_packet(data + offset, min(chunk, lengths[i] - offset), &sources[i], now, wall)
-                        offset += chunk
-                self._tun_flush()
-                self._flush()
+                self._rx_batch(n, sources, lengths, sizes, now, wall)
         pthread_mutex_unlock(&self.mutex)
 
     cdef void _loop(self) noexcept nogil:
@@ -595,7 +554,7 @@ cdef class Core:
                 fd = events[i].data.fd
                 if fd == self.stop_fd:
                     read(self.stop_fd, &value, 8)
-                elif fd == self.reader.ready_fd:
+                elif fd == self.port.ready_fd:
                     if not self._tun_readable():
                         return
                 else:
@@ -603,17 +562,19 @@ cdef class Core:
 
     def run(self):
         """The data-plane loop; returns after stop() or when the TUN is gone."""
-        if self.tun_fd < 0 or self.capture:
-            raise RuntimeError("the data plane runs on a TUN; set_tun first")
-        if reader_start(&self.reader, self.tun_fd, BATCH, SLOT_SIZE) < 0:
-            raise OSError(errno, "cannot start the TUN reader thread")
+        cdef PacketPort port = self.port
+        if self.capture:
+            raise RuntimeError("a sans-I/O data plane has no loop")
+        port.start(BATCH, SLOT_SIZE)
         try:
-            self._watch(self.reader.ready_fd)
+            if port.ready_fd < 0:
+                raise RuntimeError("the data plane runs on a port that reads; set_tun first")
+            self._watch(port.ready_fd)
             with nogil:
                 self._loop()
         finally:
-            self._unwatch(self.reader.ready_fd)
-            reader_stop(&self.reader)
+            self._unwatch(port.ready_fd)
+            port.stop()
 
     def stop(self):
         cdef uint64_t one = 1
@@ -625,11 +586,16 @@ cdef class Core:
 
     def set_tun(self, int fd, bint vnet_hdr=False):
         """The TUN descriptor (non-blocking) the loop reads and writes; with
-        vnet_hdr every packet on it carries a virtio_net_hdr."""
+        vnet_hdr every packet on it carries a virtio_net_hdr.  Before run()."""
+        self.set_port(TunPort(fd, vnet_hdr=vnet_hdr))
+
+    def set_port(self, PacketPort port not None):
+        """The inner side the data plane reads and writes (a TunPort, or a
+        MemoryPort for tests).  Before run()."""
         self._lock()
         try:
-            self.tun_fd = fd
-            self.vnet_hdr = vnet_hdr
+            self.port.flush()
+            self.port = port
         finally:
             self._unlock()
 
@@ -1072,44 +1038,65 @@ cdef class Core:
     # -- Python face: sans-I/O ----------------------------------------------------------
 
     def inject_tun(self, const uint8_t[:] packet, int64_t now):
-        """As if packet had been read from the TUN at now."""
-        if packet.shape[0] > SLOT_SIZE - 64:
+        """As if packet had been read from the port at now (behind its
+        virtio_net_hdr if the port has vnet_hdr)."""
+        cdef uint32_t length = packet.shape[0]
+        if length > SLOT_SIZE - 64:
             raise ValueError("packet too large")
         self._lock()
         try:
-            self._tx_packet(<uint8_t *>&packet[0], packet.shape[0], now)
-            self._flush()
+            # rx_slots are free between batches; a read may be cut in place.
+            if length:
+                memcpy(self.rx_slots, &packet[0], length)
+            self._tx_batch(self.rx_slots, &length, 1, now)
         finally:
             self._unlock()
 
     def inject_udp(self, const uint8_t[:] datagram, address, int64_t now, int64_t wall):
         """As if datagram had arrived from address at now."""
-        cdef Endpoint source
-        endpoint_from_python(&source, address)
-        if datagram.shape[0] > SLOT_SIZE or datagram.shape[0] == 0:
-            raise ValueError("bad datagram size")
+        self.inject_udp_batch([datagram], address, now, wall)
+
+    def inject_udp_batch(self, datagrams, address, int64_t now, int64_t wall):
+        """As if the datagrams (at most BATCH) had arrived together from
+        address at now: one receive batch, so decrypted packets are coalesced
+        across them as from one recvmmsg."""
+        cdef Endpoint sources[BATCH]
+        cdef uint32_t lengths[BATCH]
+        cdef uint32_t sizes[BATCH]
+        cdef const uint8_t[:] datagram
+        cdef uint32_t i, count = len(datagrams)
+        if count > BATCH:
+            raise ValueError(f"at most {BATCH} datagrams in a batch")
+        endpoint_from_python(&sources[0], address)
+        for i in range(count):
+            datagram = datagrams[i]
+            if datagram.shape[0] > SLOT_SIZE or datagram.shape[0] == 0:
+                raise ValueError("bad datagram size")
+            sources[i] = sources[0]
+            lengths[i] = datagram.shape[0]
+            sizes[i] = 0
         self._lock()
         try:
-            memcpy(self.rx_slots, &datagram[0], datagram.shape[0])
-            self._rx_packet(self.rx_slots, datagram.shape[0], &source, now, wall)
-            self._tun_flush()
-            self._flush()
+            for i in range(count):
+                datagram = datagrams[i]
+                memcpy(self.rx_slots + <size_t>i * SLOT_SIZE, &datagram[0], lengths[i])
+            self._rx_batch(count, sources, lengths, sizes, now, wall)
         finally:
             self._unlock()
 
     def take_captured(self):
-        """What left in sans-I/O mode: [("udp", bytes, address) | ("tun", bytes, None)]."""
+        """What left in sans-I/O mode: [("tun", bytes, None)] for what the
+        MemoryPort was given, then [("udp", bytes, address)] for what was sent."""
         cdef uint32_t i
         cdef Captured *c
         result = []
         self._lock()
         try:
+            if isinstance(self.port, MemoryPort):
+                result = [("tun", packet, None) for packet in (<MemoryPort>self.port).take_written()]
             for i in range(self.captured_count):
                 c = &self.captured[i]
-                if c.to_tun:
-                    result.append(("tun", c.data[:c.length], None))
-                else:
-                    result.append(("udp", c.data[:c.length], endpoint_to_python(&c.destination)))
+                result.append(("udp", c.data[:c.length], endpoint_to_python(&c.destination)))
                 free(c.data)
             self.captured_count = 0
         finally:
