@@ -57,9 +57,11 @@ def test_a_tso_read_is_cut_sealed_and_joined_again():
     pair = connected()
     segments = flow(False, 5, last=300)
     [(header, packet)] = coalesce(segments)                # the read a TUN with TSO gives
+    before = pair.a.device.core.udp_messages
     pair.a.device.core.inject_tun(header + packet, pair.clock.mono)
     datagrams = sent_datagrams(pair.a)
     assert len(datagrams) == len(segments)
+    assert pair.a.device.core.udp_messages - before == 1    # one UDP GSO message
     pair.b.device.core.inject_udp_batch(datagrams, pair.a.address, pair.clock.mono, pair.clock.wall)
     assert roundtrip(written(pair.b)) == segments
 

@@ -72,3 +72,24 @@ def test_every_datagram_goes_once_in_order_within_the_kernels_rules(datagrams, g
             assert len(m) <= 64 and sum(lengths) <= 65507
             assert all(n == lengths[0] for n in lengths[:-1]) and lengths[-1] <= lengths[0]
             assert gso or len(m) == 1
+
+
+# ---- the same grouping inside the data plane, on the fake clock ---------------------
+# In sans-I/O mode the data plane's sendmmsg goes to memory, where each
+# message is cut at its UDP_SEGMENT size as the kernel cuts it: a message
+# grouped against the rules would reach the peer as garbage.
+
+def test_staged_packets_of_mixed_sizes_go_as_gso_messages_and_all_arrive():
+    from protocol_net import INNER_A, INNER_B, Pair, ipv4_packet
+
+    pair = Pair()
+    packets = [ipv4_packet(INNER_A, INNER_B, n) for n in (240, 240, 100, 240, 240)]
+    for packet in packets:                      # no session yet: all are staged
+        pair.a.device.core.inject_tun(packet, pair.clock.mono)
+    before = pair.a.device.core.udp_messages
+    pair.pump()
+    transport = [d for d in pair.a.sent if d[0] == 4]
+    assert [len(d) for d in transport] == [32 + -(-len(p) // 16) * 16 for p in packets]
+    # The initiation went alone; the staged five in two messages.
+    assert pair.a.device.core.udp_messages - before == 1 + 2
+    assert pair.b.tun_received == packets

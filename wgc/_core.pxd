@@ -46,11 +46,6 @@ cdef struct HandshakeMsg:
     Endpoint source
     uint8_t data[INITIATION_SIZE]     # the largest handshake message
 
-cdef struct Captured:              # a datagram that would have left (sans-I/O mode)
-    Endpoint destination
-    uint32_t length
-    uint8_t *data
-
 
 cdef class Core:
     cdef pthread_mutex_t mutex
@@ -76,9 +71,7 @@ cdef class Core:
     cdef PacketPort port           # the inner side: the TUN, or a MemoryPort in sans-I/O mode
     cdef UdpSockets udp
     cdef bint stopping
-    cdef bint capture
-    cdef Captured *captured
-    cdef uint32_t captured_count
+    cdef bint capture              # sans-I/O: a MemoryPort, and UDP sends kept in memory
 
     # batch buffers
     cdef uint8_t *rx_slots         # recvmmsg, decrypted in place
@@ -100,7 +93,6 @@ cdef class Core:
     cdef void _want_handshake(self, Peer *p) noexcept nogil
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
-    cdef void _capture(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil

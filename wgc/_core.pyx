@@ -1,14 +1,17 @@
 # cython: language_level=3
 """The data plane (see _core.pxd for the locking rule).
 
-Packets from the TUN are routed by allowed IPs to a peer, encrypted with its
-current keypair and sent; packets from UDP are decrypted, checked against the
-replay window and the allowed IPs of their peer, and written to the TUN.
-Handshake messages are only queued here: the control plane (wgc.device)
-handles them in Python and installs the resulting keypairs.
+Packets read from the port (the TUN) are routed by allowed IPs to a peer,
+sealed with its current keypair (wgc._session) and sent (wgc._udp); packets
+from UDP are opened, checked against the allowed IPs of their peer, and
+written to the port.  Handshake messages are only queued here: the control
+plane (wgc.device) handles them in Python and installs the resulting keypairs.
 
 The same nogil functions serve the epoll loop and the sans-I/O entry points
-(inject_tun, inject_udp), which the protocol tests drive with a fake clock.
+(inject_tun, inject_udp), which the protocol tests drive with a fake clock;
+in sans-I/O mode the port is a MemoryPort and UDP sends go to memory, cut as
+the kernel cuts GSO messages, so those tests run the batching, GSO grouping
+and GRO code the daemon runs.
 """
 from libc.errno cimport errno, EEXIST, EINTR
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
@@ -31,7 +34,8 @@ from wgc._session cimport (index_init, index_free, index_find, keypairs_install,
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
 from wgc._udp cimport (endpoint_equal, endpoint_from_python, endpoint_to_python, udp_set_sockets,
-                       udp_send_batch, udp_send_one, udp_recv_batch)
+                       udp_send_batch, udp_send_one, udp_recv_batch, udp_memory_init, udp_memory_free,
+                       udp_memory_take)
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -73,7 +77,6 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef enum:
     MAX_STAGED_TOTAL = 4096          # bounds memory whatever the number of peers
-    CAPTURE_MAX = 4096
     MIN_PEERS_CAPACITY = 16
 
 
@@ -124,17 +127,15 @@ cdef class Core:
         self.mtu = DEFAULT_MTU
         self.jitter_state = random_u64() | 1
         self.udp.offload = True
-        self.udp.fd[0] = self.udp.fd[1] = -1
+        udp_set_sockets(&self.udp, -1, -1)
         self.epoll_fd = -1
         # Until set_tun: a port that reads nothing and drops what is written.
         self.port = MemoryPort() if capture else PacketPort()
         self.stop_fd = self.notify_fd = -1
         self.capture = capture
-        if capture:
-            self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
         if (self.peers == NULL or self.event_slots == NULL or index_init(&self.index) != 0
                 or self.handshakes == NULL or self.rx_slots == NULL
-                or self.out_slots == NULL or (capture and self.captured == NULL)):
+                or self.out_slots == NULL or (capture and udp_memory_init(&self.udp) != 0)):
             raise MemoryError()
         if not capture:
             self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -151,8 +152,6 @@ cdef class Core:
                 peer_clear_staged(self, self.peers[i])
                 keypairs_clear(&self.index, &self.peers[i].keypairs)
                 free(self.peers[i])
-        for i in range(self.captured_count):
-            free(self.captured[i].data)
         for fd in (self.notify_fd, self.stop_fd, self.epoll_fd):
             if fd >= 0:
                 close(fd)
@@ -162,7 +161,7 @@ cdef class Core:
         free(self.handshakes)
         free(self.rx_slots)
         free(self.out_slots)
-        free(self.captured)
+        udp_memory_free(&self.udp)
         pthread_mutex_destroy(&self.mutex)
 
     # -- locking from Python: wait without the GIL; the data plane never needs it
@@ -241,30 +240,11 @@ cdef class Core:
         self.out_peer[self.out_count] = p
         self.out_count += 1
 
-    cdef void _capture(self, const uint8_t *data, uint32_t length,
-                       const Endpoint *dst) noexcept nogil:
-        if self.captured_count == CAPTURE_MAX:
-            return
-        cdef uint8_t *copy = <uint8_t *>malloc(length + 1)
-        if copy == NULL:
-            return
-        memcpy(copy, data, length)
-        cdef Captured *c = &self.captured[self.captured_count]
-        c.length = length
-        c.data = copy
-        c.destination = dst[0]
-        self.captured_count += 1
-
     cdef void _flush(self) noexcept nogil:
         """Sends the pending encrypted packets and counts what left."""
         cdef bint sent[BATCH]
         cdef uint32_t i
-        if self.capture:
-            for i in range(self.out_count):
-                self._capture(self.out[i].data, self.out[i].length, &self.out[i].destination)
-                sent[i] = True
-        else:
-            udp_send_batch(&self.udp, self.out, self.out_count, sent)
+        udp_send_batch(&self.udp, self.out, self.out_count, sent)
         for i in range(self.out_count):
             if sent[i] and self.out_peer[i] != NULL:
                 self.out_peer[i].tx_bytes += self.out[i].length
@@ -272,11 +252,6 @@ cdef class Core:
 
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
         """Sends one datagram now (handshakes, cookie replies); True if it left."""
-        if dst.family == 0:
-            return False
-        if self.capture:
-            self._capture(data, length, dst)
-            return True
         return udp_send_one(&self.udp, data, length, dst)
 
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
@@ -1086,19 +1061,20 @@ cdef class Core:
 
     def take_captured(self):
         """What left in sans-I/O mode: [("tun", bytes, None)] for what the
-        MemoryPort was given, then [("udp", bytes, address)] for what was sent."""
-        cdef uint32_t i
-        cdef Captured *c
+        MemoryPort was given, then [("udp", bytes, address)] for each datagram
+        sent, as the kernel cut it from its sendmmsg message."""
         result = []
         self._lock()
         try:
             if isinstance(self.port, MemoryPort):
                 result = [("tun", packet, None) for packet in (<MemoryPort>self.port).take_written()]
-            for i in range(self.captured_count):
-                c = &self.captured[i]
-                result.append(("udp", c.data[:c.length], endpoint_to_python(&c.destination)))
-                free(c.data)
-            self.captured_count = 0
+            result += [("udp", data, address) for data, address, _ in udp_memory_take(&self.udp)]
         finally:
             self._unlock()
         return result
+
+    @property
+    def udp_messages(self):
+        """How many sendmmsg messages left in sans-I/O mode (a GSO message
+        carries several datagrams)."""
+        return self.udp.memory.messages if self.udp.memory != NULL else 0

@@ -5,6 +5,7 @@ plan() is the Python face of the GSO grouping, for table tests.
 """
 from libc.errno cimport errno, EINTR, EIO, EINVAL, EMSGSIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp
 
 from wgc._offload cimport UDP_MAX_SEGMENTS
@@ -40,6 +41,19 @@ cdef extern from *:
         c->cmsg_type = UDP_SEGMENT;
         c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
         memcpy(CMSG_DATA(c), &size, sizeof(size));
+    }
+
+    /* The UDP_SEGMENT size a message to send carries, 0 = none. */
+    static inline uint16_t wgc_segment_size(const struct msghdr *m) {
+        struct cmsghdr *c;
+        uint16_t size;
+        for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_SEGMENT) {
+                memcpy(&size, CMSG_DATA(c), sizeof(size));
+                return size;
+            }
+        }
+        return 0;
     }
 
     /* UDP GRO: the size of the datagrams a received message joins, 0 = one datagram. */
@@ -102,6 +116,7 @@ cdef extern from *:
     int UDP_GRO
     void wgc_set_segment_size(msghdr *m, void *buffer, uint16_t size) nogil
     int wgc_gro_segment_size(const msghdr *m) nogil
+    uint16_t wgc_segment_size(const msghdr *m) nogil
     int setsockopt(int fd, int level, int name, const void *value, socklen_t length) nogil
 
 
@@ -224,7 +239,7 @@ cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
     for f in range(2):
         fd = u.fd[f]
         udp_plan(&plan, d, count, families[f], u.gso[f])
-        if plan.messages == 0 or fd < 0:
+        if plan.messages == 0 or (fd < 0 and u.memory == NULL):
             continue
         for i in range(plan.first[plan.messages]):
             iovs[i].iov_base = d[plan.order[i]].data
@@ -240,7 +255,10 @@ cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
                 wgc_set_segment_size(&msgs[j].msg_hdr, &controls[j][0], <uint16_t>o.length)
         start = 0
         while start < plan.messages:
-            done = sendmmsg(fd, &msgs[start], plan.messages - start, MSG_DONTWAIT)
+            if u.memory != NULL:
+                done = memory_sendmmsg(u.memory, &msgs[start], plan.messages - start)
+            else:
+                done = sendmmsg(fd, &msgs[start], plan.messages - start, MSG_DONTWAIT)
             if done < 0 and errno == EINTR:
                 continue
             if done <= 0:
@@ -269,13 +287,103 @@ cdef bint udp_send_one(const UdpSockets *u, const uint8_t *data, uint32_t length
     cdef wgc_sockaddr sa
     cdef socklen_t salen
     cdef int fd
+    cdef iovec iov
+    cdef mmsghdr msg
     if dst.family == 0:
         return False
+    if u.memory != NULL:
+        iov.iov_base = <void *>data
+        iov.iov_len = length
+        memset(&msg, 0, sizeof(msg))
+        msg.msg_hdr.msg_name = &sa
+        msg.msg_hdr.msg_namelen = endpoint_to_sockaddr(dst, &sa)
+        msg.msg_hdr.msg_iov = &iov
+        msg.msg_hdr.msg_iovlen = 1
+        return memory_sendmmsg(u.memory, &msg, 1) == 1
     fd = u.fd[family_index(dst.family)]
     if fd < 0:
         return False
     salen = endpoint_to_sockaddr(dst, &sa)
     return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
+
+
+# ---- sans-I/O: the kernel's side of sendmmsg, in memory ---------------------
+
+cdef int udp_memory_init(UdpSockets *u) noexcept nogil:
+    u.memory = <UdpMemory *>calloc(1, sizeof(UdpMemory))
+    if u.memory == NULL:
+        return -1
+    u.memory.datagrams = <Recorded *>calloc(UDP_MEMORY_MAX, sizeof(Recorded))
+    if u.memory.datagrams == NULL:
+        free(u.memory)
+        u.memory = NULL
+        return -1
+    return 0
+
+cdef void memory_forget(UdpMemory *m) noexcept nogil:
+    cdef uint32_t i
+    for i in range(m.count):
+        free(m.datagrams[i].data)
+    m.count = 0
+
+cdef void udp_memory_free(UdpSockets *u) noexcept nogil:
+    if u.memory != NULL:
+        memory_forget(u.memory)
+        free(u.memory.datagrams)
+        free(u.memory)
+        u.memory = NULL
+
+cdef int memory_sendmmsg(UdpMemory *m, mmsghdr *msgs, uint32_t count) noexcept nogil:
+    """Takes every message as the kernel would: its bytes gathered, then cut
+    into datagrams of its UDP_SEGMENT size (the last may be shorter)."""
+    cdef uint32_t j, k, total, size, offset, piece
+    cdef uint8_t *message
+    cdef Endpoint destination
+    cdef Recorded *r
+    for j in range(count):
+        total = 0
+        for k in range(msgs[j].msg_hdr.msg_iovlen):
+            total += msgs[j].msg_hdr.msg_iov[k].iov_len
+        message = <uint8_t *>malloc(total + 1)
+        if message == NULL:
+            return j
+        offset = 0
+        for k in range(msgs[j].msg_hdr.msg_iovlen):
+            memcpy(message + offset, msgs[j].msg_hdr.msg_iov[k].iov_base, msgs[j].msg_hdr.msg_iov[k].iov_len)
+            offset += msgs[j].msg_hdr.msg_iov[k].iov_len
+        endpoint_from_sockaddr(&destination, <const wgc_sockaddr *>msgs[j].msg_hdr.msg_name)
+        size = wgc_segment_size(&msgs[j].msg_hdr)
+        if size == 0:
+            size = total
+        offset = 0
+        while offset < total and m.count < UDP_MEMORY_MAX:
+            piece = min(size, total - offset)
+            r = &m.datagrams[m.count]
+            r.data = <uint8_t *>malloc(piece + 1)
+            if r.data == NULL:
+                break
+            memcpy(r.data, message + offset, piece)
+            r.length = piece
+            r.destination = destination
+            r.message = m.messages
+            m.count += 1
+            offset += piece
+        free(message)
+        m.messages += 1
+        msgs[j].msg_len = total
+    return count
+
+cdef list udp_memory_take(UdpSockets *u):
+    cdef uint32_t i
+    cdef Recorded *r
+    result = []
+    if u.memory == NULL:
+        return result
+    for i in range(u.memory.count):
+        r = &u.memory.datagrams[i]
+        result.append((r.data[:r.length], endpoint_to_python(&r.destination), r.message))
+    memory_forget(u.memory)
+    return result
 
 
 # ---- receiving --------------------------------------------------------------
