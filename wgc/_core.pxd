@@ -1,48 +1,26 @@
-# The data plane: peers, keypairs, transport encryption and decryption, the
-# staged-packet queues and the epoll loop over the TUN and UDP sockets.
+# The data plane: peers, routing, the staged-packet queues and the epoll loop
+# over the TUN and UDP sockets; keypairs and transport seal/open are in
+# wgc/_session.pxd.
 #
 # Concurrency: one data-plane thread runs Core.run() with the GIL released.
 # Everything it touches is guarded by Core.mutex, which it holds for one batch
 # at a time (never while waiting in epoll).  The control plane (Python) takes
 # the same mutex for every change, so it never sees a half-processed batch.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from wgc._replay cimport ReplayWindow
+from wgc._constants cimport INITIATION_SIZE
+from wgc._session cimport Keypair, Keypairs, IndexTable
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
-from wgc._offload cimport Gro
-from wgc._reader cimport TunReader
+from wgc._port cimport PacketPort
+from wgc._udp cimport BATCH, Endpoint, Datagram, UdpSockets
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
 
 cdef enum:
-    BATCH = 64                 # packets per recvmmsg/sendmmsg and per TUN burst
-    TUN_WRITE_BATCH = 512      # decrypted packets coalesced before writing to a vnet TUN
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
-    HANDSHAKE_MAX = 148        # the largest handshake message (an initiation)
     EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
-
-# A UDP endpoint in a form independent of sockaddr layouts; family 0 = none.
-cdef struct Endpoint:
-    uint16_t family
-    uint16_t port              # host order
-    uint32_t scope_id
-    uint8_t addr[16]           # 4 bytes used for AF_INET
-
-cdef struct Peer
-
-cdef struct Keypair:
-    uint8_t send_key[32]
-    uint8_t recv_key[32]
-    uint64_t send_counter      # next nonce to use
-    int64_t created            # monotonic ns
-    uint32_t local_index
-    uint32_t remote_index
-    bint is_initiator
-    bint can_send              # a responder's keypair sends only once confirmed
-    Peer *peer
-    ReplayWindow replay
 
 cdef struct Staged:
     Staged *next
@@ -51,9 +29,7 @@ cdef struct Staged:
 
 cdef struct Peer:
     uint32_t slot
-    Keypair *current
-    Keypair *previous
-    Keypair *next
+    Keypairs keypairs
     Endpoint endpoint
     uint64_t tx_bytes
     uint64_t rx_bytes
@@ -65,31 +41,10 @@ cdef struct Peer:
     Staged *staged_tail
     uint32_t staged_count
 
-cdef struct IndexEntry:
-    uint32_t index
-    Keypair *keypair               # NULL = empty slot
-
-cdef struct IndexTable:            # open addressing, linear probing
-    IndexEntry *slots
-    uint32_t mask
-    uint32_t count
-
 cdef struct HandshakeMsg:
     uint32_t length
     Endpoint source
-    uint8_t data[HANDSHAKE_MAX]
-
-cdef struct OutPacket:             # an encrypted packet waiting for sendmmsg
-    uint8_t *data
-    uint32_t length
-    Endpoint destination
-    Peer *peer                     # whose tx_bytes it counts toward
-
-cdef struct Captured:              # a packet that would have left (sans-I/O mode)
-    uint8_t to_tun
-    Endpoint destination
-    uint32_t length
-    uint8_t *data
+    uint8_t data[INITIATION_SIZE]     # the largest handshake message
 
 
 cdef class Core:
@@ -112,23 +67,18 @@ cdef class Core:
     cdef bint tun_gone
 
     # I/O (all -1 in sans-I/O mode)
-    cdef int tun_fd, udp4_fd, udp6_fd, epoll_fd, stop_fd, notify_fd
-    cdef bint vnet_hdr             # the TUN speaks virtio_net_hdr (offloads)
-    cdef bint udp_offload          # use UDP GSO and GRO on the sockets
-    cdef bint udp_gso[2]           # per socket (IPv4, IPv6): GSO still works
+    cdef int epoll_fd, stop_fd, notify_fd
+    cdef PacketPort port           # the inner side: the TUN, or a MemoryPort in sans-I/O mode
+    cdef UdpSockets udp
     cdef bint stopping
-    cdef bint capture
-    cdef Captured *captured
-    cdef uint32_t captured_count
+    cdef bint capture              # sans-I/O: a MemoryPort, and UDP sends kept in memory
 
     # batch buffers
-    cdef TunReader reader          # reads the TUN ahead, on its own thread
     cdef uint8_t *rx_slots         # recvmmsg, decrypted in place
     cdef uint8_t *out_slots
-    cdef OutPacket out[BATCH]
+    cdef Datagram out[BATCH]       # encrypted packets waiting for sendmmsg
+    cdef Peer *out_peer[BATCH]     # whose tx_bytes each counts toward
     cdef uint32_t out_count
-    cdef Gro gro                   # decrypted packets on their way to a vnet TUN
-    cdef void *tun_iov             # iovecs for one coalesced write
 
     # internal steps (Cython wants every C method declared here)
     cdef void _lock(self) noexcept
@@ -143,10 +93,9 @@ cdef class Core:
     cdef void _want_handshake(self, Peer *p) noexcept nogil
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
-    cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
-    cdef void _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
+    cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil
     cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil
@@ -154,12 +103,12 @@ cdef class Core:
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
     cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil
-    cdef void _to_tun(self, uint8_t *packet, uint32_t length) noexcept nogil
-    cdef void _tun_flush(self) noexcept nogil
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length, const Endpoint *source) noexcept nogil
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
     cdef bint _tun_readable(self) noexcept nogil
-    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count) noexcept nogil
+    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count, int64_t now) noexcept nogil
+    cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,
+                        const uint32_t *sizes, int64_t now, int64_t wall) noexcept nogil
     cdef void _udp_readable(self, int fd) noexcept nogil
     cdef void _loop(self) noexcept nogil

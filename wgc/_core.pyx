@@ -1,32 +1,42 @@
 # cython: language_level=3
 """The data plane (see _core.pxd for the locking rule).
 
-Packets from the TUN are routed by allowed IPs to a peer, encrypted with its
-current keypair and sent; packets from UDP are decrypted, checked against the
-replay window and the allowed IPs of their peer, and written to the TUN.
-Handshake messages are only queued here: the control plane (wgc.device)
-handles them in Python and installs the resulting keypairs.
+Packets read from the port (the TUN) are routed by allowed IPs to a peer,
+sealed with its current keypair (wgc._session) and sent (wgc._udp); packets
+from UDP are opened, checked against the allowed IPs of their peer, and
+written to the port.  Handshake messages are only queued here: the control
+plane (wgc.device) handles them in Python and installs the resulting keypairs.
 
 The same nogil functions serve the epoll loop and the sans-I/O entry points
-(inject_tun, inject_udp), which the protocol tests drive with a fake clock.
+(inject_tun, inject_udp), which the protocol tests drive with a fake clock;
+in sans-I/O mode the port is a MemoryPort and UDP sends go to memory, cut as
+the kernel cuts GSO messages, so those tests run the batching, GSO grouping
+and GRO code the daemon runs.
 """
-from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL, EMSGSIZE
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.errno cimport errno, EEXIST, EINTR
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset, memcmp
+from libc.string cimport memcpy, memset
 from posix.unistd cimport read, write, close
 
-from wgc._bytes cimport load_le32, store_le32, load_le64, store_le64, load_be16
-from wgc._crypto cimport aead_seal, aead_open, random_u64, wipe
-from wgc._offload cimport (VnetHdr, Segmenter, VNET_HDR_LEN, UDP_MAX_SEGMENTS, vnet_hdr_load,
-                           vnet_hdr_store, segmenter_init, segmenter_write, gro_init, gro_free, gro_add,
-                           gro_full, gro_finish, gro_reset)
-from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
-from wgc._replay cimport replay_reset, replay_accept
+from wgc._bytes cimport load_le32
+from wgc._constants cimport (MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, INITIATION_SIZE,
+                             RESPONSE_SIZE, COOKIE_REPLY_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE,
+                             SECOND, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, HANDSHAKE_QUEUE_SIZE,
+                             MAX_STAGED_PACKETS, DEFAULT_MTU)
+from wgc._crypto cimport random_u64
+from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segmenter_init, segmenter_write
+from wgc._port cimport PacketPort, TunPort, MemoryPort
+from wgc._session cimport (index_init, index_free, index_find, keypairs_install,
+                           keypairs_confirm, keypairs_clear, keypairs_expire_sending, transport_seal,
+                           transport_open, transport_inner_source, transport_destination,
+                           keypair_sendable, rekey_after_send, rekey_after_receive)
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
+from wgc._udp cimport (endpoint_equal, endpoint_from_python, endpoint_to_python, udp_set_sockets,
+                       udp_send_batch, udp_send_one, udp_recv_batch, udp_memory_init, udp_memory_free,
+                       udp_memory_take)
 
-import socket
 
 cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *m, void *attr)
@@ -63,287 +73,30 @@ cdef extern from "<sys/epoll.h>" nogil:
     int EPOLLIN
     int EPOLL_CLOEXEC
 
-cdef extern from *:
-    """
-    #include <string.h>
-    #include <sys/socket.h>
-    #include <sys/uio.h>
-    #include <netinet/in.h>
-    #include <netinet/udp.h>
-    #ifndef UDP_SEGMENT
-    #define UDP_SEGMENT 103
-    #endif
-    #ifndef UDP_GRO
-    #define UDP_GRO 104
-    #endif
-    union wgc_sockaddr {
-        struct sockaddr sa;
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
-    };
-    /* Room for the one control message either direction carries. */
-    #define WGC_CONTROL_SIZE CMSG_SPACE(sizeof(int))
-
-    /* UDP GSO: the kernel cuts the message into datagrams of `size` bytes. */
-    static inline void wgc_set_segment_size(struct msghdr *m, void *buffer, uint16_t size) {
-        struct cmsghdr *c;
-        m->msg_control = buffer;
-        m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        c = CMSG_FIRSTHDR(m);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        memcpy(CMSG_DATA(c), &size, sizeof(size));
-    }
-
-    /* UDP GRO: the size of the datagrams a received message joins, 0 = one datagram. */
-    static inline int wgc_gro_segment_size(const struct msghdr *m) {
-        struct cmsghdr *c;
-        int size;
-        for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-                memcpy(&size, CMSG_DATA(c), sizeof(size));
-                return size;
-            }
-        }
-        return 0;
-    }
-    """
-    ctypedef unsigned int socklen_t
-    struct in_addr:
-        uint32_t s_addr
-    struct in6_addr:
-        uint8_t s6_addr[16]
-    struct sockaddr:
-        uint16_t sa_family
-    struct sockaddr_in:
-        uint16_t sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        uint16_t sin6_family
-        uint16_t sin6_port
-        uint32_t sin6_flowinfo
-        in6_addr sin6_addr
-        uint32_t sin6_scope_id
-    union wgc_sockaddr:
-        sockaddr sa
-        sockaddr_in v4
-        sockaddr_in6 v6
-    struct iovec:
-        void *iov_base
-        size_t iov_len
-    struct msghdr:
-        void *msg_name
-        socklen_t msg_namelen
-        iovec *msg_iov
-        size_t msg_iovlen
-        void *msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout) nogil
-    int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags) nogil
-    ssize_t writev(int fd, const iovec *iov, int iovcnt) nogil
-    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t len) nogil
-    uint16_t htons(uint16_t) nogil
-    uint16_t ntohs(uint16_t) nogil
-    int AF_INET
-    int AF_INET6
-    int MSG_DONTWAIT
-    enum: WGC_CONTROL_SIZE
-    int SOL_UDP
-    int UDP_GRO
-    void wgc_set_segment_size(msghdr *m, void *buffer, uint16_t size) nogil
-    int wgc_gro_segment_size(const msghdr *m) nogil
-    int setsockopt(int fd, int level, int name, const void *value, socklen_t length) nogil
-
 # ---- constants ------------------------------------------------------------
 
-cdef extern from *:
-    """
-    #define WGC_REKEY_AFTER_MESSAGES (1ULL << 60)
-    #define WGC_REJECT_AFTER_MESSAGES (UINT64_MAX - (1ULL << 13))
-    """
-    const uint64_t REKEY_AFTER_MESSAGES "WGC_REKEY_AFTER_MESSAGES"
-    const uint64_t REJECT_AFTER_MESSAGES "WGC_REJECT_AFTER_MESSAGES"
-
 cdef enum:
-    MESSAGE_TRANSPORT = 4
-    HEADER_LEN = 16
-    TAG_LEN = 16
-    MAX_STAGED_PER_PEER = 128
     MAX_STAGED_TOTAL = 4096          # bounds memory whatever the number of peers
-    HANDSHAKE_QUEUE = 1024
-    CAPTURE_MAX = 4096
     MIN_PEERS_CAPACITY = 16
-    UDP_GSO_MAX_BYTES = 65507        # the largest UDP payload over IPv4
 
 
 cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
-    mono[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+    mono[0] = <int64_t>ts.tv_sec * SECOND + ts.tv_nsec
     clock_gettime(CLOCK_REALTIME, &ts)
-    wall[0] = <int64_t>ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+    wall[0] = <int64_t>ts.tv_sec * SECOND + ts.tv_nsec
 
 
 cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
-    """A delay below JITTER_MAX_NS from xorshift64*: timers need spread, not
+    """A delay below REKEY_TIMEOUT_JITTER_MAX from xorshift64*: timers need spread, not
     secrecy, and a getrandom call per data packet would cost a system call."""
     cdef uint64_t x = state[0]
     x ^= x >> 12
     x ^= x << 25
     x ^= x >> 27
     state[0] = x
-    return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>JITTER_MAX_NS)
-
-
-# ---- endpoints ------------------------------------------------------------
-
-cdef inline bint endpoint_equal(const Endpoint *a, const Endpoint *b) noexcept nogil:
-    if a.family != b.family or a.port != b.port:
-        return False
-    if a.family == AF_INET:
-        return memcmp(a.addr, b.addr, 4) == 0
-    return a.scope_id == b.scope_id and memcmp(a.addr, b.addr, 16) == 0
-
-cdef socklen_t endpoint_to_sockaddr(const Endpoint *e, wgc_sockaddr *sa) noexcept nogil:
-    memset(sa, 0, sizeof(wgc_sockaddr))
-    if e.family == AF_INET:
-        sa.v4.sin_family = AF_INET
-        sa.v4.sin_port = htons(e.port)
-        memcpy(&sa.v4.sin_addr, e.addr, 4)
-        return sizeof(sockaddr_in)
-    sa.v6.sin6_family = AF_INET6
-    sa.v6.sin6_port = htons(e.port)
-    memcpy(sa.v6.sin6_addr.s6_addr, e.addr, 16)
-    sa.v6.sin6_scope_id = e.scope_id
-    return sizeof(sockaddr_in6)
-
-cdef void endpoint_from_sockaddr(Endpoint *e, const wgc_sockaddr *sa) noexcept nogil:
-    memset(e, 0, sizeof(Endpoint))
-    if sa.sa.sa_family == AF_INET:
-        e.family = AF_INET
-        e.port = ntohs(sa.v4.sin_port)
-        memcpy(e.addr, &sa.v4.sin_addr, 4)
-    elif sa.sa.sa_family == AF_INET6:
-        e.family = AF_INET6
-        e.port = ntohs(sa.v6.sin6_port)
-        memcpy(e.addr, sa.v6.sin6_addr.s6_addr, 16)
-        e.scope_id = sa.v6.sin6_scope_id
-
-cdef int endpoint_from_python(Endpoint *e, object address) except -1:
-    """(host, port[, flowinfo, scope_id]) with a numeric host -> Endpoint."""
-    memset(e, 0, sizeof(Endpoint))
-    host, port = address[0], address[1]
-    if not 0 <= port <= 65535:
-        raise ValueError("port out of range")
-    try:
-        packed = socket.inet_pton(socket.AF_INET, host)
-        e.family = AF_INET
-    except OSError:
-        packed = socket.inet_pton(socket.AF_INET6, host)  # raises for non-numeric hosts
-        e.family = AF_INET6
-        if len(address) > 3:
-            e.scope_id = address[3]
-    memcpy(e.addr, <const char *>packed, len(packed))
-    e.port = port
-    return 0
-
-cdef object endpoint_to_python(const Endpoint *e):
-    if e.family == AF_INET:
-        return (socket.inet_ntop(socket.AF_INET, e.addr[:4]), e.port)
-    if e.family == AF_INET6:
-        return (socket.inet_ntop(socket.AF_INET6, e.addr[:16]), e.port, 0, e.scope_id)
-    return None
-
-
-# ---- the receiver-index table ---------------------------------------------
-
-cdef inline uint32_t index_hash(uint32_t index) noexcept nogil:
-    return index * 2654435761u
-
-cdef Keypair *index_find(IndexTable *t, uint32_t index) noexcept nogil:
-    cdef uint32_t i = index_hash(index) & t.mask
-    while t.slots[i].keypair != NULL:
-        if t.slots[i].index == index:
-            return t.slots[i].keypair
-        i = (i + 1) & t.mask
-    return NULL
-
-cdef int index_grow(IndexTable *t) noexcept nogil:
-    cdef IndexEntry *old = t.slots
-    cdef uint32_t old_size = t.mask + 1, i, j
-    cdef uint32_t size = old_size * 2
-    cdef IndexEntry *slots = <IndexEntry *>calloc(size, sizeof(IndexEntry))
-    if slots == NULL:
-        return -1
-    t.slots = slots
-    t.mask = size - 1
-    for i in range(old_size):
-        if old[i].keypair != NULL:
-            j = index_hash(old[i].index) & t.mask
-            while slots[j].keypair != NULL:
-                j = (j + 1) & t.mask
-            slots[j] = old[i]
-    free(old)
-    return 0
-
-cdef int index_insert(IndexTable *t, uint32_t index, Keypair *keypair) noexcept nogil:
-    if (t.count + 1) * 2 > t.mask + 1 and index_grow(t) != 0:
-        return -1
-    cdef uint32_t i = index_hash(index) & t.mask
-    while t.slots[i].keypair != NULL:
-        i = (i + 1) & t.mask
-    t.slots[i].index = index
-    t.slots[i].keypair = keypair
-    t.count += 1
-    return 0
-
-cdef void index_remove(IndexTable *t, uint32_t index) noexcept nogil:
-    """Removes by backward shifting, so lookups never need tombstones."""
-    cdef uint32_t i = index_hash(index) & t.mask, j, home
-    while t.slots[i].keypair != NULL and t.slots[i].index != index:
-        i = (i + 1) & t.mask
-    if t.slots[i].keypair == NULL:
-        return
-    t.count -= 1
-    j = i
-    while True:
-        j = (j + 1) & t.mask
-        if t.slots[j].keypair == NULL:
-            break
-        home = index_hash(t.slots[j].index) & t.mask
-        # The entry at j may move into the hole at i only if its home slot is
-        # not cyclically within (i, j].
-        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
-            continue
-        t.slots[i] = t.slots[j]
-        i = j
-    t.slots[i].keypair = NULL
-
-
-# ---- keypairs ---------------------------------------------------------------
-
-cdef void keypair_free(IndexTable *t, Keypair *kp) noexcept nogil:
-    if kp == NULL:
-        return
-    index_remove(t, kp.local_index)
-    wipe(kp, sizeof(Keypair))
-    free(kp)
-
-cdef inline bint keypair_sendable(const Keypair *kp, int64_t now) noexcept nogil:
-    return (kp != NULL and kp.can_send and now - kp.created < REJECT_AFTER_TIME_NS
-            and kp.send_counter < REJECT_AFTER_MESSAGES)
-
-cdef inline uint32_t padded_length(uint32_t length, uint32_t mtu) noexcept nogil:
-    cdef uint32_t padded = (length + 15) & ~(<uint32_t>15)
-    if padded > mtu:
-        padded = mtu if mtu > length else length
-    return padded
+    return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>REKEY_TIMEOUT_JITTER_MAX)
 
 
 cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
@@ -358,13 +111,6 @@ cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
     p.staged_count = 0
 
 
-cdef void peer_clear_keypairs(Core core, Peer *p) noexcept nogil:
-    keypair_free(&core.index, p.previous)
-    keypair_free(&core.index, p.current)
-    keypair_free(&core.index, p.next)
-    p.previous = p.current = p.next = NULL
-
-
 cdef class Core:
     """The data plane of one device.  Create with capture=True for sans-I/O use."""
 
@@ -374,26 +120,22 @@ cdef class Core:
         self.peers_capacity = MIN_PEERS_CAPACITY
         self.peers = <Peer **>calloc(self.peers_capacity, sizeof(Peer *))
         self.event_slots = <uint32_t *>calloc(self.peers_capacity, sizeof(uint32_t))
-        self.index.slots = <IndexEntry *>calloc(64, sizeof(IndexEntry))
-        self.index.mask = 63
-        self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE * sizeof(HandshakeMsg))
+        self.handshakes = <HandshakeMsg *>malloc(HANDSHAKE_QUEUE_SIZE * sizeof(HandshakeMsg))
         # Batch buffers: only the pages that packets touch become resident.
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
-        # One header iovec, then at most one per coalesced packet.
-        self.tun_iov = malloc((TUN_WRITE_BATCH + 1) * sizeof(iovec))
-        self.mtu = 1420
+        self.mtu = DEFAULT_MTU
         self.jitter_state = random_u64() | 1
-        self.udp_offload = True
-        self.tun_fd = self.udp4_fd = self.udp6_fd = self.epoll_fd = -1
+        self.udp.offload = True
+        udp_set_sockets(&self.udp, -1, -1)
+        self.epoll_fd = -1
+        # Until set_tun: a port that reads nothing and drops what is written.
+        self.port = MemoryPort() if capture else PacketPort()
         self.stop_fd = self.notify_fd = -1
         self.capture = capture
-        if capture:
-            self.captured = <Captured *>calloc(CAPTURE_MAX, sizeof(Captured))
-        if (self.peers == NULL or self.event_slots == NULL or self.index.slots == NULL
+        if (self.peers == NULL or self.event_slots == NULL or index_init(&self.index) != 0
                 or self.handshakes == NULL or self.rx_slots == NULL
-                or self.out_slots == NULL or self.tun_iov == NULL
-                or gro_init(&self.gro, TUN_WRITE_BATCH) < 0 or (capture and self.captured == NULL)):
+                or self.out_slots == NULL or (capture and udp_memory_init(&self.udp) != 0)):
             raise MemoryError()
         if not capture:
             self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -408,23 +150,18 @@ cdef class Core:
         for i in range(self.peers_capacity):
             if self.peers != NULL and self.peers[i] != NULL:
                 peer_clear_staged(self, self.peers[i])
-                peer_clear_keypairs(self, self.peers[i])
+                keypairs_clear(&self.index, &self.peers[i].keypairs)
                 free(self.peers[i])
-        for i in range(self.captured_count):
-            free(self.captured[i].data)
         for fd in (self.notify_fd, self.stop_fd, self.epoll_fd):
             if fd >= 0:
                 close(fd)
         free(self.peers)
         free(self.event_slots)
-        free(self.index.slots)
+        index_free(&self.index)
         free(self.handshakes)
-        reader_stop(&self.reader)
         free(self.rx_slots)
         free(self.out_slots)
-        free(self.tun_iov)
-        gro_free(&self.gro)
-        free(self.captured)
+        udp_memory_free(&self.udp)
         pthread_mutex_destroy(&self.mutex)
 
     # -- locking from Python: wait without the GIL; the data plane never needs it
@@ -496,167 +233,49 @@ cdef class Core:
         return self.out_slots + <size_t>self.out_count * SLOT_SIZE
 
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil:
-        cdef OutPacket *o = &self.out[self.out_count]
+        cdef Datagram *o = &self.out[self.out_count]
         o.data = self.out_slots + <size_t>self.out_count * SLOT_SIZE
         o.length = length
         o.destination = dst[0]
-        o.peer = p
+        self.out_peer[self.out_count] = p
         self.out_count += 1
 
-    cdef void _capture(self, bint to_tun, const uint8_t *data, uint32_t length,
-                       const Endpoint *dst) noexcept nogil:
-        if self.captured_count == CAPTURE_MAX:
-            return
-        cdef uint8_t *copy = <uint8_t *>malloc(length + 1)
-        if copy == NULL:
-            return
-        memcpy(copy, data, length)
-        cdef Captured *c = &self.captured[self.captured_count]
-        c.to_tun = to_tun
-        c.length = length
-        c.data = copy
-        if dst != NULL:
-            c.destination = dst[0]
-        self.captured_count += 1
-
     cdef void _flush(self) noexcept nogil:
-        """Sends the pending encrypted packets, one sendmmsg per address family.
-
-        With UDP GSO, a run of packets to one destination whose sizes are equal
-        (a shorter last one allowed) goes as one message the kernel cuts.
-        """
-        cdef mmsghdr msgs[BATCH]
-        cdef iovec iovs[BATCH]
-        cdef wgc_sockaddr addrs[BATCH]
-        cdef uint64_t controls[BATCH][4]
-        cdef uint32_t order[BATCH]            # out index of each iovec
-        cdef uint32_t first[BATCH + 1]        # message k holds iovecs first[k] .. first[k+1]-1
-        cdef uint32_t sizes[BATCH]            # bytes per message
-        cdef uint32_t i, j, n, m, start
-        cdef int fd, sent, family
-        cdef OutPacket *o
-        cdef OutPacket *lead
-        if self.capture:
-            for i in range(self.out_count):
-                o = &self.out[i]
-                self._capture(False, o.data, o.length, &o.destination)
-                if o.peer != NULL:
-                    o.peer.tx_bytes += o.length
-            self.out_count = 0
-            return
-        cdef int families[2]
-        families[0] = AF_INET
-        families[1] = AF_INET6
-        for family in families:
-            fd = self.udp4_fd if family == AF_INET else self.udp6_fd
-            n = m = 0
-            for i in range(self.out_count):
-                o = &self.out[i]
-                if o.destination.family != family:
-                    continue
-                order[n] = i
-                iovs[n].iov_base = o.data
-                iovs[n].iov_len = o.length
-                if m > 0 and self.udp_gso[family == AF_INET6]:
-                    lead = &self.out[order[first[m - 1]]]
-                    if (n - first[m - 1] < UDP_MAX_SEGMENTS and o.length <= lead.length
-                            and self.out[order[n - 1]].length == lead.length
-                            and sizes[m - 1] + o.length <= UDP_GSO_MAX_BYTES
-                            and endpoint_equal(&o.destination, &lead.destination)):
-                        msgs[m - 1].msg_hdr.msg_iovlen += 1
-                        sizes[m - 1] += o.length
-                        n += 1
-                        continue
-                memset(&msgs[m], 0, sizeof(mmsghdr))
-                msgs[m].msg_hdr.msg_name = &addrs[m]
-                msgs[m].msg_hdr.msg_namelen = endpoint_to_sockaddr(&o.destination, &addrs[m])
-                msgs[m].msg_hdr.msg_iov = &iovs[n]
-                msgs[m].msg_hdr.msg_iovlen = 1
-                first[m] = n
-                sizes[m] = o.length
-                m += 1
-                n += 1
-            first[m] = n
-            if m == 0 or fd < 0:
-                continue
-            for j in range(m):
-                if msgs[j].msg_hdr.msg_iovlen > 1:
-                    wgc_set_segment_size(&msgs[j].msg_hdr, &controls[j][0], <uint16_t>iovs[first[j]].iov_len)
-            start = 0
-            while start < m:
-                sent = sendmmsg(fd, &msgs[start], m - start, MSG_DONTWAIT)
-                if sent < 0 and errno == EINTR:
-                    continue
-                if sent <= 0:
-                    # A message the kernel refuses (no route, full buffer) is
-                    # dropped like a lost packet.  A GSO run it will not cut
-                    # goes again one datagram at a time; where it never could
-                    # (EIO: no checksum offload on older kernels; EMSGSIZE:
-                    # segments wider than the path, which single datagrams
-                    # get past by fragmenting) GSO stays off for the socket.
-                    if msgs[start].msg_hdr.msg_iovlen > 1 and (
-                            errno == EIO or errno == EMSGSIZE or errno == EINVAL):
-                        if errno != EINVAL:
-                            self.udp_gso[family == AF_INET6] = False
-                        for i in range(first[start], first[start + 1]):
-                            o = &self.out[order[i]]
-                            if self._send_one(o.data, o.length, &o.destination) and o.peer != NULL:
-                                o.peer.tx_bytes += o.length
-                    start += 1
-                else:
-                    start += sent
-            # Count what the kernel took: sendmmsg sets msg_len per message sent.
-            for j in range(m):
-                if msgs[j].msg_len != sizes[j]:
-                    continue
-                for i in range(first[j], first[j + 1]):
-                    o = &self.out[order[i]]
-                    if o.peer != NULL:
-                        o.peer.tx_bytes += o.length
+        """Sends the pending encrypted packets and counts what left."""
+        cdef bint sent[BATCH]
+        cdef uint32_t i
+        udp_send_batch(&self.udp, self.out, self.out_count, sent)
+        for i in range(self.out_count):
+            if sent[i] and self.out_peer[i] != NULL:
+                self.out_peer[i].tx_bytes += self.out[i].length
         self.out_count = 0
 
     cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
         """Sends one datagram now (handshakes, cookie replies); True if it left."""
-        cdef wgc_sockaddr sa
-        cdef socklen_t salen
-        cdef int fd
-        if dst.family == 0:
-            return False
-        if self.capture:
-            self._capture(False, data, length, dst)
-            return True
-        fd = self.udp4_fd if dst.family == AF_INET else self.udp6_fd
-        if fd < 0:
-            return False
-        salen = endpoint_to_sockaddr(dst, &sa)
-        return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
+        return udp_send_one(&self.udp, data, length, dst)
 
-    cdef void _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
+    cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
                     int64_t now) noexcept nogil:
         """Encrypts the packet (length 0 = keepalive) already placed at
-        out + HEADER_LEN in the next out slot, and commits it for p."""
-        cdef uint32_t padded = padded_length(length, self.mtu)
-        cdef uint64_t counter = kp.send_counter
-        kp.send_counter += 1
-        store_le32(out, MESSAGE_TRANSPORT)
-        store_le32(out + 4, kp.remote_index)
-        store_le64(out + 8, counter)
-        memset(out + HEADER_LEN + length, 0, padded - length)
-        aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, kp.send_key)
-        self._out_commit(HEADER_LEN + padded + TAG_LEN, p, &p.endpoint)
+        out + TRANSPORT_HEADER_SIZE in the next out slot and commits it for p; False
+        (nothing sent) if kp cannot send now."""
+        cdef uint32_t sealed = transport_seal(kp, out, length, self.mtu, now)
+        if sealed == 0:
+            return False
+        self._out_commit(sealed, p, &p.endpoint)
         timers_any_authenticated_packet_traversal(&p.timers, now)
         timers_any_authenticated_packet_sent(&p.timers)
         if length:
             timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
+        return True
 
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
-        if kp.send_counter > REKEY_AFTER_MESSAGES or (
-                kp.is_initiator and now - kp.created > REKEY_AFTER_TIME_NS):
+        if rekey_after_send(kp, now):
             self._want_handshake(p)
 
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil:
         """Encrypts every staged packet if p has a usable keypair, else asks for a handshake."""
-        cdef Keypair *kp = p.current
+        cdef Keypair *kp = p.keypairs.current
         cdef Staged *s
         cdef uint8_t *out
         if p.staged_count == 0:
@@ -668,7 +287,7 @@ cdef class Core:
             s = p.staged_head
             p.staged_head = s.next
             out = self._out_buffer()
-            memcpy(out + HEADER_LEN, s + 1, s.length)
+            memcpy(out + TRANSPORT_HEADER_SIZE, s + 1, s.length)
             self._seal(p, kp, out, s.length, now)
             free(s)
         p.staged_tail = NULL
@@ -679,7 +298,7 @@ cdef class Core:
 
     cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil:
         cdef Staged *s
-        if p.staged_count >= MAX_STAGED_PER_PEER:
+        if p.staged_count >= MAX_STAGED_PACKETS:
             # The kernel drops the oldest packet of a full queue.
             s = p.staged_head
             p.staged_head = s.next
@@ -707,14 +326,8 @@ cdef class Core:
 
     cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil:
         """The peer whose allowed IPs hold the packet's destination, if it has an endpoint."""
-        cdef int slot
+        cdef int slot = transport_destination(self.allowed_ips, packet, length)
         cdef Peer *p
-        if length >= 20 and packet[0] >> 4 == 4:
-            slot = self.allowed_ips.lookup4(packet + 16)
-        elif length >= 40 and packet[0] >> 4 == 6:
-            slot = self.allowed_ips.lookup6(packet + 24)
-        else:
-            return NULL
         if slot < 0:
             return NULL
         p = self.peers[slot]
@@ -723,14 +336,13 @@ cdef class Core:
         return p
 
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil:
-        """Seals the packet at out + HEADER_LEN (the next out slot) for p, or stages it."""
-        cdef Keypair *kp = p.current
-        if p.staged_count == 0 and keypair_sendable(kp, now):
-            self._seal(p, kp, out, length, now)
+        """Seals the packet at out + TRANSPORT_HEADER_SIZE (the next out slot) for p, or stages it."""
+        cdef Keypair *kp = p.keypairs.current
+        if p.staged_count == 0 and self._seal(p, kp, out, length, now):
             self._keep_key_fresh_on_send(p, kp, now)
             self._timers_changed(p)
         else:
-            self._stage(p, out + HEADER_LEN, length)
+            self._stage(p, out + TRANSPORT_HEADER_SIZE, length)
             self._send_staged(p, now)
 
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
@@ -740,7 +352,7 @@ cdef class Core:
         if p == NULL:
             return
         out = self._out_buffer()
-        memcpy(out + HEADER_LEN, packet, length)
+        memcpy(out + TRANSPORT_HEADER_SIZE, packet, length)
         self._tx_routed(p, out, length, now)
 
     cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil:
@@ -762,16 +374,16 @@ cdef class Core:
             return
         for i in range(count):
             out = self._out_buffer()
-            self._tx_routed(p, out, segmenter_write(&seg, i, out + HEADER_LEN), now)
+            self._tx_routed(p, out, segmenter_write(&seg, i, out + TRANSPORT_HEADER_SIZE), now)
 
     # -- receiving ----------------------------------------------------------
 
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length,
                                const Endpoint *source) noexcept nogil:
         cdef HandshakeMsg *m
-        if self.handshakes_count == HANDSHAKE_QUEUE:
+        if self.handshakes_count == HANDSHAKE_QUEUE_SIZE:
             return
-        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE]
+        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE_SIZE]
         m.length = length
         m.source = source[0]
         memcpy(m.data, data, length)
@@ -781,199 +393,126 @@ cdef class Core:
 
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil:
         """The first packet on a responder's next keypair: it becomes current."""
-        keypair_free(&self.index, p.previous)
-        p.previous = p.current
-        p.current = kp
-        p.next = NULL
-        kp.can_send = True
+        keypairs_confirm(&self.index, &p.keypairs)
         timers_handshake_complete(&p.timers)
-        p.last_handshake_sec = wall // NS_PER_SEC
-        p.last_handshake_nsec = wall % NS_PER_SEC
+        p.last_handshake_sec = wall // SECOND
+        p.last_handshake_nsec = wall % SECOND
         self._send_staged(p, now)
 
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
                          int64_t now, int64_t wall) noexcept nogil:
         """One UDP datagram: queue handshakes, open transport data."""
         cdef uint32_t kind, inner, inner_len
-        cdef uint64_t counter
         cdef Keypair *kp
         cdef Peer *p
-        cdef Keypair *cur
-        cdef int routed
-        cdef uint8_t *plain
+        cdef uint8_t *plain = data + TRANSPORT_HEADER_SIZE
         if length < 4:
             return
         kind = load_le32(data)
-        if (kind == 1 and length == 148) or (kind == 2 and length == 92) or (kind == 3 and length == 64):
+        if ((kind == MESSAGE_INITIATION and length == INITIATION_SIZE)
+                or (kind == MESSAGE_RESPONSE and length == RESPONSE_SIZE)
+                or (kind == MESSAGE_COOKIE_REPLY and length == COOKIE_REPLY_SIZE)):
             self._queue_handshake(data, length, source)
             return
-        if kind != MESSAGE_TRANSPORT or length < HEADER_LEN + TAG_LEN:
+        kp = transport_open(&self.index, plain, data, length, now)
+        if kp == NULL:
             return
-        kp = index_find(&self.index, load_le32(data + 4))
-        if kp == NULL or now - kp.created >= REJECT_AFTER_TIME_NS:
-            return
-        counter = load_le64(data + 8)
-        if counter >= REJECT_AFTER_MESSAGES:
-            return
-        if aead_open(data + HEADER_LEN, data + HEADER_LEN, length - HEADER_LEN, NULL, 0,
-                     counter, kp.recv_key) != 0:
-            return
-        if not replay_accept(&kp.replay, counter):
-            return
-        p = kp.peer
+        p = self.peers[kp.slot]
         # Authenticated: roam to wherever it came from.
         if not endpoint_equal(&p.endpoint, source):
             p.endpoint = source[0]
-        if kp == p.next:
+        if kp == p.keypairs.next:
             self._confirm(p, kp, now, wall)
-        cur = p.current
-        if (cur != NULL and cur.can_send and cur.is_initiator and not p.timers.sent_lastminute_handshake
-                and now - cur.created > REJECT_AFTER_TIME_NS - KEEPALIVE_TIMEOUT_NS - REKEY_TIMEOUT_NS):
+        if not p.timers.sent_lastminute_handshake and rekey_after_receive(&p.keypairs, now):
             p.timers.sent_lastminute_handshake = True
             self._want_handshake(p)
         timers_any_authenticated_packet_received(&p.timers)
         timers_any_authenticated_packet_traversal(&p.timers, now)
-        plain = data + HEADER_LEN
-        inner = length - HEADER_LEN - TAG_LEN
+        inner = length - TRANSPORT_MIN_SIZE
         if inner == 0:
             p.rx_bytes += length
             self._timers_changed(p)
             return
         timers_data_received(&p.timers, now)
         self._timers_changed(p)
-        # Trim the padding by the inner header's own length, then check that
-        # the source address is one this peer may use.
-        if plain[0] >> 4 == 4 and inner >= 20:
-            inner_len = load_be16(plain + 2)
-            if inner_len < 20 or inner_len > inner:
-                return
-            routed = self.allowed_ips.lookup4(plain + 12)
-        elif plain[0] >> 4 == 6 and inner >= 40:
-            inner_len = 40 + load_be16(plain + 4)
-            if inner_len > inner:
-                return
-            routed = self.allowed_ips.lookup6(plain + 8)
-        else:
+        # The source address must be one this peer may use.
+        if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
             return
-        if routed != <int>p.slot:
-            return
-        self._to_tun(plain, inner_len)
+        self.port.write(plain, inner_len)
         p.rx_bytes += length
-
-    cdef void _to_tun(self, uint8_t *packet, uint32_t length) noexcept nogil:
-        """Hands a decrypted packet to the TUN: at once, or (vnet) for
-        coalescing until _tun_flush, which must run before its buffer is reused."""
-        if self.capture:
-            self._capture(True, packet, length, NULL)
-        elif not self.vnet_hdr:
-            write(self.tun_fd, packet, length)
-        else:
-            if gro_full(&self.gro):
-                self._tun_flush()
-            gro_add(&self.gro, packet, length)
-
-    cdef void _tun_flush(self) noexcept nogil:
-        """Writes the coalesced packets, one writev per super-packet."""
-        cdef uint8_t header[VNET_HDR_LEN]
-        cdef VnetHdr h
-        cdef iovec *iov = <iovec *>self.tun_iov
-        cdef uint32_t i, n, skip
-        cdef int32_t m
-        for i in range(self.gro.item_count):
-            gro_finish(&self.gro, i, &h)
-            vnet_hdr_store(&h, header)
-            iov[0].iov_base = header
-            iov[0].iov_len = VNET_HDR_LEN
-            m = self.gro.items[i].first
-            iov[1].iov_base = self.gro.packets[m].data
-            iov[1].iov_len = self.gro.packets[m].length
-            n = 2
-            skip = self.gro.items[i].ip_len + self.gro.items[i].l4_len
-            m = self.gro.packets[m].next
-            while m >= 0:
-                iov[n].iov_base = self.gro.packets[m].data + skip
-                iov[n].iov_len = self.gro.packets[m].length - skip
-                n += 1
-                m = self.gro.packets[m].next
-            writev(self.tun_fd, iov, n)
-        gro_reset(&self.gro)
 
     # -- the epoll loop -------------------------------------------------------
 
     cdef bint _tun_readable(self) noexcept nogil:
-        """Seals and sends what the reader thread read; False once the TUN is gone."""
+        """Seals and sends what the port read; False once it is gone."""
         cdef uint8_t *slots
         cdef uint32_t *lengths
         cdef uint64_t value
         cdef int count
-        read(self.reader.ready_fd, &value, 8)
+        cdef int64_t now, wall
+        cdef bint gone
+        read(self.port.ready_fd, &value, 8)
         while True:
-            count = reader_take(&self.reader, &slots, &lengths)
+            pthread_mutex_lock(&self.mutex)
+            count = self.port.take(&slots, &lengths)
+            if count >= 0:
+                clock_now(&now, &wall)
+                self._tx_batch(slots, lengths, count, now)
+                self.port.release()
+            pthread_mutex_unlock(&self.mutex)
             if count < 0:
                 break
-            self._tx_batch(slots, lengths, count)
-            reader_release(&self.reader)
-        if reader_gone(&self.reader):
-            pthread_mutex_lock(&self.mutex)
+        pthread_mutex_lock(&self.mutex)
+        gone = self.port.gone()
+        if gone:
             self.tun_gone = True
             self._notify()
-            pthread_mutex_unlock(&self.mutex)
-            return False
-        return True
+        pthread_mutex_unlock(&self.mutex)
+        return not gone
 
-    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count) noexcept nogil:
+    cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count,
+                        int64_t now) noexcept nogil:
+        """Routes and seals count packets read from the port (slot i at
+        slots + i * SLOT_SIZE), then sends them."""
         cdef uint32_t i
-        cdef int64_t now, wall
-        pthread_mutex_lock(&self.mutex)
-        clock_now(&now, &wall)
         for i in range(count):
-            if self.vnet_hdr:
+            if self.port.vnet_hdr:
                 self._tx_vnet(slots + <size_t>i * SLOT_SIZE, lengths[i], now)
             else:
                 self._tx_packet(slots + <size_t>i * SLOT_SIZE, lengths[i], now)
         self._flush()
-        pthread_mutex_unlock(&self.mutex)
+
+    cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,
+                        const uint32_t *sizes, int64_t now, int64_t wall) noexcept nogil:
+        """Opens the count messages in rx_slots and delivers them, then writes
+        and sends what they produced.  With UDP GRO one message may hold
+        several datagrams of sizes[i] bytes from the same source (the last
+        may be shorter); sizes[i] == 0: one datagram."""
+        cdef uint32_t i, offset, chunk
+        cdef uint8_t *data
+        for i in range(count):
+            data = self.rx_slots + <size_t>i * SLOT_SIZE
+            chunk = sizes[i] if sizes[i] else lengths[i]
+            offset = 0
+            while offset < lengths[i]:
+                self._rx_packet(data + offset, min(chunk, lengths[i] - offset), &sources[i], now, wall)
+                offset += chunk
+        self.port.flush()
+        self._flush()
 
     cdef void _udp_readable(self, int fd) noexcept nogil:
-        cdef mmsghdr msgs[BATCH]
-        cdef iovec iovs[BATCH]
-        cdef wgc_sockaddr addrs[BATCH]
-        cdef uint64_t controls[BATCH][4]
-        cdef Endpoint source
-        cdef int n, i, size
-        cdef uint32_t offset, length, chunk
-        cdef uint8_t *data
+        cdef Endpoint sources[BATCH]
+        cdef uint32_t lengths[BATCH]
+        cdef uint32_t sizes[BATCH]
+        cdef int n
         cdef int64_t now, wall
         pthread_mutex_lock(&self.mutex)
         # The control plane may have replaced the sockets since epoll saw fd.
-        if fd == self.udp4_fd or fd == self.udp6_fd:
-            for i in range(BATCH):
-                iovs[i].iov_base = self.rx_slots + <size_t>i * SLOT_SIZE
-                iovs[i].iov_len = SLOT_SIZE
-                memset(&msgs[i], 0, sizeof(mmsghdr))
-                msgs[i].msg_hdr.msg_name = &addrs[i]
-                msgs[i].msg_hdr.msg_namelen = sizeof(wgc_sockaddr)
-                msgs[i].msg_hdr.msg_iov = &iovs[i]
-                msgs[i].msg_hdr.msg_iovlen = 1
-                msgs[i].msg_hdr.msg_control = &controls[i][0]
-                msgs[i].msg_hdr.msg_controllen = sizeof(controls[i])
-            n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL)
+        if fd == self.udp.fd[0] or fd == self.udp.fd[1]:
+            n = udp_recv_batch(fd, self.rx_slots, SLOT_SIZE, BATCH, sources, lengths, sizes)
             if n > 0:
                 clock_now(&now, &wall)
-                for i in range(n):
-                    endpoint_from_sockaddr(&source, &addrs[i])
-                    data = self.rx_slots + <size_t>i * SLOT_SIZE
-                    length = msgs[i].msg_len
-                    # With UDP GRO one message may hold several datagrams of
-                    # `size` bytes from the same source (the last may be shorter).
-                    size = wgc_gro_segment_size(&msgs[i].msg_hdr)
-                    chunk = <uint32_t>size if size > 0 else length
-                    offset = 0
-                    while offset < length:
-                        self._rx_packet(data + offset, min(chunk, length - offset), &source, now, wall)
-                        offset += chunk
-                self._tun_flush()
-                self._flush()
+                self._rx_batch(n, sources, lengths, sizes, now, wall)
         pthread_mutex_unlock(&self.mutex)
 
     cdef void _loop(self) noexcept nogil:
@@ -990,7 +529,7 @@ cdef class Core:
                 fd = events[i].data.fd
                 if fd == self.stop_fd:
                     read(self.stop_fd, &value, 8)
-                elif fd == self.reader.ready_fd:
+                elif fd == self.port.ready_fd:
                     if not self._tun_readable():
                         return
                 else:
@@ -998,17 +537,19 @@ cdef class Core:
 
     def run(self):
         """The data-plane loop; returns after stop() or when the TUN is gone."""
-        if self.tun_fd < 0 or self.capture:
-            raise RuntimeError("the data plane runs on a TUN; set_tun first")
-        if reader_start(&self.reader, self.tun_fd, BATCH, SLOT_SIZE) < 0:
-            raise OSError(errno, "cannot start the TUN reader thread")
+        cdef PacketPort port = self.port
+        if self.capture:
+            raise RuntimeError("a sans-I/O data plane has no loop")
+        port.start(BATCH, SLOT_SIZE)
         try:
-            self._watch(self.reader.ready_fd)
+            if port.ready_fd < 0:
+                raise RuntimeError("the data plane runs on a port that reads; set_tun first")
+            self._watch(port.ready_fd)
             with nogil:
                 self._loop()
         finally:
-            self._unwatch(self.reader.ready_fd)
-            reader_stop(&self.reader)
+            self._unwatch(port.ready_fd)
+            port.stop()
 
     def stop(self):
         cdef uint64_t one = 1
@@ -1020,28 +561,28 @@ cdef class Core:
 
     def set_tun(self, int fd, bint vnet_hdr=False):
         """The TUN descriptor (non-blocking) the loop reads and writes; with
-        vnet_hdr every packet on it carries a virtio_net_hdr."""
+        vnet_hdr every packet on it carries a virtio_net_hdr.  Before run()."""
+        self.set_port(TunPort(fd, vnet_hdr=vnet_hdr))
+
+    def set_port(self, PacketPort port not None):
+        """The inner side the data plane reads and writes (a TunPort, or a
+        MemoryPort for tests).  Before run()."""
         self._lock()
         try:
-            self.tun_fd = fd
-            self.vnet_hdr = vnet_hdr
+            self.port.flush()
+            self.port = port
         finally:
             self._unlock()
 
     def set_sockets(self, int fd4, int fd6):
         """Replaces the UDP sockets (-1 for none); the caller closes the old ones."""
-        cdef int one = 1
         self._lock()
         try:
-            for fd in (self.udp4_fd, self.udp6_fd):
+            for fd in self.udp.fd:
                 self._unwatch(fd)
-            self.udp4_fd, self.udp6_fd = fd4, fd6
-            self.udp_gso[0] = self.udp_gso[1] = self.udp_offload
-            for fd in (fd4, fd6):
+            udp_set_sockets(&self.udp, fd4, fd6)
+            for fd in self.udp.fd:
                 if fd >= 0:
-                    if self.udp_offload:
-                        # Ask for coalesced datagrams (kernels before 5.0 say no: fine).
-                        setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one))
                     self._watch(fd)
         finally:
             self._unlock()
@@ -1051,7 +592,7 @@ cdef class Core:
 
     def set_udp_offload(self, bint enabled):
         """Whether sockets set from now on use UDP GSO (send) and GRO (receive)."""
-        self.udp_offload = enabled
+        self.udp.offload = enabled
 
     @property
     def notify_fd(self):
@@ -1107,7 +648,7 @@ cdef class Core:
             p = self._peer(slot)
             self.allowed_ips.remove_peer(slot)
             peer_clear_staged(self, p)
-            peer_clear_keypairs(self, p)
+            keypairs_clear(&self.index, &p.keypairs)
             if p.events:
                 self._drop_event_slot(slot)
             self.peers[slot] = NULL
@@ -1200,48 +741,23 @@ cdef class Core:
         the initiator's becomes current at once (and the handshake is complete);
         the responder's waits in next until the peer's first packet confirms it."""
         cdef Peer *p
-        cdef Keypair *kp
+        cdef int err
         if len(send_key) != 32 or len(recv_key) != 32:
             raise ValueError("keys must be 32 bytes")
         self._lock()
         try:
             p = self._peer(slot)
-            if index_find(&self.index, local_index) != NULL:
+            err = keypairs_install(&self.index, &p.keypairs, slot, <const uint8_t *><const char *>send_key,
+                                   <const uint8_t *><const char *>recv_key,
+                                   local_index, remote_index, is_initiator, now)
+            if err == -EEXIST:
                 raise ValueError("receiver index already in use")
-            kp = <Keypair *>calloc(1, sizeof(Keypair))
-            if kp == NULL:
-                raise MemoryError()
-            memcpy(kp.send_key, <const char *>send_key, 32)
-            memcpy(kp.recv_key, <const char *>recv_key, 32)
-            kp.created = now
-            kp.local_index = local_index
-            kp.remote_index = remote_index
-            kp.is_initiator = is_initiator
-            kp.can_send = is_initiator
-            kp.peer = p
-            replay_reset(&kp.replay)
-            if index_insert(&self.index, local_index, kp) != 0:
-                free(kp)
+            if err != 0:
                 raise MemoryError()
             if is_initiator:
-                if p.next != NULL:
-                    # A pending next keypair is demoted to previous.
-                    keypair_free(&self.index, p.previous)
-                    p.previous = p.next
-                    p.next = NULL
-                    keypair_free(&self.index, p.current)
-                else:
-                    keypair_free(&self.index, p.previous)
-                    p.previous = p.current
-                p.current = kp
                 timers_handshake_complete(&p.timers)
-                p.last_handshake_sec = wall // NS_PER_SEC
-                p.last_handshake_nsec = wall % NS_PER_SEC
-            else:
-                keypair_free(&self.index, p.next)
-                p.next = kp
-                keypair_free(&self.index, p.previous)
-                p.previous = NULL
+                p.last_handshake_sec = wall // SECOND
+                p.last_handshake_nsec = wall % SECOND
             timers_session_derived(&p.timers, now)
         finally:
             self._unlock()
@@ -1250,21 +766,16 @@ cdef class Core:
         """Forgets every keypair of the peer (key zeroing, the link going down)."""
         self._lock()
         try:
-            peer_clear_keypairs(self, self._peer(slot))
+            keypairs_clear(&self.index, &self._peer(slot).keypairs)
         finally:
             self._unlock()
 
     def expire_sending(self, uint32_t slot):
         """Stops sending with the current and next keypairs (receiving goes on),
         so the next packet out asks for a new handshake: after a key change."""
-        cdef Peer *p
         self._lock()
         try:
-            p = self._peer(slot)
-            if p.current != NULL:
-                p.current.send_counter = REJECT_AFTER_MESSAGES
-            if p.next != NULL:
-                p.next.send_counter = REJECT_AFTER_MESSAGES
+            keypairs_expire_sending(&self._peer(slot).keypairs)
         finally:
             self._unlock()
 
@@ -1281,14 +792,14 @@ cdef class Core:
         self._lock()
         try:
             kp = index_find(&self.index, index)
-            return -1 if kp == NULL else <int>kp.peer.slot
+            return -1 if kp == NULL else <int>kp.slot
         finally:
             self._unlock()
 
     def has_current_keypair(self, uint32_t slot, int64_t now):
         self._lock()
         try:
-            return keypair_sendable(self._peer(slot).current, now)
+            return keypair_sendable(self._peer(slot).keypairs.current, now)
         finally:
             self._unlock()
 
@@ -1374,7 +885,7 @@ cdef class Core:
                 # More data arrived while the keepalive timer was pending.
                 if p.timers.need_another_keepalive:
                     p.timers.need_another_keepalive = False
-                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT_NS
+                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT
             elif event == "handshake_given_up":
                 # Nothing more to answer; forget any half-made session later.
                 p.timers.send_keepalive = 0
@@ -1460,7 +971,7 @@ cdef class Core:
             while self.handshakes_count and len(result) < limit:
                 m = &self.handshakes[self.handshakes_head]
                 result.append((m.data[:m.length], endpoint_to_python(&m.source)))
-                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE
+                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE_SIZE
                 self.handshakes_count -= 1
         finally:
             self._unlock()
@@ -1502,46 +1013,68 @@ cdef class Core:
     # -- Python face: sans-I/O ----------------------------------------------------------
 
     def inject_tun(self, const uint8_t[:] packet, int64_t now):
-        """As if packet had been read from the TUN at now."""
-        if packet.shape[0] > SLOT_SIZE - 64:
+        """As if packet had been read from the port at now (behind its
+        virtio_net_hdr if the port has vnet_hdr)."""
+        cdef uint32_t length = packet.shape[0]
+        if length > SLOT_SIZE - 64:
             raise ValueError("packet too large")
         self._lock()
         try:
-            self._tx_packet(<uint8_t *>&packet[0], packet.shape[0], now)
-            self._flush()
+            # rx_slots are free between batches; a read may be cut in place.
+            if length:
+                memcpy(self.rx_slots, &packet[0], length)
+            self._tx_batch(self.rx_slots, &length, 1, now)
         finally:
             self._unlock()
 
     def inject_udp(self, const uint8_t[:] datagram, address, int64_t now, int64_t wall):
         """As if datagram had arrived from address at now."""
-        cdef Endpoint source
-        endpoint_from_python(&source, address)
-        if datagram.shape[0] > SLOT_SIZE or datagram.shape[0] == 0:
-            raise ValueError("bad datagram size")
+        self.inject_udp_batch([datagram], address, now, wall)
+
+    def inject_udp_batch(self, datagrams, address, int64_t now, int64_t wall):
+        """As if the datagrams (at most BATCH) had arrived together from
+        address at now: one receive batch, so decrypted packets are coalesced
+        across them as from one recvmmsg."""
+        cdef Endpoint sources[BATCH]
+        cdef uint32_t lengths[BATCH]
+        cdef uint32_t sizes[BATCH]
+        cdef const uint8_t[:] datagram
+        cdef uint32_t i, count = len(datagrams)
+        if count > BATCH:
+            raise ValueError(f"at most {BATCH} datagrams in a batch")
+        endpoint_from_python(&sources[0], address)
+        for i in range(count):
+            datagram = datagrams[i]
+            if datagram.shape[0] > SLOT_SIZE or datagram.shape[0] == 0:
+                raise ValueError("bad datagram size")
+            sources[i] = sources[0]
+            lengths[i] = datagram.shape[0]
+            sizes[i] = 0
         self._lock()
         try:
-            memcpy(self.rx_slots, &datagram[0], datagram.shape[0])
-            self._rx_packet(self.rx_slots, datagram.shape[0], &source, now, wall)
-            self._tun_flush()
-            self._flush()
+            for i in range(count):
+                datagram = datagrams[i]
+                memcpy(self.rx_slots + <size_t>i * SLOT_SIZE, &datagram[0], lengths[i])
+            self._rx_batch(count, sources, lengths, sizes, now, wall)
         finally:
             self._unlock()
 
     def take_captured(self):
-        """What left in sans-I/O mode: [("udp", bytes, address) | ("tun", bytes, None)]."""
-        cdef uint32_t i
-        cdef Captured *c
+        """What left in sans-I/O mode: [("tun", bytes, None)] for what the
+        MemoryPort was given, then [("udp", bytes, address)] for each datagram
+        sent, as the kernel cut it from its sendmmsg message."""
         result = []
         self._lock()
         try:
-            for i in range(self.captured_count):
-                c = &self.captured[i]
-                if c.to_tun:
-                    result.append(("tun", c.data[:c.length], None))
-                else:
-                    result.append(("udp", c.data[:c.length], endpoint_to_python(&c.destination)))
-                free(c.data)
-            self.captured_count = 0
+            if isinstance(self.port, MemoryPort):
+                result = [("tun", packet, None) for packet in (<MemoryPort>self.port).take_written()]
+            result += [("udp", data, address) for data, address, _ in udp_memory_take(&self.udp)]
         finally:
             self._unlock()
         return result
+
+    @property
+    def udp_messages(self):
+        """How many sendmmsg messages left in sans-I/O mode (a GSO message
+        carries several datagrams)."""
+        return self.udp.memory.messages if self.udp.memory != NULL else 0

@@ -3,16 +3,12 @@
 # libsodium is the copy inside PyNaCl (nacl/_sodium*.so); its symbols are
 # looked up once at import, so wgc ships no second copy of the library.
 from libc.stdint cimport uint8_t, uint64_t
-
-cdef enum:
-    KEY_LEN = 32
-    TAG_LEN = 16
-    XNONCE_LEN = 24
+from wgc._constants cimport KEY_SIZE, TAG_SIZE, COOKIE_NONCE_SIZE
 
 # ChaCha20-Poly1305 (IETF) with WireGuard's nonce: 4 zero bytes, then the
 # 64-bit little-endian counter.  dst may equal src.
-# seal writes length + TAG_LEN bytes; open reads length bytes (tag included),
-# writes length - TAG_LEN bytes and returns 0, or -1 if the tag is wrong.
+# seal writes length + TAG_SIZE bytes; open reads length bytes (tag included),
+# writes length - TAG_SIZE bytes and returns 0, or -1 if the tag is wrong.
 cdef int aead_seal(uint8_t *dst, const uint8_t *src, size_t length,
                    const uint8_t *ad, size_t ad_len,
                    uint64_t counter, const uint8_t *key) noexcept nogil

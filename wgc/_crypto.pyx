@@ -93,10 +93,10 @@ cdef int aead_open(uint8_t *dst, const uint8_t *src, size_t length,
                    const uint8_t *ad, size_t ad_len,
                    uint64_t counter, const uint8_t *key) noexcept nogil:
     cdef uint8_t nonce[12]
-    if length < TAG_LEN:
+    if length < TAG_SIZE:
         return -1
     _nonce(nonce, counter)
-    return _open(dst, NULL, src, length - TAG_LEN, src + length - TAG_LEN,
+    return _open(dst, NULL, src, length - TAG_SIZE, src + length - TAG_SIZE,
                  ad, ad_len, nonce, key)
 
 
@@ -109,9 +109,9 @@ cdef int xaead_seal(uint8_t *dst, const uint8_t *src, size_t length,
 cdef int xaead_open(uint8_t *dst, const uint8_t *src, size_t length,
                     const uint8_t *ad, size_t ad_len,
                     const uint8_t *nonce, const uint8_t *key) noexcept nogil:
-    if length < TAG_LEN:
+    if length < TAG_SIZE:
         return -1
-    return _xopen(dst, NULL, src, length - TAG_LEN, src + length - TAG_LEN,
+    return _xopen(dst, NULL, src, length - TAG_SIZE, src + length - TAG_SIZE,
                   ad, ad_len, nonce, key)
 
 
@@ -149,7 +149,7 @@ cdef void wipe(void *buf, size_t n) noexcept nogil:
 # ---- Python face: used by the handshake code and the tests -------------
 
 def _check_key(const uint8_t[:] key):
-    if key.shape[0] != KEY_LEN:
+    if key.shape[0] != KEY_SIZE:
         raise ValueError("key must be 32 bytes")
 
 
@@ -157,7 +157,7 @@ def seal(const uint8_t[:] key, uint64_t counter, const uint8_t[:] plaintext,
          const uint8_t[:] ad=b""):
     """ChaCha20-Poly1305 with WireGuard's counter nonce: ciphertext || tag."""
     _check_key(key)
-    cdef bytearray out = bytearray(plaintext.shape[0] + TAG_LEN)
+    cdef bytearray out = bytearray(plaintext.shape[0] + TAG_SIZE)
     cdef uint8_t[:] o = out
     # A zero-length memoryview has no element 0: read pointers through a
     # one-byte buffer instead.
@@ -171,24 +171,24 @@ def open(const uint8_t[:] key, uint64_t counter, const uint8_t[:] ciphertext,
          const uint8_t[:] ad=b""):
     """Inverse of seal; raises ValueError if the tag does not verify."""
     _check_key(key)
-    if ciphertext.shape[0] < TAG_LEN:
+    if ciphertext.shape[0] < TAG_SIZE:
         raise ValueError("ciphertext shorter than its tag")
-    cdef bytearray out = bytearray(ciphertext.shape[0] - TAG_LEN + 1)
+    cdef bytearray out = bytearray(ciphertext.shape[0] - TAG_SIZE + 1)
     cdef uint8_t[:] o = out
     cdef const uint8_t *a = &ad[0] if ad.shape[0] else NULL
     if aead_open(&o[0], &ciphertext[0], ciphertext.shape[0], a, ad.shape[0],
                  counter, &key[0]) != 0:
         raise ValueError("authentication failed")
-    return bytes(out[:ciphertext.shape[0] - TAG_LEN])
+    return bytes(out[:ciphertext.shape[0] - TAG_SIZE])
 
 
 def xseal(const uint8_t[:] key, const uint8_t[:] nonce, const uint8_t[:] plaintext,
           const uint8_t[:] ad=b""):
     """XChaCha20-Poly1305 with a 24-byte nonce: ciphertext || tag."""
     _check_key(key)
-    if nonce.shape[0] != XNONCE_LEN:
+    if nonce.shape[0] != COOKIE_NONCE_SIZE:
         raise ValueError("nonce must be 24 bytes")
-    cdef bytearray out = bytearray(plaintext.shape[0] + TAG_LEN)
+    cdef bytearray out = bytearray(plaintext.shape[0] + TAG_SIZE)
     cdef uint8_t[:] o = out
     cdef const uint8_t *p = &plaintext[0] if plaintext.shape[0] else <const uint8_t *>b""
     cdef const uint8_t *a = &ad[0] if ad.shape[0] else NULL
@@ -200,17 +200,17 @@ def xopen(const uint8_t[:] key, const uint8_t[:] nonce, const uint8_t[:] ciphert
           const uint8_t[:] ad=b""):
     """Inverse of xseal; raises ValueError if the tag does not verify."""
     _check_key(key)
-    if nonce.shape[0] != XNONCE_LEN:
+    if nonce.shape[0] != COOKIE_NONCE_SIZE:
         raise ValueError("nonce must be 24 bytes")
-    if ciphertext.shape[0] < TAG_LEN:
+    if ciphertext.shape[0] < TAG_SIZE:
         raise ValueError("ciphertext shorter than its tag")
-    cdef bytearray out = bytearray(ciphertext.shape[0] - TAG_LEN + 1)
+    cdef bytearray out = bytearray(ciphertext.shape[0] - TAG_SIZE + 1)
     cdef uint8_t[:] o = out
     cdef const uint8_t *a = &ad[0] if ad.shape[0] else NULL
     if xaead_open(&o[0], &ciphertext[0], ciphertext.shape[0], a, ad.shape[0],
                   &nonce[0], &key[0]) != 0:
         raise ValueError("authentication failed")
-    return bytes(out[:ciphertext.shape[0] - TAG_LEN])
+    return bytes(out[:ciphertext.shape[0] - TAG_SIZE])
 
 
 def dh(const uint8_t[:] scalar, const uint8_t[:] point):

@@ -3,11 +3,7 @@
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
 
-cdef extern from *:
-    """
-    #define WGC_REPLAY_REJECT_AFTER_MESSAGES (UINT64_MAX - (1ULL << 13))
-    """
-    const uint64_t REJECT_AFTER_MESSAGES "WGC_REPLAY_REJECT_AFTER_MESSAGES"
+from wgc._constants cimport REJECT_AFTER_MESSAGES
 
 
 cdef void replay_reset(ReplayWindow *w) noexcept nogil:

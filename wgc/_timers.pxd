@@ -5,6 +5,7 @@
 #
 # Every deadline is CLOCK_MONOTONIC ns; 0 means "not pending".
 from libc.stdint cimport int64_t, uint32_t
+from wgc._constants cimport SECOND, REKEY_TIMEOUT, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME
 
 cdef enum:
     TIMER_RETRANSMIT_HANDSHAKE = 1
@@ -12,23 +13,6 @@ cdef enum:
     TIMER_NEW_HANDSHAKE = 4
     TIMER_ZERO_KEY_MATERIAL = 8
     TIMER_PERSISTENT_KEEPALIVE = 16
-
-# The values of wgc/constants.py, as C constants (ns).
-cdef extern from *:
-    """
-    #define WGC_NS_PER_SEC 1000000000LL
-    #define WGC_REKEY_TIMEOUT_NS (5 * WGC_NS_PER_SEC)
-    #define WGC_KEEPALIVE_TIMEOUT_NS (10 * WGC_NS_PER_SEC)
-    #define WGC_REKEY_AFTER_TIME_NS (120 * WGC_NS_PER_SEC)
-    #define WGC_REJECT_AFTER_TIME_NS (180 * WGC_NS_PER_SEC)
-    #define WGC_JITTER_MAX_NS (WGC_NS_PER_SEC / 3)
-    """
-    const int64_t NS_PER_SEC "WGC_NS_PER_SEC"
-    const int64_t REKEY_TIMEOUT_NS "WGC_REKEY_TIMEOUT_NS"
-    const int64_t KEEPALIVE_TIMEOUT_NS "WGC_KEEPALIVE_TIMEOUT_NS"
-    const int64_t REKEY_AFTER_TIME_NS "WGC_REKEY_AFTER_TIME_NS"
-    const int64_t REJECT_AFTER_TIME_NS "WGC_REJECT_AFTER_TIME_NS"
-    const int64_t JITTER_MAX_NS "WGC_JITTER_MAX_NS"
 
 cdef struct Timers:
     int64_t retransmit_handshake
@@ -45,12 +29,12 @@ cdef struct Timers:
 cdef inline void timers_data_sent(Timers *t, int64_t now, int64_t jitter) noexcept nogil:
     # No reply to data we sent within 15 s: the session may be dead.
     if t.new_handshake == 0:
-        t.new_handshake = now + KEEPALIVE_TIMEOUT_NS + REKEY_TIMEOUT_NS + jitter
+        t.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter
 
 cdef inline void timers_data_received(Timers *t, int64_t now) noexcept nogil:
     # Answer received data within 10 s, with a keepalive if nothing else goes.
     if t.send_keepalive == 0:
-        t.send_keepalive = now + KEEPALIVE_TIMEOUT_NS
+        t.send_keepalive = now + KEEPALIVE_TIMEOUT
     else:
         t.need_another_keepalive = True
 
@@ -62,10 +46,10 @@ cdef inline void timers_any_authenticated_packet_received(Timers *t) noexcept no
 
 cdef inline void timers_any_authenticated_packet_traversal(Timers *t, int64_t now) noexcept nogil:
     if t.persistent_keepalive_interval:
-        t.persistent_keepalive = now + <int64_t>t.persistent_keepalive_interval * NS_PER_SEC
+        t.persistent_keepalive = now + <int64_t>t.persistent_keepalive_interval * SECOND
 
 cdef inline void timers_handshake_initiated(Timers *t, int64_t now, int64_t jitter) noexcept nogil:
-    t.retransmit_handshake = now + REKEY_TIMEOUT_NS + jitter
+    t.retransmit_handshake = now + REKEY_TIMEOUT + jitter
 
 cdef inline void timers_handshake_complete(Timers *t) noexcept nogil:
     t.retransmit_handshake = 0
@@ -73,7 +57,7 @@ cdef inline void timers_handshake_complete(Timers *t) noexcept nogil:
     t.sent_lastminute_handshake = False
 
 cdef inline void timers_session_derived(Timers *t, int64_t now) noexcept nogil:
-    t.zero_key_material = now + 3 * REJECT_AFTER_TIME_NS
+    t.zero_key_material = now + 3 * REJECT_AFTER_TIME
 
 cdef inline void timers_stop(Timers *t) noexcept nogil:
     t.retransmit_handshake = 0

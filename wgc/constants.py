@@ -1,58 +1,23 @@
 """Protocol constants, named as in the WireGuard paper (section 6) and the kernel.
 
-Times are in nanoseconds because every clock in wgc is CLOCK_MONOTONIC in ns.
+The numbers are written once, in wgc/_constants.pxd, which the compiled data
+plane cimports; this module gives Python the same values, and holds the
+Noise identity strings, which only Python uses.  Times are in nanoseconds
+because every clock in wgc is CLOCK_MONOTONIC in ns.
 """
-
-SECOND = 1_000_000_000
-MILLISECOND = 1_000_000
+from wgc._constants import (  # noqa: F401  (the module's face)
+    COOKIE_NONCE_SIZE, COOKIE_REPLY_SIZE, COOKIE_SECRET_LATENCY, COOKIE_SECRET_MAX_AGE, COOKIE_SIZE,
+    DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, HANDSHAKE_QUEUE_SIZE, INITIATION_SIZE, KEEPALIVE_TIMEOUT,
+    KEY_SIZE, MAX_PEERS, MAX_STAGED_PACKETS, MAX_TIMER_HANDSHAKES, MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_TRANSPORT, MILLISECOND, RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, RESPONSE_SIZE,
+    SECOND, TAG_SIZE, TIMESTAMP_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_THRESHOLD,
+)
 
 # Noise_IKpsk2 identity strings (paper section 5.4).
 CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
 LABEL_MAC1 = b"mac1----"
 LABEL_COOKIE = b"cookie--"
-
-# Message types and their exact sizes on the wire.
-MESSAGE_INITIATION = 1
-MESSAGE_RESPONSE = 2
-MESSAGE_COOKIE_REPLY = 3
-MESSAGE_TRANSPORT = 4
-INITIATION_SIZE = 148
-RESPONSE_SIZE = 92
-COOKIE_REPLY_SIZE = 64
-TRANSPORT_HEADER_SIZE = 16
-TRANSPORT_MIN_SIZE = 32  # header + Poly1305 tag: a keepalive
-
-KEY_SIZE = 32
-TAG_SIZE = 16
-COOKIE_SIZE = 16
-COOKIE_NONCE_SIZE = 24
-TIMESTAMP_SIZE = 12
-
-# Timers (paper section 6.1, table 1).
-REKEY_AFTER_MESSAGES = 1 << 60
-REJECT_AFTER_MESSAGES = (1 << 64) - (1 << 13) - 1
-REKEY_AFTER_TIME = 120 * SECOND
-REJECT_AFTER_TIME = 180 * SECOND
-REKEY_ATTEMPT_TIME = 90 * SECOND
-REKEY_TIMEOUT = 5 * SECOND
-REKEY_TIMEOUT_JITTER_MAX = SECOND // 3
-KEEPALIVE_TIMEOUT = 10 * SECOND
-MAX_TIMER_HANDSHAKES = REKEY_ATTEMPT_TIME // REKEY_TIMEOUT  # 18 retries
-COOKIE_SECRET_MAX_AGE = 120 * SECOND
-COOKIE_SECRET_LATENCY = 5 * SECOND
-HANDSHAKE_INITIATION_RATE = SECOND // 50  # initiations closer than 20 ms are floods
-
-# Handshake queue and the under-load threshold (wireguard-go's sizes).
-HANDSHAKE_QUEUE_SIZE = 1024
-UNDER_LOAD_THRESHOLD = HANDSHAKE_QUEUE_SIZE // 8
-UNDER_LOAD_AFTER_TIME = SECOND
-
-# Per-source rate limit for initiations while under load.
-RATELIMIT_PACKETS_PER_SECOND = 20
-RATELIMIT_BURST = 5
-
-# Limits of a device.
-MAX_PEERS = 1 << 16
-MAX_STAGED_PACKETS = 128
-DEFAULT_MTU = 1420

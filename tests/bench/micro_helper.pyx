@@ -6,17 +6,23 @@ installed wgc package; it is not part of wgc.  Every entry point takes a
 batch, releases the GIL and loops in C, so one Python call covers the whole
 batch and the timings are those of the compiled per-packet code.
 
-The buffers copy the data plane's layout (wgc/_core.pyx): one slot of
+The buffers have the data plane's layout (wgc/_core.pyx): one slot of
 SLOT_SIZE bytes per packet, a 16-byte transport header in front of the
-packet in an out slot, sealing in place there.
+packet in an out slot, sealing in place there.  Sealing, opening and routing
+are wgc's own functions (wgc/_session.pxd); only the libsodium-only loops,
+the bound they are measured against, are written here.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from wgc._core cimport SLOT_SIZE
-from wgc._crypto cimport aead_seal, aead_open
+from wgc._bytes cimport load_le64, store_le64
 from wgc._replay cimport ReplayWindow, replay_reset, replay_accept
+from wgc._constants cimport TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, TAG_SIZE
+from wgc._session cimport (Keypair, Keypairs, IndexTable, index_init, index_free,
+                           keypairs_install, keypairs_clear, transport_seal, transport_open,
+                           transport_inner_source, transport_destination)
 from wgc._trie cimport AllowedIPs
 from wgc._offload cimport (
     VNET_HDR_LEN, VnetHdr, Segmenter, Gro, GroItem, vnet_hdr_load, vnet_hdr_store,
@@ -41,11 +47,6 @@ ctypedef int (*decrypt_detached_t)(
     const uint8_t *mac, const uint8_t *ad, unsigned long long adlen,
     const uint8_t *npub, const uint8_t *k) noexcept nogil
 
-cdef enum:
-    HEADER_LEN = 16                # type, receiver index, counter
-    TAG = 16
-    MESSAGE_TRANSPORT = 4
-
 # The same libsodium wgc._crypto binds: PyNaCl's copy, already in memory.
 cdef encrypt_detached_t sodium_encrypt = NULL
 cdef decrypt_detached_t sodium_decrypt = NULL
@@ -66,28 +67,10 @@ def _bind_libsodium():
 _bind_libsodium()
 
 
-cdef inline void put_le32(uint8_t *p, uint32_t v) noexcept nogil:
-    cdef int i
-    for i in range(4):
-        p[i] = (v >> (8 * i)) & 0xff
-
-cdef inline void put_le64(uint8_t *p, uint64_t v) noexcept nogil:
-    put_le32(p, <uint32_t>v)
-    put_le32(p + 4, <uint32_t>(v >> 32))
-
-cdef inline uint32_t get_le32(const uint8_t *p) noexcept nogil:
-    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-cdef inline uint64_t get_le64(const uint8_t *p) noexcept nogil:
-    return get_le32(p) | (<uint64_t>get_le32(p + 4) << 32)
-
-cdef inline uint32_t get_be16(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] << 8) | p[1]
-
 cdef inline void counter_nonce(uint8_t *nonce, uint64_t counter) noexcept nogil:
     # WireGuard's nonce: 32 zero bits, then the counter little-endian.
     memset(nonce, 0, 4)
-    put_le64(nonce + 4, counter)
+    store_le64(nonce + 4, counter)
 
 
 cdef class Slots:
@@ -132,66 +115,41 @@ cdef class Slots:
 
 # ---- sealing ----------------------------------------------------------------
 
-cdef struct SendState:
-    uint8_t key[32]
-    uint32_t remote_index
-    uint32_t mtu
-    uint64_t counter
-
-
-cdef inline uint32_t pad_to(uint32_t length, uint32_t mtu) noexcept nogil:
-    # Round up to 16 bytes, but never past the MTU (nor below the packet).
-    cdef uint32_t padded = (length + 15) & ~(<uint32_t>15)
-    if padded > mtu:
-        padded = mtu if mtu > length else length
-    return padded
-
-
-cdef inline uint32_t seal_slot(SendState *s, uint8_t *out, uint32_t length) noexcept nogil:
-    """The packet is at out + HEADER_LEN: header, padding, seal in place; the datagram's length."""
-    cdef uint32_t padded = pad_to(length, s.mtu)
-    cdef uint64_t counter = s.counter
-    s.counter += 1
-    put_le32(out, MESSAGE_TRANSPORT)
-    put_le32(out + 4, s.remote_index)
-    put_le64(out + 8, counter)
-    memset(out + HEADER_LEN + length, 0, padded - length)
-    aead_seal(out + HEADER_LEN, out + HEADER_LEN, padded, NULL, 0, counter, s.key)
-    return HEADER_LEN + padded + TAG
-
-
 cdef class Sender:
-    """One keypair's sending half: key, the peer's index, the next counter."""
-    cdef SendState state
+    """One keypair's sending half (wgc's Keypair): key, the peer's index, the
+    next counter; and the MTU the padding stops at."""
+    cdef Keypair keypair
+    cdef uint32_t mtu
 
     def __cinit__(self, const uint8_t[::1] key, uint32_t remote_index, uint32_t mtu=1420,
                   uint64_t counter=0):
         if key.shape[0] != 32:
             raise ValueError("key must be 32 bytes")
-        memcpy(self.state.key, &key[0], 32)
-        self.state.remote_index = remote_index
-        self.state.mtu = mtu
-        self.state.counter = counter
+        memcpy(self.keypair.send_key, &key[0], 32)
+        self.keypair.remote_index = remote_index
+        self.keypair.can_send = True
+        self.keypair.send_counter = counter
+        self.mtu = mtu
 
     @property
     def counter(self):
-        return self.state.counter
+        return self.keypair.send_counter
 
     @counter.setter
     def counter(self, uint64_t value):
-        self.state.counter = value
+        self.keypair.send_counter = value
 
 
 def wgc_seal(Sender sender, Slots tun, Slots out):
     """Per packet what the data plane does for a TUN read (_tx_packet, _seal):
-    copy it into its out slot behind the header, header, counter, padding,
-    seal in place.  Returns the bytes of datagrams produced."""
+    copy it into its out slot behind the header, then transport_seal (header,
+    counter, padding, seal in place).  Returns the bytes of datagrams produced."""
     cdef uint32_t i, n = min(tun.count, out.count)
     cdef uint64_t total = 0
     with nogil:
         for i in range(n):
-            memcpy(out.at(i) + HEADER_LEN, tun.at(i), tun.lengths[i])
-            out.lengths[i] = seal_slot(&sender.state, out.at(i), tun.lengths[i])
+            memcpy(out.at(i) + TRANSPORT_HEADER_SIZE, tun.at(i), tun.lengths[i])
+            out.lengths[i] = transport_seal(&sender.keypair, out.at(i), tun.lengths[i], sender.mtu, 0)
             total += out.lengths[i]
     return total
 
@@ -207,85 +165,60 @@ def sodium_seal(Sender sender, Slots tun, Slots out):
     with nogil:
         for i in range(n):
             length = tun.lengths[i]
-            dst = out.at(i) + HEADER_LEN
-            counter_nonce(nonce, sender.state.counter)
-            sender.state.counter += 1
+            dst = out.at(i) + TRANSPORT_HEADER_SIZE
+            counter_nonce(nonce, sender.keypair.send_counter)
+            sender.keypair.send_counter += 1
             failed |= sodium_encrypt(dst, dst + length, NULL, tun.at(i), length, NULL, 0,
-                                     NULL, nonce, sender.state.key)
-            out.lengths[i] = HEADER_LEN + length + TAG
+                                     NULL, nonce, sender.keypair.send_key)
+            out.lengths[i] = TRANSPORT_HEADER_SIZE + length + TAG_SIZE
     return 0 if failed else n
 
 
 # ---- opening ----------------------------------------------------------------
 
-cdef struct ReceiveState:
-    uint8_t key[32]
-    uint32_t local_index
-    int peer                       # this keypair's peer id in the allowed IPs
-    ReplayWindow replay
-
-
 cdef class Receiver:
-    """One keypair's receiving half, its replay window, and the allowed IPs."""
-    cdef ReceiveState state
+    """One peer's receiving side as wgc keeps it: an index table holding one
+    keypair (wgc's Keypair, with its replay window), and the allowed IPs."""
+    cdef IndexTable table
+    cdef Keypairs keypairs
+    cdef int peer                  # the keypair's peer id in the allowed IPs
     cdef AllowedIPs allowed_ips
 
     def __cinit__(self, const uint8_t[::1] key, uint32_t local_index, int peer,
                   AllowedIPs allowed_ips not None):
         if key.shape[0] != 32:
             raise ValueError("key must be 32 bytes")
-        memcpy(self.state.key, &key[0], 32)
-        self.state.local_index = local_index
-        self.state.peer = peer
+        if index_init(&self.table) != 0:
+            raise MemoryError()
+        if keypairs_install(&self.table, &self.keypairs, peer, &key[0], &key[0], local_index, 0, True, 0):
+            raise MemoryError()
+        self.peer = peer
         self.allowed_ips = allowed_ips
-        replay_reset(&self.state.replay)
+
+    def __dealloc__(self):
+        keypairs_clear(&self.table, &self.keypairs)
+        index_free(&self.table)
 
 
 def wgc_open(Receiver receiver, Slots udp, Slots plain):
-    """Per datagram what the data plane does (_rx_packet) short of the index
-    table, timers and endpoint: header checks, open, replay check, trimming
-    the padding by the inner length, the inner source's allowed IPs.  Opens
-    into the plain slots (the data plane opens in place; same work), so the
-    batch can be opened again: the replay window is reset first.  Returns the
-    packets delivered; their lengths are recorded in plain."""
-    cdef uint32_t i, n = min(udp.count, plain.count), length, inner, inner_len
+    """Per datagram what the data plane does (_rx_packet) short of timers and
+    endpoint: transport_open (header checks, index lookup, open, replay
+    check), then transport_inner_source (padding trimmed by the inner length,
+    the inner source's allowed IPs).  Opens into the plain slots (the data
+    plane opens in place; same work), so the batch can be opened again: the
+    replay window is reset first.  Returns the packets delivered; their
+    lengths are recorded in plain."""
+    cdef uint32_t i, n = min(udp.count, plain.count), length, inner_len
     cdef uint32_t delivered = 0
-    cdef uint64_t counter
-    cdef const uint8_t *d
-    cdef uint8_t *p
-    cdef int routed
-    cdef ReceiveState *r = &receiver.state
-    cdef AllowedIPs allowed_ips = receiver.allowed_ips
     with nogil:
-        replay_reset(&r.replay)
+        replay_reset(&receiver.keypairs.current.replay)
         for i in range(n):
             plain.lengths[i] = 0
-            d = udp.at(i)
             length = udp.lengths[i]
-            if length < HEADER_LEN + TAG or get_le32(d) != MESSAGE_TRANSPORT:
+            if transport_open(&receiver.table, plain.at(i), udp.at(i), length, 0) == NULL:
                 continue
-            if get_le32(d + 4) != r.local_index:
-                continue
-            counter = get_le64(d + 8)
-            p = plain.at(i)
-            if aead_open(p, d + HEADER_LEN, length - HEADER_LEN, NULL, 0, counter, r.key) != 0:
-                continue
-            if not replay_accept(&r.replay, counter):
-                continue
-            inner = length - HEADER_LEN - TAG
-            if inner >= 20 and p[0] >> 4 == 4:
-                inner_len = get_be16(p + 2)
-                if inner_len < 20 or inner_len > inner:
-                    continue
-                routed = allowed_ips.lookup4(p + 12)
-            elif inner >= 40 and p[0] >> 4 == 6:
-                inner_len = 40 + get_be16(p + 4)
-                if inner_len > inner:
-                    continue
-                routed = allowed_ips.lookup6(p + 8)
-            else:
-                continue
-            if routed != r.peer:
+            if transport_inner_source(receiver.allowed_ips, plain.at(i), length - TRANSPORT_MIN_SIZE,
+                                      &inner_len) != receiver.peer:
                 continue
             plain.lengths[i] = inner_len
             delivered += 1
@@ -303,10 +236,10 @@ def sodium_open(Receiver receiver, Slots udp, Slots plain):
         for i in range(n):
             d = udp.at(i)
             length = udp.lengths[i]
-            counter_nonce(nonce, get_le64(d + 8))
-            if sodium_decrypt(plain.at(i), NULL, d + HEADER_LEN, length - HEADER_LEN - TAG,
-                              d + length - TAG, NULL, 0, nonce, receiver.state.key) == 0:
-                plain.lengths[i] = length - HEADER_LEN - TAG
+            counter_nonce(nonce, load_le64(d + 8))
+            if sodium_decrypt(plain.at(i), NULL, d + TRANSPORT_HEADER_SIZE, length - TRANSPORT_MIN_SIZE,
+                              d + length - TAG_SIZE, NULL, 0, nonce, receiver.keypairs.current.recv_key) == 0:
+                plain.lengths[i] = length - TRANSPORT_MIN_SIZE
                 verified += 1
     return verified
 
@@ -390,7 +323,7 @@ def split(Slots tun, Slots out):
         count = segmenter_init(&seg, &h, read + VNET_HDR_LEN, length - VNET_HDR_LEN)
         if count <= out.count:
             for i in range(count):
-                out.lengths[i] = HEADER_LEN + segmenter_write(&seg, i, out.at(i) + HEADER_LEN)
+                out.lengths[i] = TRANSPORT_HEADER_SIZE + segmenter_write(&seg, i, out.at(i) + TRANSPORT_HEADER_SIZE)
     if count > out.count:
         raise ValueError(f"{count} segments, {out.count} out slots")
     return count
@@ -412,15 +345,13 @@ def wgc_tx_vnet(Sender sender, AllowedIPs allowed_ips, Slots tun, Slots out):
     with nogil:
         vnet_hdr_load(&h, tun.at(0))
         count = segmenter_init(&seg, &h, packet, length)
-        if count <= out.count and length >= 20:
-            if packet[0] >> 4 == 4:
-                peer = allowed_ips.lookup4(packet + 16)
-            else:
-                peer = allowed_ips.lookup6(packet + 24)
+        if count <= out.count:
+            peer = transport_destination(allowed_ips, packet, length)
             if peer >= 0:
                 for i in range(count):
-                    out.lengths[i] = seal_slot(&sender.state, out.at(i),
-                                               segmenter_write(&seg, i, out.at(i) + HEADER_LEN))
+                    out.lengths[i] = transport_seal(&sender.keypair, out.at(i),
+                                                    segmenter_write(&seg, i, out.at(i) + TRANSPORT_HEADER_SIZE),
+                                                    sender.mtu, 0)
                     total += out.lengths[i]
     if count > out.count:
         raise ValueError(f"{count} segments, {out.count} out slots")

@@ -1,0 +1,96 @@
+# Sessions: the keypairs a handshake yields, the receiver-index table that
+# finds them, their rotation (install, confirm, clear, expire), the rekey
+# decisions, and transport sealing and opening (paper section 5.4.6).
+#
+# No clock, no I/O and no lock in here: every function takes the time it
+# needs as an argument.  Who calls whom:
+#   - the data-plane thread (wgc._core, its epoll loop) calls transport_seal,
+#     transport_open and the rekey checks per packet, and keypairs_confirm when
+#     a responder's keypair sees its first packet, all without the GIL;
+#   - the control plane (wgc.device through Core's Python face) calls
+#     keypairs_install, keypairs_clear and keypairs_expire_sending;
+#   - both only ever while holding Core.mutex, which therefore guards every
+#     IndexTable and Keypairs; nothing here locks or blocks.
+#   - tests/bench/micro_helper.pyx calls transport_seal and transport_open on
+#     its own keypair and table (no lock: one thread).
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from wgc._constants cimport KEY_SIZE
+from wgc._replay cimport ReplayWindow
+from wgc._trie cimport AllowedIPs
+
+cdef struct Keypair:
+    uint8_t send_key[KEY_SIZE]
+    uint8_t recv_key[KEY_SIZE]
+    uint64_t send_counter          # next nonce to use
+    int64_t created                # monotonic ns
+    uint32_t local_index
+    uint32_t remote_index
+    uint32_t slot                  # the owning peer's slot in Core
+    bint is_initiator
+    bint can_send                  # a responder's keypair sends only once confirmed
+    ReplayWindow replay
+
+# One peer's keypairs, as in the kernel: next waits for confirmation (a
+# responder's), current sends, previous still receives late packets.
+cdef struct Keypairs:
+    Keypair *current
+    Keypair *previous
+    Keypair *next
+
+cdef struct IndexEntry:
+    uint32_t index
+    Keypair *keypair               # NULL = empty slot
+
+cdef struct IndexTable:            # open addressing, linear probing
+    IndexEntry *slots
+    uint32_t mask
+    uint32_t count
+
+# ---- the receiver-index table ------------------------------------------------
+cdef int index_init(IndexTable *t) noexcept nogil       # 0, or -1 without memory
+cdef void index_free(IndexTable *t) noexcept nogil      # the table only, not its keypairs
+cdef Keypair *index_find(const IndexTable *t, uint32_t index) noexcept nogil
+
+# ---- rotation ------------------------------------------------------------------
+# Adds the keypair of a completed handshake for the peer in `slot`: an
+# initiator's becomes current at once, a responder's waits in next.  Returns
+# 0, -ENOMEM, or -EEXIST when local_index is already in the table.
+cdef int keypairs_install(IndexTable *t, Keypairs *k, uint32_t slot,
+                          const uint8_t *send_key, const uint8_t *recv_key,
+                          uint32_t local_index, uint32_t remote_index,
+                          bint is_initiator, int64_t now) noexcept nogil
+# The first authenticated packet on k.next: it becomes current.
+cdef void keypairs_confirm(IndexTable *t, Keypairs *k) noexcept nogil
+# Forgets (and wipes) all three keypairs.
+cdef void keypairs_clear(IndexTable *t, Keypairs *k) noexcept nogil
+# Stops sending with current and next; receiving goes on.
+cdef void keypairs_expire_sending(Keypairs *k) noexcept nogil
+
+# ---- transport messages ----------------------------------------------------------
+# The packet (length 0 = keepalive) is at out + TRANSPORT_HEADER_SIZE; pads it to 16
+# bytes but not past mtu, writes the header and seals in place.  Returns the
+# datagram's length, or 0 (nothing written) when kp cannot send at now.
+cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
+                             uint32_t mtu, int64_t now) noexcept nogil
+# Authenticates a transport message of length bytes received at now: finds its
+# keypair, opens it into plain (length - TRANSPORT_MIN_SIZE bytes; plain may
+# be data + TRANSPORT_HEADER_SIZE) and checks the replay window.  Returns the keypair,
+# or NULL when the message is to be dropped.
+cdef Keypair *transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
+                             uint32_t length, int64_t now) noexcept nogil
+# The peer slot allowed IPs give for the source of the opened packet (inner
+# bytes, padding included), and in inner_len its length without the
+# padding; -1 when it is not a well-formed IP packet or has no owner.
+cdef int transport_inner_source(AllowedIPs allowed_ips, const uint8_t *plain, uint32_t inner,
+                                uint32_t *inner_len) noexcept nogil
+# The peer slot allowed IPs give for an outgoing packet's destination, or -1.
+cdef int transport_destination(AllowedIPs allowed_ips, const uint8_t *packet,
+                               uint32_t length) noexcept nogil
+
+# ---- rekey decisions (what the kernel's keep_key_fresh does) -------------------
+cdef bint keypair_sendable(const Keypair *kp, int64_t now) noexcept nogil
+# After sending on kp: too many messages, or an initiator's keypair too old.
+cdef bint rekey_after_send(const Keypair *kp, int64_t now) noexcept nogil
+# After receiving: our current session (if we initiated it) is close to
+# Reject-After-Time, so a new handshake must start before it is unusable.
+cdef bint rekey_after_receive(const Keypairs *k, int64_t now) noexcept nogil
