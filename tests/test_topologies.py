@@ -46,6 +46,8 @@ class Wg:
         start_daemon(home, implementation, self.iface)
         if ns is not home:
             home.run("ip", "link", "set", self.iface, "netns", ns.name)
+            wait_for(lambda: ns.run("ip", "link", "show", self.iface, check=False).returncode == 0,
+                     what=f"{self.iface} to arrive in {ns.name}")
         self.v4, self.v6 = INNER[side]
 
     def wg(self, *args, **kw):
@@ -241,12 +243,7 @@ def test_source_address_not_too_sticky(netns, left, right):
     assert two.endpoints() == f"{one.public}\t[fd00:aa::10]:{PORT1}"
 
 
-NOT_STICKY_YET = pytest.mark.xfail(strict=True, reason="wgc does not keep the source address a peer wrote to "
-                                   "(IP_PKTINFO) yet; the kernel and wireguard-go do")
-
-
-@pytest.mark.parametrize("left,right", [pytest.param(*pair, marks=NOT_STICKY_YET if pair[0] == "wgc" else ())
-                                        for pair in PAIRS], ids=PAIR_IDS)
+@pytest.mark.parametrize("left,right", PAIRS, ids=PAIR_IDS)
 def test_source_address_sticky(netns, left, right):
     """With two addresses on its cable, wg1 answers from the one wg2 wrote to."""
     one, two, v1, v2 = addressed_pair(netns, left, right)

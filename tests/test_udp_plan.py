@@ -13,7 +13,7 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from wgc._udp import plan
+from wgc._udp import Address, plan
 
 A = ("192.0.2.1", 51820)
 B = ("192.0.2.2", 51820)
@@ -22,6 +22,19 @@ V6 = ("2001:db8::1", 51820, 0, 0)
 V6_SCOPED = ("fe80::1", 51820, 0, 3)
 V6_OTHER_SCOPE = ("fe80::1", 51820, 0, 4)
 V4, V6_FAMILY = socket.AF_INET, socket.AF_INET6
+
+
+def reached_at(address, local):
+    """address as a datagram from it arrives: with the local address it came to."""
+    reached = Address(address)
+    reached.local = local
+    return reached
+
+
+A_AT_1 = reached_at(A, ("192.0.2.100", 2))
+A_AT_2 = reached_at(A, ("192.0.2.101", 2))
+A_AT_1_OTHER_LINK = reached_at(A, ("192.0.2.100", 3))
+V6_AT = reached_at(V6, ("2001:db8::100", 0))
 
 
 @pytest.mark.parametrize("datagrams,family,messages", [
@@ -36,6 +49,9 @@ V4, V6_FAMILY = socket.AF_INET, socket.AF_INET6
     pytest.param([(1452, A), (1452, A_OTHER_PORT)], V4, [[0], [1]], id="other_port"),
     pytest.param([(1452, V6_SCOPED), (1452, V6_OTHER_SCOPE)], V6_FAMILY, [[0], [1]], id="other_scope"),
     pytest.param([(1452, A), (1452, V6), (1452, A)], V4, [[0, 2]], id="other_family_skipped"),
+    pytest.param([(1452, A_AT_1)] * 2 + [(1452, A_AT_2), (1452, A)], V4, [[0, 1], [2], [3]], id="other_source"),
+    pytest.param([(1452, A_AT_1), (1452, A_AT_1_OTHER_LINK)], V4, [[0], [1]], id="other_source_link"),
+    pytest.param([(1452, V6_AT), (1452, V6_AT), (1452, V6)], V6_FAMILY, [[0, 1], [2]], id="v6_source"),
     pytest.param([(1452, A), (1452, V6), (1452, A), (1452, V6)], V6_FAMILY, [[1, 3]], id="v6_alone"),
     pytest.param([(1000, A)] * 64, V4, [list(range(64))], id="a_full_batch_is_one_message"),
     pytest.param([(1452, A)] * 46, V4, [list(range(45)), [45]], id="at_most_65507_bytes"),

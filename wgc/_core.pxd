@@ -94,7 +94,7 @@ cdef class Core:
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
-    cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
+    cdef int _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil

@@ -35,7 +35,7 @@ from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
 from wgc._udp cimport (endpoint_equal, endpoint_from_python, endpoint_to_python, udp_set_sockets,
                        udp_send_batch, udp_send_one, udp_recv_batch, udp_memory_init, udp_memory_free,
-                       udp_memory_take)
+                       udp_memory_take, NOT_SENT, SENT_FROM_ANOTHER_SOURCE)
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -242,16 +242,19 @@ cdef class Core:
 
     cdef void _flush(self) noexcept nogil:
         """Sends the pending encrypted packets and counts what left."""
-        cdef bint sent[BATCH]
+        cdef int sent[BATCH]
         cdef uint32_t i
         udp_send_batch(&self.udp, self.out, self.out_count, sent)
         for i in range(self.out_count):
-            if sent[i] and self.out_peer[i] != NULL:
+            if sent[i] != NOT_SENT and self.out_peer[i] != NULL:
                 self.out_peer[i].tx_bytes += self.out[i].length
+                if sent[i] == SENT_FROM_ANOTHER_SOURCE:
+                    self.out_peer[i].endpoint.src_family = 0
         self.out_count = 0
 
-    cdef bint _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
-        """Sends one datagram now (handshakes, cookie replies); True if it left."""
+    cdef int _send_one(self, const uint8_t *data, uint32_t length, const Endpoint *dst) noexcept nogil:
+        """Sends one datagram now (handshakes, cookie replies): NOT_SENT, SENT
+        or SENT_FROM_ANOTHER_SOURCE (dst's source is no longer ours)."""
         return udp_send_one(&self.udp, data, length, dst)
 
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
@@ -836,14 +839,16 @@ cdef class Core:
     def send_handshake(self, uint32_t slot, const uint8_t[:] message):
         """Sends a handshake message to the peer's endpoint, counting it in tx_bytes."""
         cdef Peer *p
-        cdef bint sent
+        cdef int sent
         self._lock()
         try:
             p = self._peer(slot)
             sent = self._send_one(&message[0], message.shape[0], &p.endpoint)
-            if sent:
+            if sent == SENT_FROM_ANOTHER_SOURCE:
+                p.endpoint.src_family = 0
+            if sent != NOT_SENT:
                 p.tx_bytes += message.shape[0]
-            return sent
+            return sent != NOT_SENT
         finally:
             self._unlock()
 
@@ -853,7 +858,7 @@ cdef class Core:
         endpoint_from_python(&e, address)
         self._lock()
         try:
-            return self._send_one(&message[0], message.shape[0], &e)
+            return self._send_one(&message[0], message.shape[0], &e) != NOT_SENT
         finally:
             self._unlock()
 

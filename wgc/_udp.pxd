@@ -20,11 +20,17 @@ cdef enum:
     UDP_GSO_MAX_BYTES = 65507      # the largest UDP payload over IPv4
 
 # A UDP endpoint in a form independent of sockaddr layouts; family 0 = none.
+# The source is the local address the peer last wrote to (sticky, as the
+# kernel keeps it): datagrams to the peer leave from it while it stays ours;
+# src_family 0 = let the kernel choose.
 cdef struct Endpoint:
     uint16_t family
     uint16_t port                  # host order
     uint32_t scope_id
     uint8_t addr[16]               # 4 bytes used for AF_INET
+    uint16_t src_family
+    uint32_t src_ifindex           # IPv4: the interface it arrived on
+    uint8_t src[16]
 
 cdef struct Datagram:              # one datagram waiting to be sent
     uint8_t *data
@@ -64,29 +70,40 @@ cdef bint endpoint_equal(const Endpoint *a, const Endpoint *b) noexcept nogil
 cdef int endpoint_from_python(Endpoint *e, object address) except -1
 cdef object endpoint_to_python(const Endpoint *e)
 
-# Closes nothing; sets the sockets (-1 = none) and asks them for GRO.
+# Closes nothing; sets the sockets (-1 = none) and asks them for GRO and for
+# the local address of each datagram (IP_PKTINFO, IPV6_RECVPKTINFO).
 cdef void udp_set_sockets(UdpSockets *u, int fd4, int fd6) noexcept nogil
 # Groups the datagrams of `family` among d[0 .. count-1] into messages: with
 # gso, a run to one destination whose sizes are equal (a shorter last one
 # allowed), at most UDP_MAX_SEGMENTS and UDP_GSO_MAX_BYTES, is one message.
 cdef void udp_plan(SendPlan *plan, const Datagram *d, uint32_t count, uint16_t family,
                    bint gso) noexcept nogil
-# Sends d[0 .. count-1] (count <= BATCH); sent[i] tells whether d[i] left.
+# What became of a datagram sent.
+cdef enum:
+    NOT_SENT = 0
+    SENT = 1
+    SENT_FROM_ANOTHER_SOURCE = 2   # its source was no longer ours: sent without
+                                   # it; the caller forgets the peer's source
+
+# Sends d[0 .. count-1] (count <= BATCH); sent[i] tells what became of d[i].
 # A message the kernel refuses is dropped like a lost packet; a GSO message
-# it cannot cut goes again one datagram at a time.
+# it cannot cut goes again one datagram at a time, and so does one whose
+# source address is gone, without it (sticky, but not too sticky).
 cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
-                         bint *sent) noexcept nogil
+                         int *sent) noexcept nogil
 # Sans-I/O: sends go to memory from now on (-1 without memory); free with
 # udp_memory_free.  udp_memory_take gives [(bytes, address, message)] and
 # forgets them.
 cdef int udp_memory_init(UdpSockets *u) noexcept nogil
 cdef void udp_memory_free(UdpSockets *u) noexcept nogil
 cdef list udp_memory_take(UdpSockets *u)
-# One datagram now (handshakes, cookie replies); True if it left.
-cdef bint udp_send_one(const UdpSockets *u, const uint8_t *data, uint32_t length,
-                       const Endpoint *dst) noexcept nogil
+# One datagram now (handshakes, cookie replies): NOT_SENT, SENT or
+# SENT_FROM_ANOTHER_SOURCE.
+cdef int udp_send_one(const UdpSockets *u, const uint8_t *data, uint32_t length,
+                      const Endpoint *dst) noexcept nogil
 # Up to count messages into slots of slot_size bytes; per message its
-# source, length and GRO segment size (0: one datagram).  Returns how many
+# source (with the local address it came to), length and GRO segment size
+# (0: one datagram).  Returns how many
 # arrived (<= 0: none).
 cdef int udp_recv_batch(int fd, uint8_t *slots, size_t slot_size, uint32_t count,
                         Endpoint *sources, uint32_t *lengths,

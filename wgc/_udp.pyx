@@ -3,7 +3,7 @@
 
 plan() is the Python face of the GSO grouping, for table tests.
 """
-from libc.errno cimport errno, EINTR, EIO, EINVAL, EMSGSIZE
+from libc.errno cimport errno, EINTR, EIO, EINVAL, EMSGSIZE, EADDRNOTAVAIL, ENODEV, ENETUNREACH
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp
@@ -31,18 +31,6 @@ cdef extern from *:
         struct sockaddr_in6 v6;
     };
 
-    /* UDP GSO: the kernel cuts the message into datagrams of `size` bytes. */
-    static inline void wgc_set_segment_size(struct msghdr *m, void *buffer, uint16_t size) {
-        struct cmsghdr *c;
-        m->msg_control = buffer;
-        m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        c = CMSG_FIRSTHDR(m);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        memcpy(CMSG_DATA(c), &size, sizeof(size));
-    }
-
     /* The UDP_SEGMENT size a message to send carries, 0 = none. */
     static inline uint16_t wgc_segment_size(const struct msghdr *m) {
         struct cmsghdr *c;
@@ -51,6 +39,75 @@ cdef extern from *:
             if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_SEGMENT) {
                 memcpy(&size, CMSG_DATA(c), sizeof(size));
                 return size;
+            }
+        }
+        return 0;
+    }
+
+    /* The control messages of a datagram to send: its UDP_SEGMENT size (0 =
+       none) and its source address (family 0 = none; IPv4 with the interface
+       it is bound to, as the kernel's WireGuard does).  `buffer` holds
+       WGC_CONTROL_WORDS 64-bit words. */
+    #define WGC_CONTROL_WORDS 8
+    static inline void wgc_set_control(struct msghdr *m, uint64_t *buffer, uint16_t size,
+                                       int src_family, const uint8_t *src, uint32_t ifindex) {
+        struct cmsghdr *c;
+        size_t used = 0;
+        memset(buffer, 0, WGC_CONTROL_WORDS * sizeof(uint64_t));
+        m->msg_control = buffer;
+        m->msg_controllen = WGC_CONTROL_WORDS * sizeof(uint64_t);
+        c = CMSG_FIRSTHDR(m);
+        if (size) {
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            memcpy(CMSG_DATA(c), &size, sizeof(size));
+            used += CMSG_SPACE(sizeof(uint16_t));
+            c = CMSG_NXTHDR(m, c);
+        }
+        if (src_family == AF_INET) {
+            struct in_pktinfo info;
+            memset(&info, 0, sizeof(info));
+            info.ipi_ifindex = ifindex;
+            memcpy(&info.ipi_spec_dst, src, 4);
+            c->cmsg_level = IPPROTO_IP;
+            c->cmsg_type = IP_PKTINFO;
+            c->cmsg_len = CMSG_LEN(sizeof(info));
+            memcpy(CMSG_DATA(c), &info, sizeof(info));
+            used += CMSG_SPACE(sizeof(info));
+        } else if (src_family == AF_INET6) {
+            struct in6_pktinfo info;
+            memset(&info, 0, sizeof(info));
+            memcpy(&info.ipi6_addr, src, 16);
+            c->cmsg_level = IPPROTO_IPV6;
+            c->cmsg_type = IPV6_PKTINFO;
+            c->cmsg_len = CMSG_LEN(sizeof(info));
+            memcpy(CMSG_DATA(c), &info, sizeof(info));
+            used += CMSG_SPACE(sizeof(info));
+        }
+        m->msg_controllen = used;
+        if (!used)
+            m->msg_control = NULL;
+    }
+
+    /* The local address a received datagram was sent to, from IP_PKTINFO or
+       IPV6_PKTINFO: its family (0 = not given), the address and interface. */
+    static inline int wgc_local_address(const struct msghdr *m, uint8_t *addr, uint32_t *ifindex) {
+        struct cmsghdr *c;
+        for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+            if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+                struct in_pktinfo info;
+                memcpy(&info, CMSG_DATA(c), sizeof(info));
+                memcpy(addr, &info.ipi_addr, 4);
+                *ifindex = info.ipi_ifindex;
+                return AF_INET;
+            }
+            if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+                struct in6_pktinfo info;
+                memcpy(&info, CMSG_DATA(c), sizeof(info));
+                memcpy(addr, &info.ipi6_addr, 16);
+                *ifindex = info.ipi6_ifindex;
+                return AF_INET6;
             }
         }
         return 0;
@@ -106,7 +163,6 @@ cdef extern from *:
         unsigned int msg_len
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout) nogil
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags) nogil
-    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t len) nogil
     uint16_t htons(uint16_t) nogil
     uint16_t ntohs(uint16_t) nogil
     int AF_INET
@@ -114,7 +170,15 @@ cdef extern from *:
     int MSG_DONTWAIT
     int SOL_UDP
     int UDP_GRO
-    void wgc_set_segment_size(msghdr *m, void *buffer, uint16_t size) nogil
+    enum: WGC_CONTROL_WORDS
+    void wgc_set_control(msghdr *m, uint64_t *buffer, uint16_t size, int src_family, const uint8_t *src,
+                         uint32_t ifindex) nogil
+    int wgc_local_address(const msghdr *m, uint8_t *addr, uint32_t *ifindex) nogil
+    ssize_t sendmsg(int fd, const msghdr *m, int flags) nogil
+    int IPPROTO_IP
+    int IPPROTO_IPV6
+    int IP_PKTINFO
+    int IPV6_RECVPKTINFO
     int wgc_gro_segment_size(const msghdr *m) nogil
     uint16_t wgc_segment_size(const msghdr *m) nogil
     int setsockopt(int fd, int level, int name, const void *value, socklen_t length) nogil
@@ -122,8 +186,15 @@ cdef extern from *:
 
 # ---- endpoints ------------------------------------------------------------
 
+cdef inline uint32_t address_size(uint16_t family) noexcept nogil:
+    return 4 if family == AF_INET else 16
+
 cdef bint endpoint_equal(const Endpoint *a, const Endpoint *b) noexcept nogil:
-    if a.family != b.family or a.port != b.port:
+    """Same peer address and port, reached from the same local address."""
+    if a.family != b.family or a.port != b.port or a.src_family != b.src_family:
+        return False
+    if a.src_family != 0 and (a.src_ifindex != b.src_ifindex
+                              or memcmp(a.src, b.src, address_size(a.src_family)) != 0):
         return False
     if a.family == AF_INET:
         return memcmp(a.addr, b.addr, 4) == 0
@@ -154,9 +225,23 @@ cdef void endpoint_from_sockaddr(Endpoint *e, const wgc_sockaddr *sa) noexcept n
         memcpy(e.addr, sa.v6.sin6_addr.s6_addr, 16)
         e.scope_id = sa.v6.sin6_scope_id
 
+class Address(tuple):
+    """An endpoint as Python sees it, (host, port) or (host, port, flowinfo,
+    scope_id), that remembers in `local` the (address, interface) it reached
+    us at, so that a handshake answered through Python leaves from there."""
+    local = None
+
+
 cdef int endpoint_from_python(Endpoint *e, object address) except -1:
-    """(host, port[, flowinfo, scope_id]) with a numeric host -> Endpoint."""
+    """(host, port[, flowinfo, scope_id]) with a numeric host -> Endpoint,
+    with the source address an Address carries."""
     memset(e, 0, sizeof(Endpoint))
+    local = getattr(address, "local", None)
+    if local is not None:
+        source, e.src_ifindex = local
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in source else socket.AF_INET, source)
+        e.src_family = AF_INET6 if len(packed) == 16 else AF_INET
+        memcpy(e.src, <const char *>packed, len(packed))
     host, port = address[0], address[1]
     if not 0 <= port <= 65535:
         raise ValueError("port out of range")
@@ -174,10 +259,16 @@ cdef int endpoint_from_python(Endpoint *e, object address) except -1:
 
 cdef object endpoint_to_python(const Endpoint *e):
     if e.family == AF_INET:
-        return (socket.inet_ntop(socket.AF_INET, e.addr[:4]), e.port)
-    if e.family == AF_INET6:
-        return (socket.inet_ntop(socket.AF_INET6, e.addr[:16]), e.port, 0, e.scope_id)
-    return None
+        address = Address((socket.inet_ntop(socket.AF_INET, e.addr[:4]), e.port))
+    elif e.family == AF_INET6:
+        address = Address((socket.inet_ntop(socket.AF_INET6, e.addr[:16]), e.port, 0, e.scope_id))
+    else:
+        return None
+    if e.src_family == AF_INET:
+        address.local = (socket.inet_ntop(socket.AF_INET, e.src[:4]), e.src_ifindex)
+    elif e.src_family == AF_INET6:
+        address.local = (socket.inet_ntop(socket.AF_INET6, e.src[:16]), e.src_ifindex)
+    return address
 
 
 # ---- sockets ----------------------------------------------------------------
@@ -191,6 +282,11 @@ cdef void udp_set_sockets(UdpSockets *u, int fd4, int fd6) noexcept nogil:
         if u.fd[i] >= 0 and u.offload:
             # Ask for coalesced datagrams (kernels before 5.0 say no: fine).
             setsockopt(u.fd[i], SOL_UDP, UDP_GRO, &one, sizeof(one))
+    # The local address of every datagram, to answer from it.
+    if fd4 >= 0:
+        setsockopt(fd4, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))
+    if fd6 >= 0:
+        setsockopt(fd6, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))
 
 cdef inline int family_index(uint16_t family) noexcept nogil:
     return 1 if family == AF_INET6 else 0
@@ -222,20 +318,25 @@ cdef void udp_plan(SendPlan *plan, const Datagram *d, uint32_t count, uint16_t f
     plan.first[m] = n
     plan.messages = m
 
+cdef inline bint source_gone(const Endpoint *e, int error) noexcept nogil:
+    """Whether a send failed because its sticky source is no longer ours."""
+    return e.src_family != 0 and (error == EINVAL or error == EADDRNOTAVAIL
+                                  or error == ENODEV or error == ENETUNREACH)
+
 cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
-                         bint *sent) noexcept nogil:
+                         int *sent) noexcept nogil:
     cdef SendPlan plan
     cdef mmsghdr msgs[BATCH]
     cdef iovec iovs[BATCH]
     cdef wgc_sockaddr addrs[BATCH]
-    cdef uint64_t controls[BATCH][4]
+    cdef uint64_t controls[BATCH][WGC_CONTROL_WORDS]
     cdef uint32_t i, j, start
     cdef int fd, done, f
     cdef uint16_t families[2]
     cdef const Datagram *o
     families[0] = AF_INET
     families[1] = AF_INET6
-    memset(sent, 0, count * sizeof(bint))
+    memset(sent, 0, count * sizeof(int))
     for f in range(2):
         fd = u.fd[f]
         udp_plan(&plan, d, count, families[f], u.gso[f])
@@ -251,8 +352,9 @@ cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
             msgs[j].msg_hdr.msg_namelen = endpoint_to_sockaddr(&o.destination, &addrs[j])
             msgs[j].msg_hdr.msg_iov = &iovs[plan.first[j]]
             msgs[j].msg_hdr.msg_iovlen = plan.first[j + 1] - plan.first[j]
-            if msgs[j].msg_hdr.msg_iovlen > 1:
-                wgc_set_segment_size(&msgs[j].msg_hdr, &controls[j][0], <uint16_t>o.length)
+            wgc_set_control(&msgs[j].msg_hdr, controls[j],
+                            <uint16_t>o.length if msgs[j].msg_hdr.msg_iovlen > 1 else 0,
+                            o.destination.src_family, o.destination.src, o.destination.src_ifindex)
         start = 0
         while start < plan.messages:
             if u.memory != NULL:
@@ -262,13 +364,16 @@ cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
             if done < 0 and errno == EINTR:
                 continue
             if done <= 0:
-                # A GSO run the kernel will not cut goes again one datagram
-                # at a time; where it never could (EIO: no checksum offload on
-                # older kernels; EMSGSIZE: segments wider than the path, which
-                # single datagrams get past by fragmenting) GSO stays off.
-                if msgs[start].msg_hdr.msg_iovlen > 1 and (
-                        errno == EIO or errno == EMSGSIZE or errno == EINVAL):
-                    if errno != EINVAL:
+                # A message whose source address is gone, and a GSO run the
+                # kernel will not cut, go again one datagram at a time (the
+                # first without its source); where GSO never could (EIO: no
+                # checksum offload on older kernels; EMSGSIZE: segments wider
+                # than the path, which single datagrams get past by
+                # fragmenting) it stays off.
+                o = &d[plan.order[plan.first[start]]]
+                if source_gone(&o.destination, errno) or (msgs[start].msg_hdr.msg_iovlen > 1 and (
+                        errno == EIO or errno == EMSGSIZE or errno == EINVAL)):
+                    if msgs[start].msg_hdr.msg_iovlen > 1 and (errno == EIO or errno == EMSGSIZE):
                         u.gso[f] = False
                     for i in range(plan.first[start], plan.first[start + 1]):
                         o = &d[plan.order[i]]
@@ -280,31 +385,39 @@ cdef void udp_send_batch(UdpSockets *u, const Datagram *d, uint32_t count,
         for j in range(plan.messages):
             if msgs[j].msg_len == plan.bytes[j]:
                 for i in range(plan.first[j], plan.first[j + 1]):
-                    sent[plan.order[i]] = True
+                    sent[plan.order[i]] = SENT
 
-cdef bint udp_send_one(const UdpSockets *u, const uint8_t *data, uint32_t length,
-                       const Endpoint *dst) noexcept nogil:
+cdef int udp_send_one(const UdpSockets *u, const uint8_t *data, uint32_t length,
+                      const Endpoint *dst) noexcept nogil:
     cdef wgc_sockaddr sa
-    cdef socklen_t salen
-    cdef int fd
     cdef iovec iov
     cdef mmsghdr msg
+    cdef uint64_t control[WGC_CONTROL_WORDS]
+    cdef int fd
     if dst.family == 0:
-        return False
+        return NOT_SENT
+    iov.iov_base = <void *>data
+    iov.iov_len = length
+    memset(&msg, 0, sizeof(msg))
+    msg.msg_hdr.msg_name = &sa
+    msg.msg_hdr.msg_namelen = endpoint_to_sockaddr(dst, &sa)
+    msg.msg_hdr.msg_iov = &iov
+    msg.msg_hdr.msg_iovlen = 1
     if u.memory != NULL:
-        iov.iov_base = <void *>data
-        iov.iov_len = length
-        memset(&msg, 0, sizeof(msg))
-        msg.msg_hdr.msg_name = &sa
-        msg.msg_hdr.msg_namelen = endpoint_to_sockaddr(dst, &sa)
-        msg.msg_hdr.msg_iov = &iov
-        msg.msg_hdr.msg_iovlen = 1
-        return memory_sendmmsg(u.memory, &msg, 1) == 1
+        return SENT if memory_sendmmsg(u.memory, &msg, 1) == 1 else NOT_SENT
     fd = u.fd[family_index(dst.family)]
     if fd < 0:
-        return False
-    salen = endpoint_to_sockaddr(dst, &sa)
-    return sendto(fd, data, length, MSG_DONTWAIT, &sa.sa, salen) == <ssize_t>length
+        return NOT_SENT
+    wgc_set_control(&msg.msg_hdr, control, 0, dst.src_family, dst.src, dst.src_ifindex)
+    if sendmsg(fd, &msg.msg_hdr, MSG_DONTWAIT) == <ssize_t>length:
+        return SENT
+    if not source_gone(dst, errno):
+        return NOT_SENT
+    # Sticky, but not too sticky: the address it came to is gone.
+    wgc_set_control(&msg.msg_hdr, control, 0, 0, NULL, 0)
+    if sendmsg(fd, &msg.msg_hdr, MSG_DONTWAIT) == <ssize_t>length:
+        return SENT_FROM_ANOTHER_SOURCE
+    return NOT_SENT
 
 
 # ---- sans-I/O: the kernel's side of sendmmsg, in memory ---------------------
@@ -394,7 +507,7 @@ cdef int udp_recv_batch(int fd, uint8_t *slots, size_t slot_size, uint32_t count
     cdef mmsghdr msgs[BATCH]
     cdef iovec iovs[BATCH]
     cdef wgc_sockaddr addrs[BATCH]
-    cdef uint64_t controls[BATCH][4]
+    cdef uint64_t controls[BATCH][WGC_CONTROL_WORDS]
     cdef uint32_t i
     cdef int n, size
     if count > BATCH:
@@ -412,6 +525,8 @@ cdef int udp_recv_batch(int fd, uint8_t *slots, size_t slot_size, uint32_t count
     n = recvmmsg(fd, msgs, count, MSG_DONTWAIT, NULL)
     for i in range(n if n > 0 else 0):
         endpoint_from_sockaddr(&sources[i], &addrs[i])
+        sources[i].src_family = <uint16_t>wgc_local_address(&msgs[i].msg_hdr, sources[i].src,
+                                                             &sources[i].src_ifindex)
         lengths[i] = msgs[i].msg_len
         size = wgc_gro_segment_size(&msgs[i].msg_hdr)
         segment_sizes[i] = <uint32_t>size if size > 0 else 0
