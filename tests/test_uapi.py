@@ -4,6 +4,7 @@ The expected values in these tables were taken from Debian's wireguard-go
 v0.0.20220316 (the binary, not its documentation); test_uapi_differential.py
 compares the two directly.
 """
+import base64
 import errno
 import ipaddress
 import logging
@@ -475,3 +476,52 @@ def test_hundred_thousand_allowed_ips(device):
     print(f"100,000 allowed IPs applied in {elapsed:.2f} s")
     assert elapsed < 5.0
     assert uapi.handle_get(device) == peer_block(K1, allowed=prefixes)
+
+
+# -- size cap and logs --------------------------------------------------------------
+
+
+def test_a_set_bigger_than_the_cap_is_refused_whole(device, monkeypatch):
+    monkeypatch.setattr(uapi, "MAX_REQUEST", 100)
+    at_cap = b"set=1\nfwmark=5\n" + b"replace_peers=true\n" * 4 + b"x" * 14 + b"\n\n"  # 100 bytes of lines
+    over = b"set=1\nfwmark=6\n" + b"replace_peers=true\n" * 5 + b"\n"
+    assert exchange(device, over + GET + at_cap + GET) == (
+        f"errno={uapi.ERRNO_TOO_BIG}\n\n".encode() + b"errno=0\n\n" + b"errno=-71\n\n" + b"fwmark=5\nerrno=0\n\n")
+
+
+KEY = bytes(range(200, 232))
+# Lines that hold a key, or what may be one, in each place a client may put it.
+KEY_LINES = [
+    f"private_key={KEY.hex()[:-1]}",
+    f"private_key={base64.b64encode(KEY).decode()}",
+    f"{KEY.hex()}",
+    f"{base64.b64encode(KEY).decode()[:-1]}=",
+    f"fwmark={KEY.hex()}",
+    f"public_key={KEY.hex()}x",
+    f"public_key={K1}\npreshared_key={KEY.hex()[2:]}",
+    f"public_key={K1}\nendpoint={KEY.hex()}",
+    f"public_key={K1}\nallowed_ip={KEY.hex()}/32",
+    f"public_key={K1}\nprotocol_version={KEY.hex()}",
+    f"public_key={K1}\nremove={KEY.hex()}",
+    f"public_key={K1}\n{KEY.hex()}=true",
+]
+
+
+@pytest.mark.parametrize("lines", KEY_LINES)
+def test_an_error_never_quotes_the_request(device, caplog, lines):
+    caplog.set_level(logging.DEBUG)
+    assert uapi.handle_set(device, lines.split("\n")) in (EINVAL, EPROTO)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(r.name == device.log.name for r in errors)  # the device's logger: its level applies
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (KEY.hex(), base64.b64encode(KEY).decode()):
+        assert not any(text[i : i + 12] in logged for i in range(len(text) - 11)), logged
+
+
+def test_an_unexpected_failure_is_logged_without_its_message(device, caplog, monkeypatch):
+    def fail(self, value):
+        raise ValueError(f"cannot use {value}")
+
+    monkeypatch.setitem(uapi._SetRequest._DEVICE_KEYS, "fwmark", fail)
+    assert uapi.handle_set(device, [f"fwmark={KEY.hex()}"]) == -errno.ENOANO
+    assert "ValueError" in caplog.text and KEY.hex() not in caplog.text
