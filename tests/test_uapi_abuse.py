@@ -102,7 +102,7 @@ def test_the_longest_waiting_client_makes_room(served, monkeypatch):
 def test_buffered_requests_stay_within_the_limit(served, monkeypatch):
     """Past BUFFER_LIMIT nothing more is read: a `get` waits until a big request is done."""
     monkeypatch.setattr(uapi_server, "BUFFER_LIMIT", 256 << 10)
-    path, device = served
+    path, _ = served
     big, small = connect(path), connect(path)
     # A little past the limit: the rest waits in the socket's buffer.
     big.sendall(b"set=1\nfwmark=2\n" + b"persistent_keepalive_interval=0\n" * 9400)

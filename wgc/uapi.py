@@ -30,10 +30,10 @@ import errno
 import re
 import socket
 import struct
-import traceback
 
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
+from wgc.log import log_failure
 
 # The errno values a `set` can answer, as wireguard-go's ipc package names them.
 ERRNO_IO = -errno.EIO  # a request line longer than MAX_LINE
@@ -51,7 +51,7 @@ MAX_LINE = 65536
 # a device takes, 65,536 peers each with a preshared key, an endpoint, a
 # keepalive and two allowed IPs, is about 21 MiB, and 32 MiB also holds over
 # a million allowed IPs.  It still bounds what one client makes the daemon
-# hold (a request's lines take about twice their size in memory).
+# hold (a request's lines take two to three times their size in memory).
 MAX_REQUEST = 32 << 20
 
 _ZERO_KEY = bytes(32)
@@ -471,13 +471,6 @@ def _text(line) -> str:
     return line.decode("latin-1") if isinstance(line, (bytes, bytearray)) else line
 
 
-def _log_failure(log, what: str, error: Exception) -> None:
-    """An unexpected exception, logged without its message (which may quote
-    the request): its type as an error, where it happened at debug level."""
-    log.error("IPC error %d: unexpected %s in %s", ERRNO_UNKNOWN, type(error).__name__, what)
-    log.debug("%s", "".join(traceback.format_tb(error.__traceback__)).rstrip())
-
-
 def handle_set(device, lines) -> int:
     """Applies the lines of a `set` request (without the "set=1" line and
     without line ends) up to the first blank line; returns 0 or the negative
@@ -499,7 +492,7 @@ def handle_set(device, lines) -> int:
                 device.log.error("IPC error %d: %s", error.errno, error)
                 return error.errno
             except Exception as error:
-                _log_failure(device.log, f"a line with key {_shown(key)}", error)
+                log_failure(device.log, f"IPC error {ERRNO_UNKNOWN} on a line with key {_shown(key)}", error)
                 return ERRNO_UNKNOWN
     return 0
 
@@ -661,7 +654,7 @@ class Session:
                 try:
                     body, status = handle_get(self.device), 0
                 except Exception as error:
-                    _log_failure(log, "get", error)
+                    log_failure(log, f"IPC error {ERRNO_UNKNOWN} in get", error)
                     body, status = "", ERRNO_UNKNOWN
                 self._reply(body, status)
             else:

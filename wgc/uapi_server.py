@@ -28,6 +28,7 @@ import threading
 import time
 
 from wgc import uapi
+from wgc.log import log_failure
 
 MAX_CLIENTS = 256
 # wg(8) sends a request and reads its reply in milliseconds; a configuration
@@ -89,6 +90,13 @@ class UAPIServer:
     # the loop --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as error:  # a bug: say so in the log, and stop as on a failed socket
+            log_failure(self.log, "UAPI server", error)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _loop(self) -> None:
         while not self._stopping:
             now = time.monotonic()
             self._expire(now)
@@ -104,7 +112,7 @@ class UAPIServer:
                     try:
                         self._serve(key.data, events)
                     except Exception as error:  # a bug must not end the serving of the others
-                        self.log.error("UAPI connection failed: %s", type(error).__name__)
+                        log_failure(self.log, "UAPI connection", error)
                         self._drop(key.data)
 
     def _timeout(self, now: float) -> float | None:
@@ -239,6 +247,8 @@ class UAPIServer:
             del output[:sent]
 
     def _drop(self, client: _Client) -> None:
+        if self._clients.get(client.fd) is not client:
+            return  # dropped already
         self._watch(client, 0)
         client.sock.close()
         del self._clients[client.fd]
