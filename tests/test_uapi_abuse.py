@@ -53,7 +53,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 @pytest.fixture
 def served(tmp_path):
-    """(socket path, device) of a UAPIServer on a Device without a TUN."""
+    """(socket path, device, server) of a UAPIServer on a Device without a TUN."""
     device = Device(unique_name("uab"), None, logging.getLogger("test_uapi_abuse"))
     path = str(tmp_path / "uapi.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -61,7 +61,7 @@ def served(tmp_path):
     listener.listen(16)
     server = uapi_server.UAPIServer(device, listener, device.log)
     server.start()
-    yield path, device
+    yield path, device, server
     server.close()
     listener.close()
     device.close()
@@ -69,7 +69,7 @@ def served(tmp_path):
 
 def test_a_request_not_done_in_time_is_closed(served, monkeypatch):
     monkeypatch.setattr(uapi_server, "REQUEST_TIMEOUT", 0.5)
-    path, device = served
+    path, device, _ = served
     idle, slow = connect(path), connect(path)
     slow.sendall(b"set=1\nfwmark=1\nfw")
     started = time.monotonic()
@@ -83,7 +83,7 @@ def test_a_request_not_done_in_time_is_closed(served, monkeypatch):
 
 def test_the_longest_waiting_client_makes_room(served, monkeypatch):
     monkeypatch.setattr(uapi_server, "MAX_CLIENTS", 8)
-    path, _ = served
+    path, _, _ = served
     first = connect(path)
     first.sendall(GET)
     assert reply(first) == b"errno=0\n\n"
@@ -99,10 +99,27 @@ def test_the_longest_waiting_client_makes_room(served, monkeypatch):
         assert reply(sock) == b"errno=0\n\n"
 
 
+def test_a_client_that_does_not_read_holds_one_reply(served):
+    """Replies to requests sent in a row are built one at a time, as each goes out."""
+    path, device, server = served
+    prefixes = "".join(f"allowed_ip=10.{i >> 8}.{i & 255}.0/24\n" for i in range(4000))
+    assert uapi.handle_set(device, f"public_key={'11' * 32}\n{prefixes}".splitlines()) == 0
+    one_reply = len(uapi.handle_get(device)) + len("errno=0\n\n")
+    sock = connect(path)
+    sock.sendall(GET * 200)
+    time.sleep(0.5)
+    held = server._held()  # noqa: SLF001 - what it holds for all clients
+    assert 0 < held < one_reply + len(GET) * 200
+    received = b""
+    while len(received) < 200 * one_reply and (chunk := sock.recv(1 << 20)):
+        received += chunk
+    assert received == (uapi.handle_get(device) + "errno=0\n\n").encode() * 200
+
+
 def test_buffered_requests_stay_within_the_limit(served, monkeypatch):
     """Past BUFFER_LIMIT nothing more is read: a `get` waits until a big request is done."""
     monkeypatch.setattr(uapi_server, "BUFFER_LIMIT", 256 << 10)
-    path, _ = served
+    path, _, _ = served
     big, small = connect(path), connect(path)
     # A little past the limit: the rest waits in the socket's buffer.
     big.sendall(b"set=1\nfwmark=2\n" + b"persistent_keepalive_interval=0\n" * 9400)

@@ -36,6 +36,7 @@ MAX_CLIENTS = 256
 REQUEST_TIMEOUT = 30.0
 BUFFER_LIMIT = uapi.MAX_REQUEST
 _RECV_SIZE = 65536
+_SEND_SIZE = 1 << 20  # at most this much of a reply is copied for one send()
 _ACCEPTS_PER_WAKEUP = 64  # then the connections already in get their turn
 _ACCEPT_PAUSE = 0.1  # s without accepting when out of descriptors with no client to close
 # accept() failures that say the process or the system is short of something for now
@@ -51,9 +52,10 @@ class _Client:
         self.busy_since = None  # when the request being served began to arrive
         self.waiting = uapi.INPUT  # what session.step() last asked for; None when done
         self.events = 0  # what the selector watches for
+        self.sent = 0  # bytes of session.output already sent
 
     def held(self) -> int:
-        return self.session.held() + len(self.session.output)
+        return self.session.held() + len(self.session.output) - self.sent
 
 
 class UAPIServer:
@@ -142,7 +144,8 @@ class UAPIServer:
         favoured = max(self._clients.values(), key=_Client.held) if total >= BUFFER_LIMIT else None
         for client in list(self._clients.values()):
             room = total < BUFFER_LIMIT or client is favoured
-            while client.waiting is uapi.ROOM and room:
+            # A `get` reply is built only once the one before has gone out.
+            while client.waiting is uapi.ROOM and room and not client.session.output:
                 before = client.held()
                 self._step(client)
                 total += client.held() - before
@@ -234,17 +237,19 @@ class UAPIServer:
 
     def _send(self, client: _Client) -> None:
         output = client.session.output
-        if output:
-            try:
-                sent = client.sock.send(output)
-            except BlockingIOError:
-                return
-            except OSError as error:  # the client is gone: so is the rest of its requests
-                self.log.debug("UAPI connection ended: %s", error.strerror or error)
-                output.clear()
-                client.waiting = None
-                return
-            del output[:sent]
+        if not output:
+            return
+        try:
+            client.sent += client.sock.send(output[client.sent : client.sent + _SEND_SIZE])
+        except BlockingIOError:
+            return
+        except OSError as error:  # the client is gone: so is the rest of its requests
+            self.log.debug("UAPI connection ended: %s", error.strerror or error)
+            client.sent = len(output)
+            client.waiting = None
+        if client.sent == len(output):
+            output.clear()
+            client.sent = 0
 
     def _drop(self, client: _Client) -> None:
         if self._clients.get(client.fd) is not client:
