@@ -387,8 +387,12 @@ NEXT_HANDSHAKE = 10 + 5 + 5
 
 
 @pytest.mark.netns
+@pytest.mark.parametrize("first", ["peer", "restarted"], ids=["peer-sends", "restarted-sends"])
 @pytest.mark.parametrize("peer", ["wgc", "wireguard-go"])
-def test_kill_9_during_traffic_then_restart(netns, peer):
+def test_kill_9_during_traffic_then_restart(netns, peer, first):
+    """The peer keeps sending throughout; after the restart, either only the
+    peer sends (it starts a handshake when its data gets no answer) or the
+    restarted wgc sends too (it starts one at once)."""
     if not have(peer):
         pytest.skip(f"{peer} is not installed")
     left, right = tunnel(netns, "wgc", peer, with_ipv6=False)
@@ -410,10 +414,12 @@ def test_kill_9_during_traffic_then_restart(netns, peer):
     left.ns.run("ip", "addr", "add", f"{left.inner4}/24", "dev", left.iface)
     left.ns.run("ip", "link", "set", left.iface, "up")
     restarted = time.monotonic()
-    # The peer, still sending on its old session, gets the tunnel back with its next handshake.
-    wait_for(lambda: left.transfer()[0] > 0 and right.ping(left.inner4, count=1, check=False).returncode == 0,
+    sender, receiver = (right, left) if first == "peer" else (left, right)
+    wait_for(lambda: sender.ping(receiver.inner4, count=1, check=False).returncode == 0,
              timeout=NEXT_HANDSHAKE + 5, interval=0.2, what="the tunnel back")
-    print(f"\nwgc restarted beside {peer}: tunnel back {time.monotonic() - restarted:.1f} s after the restart")
-    left.ping(right.inner4)
+    print(f"\nwgc restarted beside {peer}, {first} sending: tunnel back"
+          f" {time.monotonic() - restarted:.1f} s after the restart")
+    receiver.ping(sender.inner4)
+    assert left.transfer()[0] > 0
     traffic.kill()
     traffic.wait()
