@@ -353,7 +353,8 @@ AS_NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
 def test_modes_and_an_unprivileged_user(netns):
     """On a fresh /run (a tmpfs in a mount namespace of its own) and with a
     umask that would let anyone in, the daemon makes the directory 0755 and
-    the socket 0700, as wireguard-go does; nobody can neither read nor set."""
+    the socket 0700, as wireguard-go does (ipc/uapi_unix.go): user nobody can
+    neither read keys nor set anything, root can."""
     ns = netns("wgab")
     iface = unique_name("wga")
     private, _ = new_key()
