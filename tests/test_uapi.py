@@ -4,15 +4,15 @@ The expected values in these tables were taken from Debian's wireguard-go
 v0.0.20220316 (the binary, not its documentation); test_uapi_differential.py
 compares the two directly.
 """
+import base64
 import errno
 import ipaddress
 import logging
-import socket
 import threading
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netns import unique_name
@@ -378,27 +378,16 @@ def test_peer_limit(device):
 # -- the connection -----------------------------------------------------------------
 
 
-def exchange(device, data: bytes, timeout: float = 30.0) -> bytes:
-    """Sends data on a fresh connection, half-closes it, and returns all
-    that comes back before serve_connection closes its end."""
-    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    worker = threading.Thread(target=uapi.serve_connection, args=(device, server))
-    worker.start()
-    try:
-        client.settimeout(timeout)
-        try:
-            client.sendall(data)
-            client.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # closed before it read everything; what it replied is still there
-        received = b""
-        while chunk := client.recv(1 << 20):
-            received += chunk
-        return received
-    finally:
-        client.close()
-        worker.join(timeout)
-        assert not worker.is_alive()
+def exchange(device, data: bytes, chunk: int | None = None) -> bytes:
+    """Feeds data to a fresh Session (in pieces of `chunk` bytes, or all at
+    once), then the end of the stream; returns all it replied before it was done."""
+    session = uapi.Session(device)
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] if chunk else [data]
+    pieces = [p for p in pieces if p] + [b""]
+    while (waiting := session.step()) is not None:
+        if waiting is uapi.INPUT:
+            session.feed(pieces.pop(0))
+    return bytes(session.output)
 
 
 GET = b"get=1\n\n"
@@ -443,20 +432,36 @@ def test_connection_applies_lines_before_a_too_long_one(device):
     assert uapi.handle_get(device) == "fwmark=14\n"
 
 
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(1, 4096), min_size=1, max_size=4))
+def test_replies_do_not_depend_on_how_the_bytes_arrive(cuts):
+    """A Session fed in pieces of any size answers as when fed at once."""
+    data = (b"set=1\nfwmark=7\r\n\r\n" + GET + b"get=1\nx" + b"set=1\nbogus=1\nfwmark=9\n\n"
+            + b"set=1\nx=" + b"y" * 65534 + b"get=1\n\n" + b"set=1\nfwmark\n\n" + GET + b"GET=1\n\n" + GET)
+    replies = []
+    for chunk in [None] + cuts:
+        dev = Device(unique_name("uapi"), None, logging.getLogger("test_uapi"))
+        try:
+            replies.append(exchange(dev, data, chunk))
+        finally:
+            dev.close()
+    assert replies[0] == b"errno=0\n\nfwmark=7\nerrno=0\n\n" + b"errno=-22\n\n" * 2 + b"errno=-5\n\nfwmark=7\nerrno=0\n\n" \
+        + b"errno=-71\n\nfwmark=7\nerrno=0\n\n"
+    assert replies.count(replies[0]) == len(replies)
+
+
 def test_set_holds_the_device_lock(device):
     """A set waits for the device lock, so it never runs beside the control loop."""
-    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    worker = threading.Thread(target=uapi.serve_connection, args=(device, server))
+    session = uapi.Session(device)
+    session.feed(b"set=1\nfwmark=3\n\n")
+    worker = threading.Thread(target=session.step)
     with device.lock:
         worker.start()
-        client.sendall(b"set=1\nfwmark=3\n\n")
         time.sleep(0.2)
-        assert device.fwmark == 0
-    client.settimeout(10)
-    assert client.recv(100) == b"errno=0\n\n"
-    assert device.fwmark == 3
-    client.close()
+        assert device.fwmark == 0 and worker.is_alive()
     worker.join(10)
+    assert session.output == b"errno=0\n\n"
+    assert device.fwmark == 3
 
 
 def test_hundred_thousand_allowed_ips(device):
@@ -471,3 +476,52 @@ def test_hundred_thousand_allowed_ips(device):
     print(f"100,000 allowed IPs applied in {elapsed:.2f} s")
     assert elapsed < 5.0
     assert uapi.handle_get(device) == peer_block(K1, allowed=prefixes)
+
+
+# -- size cap and logs --------------------------------------------------------------
+
+
+def test_a_set_bigger_than_the_cap_is_refused_whole(device, monkeypatch):
+    monkeypatch.setattr(uapi, "MAX_REQUEST", 100)
+    at_cap = b"set=1\nfwmark=5\n" + b"replace_peers=true\n" * 4 + b"x" * 14 + b"\n\n"  # 100 bytes of lines
+    over = b"set=1\nfwmark=6\n" + b"replace_peers=true\n" * 5 + b"\n"
+    assert exchange(device, over + GET + at_cap + GET) == (
+        f"errno={uapi.ERRNO_TOO_BIG}\n\n".encode() + b"errno=0\n\n" + b"errno=-71\n\n" + b"fwmark=5\nerrno=0\n\n")
+
+
+KEY = bytes(range(200, 232))
+# Lines that hold a key, or what may be one, in each place a client may put it.
+KEY_LINES = [
+    f"private_key={KEY.hex()[:-1]}",
+    f"private_key={base64.b64encode(KEY).decode()}",
+    f"{KEY.hex()}",
+    f"{base64.b64encode(KEY).decode()[:-1]}=",
+    f"fwmark={KEY.hex()}",
+    f"public_key={KEY.hex()}x",
+    f"public_key={K1}\npreshared_key={KEY.hex()[2:]}",
+    f"public_key={K1}\nendpoint={KEY.hex()}",
+    f"public_key={K1}\nallowed_ip={KEY.hex()}/32",
+    f"public_key={K1}\nprotocol_version={KEY.hex()}",
+    f"public_key={K1}\nremove={KEY.hex()}",
+    f"public_key={K1}\n{KEY.hex()}=true",
+]
+
+
+@pytest.mark.parametrize("lines", KEY_LINES)
+def test_an_error_never_quotes_the_request(device, caplog, lines):
+    caplog.set_level(logging.DEBUG)
+    assert uapi.handle_set(device, lines.split("\n")) in (EINVAL, EPROTO)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(r.name == device.log.name for r in errors)  # the device's logger: its level applies
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (KEY.hex(), base64.b64encode(KEY).decode()):
+        assert not any(text[i : i + 12] in logged for i in range(len(text) - 11)), logged
+
+
+def test_an_unexpected_failure_is_logged_without_its_message(device, caplog, monkeypatch):
+    def fail(self, value):
+        raise ValueError(f"cannot use {value}")
+
+    monkeypatch.setitem(uapi._SetRequest._DEVICE_KEYS, "fwmark", fail)
+    assert uapi.handle_set(device, [f"fwmark={KEY.hex()}"]) == -errno.ENOANO
+    assert "ValueError" in caplog.text and KEY.hex() not in caplog.text

@@ -10,8 +10,9 @@ The control loop (this thread) serves the device's handshakes and timers,
 link events (followed into another namespace when the interface is moved
 there), signals and the three other shutdown triggers: the socket file
 removed, the interface deleted, the TUN gone.  This thread never changes
-namespace: the UDP sockets stay where the daemon started.  Each UAPI client is served
-on its own thread, holding the device lock per request.
+namespace: the UDP sockets stay where the daemon started.  The UAPI clients
+are served by wgc.uapi_server's thread, which holds the device lock per
+request.
 """
 import errno
 import fcntl
@@ -21,11 +22,10 @@ import signal
 import socket
 import stat
 import sys
-import threading
 import time
 
 import wgc
-from wgc import __version__, uapi
+from wgc import __version__
 from wgc._os import watch_file
 from wgc._tun import Tun
 from wgc.constants import DEFAULT_MTU
@@ -33,9 +33,9 @@ from wgc.device import Device
 from wgc.linkwatch import LinkWatch
 from wgc.log import make_logger
 from wgc.notify import Notifier
+from wgc.uapi_server import UAPIServer
 
 SOCKET_DIRECTORY = "/var/run/wireguard"
-MAX_UAPI_CLIENTS = 64
 READY_TIMEOUT = 10.0
 ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
     "WG_TUN_FD", "WG_UAPI_FD", "WG_PROCESS_FOREGROUND", "WGC_READY_FD")
@@ -74,7 +74,9 @@ def uapi_listen(iface: str) -> socket.socket:
                 probe.close()
             os.unlink(path)
             listener.bind(path)
-        listener.listen(16)
+        # As deep a queue as the system allows (as Go's listen asks), so that a
+        # burst of clients waits there rather than failing to connect.
+        listener.listen(socket.SOMAXCONN)
     except BaseException:
         listener.close()
         raise
@@ -180,8 +182,8 @@ class Daemon:
         self.path = socket_path(iface)
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.clients = threading.BoundedSemaphore(MAX_UAPI_CLIENTS)
         self.device = Device(iface, tun, log, udp_offload=offload())
+        self.uapi = UAPIServer(self.device, listener, log)
         self.device.on_fatal = self._fatal
         self.links = LinkWatch(tun)
         self.ever_running = False
@@ -200,8 +202,6 @@ class Daemon:
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         self.selector.register(self.device.wakeup_fd, selectors.EVENT_READ, self._device_events)
         self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
         self.selector.register(self._signal_read, selectors.EVENT_READ, self._drain_signals)
@@ -209,6 +209,7 @@ class Daemon:
             self.selector.register(self.socket_watch, selectors.EVENT_READ, self._socket_changed)
         self.device.up()  # wireguard-go starts up; link events move it later
         self.log.debug("Device started")
+        self.uapi.start()
         self.log.debug("UAPI listener started")
         self.log.debug("Following the interface into other namespaces by %s",
                        "events" if self.links.hears_everywhere else "polling once a second")
@@ -248,30 +249,6 @@ class Daemon:
                 pass
 
     # events ------------------------------------------------------------------------
-
-    def _accept(self):
-        try:
-            conn, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            self.log.error("UAPI accept error: %s", e.strerror or e)
-            self._stop()
-            return
-        if not self.clients.acquire(blocking=False):
-            conn.close()  # too many clients at once
-            return
-        conn.setblocking(True)
-        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket):
-        try:
-            uapi.serve_connection(self.device, conn)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-            self.clients.release()
 
     def _device_events(self):
         self.device.process_events()
@@ -333,6 +310,7 @@ class Daemon:
                 os.unlink(self.path)
         except OSError:
             pass  # already removed: that may be why we stop
+        self.uapi.close()
         self.listener.close()
         self.device.close()
         self.tun.close()

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "error": logging.ERROR, "silent": logging.CRITICAL + 1}
 
@@ -48,3 +49,11 @@ def make_logger(iface: str) -> logging.Logger:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     return logger
+
+
+def log_failure(log: logging.Logger, what: str, error: BaseException) -> None:
+    """An unexpected exception, without its message, which may quote what a
+    client sent (a key, say): its type as an error line, where it happened
+    at debug level."""
+    log.error("%s: unexpected %s", what, type(error).__name__)
+    log.debug("%s", "".join(traceback.format_tb(error.__traceback__)).rstrip())

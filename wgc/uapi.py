@@ -20,17 +20,20 @@ throws away whatever followed the request in the same read, and after an
 error it stops reading, so the rest of a long request is then parsed as
 operation lines and closes the connection.  wgc reads a `set` request to its
 blank line before applying it, so it always answers each request once.
+
+wgc also refuses a `set` request bigger than MAX_REQUEST as a whole (errno
+-90, EMSGSIZE), and its error lines never quote a value of the request, which
+may be a key (see _shown).  Session speaks the protocol on bytes fed to it;
+wgc.uapi_server owns the sockets.
 """
 import errno
-import logging
 import re
 import socket
 import struct
 
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
-
-log = logging.getLogger(__name__)
+from wgc.log import log_failure
 
 # The errno values a `set` can answer, as wireguard-go's ipc package names them.
 ERRNO_IO = -errno.EIO  # a request line longer than MAX_LINE
@@ -38,10 +41,18 @@ ERRNO_PROTOCOL = -errno.EPROTO  # a line without "="
 ERRNO_INVALID = -errno.EINVAL  # unknown key, malformed value, too many peers
 ERRNO_PORT_IN_USE = -errno.EADDRINUSE  # the UDP sockets could not be rebound or marked
 ERRNO_UNKNOWN = -errno.ENOANO  # anything else (wireguard-go's "other UAPI error", -55)
+ERRNO_TOO_BIG = -errno.EMSGSIZE  # a `set` of more than MAX_REQUEST bytes; wg(8): "Message too long"
 
 # Go's bufio.Scanner holds at most 64 KiB: a `set` line and its "\n" must fit.
 MAX_LINE = 65536
-_RECV_SIZE = 65536
+# The most a `set` request may hold, its line ends counted (wireguard-go has
+# no cap).  wg(8) sends a whole configuration as one request, `wg syncconf`
+# of a huge one included, so the cap is generous: the biggest configuration
+# a device takes, 65,536 peers each with a preshared key, an endpoint, a
+# keepalive and two allowed IPs, is about 21 MiB, and 32 MiB also holds over
+# a million allowed IPs.  It still bounds what one client makes the daemon
+# hold.
+MAX_REQUEST = 32 << 20
 
 _ZERO_KEY = bytes(32)
 _V4_IN_V6 = bytes(10) + b"\xff\xff"
@@ -57,6 +68,21 @@ class UAPIError(Exception):
 
 def _invalid(message: str) -> UAPIError:
     return UAPIError(ERRNO_INVALID, message)
+
+
+# -- what a log line may show of a request ----------------------------------------
+
+# A log must never hold key material, and a client's text may be a key (a
+# private key pasted into the wrong line, "<base64 key>=" read as a key name
+# with an empty value).  So no value is ever shown, and a key name or an
+# operation line only when it is shaped like the protocol's own words:
+# lower-case letters and "_", optionally "=" and a short number ("set=2").
+_HARMLESS = re.compile(r"[a-z_]{1,32}(=[0-9]{0,3})?\Z")
+
+
+def _shown(text: str) -> str:
+    """text quoted when it is harmless to log, else only its length."""
+    return repr(text) if _HARMLESS.match(text) else f"of {len(text)} characters (not shown)"
 
 
 # -- numbers and keys -------------------------------------------------------------
@@ -76,17 +102,17 @@ def _decimal(digits: str) -> int:
 def parse_uint(text: str, bits: int) -> int:
     """strconv.ParseUint(text, 10, bits): ASCII digits only, no sign, no spaces."""
     if not _DIGITS.match(text):
-        raise _invalid(f"invalid number {text!r}")
+        raise _invalid("not a decimal number")
     value = _decimal(text)
     if value >> bits:
-        raise _invalid(f"number {text!r} out of range")
+        raise _invalid(f"number out of range for {bits} bits")
     return value
 
 
 def _parse_atoi(text: str) -> int:
     """strconv.Atoi(text): like parse_uint but with an optional sign."""
     if not _SIGNED_DIGITS.match(text):
-        raise _invalid(f"invalid number {text!r}")
+        raise _invalid("not a decimal number")
     value = _decimal(text[1:] if text[0] in "+-" else text)
     return -value if text[0] == "-" else value
 
@@ -94,7 +120,7 @@ def _parse_atoi(text: str) -> int:
 def parse_key(text: str) -> bytes:
     """A 32-byte key in hex, either case."""
     if not _HEX_KEY.match(text):
-        raise _invalid(f"invalid key {text!r}")
+        raise _invalid("not a key of 64 hex digits")
     return bytes.fromhex(text)
 
 
@@ -109,14 +135,14 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 def _parse_ipv4(text: str) -> bytes:
     # Four decimal octets, none above 255 and none with a leading zero.
     if not _IPV4.match(text):
-        raise _invalid(f"invalid IPv4 address {text!r}")
+        raise _invalid("malformed IPv4 address")
     return socket.inet_pton(socket.AF_INET, text)
 
 
 def _parse_ipv6(text: str) -> tuple[bytes, str]:
     address, percent, zone = text.partition("%")
     if percent and not zone:
-        raise _invalid(f"empty zone in {text!r}")
+        raise _invalid("empty IPv6 zone")
     ip = bytearray(16)
     ellipsis = -1  # byte offset where "::" stands
     pos, end = 0, len(address)
@@ -131,14 +157,14 @@ def _parse_ipv6(text: str) -> tuple[bytes, str]:
             # Go allows any number of digits as long as the value fits.
             group = (group << 4) | int(address[pos], 16)
             if group > 0xFFFF:
-                raise _invalid(f"IPv6 group above 0xffff in {text!r}")
+                raise _invalid("IPv6 group above 0xffff")
             pos += 1
         if pos == start:
-            raise _invalid(f"empty IPv6 group in {text!r}")
+            raise _invalid("empty IPv6 group")
         if pos < end and address[pos] == ".":
             # A dotted IPv4 tail takes the place of the last two groups.
             if (ellipsis < 0 and filled != 12) or filled + 4 > 16:
-                raise _invalid(f"misplaced IPv4 part in {text!r}")
+                raise _invalid("misplaced IPv4 part in an IPv6 address")
             ip[filled : filled + 4] = _parse_ipv4(address[start:])
             filled += 4
             pos = end
@@ -149,24 +175,24 @@ def _parse_ipv6(text: str) -> tuple[bytes, str]:
         if pos == end:
             break
         if address[pos] != ":" or pos + 1 == end:
-            raise _invalid(f"malformed IPv6 address {text!r}")
+            raise _invalid("malformed IPv6 address")
         pos += 1
         if address[pos] == ":":
             if ellipsis >= 0:
-                raise _invalid(f"two '::' in {text!r}")
+                raise _invalid("two '::' in an IPv6 address")
             ellipsis = filled
             pos += 1
             if pos == end:
                 break
     if pos != end:
-        raise _invalid(f"trailing characters in {text!r}")
+        raise _invalid("trailing characters after an IPv6 address")
     if filled < 16:
         if ellipsis < 0:
-            raise _invalid(f"IPv6 address too short: {text!r}")
+            raise _invalid("IPv6 address too short")
         tail = bytes(ip[ellipsis:filled])
         ip[ellipsis:] = bytes(16 - ellipsis - len(tail)) + tail
     elif ellipsis >= 0:
-        raise _invalid(f"'::' stands for no group in {text!r}")
+        raise _invalid("'::' stands for no group")
     return bytes(ip), zone
 
 
@@ -176,7 +202,7 @@ def parse_addr(text: str) -> tuple[bytes, str]:
     IPv4-mapped IPv6 addresses stay IPv6, as in Go."""
     kind = _ADDRESS_KIND.search(text)
     if kind is None or kind.group() == "%":
-        raise _invalid(f"not an IP address: {text!r}")
+        raise _invalid("not an IP address")
     if kind.group() == ".":
         return _parse_ipv4(text), ""
     return _parse_ipv6(text)
@@ -211,13 +237,13 @@ def parse_prefix(text: str) -> tuple[bytes, int]:
     """netip.ParsePrefix: (packed address, prefix length); host bits are kept."""
     slash = text.rfind("/")
     if slash < 0:
-        raise _invalid(f"no '/' in prefix {text!r}")
+        raise _invalid("no '/' in a prefix")
     address, zone = parse_addr(text[:slash])
     if zone:
-        raise _invalid(f"zone in prefix {text!r}")
+        raise _invalid("IPv6 zone in a prefix")
     bits = _parse_atoi(text[slash + 1 :])
     if not 0 <= bits <= 8 * len(address):
-        raise _invalid(f"prefix length out of range in {text!r}")
+        raise _invalid("prefix length out of range")
     return address, bits
 
 
@@ -236,19 +262,19 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     "%<scope id>" when the zone names one, and the port."""
     colon = text.rfind(":")
     if colon < 0:
-        raise _invalid(f"not an ip:port: {text!r}")
+        raise _invalid("not an ip:port")
     host, port_text = text[:colon], text[colon + 1 :]
     if not host or not port_text:
-        raise _invalid(f"not an ip:port: {text!r}")
+        raise _invalid("not an ip:port")
     bracketed = host.startswith("[")
     if bracketed:
         if len(host) < 2 or not host.endswith("]"):
-            raise _invalid(f"missing ']' in {text!r}")
+            raise _invalid("missing ']' after an IPv6 address")
         host = host[1:-1]
     port = parse_uint(port_text, 16)
     address, zone = parse_addr(host)
     if bracketed != (len(address) == 16):
-        raise _invalid(f"brackets go around IPv6 addresses only: {text!r}")
+        raise _invalid("brackets go around IPv6 addresses only")
     scope = _scope_id(zone) if zone else 0
     return format_addr(address) + (f"%{scope}" if scope else ""), port
 
@@ -298,9 +324,9 @@ def handle_get(device) -> str:
 # -- set ----------------------------------------------------------------------------
 
 
-def _require_true(key: str, value: str) -> None:
+def _require_true(value: str) -> None:
     if value != "true":
-        raise _invalid(f"{key} takes only 'true', not {value!r}")
+        raise _invalid("takes only 'true'")
 
 
 class _SetRequest:
@@ -319,17 +345,20 @@ class _SetRequest:
 
     def apply(self, key: str, value: str) -> None:
         if key == "public_key":
-            self._select_peer(value)
-            return
-        if self.in_peer_section:
+            handler = _SetRequest._select_peer
+        elif self.in_peer_section:
             handler = self._PEER_KEYS.get(key)
             if handler is None:
-                raise _invalid(f"invalid UAPI peer key: {key!r}")
+                raise _invalid(f"invalid UAPI peer key {_shown(key)}")
         else:
             handler = self._DEVICE_KEYS.get(key)
             if handler is None:
-                raise _invalid(f"invalid UAPI device key: {key!r}")
-        handler(self, value)
+                raise _invalid(f"invalid UAPI device key {_shown(key)}")
+        try:
+            handler(self, value)
+        except UAPIError as error:
+            # The key is one of ours here, so naming it shows nothing of the request.
+            raise UAPIError(error.errno, f"{key}: {error}") from None
 
     # device keys
 
@@ -353,7 +382,7 @@ class _SetRequest:
             raise UAPIError(ERRNO_PORT_IN_USE, f"failed to update fwmark: {error}") from None
 
     def _replace_peers(self, value: str) -> None:
-        _require_true("replace_peers", value)
+        _require_true(value)
         self.device.remove_all_peers()
 
     # peer keys
@@ -375,13 +404,13 @@ class _SetRequest:
             self.created = True
 
     def _update_only(self, value: str) -> None:
-        _require_true("update_only", value)
+        _require_true(value)
         if self.created and self.peer is not None:
             self.device.remove_peer(self.peer.public_key)
             self.peer = None
 
     def _remove(self, value: str) -> None:
-        _require_true("remove", value)
+        _require_true(value)
         if self.peer is not None:
             self.device.remove_peer(self.peer.public_key)
             self.peer = None
@@ -397,7 +426,7 @@ class _SetRequest:
             try:
                 self.peer.set_endpoint(host, port)
             except ValueError as error:
-                raise _invalid(f"failed to set endpoint {value!r}: {error}") from None
+                raise _invalid(f"failed to set endpoint: {error}") from None
 
     def _persistent_keepalive_interval(self, value: str) -> None:
         seconds = parse_uint(value, 16)
@@ -405,7 +434,7 @@ class _SetRequest:
             self.peer.set_persistent_keepalive(seconds)
 
     def _replace_allowed_ips(self, value: str) -> None:
-        _require_true("replace_allowed_ips", value)
+        _require_true(value)
         if self.peer is not None:
             self.peer.clear_allowed_ips()
 
@@ -417,7 +446,7 @@ class _SetRequest:
 
     def _protocol_version(self, value: str) -> None:
         if value != "1":
-            raise _invalid(f"invalid protocol version: {value!r}")
+            raise _invalid("protocol version other than 1")
 
     _DEVICE_KEYS = {
         "private_key": _private_key,
@@ -446,7 +475,8 @@ def handle_set(device, lines) -> int:
     """Applies the lines of a `set` request (without the "set=1" line and
     without line ends) up to the first blank line; returns 0 or the negative
     errno of the first line refused.  Not transactional: the lines before a
-    refused one stay applied, the ones after it are ignored."""
+    refused one stay applied, the ones after it are ignored.  Errors go to
+    the device's log."""
     with device.lock:
         request = _SetRequest(device)
         for raw in lines:
@@ -456,18 +486,22 @@ def handle_set(device, lines) -> int:
             key, equals, value = line.partition("=")
             try:
                 if not equals:
-                    raise UAPIError(ERRNO_PROTOCOL, f"failed to parse line {line!r}")
+                    raise UAPIError(ERRNO_PROTOCOL, f"failed to parse a line {_shown(line)}: no '='")
                 request.apply(key, value)
             except UAPIError as error:
-                log.error("IPC error %d: %s", error.errno, error)
+                device.log.error("IPC error %d: %s", error.errno, error)
                 return error.errno
-            except Exception:
-                log.exception("IPC error %d: unexpected failure on %r", ERRNO_UNKNOWN, line)
+            except Exception as error:
+                log_failure(device.log, f"IPC error {ERRNO_UNKNOWN} on a line with key {_shown(key)}", error)
                 return ERRNO_UNKNOWN
     return 0
 
 
 # -- the connection -----------------------------------------------------------------
+
+# What Session.step() waits for when it returns.
+INPUT = "input"  # more bytes, or the end of the stream
+ROOM = "room"  # leave to build a `get` reply, whose size is known only once built
 
 
 class _LineTooLong(Exception):
@@ -475,28 +509,36 @@ class _LineTooLong(Exception):
 
 
 class _LineReader:
-    """Lines from a stream socket, holding at most MAX_LINE bytes of one line."""
+    """Lines from bytes fed as they arrive, holding at most MAX_LINE bytes of one line.
 
-    def __init__(self, conn: socket.socket):
-        self._conn = conn
+    The reading methods are generators: they yield INPUT when they need more
+    than has been fed, and go on once more (or the end) has been."""
+
+    def __init__(self):
         self._buffer = bytearray()
         self._start = 0  # first unread byte of _buffer
         self._at_eof = False
 
-    def _fill(self) -> bool:
-        """Reads more from the socket; False once the peer has stopped sending."""
-        if self._at_eof:
-            return False
-        del self._buffer[: self._start]
-        self._start = 0
-        data = self._conn.recv(_RECV_SIZE)
+    def feed(self, data: bytes) -> None:
+        """More of the stream; b"" for its end."""
         if not data:
             self._at_eof = True
-            return False
+            return
+        del self._buffer[: self._start]
+        self._start = 0
         self._buffer += data
+
+    def buffered(self) -> int:
+        return len(self._buffer) - self._start
+
+    def _more(self):
+        """Waits for the next feed; False once the stream has ended."""
+        if self._at_eof:
+            return False
+        yield INPUT
         return True
 
-    def read_line(self) -> tuple[bytes, bool] | None:
+    def read_line(self):
         """The next line without its "\\n", and whether a "\\n" ended it (False
         when the stream ended first); None when nothing is left.
 
@@ -515,97 +557,145 @@ class _LineReader:
                 self._start = limit
                 raise _LineTooLong
             scanned = len(self._buffer) - self._start
-            if not self._fill():
+            if not (yield from self._more()):
                 if scanned == 0:
                     return None
                 line = bytes(self._buffer[self._start :])
                 self._start = len(self._buffer)
                 return line, False
 
-    def skip_line(self) -> None:
-        """Discards input up to and including the next "\n", or to the end."""
+    def skip_line(self):
+        """Discards input up to and including the next "\\n", or to the end."""
         while True:
             newline = self._buffer.find(b"\n", self._start)
             if newline >= 0:
                 self._start = newline + 1
                 return
             self._start = len(self._buffer)
-            if not self._fill():
+            if not (yield from self._more()):
                 return
 
-    def read_byte(self) -> int | None:
-        if self._start == len(self._buffer) and not self._fill():
-            return None
+    def read_byte(self):
+        while self._start == len(self._buffer):
+            if not (yield from self._more()):
+                return None
         byte = self._buffer[self._start]
         self._start += 1
         return byte
 
 
-def _read_set_request(reader: _LineReader) -> tuple[list[bytes], int]:
-    """The lines of a `set` request up to its blank line or the end of the
-    stream, and ERRNO_IO when a line too long ended it early instead.
+class Session:
+    """One connection's side of the protocol, with no I/O of its own.
 
-    The whole request is read before any of it is applied, so that a slow
-    client never holds the device lock; wg(8) sends a whole configuration
-    (100,000 lines and more) in one request."""
-    lines = []
-    while True:
-        try:
-            item = reader.read_line()
-        except _LineTooLong:
-            return lines, ERRNO_IO
-        if item is None:
-            return lines, 0
-        line = item[0]
-        if line.endswith(b"\r"):  # bufio.ScanLines drops one "\r" before the "\n"
-            line = line[:-1]
-        if not line:
-            return lines, 0
-        lines.append(line)
+    The owner of the socket feeds it the bytes that arrive (b"" for the end
+    of the stream) and calls step(), which runs the protocol until it waits
+    for INPUT, asks for ROOM before building a `get` reply, or returns None:
+    the connection is done and closes once `output` is sent.  Replies are
+    appended to `output`, for the owner to send.  Nothing of a request is
+    applied before the whole of it is in, so a slow client holds nothing but
+    its own bytes: no thread, no lock.
+    """
 
+    def __init__(self, device):
+        self.device = device
+        self.output = bytearray()
+        self._reader = _LineReader()
+        self._pending = 0  # bytes of the lines of the `set` request being read
+        self._between_requests = True
+        self._steps = self._converse()
 
-def _reply(conn: socket.socket, body: str, status: int) -> None:
-    conn.sendall(f"{body}errno={status}\n\n".encode("ascii"))
+    def feed(self, data: bytes) -> None:
+        self._reader.feed(data)
 
+    def step(self):
+        return next(self._steps, None)
 
-def serve_connection(device, conn: socket.socket) -> None:
-    """Answers requests on a connected UAPI stream socket until the client
-    closes it or sends an unknown operation; then closes it."""
-    reader = _LineReader(conn)
-    try:
+    def held(self) -> int:
+        """Input bytes held: unread ones and the lines of a request being read."""
+        return self._reader.buffered() + self._pending
+
+    def idle(self) -> bool:
+        """Whether it waits for a new request with nothing of it in hand."""
+        return self._between_requests and not self._reader.buffered() and not self.output
+
+    def _reply(self, body: str, status: int) -> None:
+        self.output += f"{body}errno={status}\n\n".encode("ascii")
+
+    def _converse(self):
+        log = self.device.log
+        reader = self._reader
         while True:
+            self._between_requests = True
             try:
-                item = reader.read_line()
+                item = yield from reader.read_line()
             except _LineTooLong:
                 # Not an operation; like wireguard-go, close once its "\n" is in.
-                reader.skip_line()
+                yield from reader.skip_line()
                 log.error("invalid UAPI operation: a line of more than %d bytes", MAX_LINE)
                 return
+            self._between_requests = False
             if item is None or not item[1]:
                 return
             operation = item[0]
             if operation == b"set=1":
-                lines, read_status = _read_set_request(reader)
-                status = handle_set(device, lines)
-                _reply(conn, "", status or read_status)
+                lines, status = yield from self._read_set_request()
+                if lines is not None:
+                    status = handle_set(self.device, lines) or status
+                self._reply("", status)
             elif operation == b"get=1":
-                following = reader.read_byte()
+                following = yield from reader.read_byte()
                 if following is None:
                     return
                 if following != ord("\n"):
                     log.error("IPC error %d: trailing character in UAPI get: %r", ERRNO_INVALID, chr(following))
-                    _reply(conn, "", ERRNO_INVALID)
+                    self._reply("", ERRNO_INVALID)
                     continue
+                yield ROOM
                 try:
-                    body, status = handle_get(device), 0
-                except Exception:
-                    log.exception("IPC error %d: get failed", ERRNO_UNKNOWN)
+                    body, status = handle_get(self.device), 0
+                except Exception as error:
+                    log_failure(log, f"IPC error {ERRNO_UNKNOWN} in get", error)
                     body, status = "", ERRNO_UNKNOWN
-                _reply(conn, body, status)
+                self._reply(body, status)
             else:
-                log.error("invalid UAPI operation: %r", operation)
+                log.error("invalid UAPI operation %s", _shown(_text(operation)))
                 return
-    except OSError as error:
-        log.debug("UAPI connection ended: %s", error)
-    finally:
-        conn.close()
+
+    def _read_set_request(self):
+        """The lines of a `set` request up to its blank line or the end of the
+        stream, and ERRNO_IO when a line too long ended it early instead; or
+        None and ERRNO_TOO_BIG when its lines hold more than MAX_REQUEST
+        bytes (the rest is then read and dropped).
+
+        The whole request is read before any of it is applied, so that a slow
+        client never holds the device lock; wg(8) sends a whole configuration
+        (100,000 lines and more) in one request."""
+        # Held as one buffer while it arrives: an object per line would take
+        # two to three times the room, for every client at once.  Only the
+        # request being applied is split into lines.
+        text, status = bytearray(), 0
+        while True:
+            try:
+                item = yield from self._reader.read_line()
+            except _LineTooLong:
+                status = status or ERRNO_IO
+                break
+            if item is None:
+                break
+            line = item[0]
+            if line.endswith(b"\r"):  # bufio.ScanLines drops one "\r" before the "\n"
+                line = line[:-1]
+            if not line:
+                break
+            if text is None:
+                continue
+            text += line
+            text += b"\n"
+            self._pending = len(text)
+            if self._pending > MAX_REQUEST:
+                self.device.log.error("IPC error %d: a set request of more than %d bytes, not applied",
+                                      ERRNO_TOO_BIG, MAX_REQUEST)
+                text, status = None, ERRNO_TOO_BIG
+                self._pending = 0
+        self._pending = 0
+        return (None if text is None else text.split(b"\n")[:-1]), status
