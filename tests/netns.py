@@ -12,6 +12,8 @@ import signal
 import subprocess
 import time
 
+from wgc.paths import socket_path
+
 _counter = itertools.count()
 
 
@@ -121,7 +123,3 @@ def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def socket_path(iface: str) -> str:
-    return f"/var/run/wireguard/{iface}.sock"

@@ -247,7 +247,7 @@ def fake(monkeypatch, tmp_path):
     model = FakeKernel()
     monkeypatch.setattr(netlink, "open_socket", model.socket)
     # No userspace devices: an empty socket directory of our own.
-    monkeypatch.setattr("wgc.control.userspace.SOCKET_DIR", str(tmp_path))
+    monkeypatch.setattr("wgc.paths.SOCKET_DIRECTORY", str(tmp_path))
     return model
 
 

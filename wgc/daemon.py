@@ -33,9 +33,9 @@ from wgc.device import Device
 from wgc.linkwatch import LinkWatch
 from wgc.log import make_logger
 from wgc.notify import Notifier
+from wgc.paths import SOCKET_DIRECTORY, socket_path
 from wgc.uapi_server import UAPIServer
 
-SOCKET_DIRECTORY = "/var/run/wireguard"
 READY_TIMEOUT = 10.0
 ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
     "WG_TUN_FD", "WG_UAPI_FD", "WG_PROCESS_FOREGROUND", "WGC_READY_FD")
@@ -46,10 +46,6 @@ ENV_OFFLOAD = "WGC_OFFLOAD"
 
 def offload() -> bool:
     return os.environ.get(ENV_OFFLOAD, "on") != "off"
-
-
-def socket_path(iface: str) -> str:
-    return os.path.join(SOCKET_DIRECTORY, f"{iface}.sock")
 
 
 def uapi_listen(iface: str) -> socket.socket:

@@ -23,20 +23,14 @@ from wgc.control.model import (
     key_to_hex,
     split_endpoint,
 )
+from wgc import paths
 from wgc.errors import WireGuardError
-
-SOCKET_DIR = "/var/run/wireguard"
-_SUFFIX = ".sock"
-
-
-def socket_path(name: str) -> str:
-    return f"{SOCKET_DIR}/{name}{_SUFFIX}"
 
 
 def has_device(name: str) -> bool:
     """Whether NAME has a live UAPI socket.  A socket nobody listens on any
     more (ECONNREFUSED) is removed, as wg(8) does."""
-    path = socket_path(name)
+    path = paths.socket_path(name)
     try:
         if not stat.S_ISSOCK(os.stat(path).st_mode):
             return False
@@ -57,18 +51,18 @@ def has_device(name: str) -> bool:
 
 
 def device_names() -> list[str]:
-    """Names with a live socket in SOCKET_DIR, in directory order."""
+    """Names with a live socket in the socket directory, in directory order."""
     try:
-        entries = os.listdir(SOCKET_DIR)
+        entries = os.listdir(paths.SOCKET_DIRECTORY)
     except FileNotFoundError:
         return []
     except OSError as error:
-        raise WireGuardError(error.errno, f"cannot list {SOCKET_DIR}") from None
+        raise WireGuardError(error.errno, f"cannot list {paths.SOCKET_DIRECTORY}") from None
     names = []
     for entry in entries:
-        if len(entry) <= len(_SUFFIX) or not entry.endswith(_SUFFIX):
+        if len(entry) <= len(paths.SOCKET_SUFFIX) or not entry.endswith(paths.SOCKET_SUFFIX):
             continue
-        name = entry[: -len(_SUFFIX)]
+        name = entry[: -len(paths.SOCKET_SUFFIX)]
         if has_device(name):
             names.append(name)
     return names
@@ -76,7 +70,7 @@ def device_names() -> list[str]:
 
 def _request(name: str, request: bytes) -> bytes:
     """Sends one request and returns the whole answer, ending in a blank line."""
-    path = socket_path(name)
+    path = paths.socket_path(name)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         try:
             conn.connect(path)
