@@ -318,7 +318,8 @@ def field_changes():
             yield proto, ipv6, "ecn bits", {"tos": 0x01}
             yield proto, ipv6, "hop limit" if ipv6 else "ttl", {"ttl": 63}
             if ipv6:
-                yield proto, ipv6, "flow label", {"flow": 0x12345}
+                yield proto, ipv6, "flow label low bit", {"flow": 0x00001}
+                yield proto, ipv6, "flow label high bit", {"flow": 0x80000}
             else:
                 yield proto, ipv6, "df", {"df": False}
             if proto == TCP:
