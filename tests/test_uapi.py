@@ -443,14 +443,32 @@ def test_connection_applies_lines_before_a_too_long_one(device):
     assert uapi.handle_get(device) == "fwmark=14\n"
 
 
+class WatchedLock:
+    """A lock that says when a thread has come to take it."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        self.wanted = threading.Event()
+
+    def __enter__(self):
+        self.wanted.set()
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+
 def test_set_holds_the_device_lock(device):
     """A set waits for the device lock, so it never runs beside the control loop."""
     client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     worker = threading.Thread(target=uapi.serve_connection, args=(device, server))
-    with device.lock:
+    lock = device.lock
+    device.lock = WatchedLock(lock)
+    with lock:
         worker.start()
         client.sendall(b"set=1\nfwmark=3\n\n")
-        time.sleep(0.2)
+        assert device.lock.wanted.wait(10), "the set never asked for the device lock"
+        # It has come to the lock, which this thread holds: nothing may be applied yet.
         assert device.fwmark == 0
     client.settimeout(10)
     assert client.recv(100) == b"errno=0\n\n"
