@@ -216,17 +216,6 @@ def test_padding_is_a_multiple_of_16_up_to_the_mtu(mtu):
         assert pair.b.tun_received[-1] == packet        # the padding is trimmed again
     sizes = [len(d) - TRANSPORT_OVERHEAD for d in transports(pair.a.sent[before:])]
     assert sizes == [padded(length, mtu) for length in lengths]
-    assert all(size % 16 == 0 or size == mtu or size == length
-               for size, length in zip(sizes, lengths))
-
-
-def test_a_keepalive_is_the_smallest_transport_message():
-    pair = Pair()
-    handshake(pair)
-    pair.advance(C.KEEPALIVE_TIMEOUT)
-    pair.pump()
-    keepalive = pair.b.sent[-1]
-    assert len(keepalive) == C.TRANSPORT_MIN_SIZE
 
 
 # ---- The smallest and largest message of each type ------------------------------------------
@@ -277,10 +266,11 @@ def first_initiation(pair: Pair) -> bytes:
     return pair.a.sent[0]
 
 
-def flood(pair: Pair, side, message: bytes) -> list[int]:
-    """What side answers when message arrives often enough to put it under load."""
+def answers(pair: Pair, side, message: bytes, count: int = C.UNDER_LOAD_THRESHOLD) -> list[int]:
+    """What side answers when count copies of message arrive at once (by default enough to
+    put it under load); the answers go nowhere."""
     before = len(side.sent)
-    for _ in range(C.UNDER_LOAD_THRESHOLD):
+    for _ in range(count):
         side.device.core.inject_udp(message, pair.other(side).address, *pair.clock())
     pair.drop_to.update({pair.a, pair.b})
     pair.pump()
@@ -297,7 +287,7 @@ def test_an_initiation_is_taken_at_its_exact_size_only(delta):
     pair.pump()
     assert message_types(pair.b.sent) == ([C.MESSAGE_RESPONSE] if delta == 0 else [])
     # Under load, only a message of the right size earns a cookie reply.
-    assert set(flood(pair, pair.b, initiation)) == ({C.MESSAGE_COOKIE_REPLY} if delta == 0 else set())
+    assert set(answers(pair, pair.b, initiation)) == ({C.MESSAGE_COOKIE_REPLY} if delta == 0 else set())
 
 
 @SIZE_CHANGES
@@ -312,23 +302,48 @@ def test_a_response_is_taken_at_its_exact_size_only(delta):
     pair.drop_to.add(pair.b)
     pair.pump()
     assert pair.a.device.core.has_current_keypair(pair.peer_of_b.slot, pair.clock.mono) == (delta == 0)
-    assert set(flood(pair, pair.a, response)) == ({C.MESSAGE_COOKIE_REPLY} if delta == 0 else set())
+    assert set(answers(pair, pair.a, response)) == ({C.MESSAGE_COOKIE_REPLY} if delta == 0 else set())
 
 
 @SIZE_CHANGES
 def test_a_cookie_reply_is_taken_at_its_exact_size_only(delta):
     pair = Pair()
     initiation = first_initiation(pair)
-    mono, wall = pair.clock()
-    for _ in range(C.UNDER_LOAD_THRESHOLD):    # b under load answers with cookie replies
-        pair.b.device.core.inject_udp(initiation, pair.a.address, mono, wall)
-    pair.drop_to.add(pair.a)
-    pair.pump()
+    assert set(answers(pair, pair.b, initiation)) == {C.MESSAGE_COOKIE_REPLY}
     cookie_reply = pair.b.sent[0]
     assert len(cookie_reply) == C.COOKIE_REPLY_SIZE
-    pair.a.device.core.inject_udp(resized(cookie_reply, delta), pair.b.address, mono, wall)
+    pair.a.device.core.inject_udp(resized(cookie_reply, delta), pair.b.address, *pair.clock())
     pair.pump()
     # With a cookie, a's next message carries a mac2.
     message = bytearray(initiation)
-    pair.peer_of_b.cookies.add_macs(message, mono)
+    pair.peer_of_b.cookies.add_macs(message, pair.clock.mono)
     assert any(message[-C.COOKIE_SIZE:]) == (delta == 0)
+
+
+# ---- The handshake queue and being under load ------------------------------------------------
+
+@pytest.mark.parametrize("count,answered", [
+    (C.UNDER_LOAD_THRESHOLD - 1, [C.MESSAGE_RESPONSE]),      # the copies after the first are replays
+    (C.UNDER_LOAD_THRESHOLD, [C.MESSAGE_COOKIE_REPLY] * C.UNDER_LOAD_THRESHOLD),
+])
+def test_under_load_from_the_threshold_on(count, answered):
+    pair = Pair()
+    assert answers(pair, pair.b, first_initiation(pair), count) == answered
+
+
+def test_under_load_lasts_under_load_after_time():
+    pair = Pair()
+    initiation = first_initiation(pair)
+    answers(pair, pair.b, initiation)
+    pair.clock.advance(C.UNDER_LOAD_AFTER_TIME - 1)
+    assert answers(pair, pair.b, initiation, 1) == [C.MESSAGE_COOKIE_REPLY]
+    pair.clock.advance(1)
+    assert answers(pair, pair.b, initiation, 1) == [C.MESSAGE_RESPONSE]
+
+
+@pytest.mark.parametrize("count", [C.HANDSHAKE_QUEUE_SIZE, C.HANDSHAKE_QUEUE_SIZE + 1, 2 * C.HANDSHAKE_QUEUE_SIZE])
+def test_the_handshake_queue_holds_handshake_queue_size_messages(count):
+    """What arrives while the queue is full is dropped: at most one answer per queued message."""
+    pair = Pair()
+    answered = answers(pair, pair.b, first_initiation(pair), count)
+    assert answered == [C.MESSAGE_COOKIE_REPLY] * C.HANDSHAKE_QUEUE_SIZE

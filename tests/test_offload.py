@@ -351,6 +351,13 @@ def test_a_packet_differing_in_one_field_is_not_joined(proto, ipv6, field, secon
     assert all(unpack_vnet(h) == (DATA_VALID, 0, 0, 0, 0, 0) for h, _ in written)
 
 
+def test_options_after_a_segment_without_are_not_joined_even_when_the_bytes_agree():
+    """The header lengths differ, though the second's options repeat the first's payload."""
+    first = tcp_packet(False, 1, TIMESTAMPS + payload(1000 - len(TIMESTAMPS)))
+    second = tcp_packet(False, 1001, payload(1000), options=TIMESTAMPS, ident=8)
+    assert [p for _, p in coalesce([first, second])] == [first, second]
+
+
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("sizes,groups", [
     ([500, 1000], [1, 1]),                       # larger after smaller: a new item
