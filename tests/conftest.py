@@ -31,7 +31,7 @@ def netns():
 
 
 def tier_of(item) -> str:
-    return next((tier for tier in GUARDED_TIERS if tier in item.keywords), "unit")
+    return next((tier for tier in GUARDED_TIERS if item.get_closest_marker(tier)), "unit")
 
 
 def switched_off() -> set[str]:
@@ -60,7 +60,7 @@ class TierGate:
             tier = self.tier[item.nodeid] = tier_of(item)
             if tier in self.off:
                 item.add_marker(pytest.mark.skip(reason=f"tier {tier} switched off by {SKIP_TIERS_VARIABLE}"))
-            elif no_root and "netns" in item.keywords:
+            elif no_root and item.get_closest_marker("netns"):
                 item.add_marker(pytest.mark.skip(reason="needs root, /dev/net/tun and iproute2 for network namespaces"))
 
     def pytest_runtest_logreport(self, report):
@@ -84,6 +84,8 @@ class TierGate:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter):
+        if not self.outcome:
+            return      # nothing ran (--collect-only, everything deselected)
         counts = collections.defaultdict(collections.Counter)
         for nodeid, outcome in self.outcome.items():
             counts[self.tier.get(nodeid, "unit")][outcome] += 1
