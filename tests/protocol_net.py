@@ -35,7 +35,7 @@ def ipv4_packet(src: bytes, dst: bytes, payload_len: int = 64, proto: int = 1) -
     """An IPv4 packet of 20 + payload_len bytes (ping: payload 64 -> 84 bytes)."""
     total = 20 + payload_len
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, proto, 0, src, dst)
-    return header + bytes(range(payload_len % 256)) + bytes(max(0, payload_len - 256))
+    return header + (bytes(range(256)) * (payload_len // 256 + 1))[:payload_len]
 
 
 class Side:

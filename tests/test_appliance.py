@@ -94,6 +94,7 @@ Endpoint = 127.0.0.1:51998
     assert not os.path.exists(socket_path(iface))
 
 
+@pytest.mark.binary
 @pytest.mark.skipif(not ONEFILE.exists(), reason="dist/wgc not built (run `just binary`)")
 def test_onefile_temporary_directory_is_removed(netns, tmp_path):
     ns = netns("wgap")
@@ -109,6 +110,7 @@ def test_onefile_temporary_directory_is_removed(netns, tmp_path):
     wait_for(lambda: not list(tmp_path.iterdir()), timeout=2, what="the bundle's directory to go")
 
 
+@pytest.mark.binary
 @pytest.mark.skipif(not ONEFILE.exists(), reason="dist/wgc not built (run `just binary`)")
 @pytest.mark.parametrize("options,reason", [("noexec,size=64m", "mounted noexec"), ("size=1m", "KiB free")],
                          ids=["noexec", "full"])

@@ -12,7 +12,7 @@ import pytest
 
 from wgnet import tunnel
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 
 SENDER = textwrap.dedent("""
     import json, os, random, socket, sys, time
@@ -24,6 +24,15 @@ SENDER = textwrap.dedent("""
     s.setblocking(False)
     sizes = {1: 148, 2: 92, 3: 64, 4: 32}
     sent = 0
+    replies = []  # the first byte (the message type) of everything that came back
+
+    def drain():
+        while True:
+            try:
+                replies.append(s.recv(65536)[0])
+            except BlockingIOError:
+                return
+
     deadline = time.monotonic() + seconds
     while sent < count and time.monotonic() < deadline:
         if kind == "junk":
@@ -41,14 +50,13 @@ SENDER = textwrap.dedent("""
             sent += 1
         except (BlockingIOError, OSError):
             time.sleep(0.001)
+        if sent % 64 == 0:
+            drain()  # before the receive buffer overflows
     # What came back: cookie replies are allowed only for valid-mac1 floods.
-    replies = []
     end = time.monotonic() + 1.0
     while time.monotonic() < end:
-        try:
-            replies.append(s.recv(65536)[0])
-        except BlockingIOError:
-            time.sleep(0.01)
+        drain()
+        time.sleep(0.01)
     print(json.dumps({"sent": sent, "replies": replies}))
 """)
 
@@ -70,22 +78,32 @@ def test_junk_gets_no_reply_and_the_tunnel_survives(netns):
     a, b = tunnel(netns, "wgc", "wgc", with_ipv6=False)
     a.ping(b.inner4, count=1)
     before = b.transfer()
-    result = attack(a, b, "junk", count=20000, seconds=10)
-    assert result["sent"] > 1000
+    result = attack(a, b, "junk", count=20000, seconds=60)
+    assert result["sent"] == 20000
     assert result["replies"] == []
     assert b.ns.pids(), "wgc died"
     assert b.transfer() == before  # nothing unauthenticated was counted
     a.ping(b.inner4, count=3)
 
 
+# The flood README.md describes, and how much it may add to the daemon's memory (the
+# handshake queue and the staged-packet queues have fixed caps).
+FLOOD_INITIATIONS = 200_000
+FLOOD_RSS_GROWTH_MIB = 2
+
+
 def test_handshake_flood_keeps_memory_bounded(netns):
     a, b = tunnel(netns, "wgc", "wgc", with_ipv6=False)
     a.ping(b.inner4, count=1)
     idle = rss_kib(b)
-    result = attack(a, b, "flood", count=200000, seconds=8)
+    result = attack(a, b, "flood", count=FLOOD_INITIATIONS, seconds=90)
     after = rss_kib(b)
     print(f"\nhandshake flood: {result['sent']} initiations, RSS {idle / 1024:.1f} -> {after / 1024:.1f} MiB, "
           f"{len(result['replies'])} cookie replies")
-    assert set(result["replies"]) <= {3}   # only cookie replies, never a response
-    assert after - idle < 8 * 1024
+    assert result["sent"] == FLOOD_INITIATIONS
+    # Under load, initiations without a mac2 get cookie replies only, never a response,
+    # and at most one reply each.
+    assert set(result["replies"]) == {3}
+    assert 0 < len(result["replies"]) <= FLOOD_INITIATIONS
+    assert after - idle < FLOOD_RSS_GROWTH_MIB * 1024
     a.ping(b.inner4, count=3)

@@ -4,7 +4,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
@@ -24,6 +23,14 @@ def uapi_get(iface: str) -> bytes:
                 break
             data += chunk
         return data
+
+
+def answers(iface: str) -> bool:
+    """The control socket takes a get (its file exists a moment before it listens)."""
+    try:
+        return uapi_get(iface).endswith(b"errno=0\n\n")
+    except OSError:
+        return False
 
 
 def link_exists(ns, iface: str) -> bool:
@@ -112,13 +119,14 @@ def test_foreground_stays_and_exits_zero(netns):
     iface = unique_name("wgl")
     ns.owns_interface(iface)
     proc = ns.popen(*WGC, "-f", iface, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: os.path.exists(socket_path(iface)), what="the socket")
-    assert uapi_get(iface).endswith(b"errno=0\n\n")
-    time.sleep(0.2)
+    wait_for(lambda: answers(iface), what="the socket to answer")
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=2) == 0
+    # The socket went with the process signalled: it was that process, not a daemonized
+    # child, that served it (a parent that went away instead would leave it behind).
     assert not os.path.exists(socket_path(iface))
+    assert not ns.pids()
 
 
 @pytest.mark.netns
@@ -191,13 +199,18 @@ def test_verbose_log_lines_look_like_wireguard_go(netns):
     assert lines[-1].endswith("Shutting down")
 
 
+# README.md's figure: the daemon measured 16.6 MiB run from the package and 17.0 MiB frozen
+# (the one-file executable's launcher, a second process, is not counted).
+IDLE_RSS_MIB = 18
+
+
 @pytest.mark.netns
 def test_idle_memory(started):
     ns, iface = started
-    time.sleep(0.5)
-    rss = rss_kib(ns.pids())  # all of its processes
-    print(f"\nidle wgc RSS: {rss / 1024:.1f} MiB")
-    assert rss < 20 * 1024
+    daemon, *launcher = sorted(ns.pids(), key=lambda pid: rss_kib([pid]), reverse=True)
+    rss = rss_kib([daemon])
+    print(f"\nidle wgc RSS: {rss / 1024:.1f} MiB, launcher {rss_kib(launcher) / 1024:.1f} MiB")
+    assert rss < IDLE_RSS_MIB * 1024
 
 
 @pytest.mark.netns

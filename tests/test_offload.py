@@ -14,8 +14,9 @@ from wgc._offload import checksum, coalesce, split
 
 V4_SRC, V4_DST = ipaddress.ip_address("10.0.0.1").packed, ipaddress.ip_address("10.0.0.2").packed
 V6_SRC, V6_DST = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed
+V4_OTHER, V6_OTHER = ipaddress.ip_address("10.0.0.3").packed, ipaddress.ip_address("fd00::3").packed
 TCP, UDP = 6, 17
-FIN, SYN, RST, PSH, ACK, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x80
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 NEEDS_CSUM, DATA_VALID = 1, 2
 GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 4, 5
 TIMESTAMPS = bytes([1, 1, 8, 10]) + struct.pack("!II", 1000, 2000)
@@ -38,40 +39,50 @@ def pseudo(ipv6: bool, src: bytes, dst: bytes, proto: int, length: int) -> bytes
 
 
 def ip_header(ipv6: bool, proto: int, l4_length: int, ident: int = 7, tos: int = 0, ttl: int = 64,
-              options: bytes = b"", df: bool = True) -> bytes:
+              options: bytes = b"", df: bool = True, flow: int = 0, src: bytes | None = None,
+              dst: bytes | None = None) -> bytes:
+    """tos is IPv6's traffic class, ttl its hop limit; flow (the flow label) is IPv6's only."""
+    src, dst = src or (V6_SRC if ipv6 else V4_SRC), dst or (V6_DST if ipv6 else V4_DST)
     if ipv6:
-        return struct.pack("!IHBB", 6 << 28 | tos << 20, l4_length, proto, ttl) + V6_SRC + V6_DST
+        return struct.pack("!IHBB", 6 << 28 | tos << 20 | flow, l4_length, proto, ttl) + src + dst
     ihl = 5 + len(options) // 4
     header = struct.pack("!BBHHHBBH", 0x40 | ihl, tos, ihl * 4 + l4_length, ident, 0x4000 if df else 0, ttl,
                          proto, 0)
-    header += V4_SRC + V4_DST + options
+    header += src + dst + options
     return header[:10] + struct.pack("!H", ~reference_sum(header) & 0xFFFF) + header[12:]
+
+
+def addresses(ipv6: bool, ip: dict) -> tuple[bytes, bytes]:
+    """The source and destination the packet built with these ip_header arguments carries."""
+    return ip.get("src") or (V6_SRC if ipv6 else V4_SRC), ip.get("dst") or (V6_DST if ipv6 else V4_DST)
 
 
 def tcp_packet(ipv6: bool, seq: int, payload: bytes, flags: int = ACK, options: bytes = b"",
                ident: int = 7, ack: int = 99, window: int = 500, sport: int = 4000, ip_options: bytes = b"",
-               partial: bool = False, df: bool = True) -> bytes:
-    """A TCP segment with correct checksums (partial: only the pseudo-header sum, as with NEEDS_CSUM)."""
+               partial: bool = False, df: bool = True, dport: int = 5201, **ip) -> bytes:
+    """A TCP segment with correct checksums (partial: only the pseudo-header sum, as with NEEDS_CSUM);
+    ip: more ip_header arguments."""
     offset = (20 + len(options)) // 4
-    tcp = struct.pack("!HHIIBBHHH", sport, 5201, seq, ack, offset << 4, flags, window, 0, 0) + options + payload
-    src, dst = (V6_SRC, V6_DST) if ipv6 else (V4_SRC, V4_DST)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset << 4, flags, window, 0, 0) + options + payload
+    src, dst = addresses(ipv6, ip)
     if partial:
         value = reference_sum(pseudo(ipv6, src, dst, TCP, len(tcp)))
     else:
         value = ~reference_sum(pseudo(ipv6, src, dst, TCP, len(tcp)) + tcp) & 0xFFFF
     tcp = tcp[:16] + struct.pack("!H", value) + tcp[18:]
-    return ip_header(ipv6, TCP, len(tcp), ident, options=ip_options, df=df) + tcp
+    return ip_header(ipv6, TCP, len(tcp), ident, options=ip_options, df=df, **ip) + tcp
 
 
-def udp_packet(ipv6: bool, payload: bytes, ident: int = 7, sport: int = 4000, partial: bool = False) -> bytes:
-    udp = struct.pack("!HHHH", sport, 5201, 8 + len(payload), 0) + payload
-    src, dst = (V6_SRC, V6_DST) if ipv6 else (V4_SRC, V4_DST)
+def udp_packet(ipv6: bool, payload: bytes, ident: int = 7, sport: int = 4000, partial: bool = False,
+               dport: int = 5201, **ip) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    src, dst = addresses(ipv6, ip)
     if partial:
         value = reference_sum(pseudo(ipv6, src, dst, UDP, len(udp)))
     else:
         value = ~reference_sum(pseudo(ipv6, src, dst, UDP, len(udp)) + udp) & 0xFFFF or 0xFFFF
     udp = udp[:6] + struct.pack("!H", value) + udp[8:]
-    return ip_header(ipv6, UDP, len(udp), ident) + udp
+    return ip_header(ipv6, UDP, len(udp), ident, **ip) + udp
 
 
 def vnet(flags=0, gso_type=GSO_NONE, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
@@ -286,6 +297,97 @@ def test_what_is_not_joined(case, groups):
     assert [s for w in written for s in roundtrip([w])] == packets
 
 
+def joinable(proto: int, ipv6: bool, size: int = 1000, **second) -> list[bytes]:
+    """Two packets one super-packet would take, the second built with these arguments changed."""
+    if proto == TCP:
+        return [tcp_packet(ipv6, 1, payload(size)), tcp_packet(ipv6, 1 + size, payload(size, size), ident=8, **second)]
+    return [udp_packet(ipv6, payload(size)), udp_packet(ipv6, payload(size, size), ident=8, **second)]
+
+
+def field_changes():
+    """(proto, ipv6, what differs, arguments of the second packet): everything a merged
+    header could not keep for both packets."""
+    for proto in (TCP, UDP):
+        for ipv6 in (False, True):
+            other = V6_OTHER if ipv6 else V4_OTHER
+            yield proto, ipv6, "source address", {"src": other}
+            yield proto, ipv6, "destination address", {"dst": other}
+            yield proto, ipv6, "source port", {"sport": 4001}
+            yield proto, ipv6, "destination port", {"dport": 5202}
+            yield proto, ipv6, "traffic class" if ipv6 else "tos", {"tos": 0x10}
+            yield proto, ipv6, "ecn bits", {"tos": 0x01}
+            yield proto, ipv6, "hop limit" if ipv6 else "ttl", {"ttl": 63}
+            if ipv6:
+                yield proto, ipv6, "flow label low bit", {"flow": 0x00001}
+                yield proto, ipv6, "flow label high bit", {"flow": 0x80000}
+            else:
+                yield proto, ipv6, "df", {"df": False}
+            if proto == TCP:
+                yield proto, ipv6, "ack number", {"ack": 100}
+                yield proto, ipv6, "option length", {"options": TIMESTAMPS}
+                for name, flag in (("urg", URG), ("ece", ECE), ("cwr", CWR), ("syn", SYN), ("fin", FIN),
+                                   ("rst", RST)):
+                    yield proto, ipv6, f"{name} flag", {"flags": ACK | flag}
+                yield proto, ipv6, "no ack flag", {"flags": PSH}
+
+
+@pytest.mark.parametrize("proto", [TCP, UDP], ids=["tcp", "udp"])
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_two_packets_of_one_flow_join(proto, ipv6):
+    """The control for the next test: unchanged, the pair is one super-packet."""
+    packets = joinable(proto, ipv6)
+    written = coalesce(packets)
+    assert len(written) == 1 and unpack_vnet(written[0][0])[0] == NEEDS_CSUM
+    assert roundtrip(written) == packets
+
+
+@pytest.mark.parametrize("proto,ipv6,field,second", [
+    pytest.param(*case, id=f"{'tcp' if case[0] == TCP else 'udp'}-{'ipv6' if case[1] else 'ipv4'}-{case[2]}")
+    for case in field_changes()])
+def test_a_packet_differing_in_one_field_is_not_joined(proto, ipv6, field, second):
+    packets = joinable(proto, ipv6, **second)
+    written = coalesce(packets)
+    assert [p for _, p in written] == packets
+    assert all(unpack_vnet(h) == (DATA_VALID, 0, 0, 0, 0, 0) for h, _ in written)
+
+
+def test_options_after_a_segment_without_are_not_joined_even_when_the_bytes_agree():
+    """The header lengths differ, though the second's options repeat the first's payload."""
+    first = tcp_packet(False, 1, TIMESTAMPS + payload(1000 - len(TIMESTAMPS)))
+    second = tcp_packet(False, 1001, payload(1000), options=TIMESTAMPS, ident=8)
+    assert [p for _, p in coalesce([first, second])] == [first, second]
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("sizes,groups", [
+    ([500, 1000], [1, 1]),                       # larger after smaller: a new item
+    ([1000, 1000, 500, 1000], [3, 1]),           # the smaller one ends the run
+    ([1000, 1000, 1001], [2, 1]),
+    ([1000, 999, 1000], [2, 1]),
+])
+def test_a_udp_datagram_larger_than_the_first_starts_a_new_item(ipv6, sizes, groups):
+    datagrams = [udp_packet(ipv6, payload(size, i), ident=7 + i) for i, size in enumerate(sizes)]
+    written = coalesce(datagrams)
+    assert [len(roundtrip([w])) for w in written] == groups
+    assert roundtrip(written) == datagrams
+
+
+def test_a_udp_datagram_whose_length_field_disagrees_is_not_joined():
+    first, second = joinable(UDP, False)
+    lying = bytearray(second)
+    lying[24:26] = struct.pack("!H", len(second) - 20 - 1)
+    assert [p for _, p in coalesce([first, bytes(lying)])] == [first, bytes(lying)]
+
+
+def test_udp_datagrams_without_df_join_only_with_counting_ids():
+    """As for TCP (test_ids_must_count_up_unless_df_is_set): cut again, the IDs count up from the first."""
+    counting = [udp_packet(False, payload(1000, i), ident=7 + i, df=False) for i in range(3)]
+    written = coalesce(counting)
+    assert len(written) == 1 and roundtrip(written) == counting
+    jumping = [udp_packet(False, payload(1000, i), ident=7 + 2 * i, df=False) for i in range(2)]
+    assert [p for _, p in coalesce(jumping)] == jumping
+
+
 def test_ids_must_count_up_unless_df_is_set():
     fixed = [tcp_packet(False, 1 + 1000 * i, payload(1000, 1000 * i), ident=0) for i in range(3)]
     assert len(coalesce(fixed)) == 1          # DF: the ID carries nothing (RFC 6864)
@@ -331,24 +433,33 @@ def test_udp_runs_are_capped_at_64_datagrams():
     assert roundtrip(written) == datagrams
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([(False, 1111), (False, 2222), (True, 3333)]),
-                          st.integers(1, 1400), st.booleans()), max_size=40))
+# (ipv6, source port, protocol, DF): flows of both families and both protocols, and IPv4
+# ones without DF, where the IDs must count up.
+FLOWS = [(False, 1111, TCP, True), (False, 2222, TCP, False), (True, 3333, TCP, True),
+         (False, 4444, UDP, True), (False, 5555, UDP, False), (True, 6666, UDP, True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FLOWS), st.integers(1, 1400), st.booleans()), max_size=60))
 def test_coalesce_then_split_gives_back_every_packet(steps):
-    """Random interleavings of three flows with random sizes and PSH flags."""
+    """Random interleavings of TCP and UDP flows with random sizes (UDP datagrams larger
+    and smaller than the ones before) and PSH flags."""
     sent = {}
     packets = []
-    for (ipv6, sport), size, push in steps:
-        offset, ident = sent.get((ipv6, sport), (0, 0))
-        packets.append(tcp_packet(ipv6, 1 + offset, payload(size, offset), flags=ACK | (PSH if push else 0),
-                                  ident=ident, sport=sport))
-        sent[(ipv6, sport)] = (offset + size, ident + 1)
+    for (ipv6, sport, proto, df), size, push in steps:
+        offset, ident = sent.get(sport, (0, 0))
+        if proto == TCP:
+            packets.append(tcp_packet(ipv6, 1 + offset, payload(size, offset), flags=ACK | (PSH if push else 0),
+                                      ident=ident, sport=sport, df=df))
+        else:
+            packets.append(udp_packet(ipv6, payload(size, offset), ident=ident, sport=sport, df=df))
+        sent[sport] = (offset + size, ident + 1)
     written = coalesce(packets)
     # Per flow, the order is kept; across flows, items keep arrival order of their first packet.
     back = roundtrip(written)
     assert sorted(back) == sorted(packets)
-    for key in sent:
-        port = struct.pack("!H", key[1])
-        ip_len = 40 if key[0] else 20
-        mine = [p for p in packets if p[ip_len:ip_len + 2] == port and (p[0] >> 4 == 6) == key[0]]
-        assert [p for p in back if p[ip_len:ip_len + 2] == port and (p[0] >> 4 == 6) == key[0]] == mine
+    for ipv6, sport, _, _ in FLOWS:
+        port = struct.pack("!H", sport)
+        ip_len = 40 if ipv6 else 20
+        mine = [p for p in packets if p[ip_len:ip_len + 2] == port and (p[0] >> 4 == 6) == ipv6]
+        assert [p for p in back if p[ip_len:ip_len + 2] == port and (p[0] >> 4 == 6) == ipv6] == mine

@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from wgc._replay import REJECT_AFTER, WINDOW, ReplayFilter
@@ -85,3 +86,78 @@ def test_matches_the_model_around_a_moving_front(base, offsets):
         c = max(0, base + off)
         assert f.accept(c) == m.accept(c), c
         base += 1
+
+
+# The ring behind the window: the window plus the one word always being recycled
+# (wgc/_replay.pxd), 64 counters to a word.
+WORD_BITS = 64
+RING = WINDOW + WORD_BITS
+
+
+def test_in_order_across_many_ring_wraps():
+    """Every counter once, in order, through ten turns of the ring: each is fresh, and its
+    replay is not (a word left uncleared on a wrap would refuse everything after it)."""
+    f = ReplayFilter()
+    for c in range(10 * RING):
+        assert f.accept(c), c
+        assert not f.accept(c), c
+
+
+@pytest.mark.parametrize("jump", [RING - 1, RING, RING + 1, WINDOW - 1, WINDOW, WINDOW + 1,
+                                  2 * RING, RING + WORD_BITS, RING - WORD_BITS])
+def test_jumps_near_one_ring(jump):
+    """Jumps of about one ring, again and again from the same phase of the ring: the new front
+    is fresh, the counters just below it are fresh, and the old ones fall out of the window
+    exactly when they are WINDOW below the front."""
+    f, m = ReplayFilter(), Model()
+    front = 0
+    for _ in range(12):
+        for c in (front, front - 1, front - 2, front + 1):
+            if c >= 0:
+                assert f.accept(c) == m.accept(c), (jump, c)
+        front += jump
+        assert f.accept(front) and m.accept(front)
+        for back in (WINDOW + 1, WINDOW, WINDOW - 1, 1, 0, jump - 1, jump, jump + 1):
+            c = front - back
+            if c >= 0:
+                assert f.accept(c) == m.accept(c), (jump, front, back)
+
+
+def expand_steps(steps, limit):
+    """Counters from a list of steps, each relative to the greatest counter so far."""
+    front = -1
+    for kind, a, b in steps:
+        if kind == "run":             # a counters in order after the front, every b-th one
+            counters = range(front + 1, front + 1 + a * b, b)
+        elif kind == "jump":          # a ring-sized jump ahead, off by b
+            counters = [front + a * RING + b]
+        else:                         # a counter b below the front (a replay, a late one, a hole)
+            counters = [front - b]
+        for c in counters:
+            if c < 0:
+                continue
+            yield c
+            front = max(front, c)
+            limit -= 1
+            if limit == 0:
+                return
+
+
+steps = st.one_of(
+    st.tuples(st.just("run"), st.integers(1, 2 * RING), st.integers(1, 3)),
+    st.tuples(st.just("run"), st.integers(RING, 3 * RING), st.just(1)),
+    st.tuples(st.just("jump"), st.integers(0, 3), st.integers(-WORD_BITS - 1, WORD_BITS + 1)),
+    st.tuples(st.just("back"), st.just(0), st.integers(0, WINDOW + WORD_BITS + 1)),
+)
+
+
+# Without shrinking: shrinking lists of 10^5 counters takes minutes, and the failing
+# counter is in the assertion.
+@settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(st.lists(steps, min_size=10, max_size=60))
+def test_long_sequences_match_the_model(step_list):
+    """Mostly 10^4 to 10^5 counters: runs in order and with holes, jumps of about whole
+    rings, replays and late arrivals, against the set model."""
+    f, m = ReplayFilter(), Model()
+    for c in expand_steps(step_list, 100_000):
+        assert f.accept(c) == m.accept(c), c
