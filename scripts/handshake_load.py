@@ -212,6 +212,7 @@ class Responder:
         start_daemon(self.ns, implementation, self.iface)
         self.ns.run("wg", "setconf", self.iface, "/dev/stdin", input=self._config(private), timeout=60)
         self.ns.run("ip", "link", "set", self.iface, "up")
+        self.pids = self.ns.pids()  # the daemon's processes, read once: sampling must not fork
 
     def _config(self, private: bytes) -> str:
         lines = ["[Interface]", f"PrivateKey = {b64(private)}", f"ListenPort = {RESPONDER_PORT}"]
@@ -219,13 +220,10 @@ class Responder:
             lines += ["[Peer]", f"PublicKey = {b64(_crypto.public_key(peer_private_key(self.seed, i)))}"]
         return "\n".join(lines) + "\n"
 
-    def pids(self) -> list[int]:
-        return self.ns.pids()
-
     def rss_kib(self) -> int:
         """Resident memory of all the responder's processes."""
         total = 0
-        for pid in self.pids():
+        for pid in self.pids:
             with open(f"/proc/{pid}/status") as f:
                 total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
         return total
@@ -238,7 +236,7 @@ class Responder:
 
     def cpu_seconds(self) -> float:
         ticks = 0
-        for pid in self.pids():
+        for pid in self.pids:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
