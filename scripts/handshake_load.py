@@ -76,8 +76,12 @@ def source_of(i: int, layout: str) -> tuple[str, int]:
 class Initiator:
     """One generated peer: its handshake with the responder, its cookie, its socket."""
 
-    def __init__(self, number: int, private_key: bytes, responder_public: bytes, source, target):
+    def __init__(self, number: int, private_key: bytes, responder_public: bytes, source, target,
+                 selector, moves: int = 0):
         self.number = number
+        self.target = target
+        self.selector = selector
+        self.moves = moves  # how many cookies are answered from a new port of the same address
         self.handshake = noise.Handshake(noise.StaticIdentity(private_key), responder_public)
         self.cookies = CookieGenerator(responder_public)
         self.attempts: dict[int, noise.Handshake] = {}   # sender index -> the state to validate a response with
@@ -87,9 +91,17 @@ class Initiator:
         self.sends = 0
         self.last_sent = 0
         self.message = None
+        self.sock = None
+        self.open(source)
+
+    def open(self, source) -> None:
+        if self.sock is not None:
+            self.selector.unregister(self.sock)
+            self.sock.close()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         self.sock.bind(source)
-        self.sock.connect(target)
+        self.sock.connect(self.target)
+        self.selector.register(self.sock, selectors.EVENT_READ, self)
 
     def new_initiation(self) -> None:
         index = int.from_bytes(_crypto.random(4), "little")
@@ -116,6 +128,9 @@ class Initiator:
                 self.responses.append((now, data))
             elif self.cookies.consume_reply(data, now):
                 self.cookie_times.append(now)
+                if self.moves:
+                    self.moves -= 1
+                    self.open((self.sock.getsockname()[0], 0))  # resend from a port the cookie is not for
                 if not self.responses:
                     self.send(now)  # as an initiator holding a cookie: again, with mac2
             else:
@@ -130,19 +145,19 @@ class Initiator:
 
 
 def drive(target, responder_public: bytes, seed: bytes, count: int, layout: str, rate: float,
-          seconds: float, retry_after: float) -> dict:
+          seconds: float, retry_after: float, moves: int = 0) -> dict:
     """Sends count peers' initiations at rate per second; bounded by seconds.
 
     A peer without any answer for retry_after seconds starts a new initiation.
-    Times in the result are seconds since the first initiation was sent.
+    The first `moves` cookies a peer gets it answers from a new port.  Times in
+    the result are seconds since the first initiation was sent.
     """
-    peers = [Initiator(i, peer_private_key(seed, i), responder_public, source_of(i, layout), target)
+    selector = selectors.DefaultSelector()
+    peers = [Initiator(i, peer_private_key(seed, i), responder_public, source_of(i, layout), target,
+                       selector, moves)
              for i in range(count)]
     for peer in peers:
         peer.new_initiation()  # before the clock starts: the load is the responder's work
-    selector = selectors.DefaultSelector()
-    for peer in peers:
-        selector.register(peer.sock, selectors.EVENT_READ, peer)
     waiting = deque(peers)
     retry_ns = int(retry_after * C.SECOND)
     start = time.monotonic_ns()
@@ -243,12 +258,12 @@ class Responder:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def drive(self, count: int | None = None, layout: str = DISTINCT, rate: float = 0,
-              seconds: float = 10, retry_after: float = RETRY_AFTER) -> dict:
+              seconds: float = 10, retry_after: float = RETRY_AFTER, moves: int = 0) -> dict:
         """Runs the generator in its namespace: count peers (default all) as drive() describes."""
         request = {
             "target": [RESPONDER_ADDRESS, RESPONDER_PORT], "public": self.public_key.hex(),
             "seed": self.seed.hex(), "count": self.count if count is None else count, "layout": layout,
-            "rate": rate, "seconds": seconds, "retry_after": retry_after,
+            "rate": rate, "seconds": seconds, "retry_after": retry_after, "moves": moves,
         }
         out = self.generator.run(sys.executable, __file__, "--drive", json.dumps(request), timeout=seconds + 60)
         return json.loads(out.stdout)
@@ -256,7 +271,8 @@ class Responder:
 
 def drive_from(request: dict) -> dict:
     return drive(tuple(request["target"]), bytes.fromhex(request["public"]), bytes.fromhex(request["seed"]),
-                 request["count"], request["layout"], request["rate"], request["seconds"], request["retry_after"])
+                 request["count"], request["layout"], request["rate"], request["seconds"], request["retry_after"],
+                 request["moves"])
 
 
 def b64(key: bytes) -> str:

@@ -58,6 +58,20 @@ def test_above_the_threshold_cookies_come_and_a_resend_with_mac2_is_answered(net
     assert all(p["completed"] > p["cookies"][0] for p in cookied)
 
 
+def test_under_load_a_cookie_is_good_only_at_the_port_it_was_given_to(netns):
+    # The same load, but each peer resends from a new port of its address:
+    # the cookie it holds was made for the old port, so its mac2 is wrong
+    # there and it gets a second cookie reply; with that one it is answered.
+    count = 2 * C.UNDER_LOAD_THRESHOLD
+    responder = Responder(netns, "wgc", count)
+    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, moves=1)["peers"]
+    cookied = [p for p in peers if p["cookies"]]
+    assert len(cookied) >= C.UNDER_LOAD_THRESHOLD // 2, "under-load mode did not engage"
+    assert sum(p["strays"] for p in peers) == 0
+    assert [p["peer"] for p in cookied if len(p["cookies"]) != 2 or p["sends"] != 3] == []
+    assert [p["peer"] for p in peers if p["completed"] is None] == []
+
+
 def test_under_load_one_source_is_answered_at_the_rate_limit(netns):
     # The same load, every peer from its own port of one address: after the
     # cookies, the resends with a valid mac2 all come from one source, of
