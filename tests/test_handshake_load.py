@@ -2,9 +2,9 @@
 
 The generator (scripts/handshake_load.py) is built on wgc.noise and
 wgc.cookie and behaves as real initiators: each peer sends from its own
-source, opens the cookie replies it gets and resends with mac2.  Retries
-after silence are pushed beyond each test's bound, so that every answer is
-to a peer's first initiation or to its resend with mac2.
+source, opens the cookie replies it gets and resends with mac2.  In the
+protocol tests retries after silence are pushed beyond the test's bound, so
+that every answer is to a peer's first initiation or to its resend with mac2.
 """
 import sys
 from pathlib import Path
