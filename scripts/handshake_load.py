@@ -250,12 +250,15 @@ class Responder:
         return int(lines[1][lines[0].index("RcvbufErrors")])
 
     def cpu_seconds(self) -> float:
-        ticks = 0
+        """CPU time of all the responder's threads, in ns from the scheduler
+        (/proc/PID/stat counts in 10-ms ticks, too coarse for a load of a
+        fraction of a second); the daemons keep their threads for their life."""
+        total = 0
         for pid in self.pids:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        return total / C.SECOND
 
     def drive(self, count: int | None = None, layout: str = DISTINCT, rate: float = 0,
               seconds: float = 10, retry_after: float = RETRY_AFTER, moves: int = 0) -> dict:
