@@ -42,11 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's wgc, and the tests' namespace helpers
 
-from netns import Netns, veth  # noqa: E402
+from netns import Netns, unique_name, veth  # noqa: E402
 from wgc import _crypto, noise  # noqa: E402
 from wgc import constants as C  # noqa: E402
 from wgc.cookie import CookieGenerator  # noqa: E402
-from wgnet import have, start_daemon, unique_name  # noqa: E402
+from wgnet import have, start_daemon  # noqa: E402
 
 RESPONDER_ADDRESS, GENERATOR_ADDRESS = "192.168.77.1", "192.168.77.2"
 RESPONDER_PORT = 51820
@@ -212,7 +212,6 @@ class Responder:
     """
 
     def __init__(self, factory, implementation: str, count: int, seed: bytes | None = None):
-        self.implementation = implementation
         self.seed = seed or _crypto.random(16)
         self.count = count
         self.ns, self.generator = factory("hsr"), factory("hsg")
@@ -260,12 +259,12 @@ class Responder:
                     total += int(f.read().split()[0])
         return total / C.SECOND
 
-    def drive(self, count: int | None = None, layout: str = DISTINCT, rate: float = 0,
-              seconds: float = 10, retry_after: float = RETRY_AFTER, moves: int = 0) -> dict:
-        """Runs the generator in its namespace: count peers (default all) as drive() describes."""
+    def drive(self, layout: str = DISTINCT, rate: float = 0, seconds: float = 10,
+              retry_after: float = RETRY_AFTER, moves: int = 0) -> dict:
+        """Runs the generator in its namespace, all count peers, as drive() describes."""
         request = {
             "target": [RESPONDER_ADDRESS, RESPONDER_PORT], "public": self.public_key.hex(),
-            "seed": self.seed.hex(), "count": self.count if count is None else count, "layout": layout,
+            "seed": self.seed.hex(), "count": self.count, "layout": layout,
             "rate": rate, "seconds": seconds, "retry_after": retry_after, "moves": moves,
         }
         out = self.generator.run(sys.executable, __file__, "--drive", json.dumps(request), timeout=seconds + 60)
