@@ -30,6 +30,7 @@ import copy
 import json
 import os
 import selectors
+import signal
 import socket
 import statistics
 import subprocess
@@ -145,12 +146,15 @@ class Initiator:
 
 
 def drive(target, responder_public: bytes, seed: bytes, count: int, layout: str, rate: float,
-          seconds: float, retry_after: float, moves: int = 0) -> dict:
+          seconds: float, retry_after: float, moves: int = 0, freeze: list[int] = ()) -> dict:
     """Sends count peers' initiations at rate per second; bounded by seconds.
 
     A peer without any answer for retry_after seconds starts a new initiation.
-    The first `moves` cookies a peer gets it answers from a new port.  Times in
-    the result are seconds since the first initiation was sent.
+    The first `moves` cookies a peer gets it answers from a new port.  The
+    processes in freeze (the responder's, for tests) are stopped until every
+    first initiation is sent, so that it finds them all waiting at once
+    whatever the scheduler does.  Times in the result are seconds since the
+    first initiation was sent.
     """
     selector = selectors.DefaultSelector()
     peers = [Initiator(i, peer_private_key(seed, i), responder_public, source_of(i, layout), target,
@@ -158,6 +162,24 @@ def drive(target, responder_public: bytes, seed: bytes, count: int, layout: str,
              for i in range(count)]
     for peer in peers:
         peer.new_initiation()  # before the clock starts: the load is the responder's work
+    for pid in freeze:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        return _load(peers, selector, rate, seconds, retry_after, freeze)
+    finally:
+        thaw(freeze)
+        selector.close()
+        for peer in peers:
+            peer.sock.close()
+
+
+def thaw(pids) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _load(peers: list[Initiator], selector, rate: float, seconds: float, retry_after: float, frozen) -> dict:
+    count = len(peers)
     waiting = deque(peers)
     retry_ns = int(retry_after * C.SECOND)
     start = time.monotonic_ns()
@@ -168,6 +190,9 @@ def drive(target, responder_public: bytes, seed: bytes, count: int, layout: str,
         due = count if rate <= 0 else min(count, int(rate * (now - start) / C.SECOND) + 1)
         while waiting and count - len(waiting) < due:
             waiting.popleft().send(now)
+        if frozen and not waiting:
+            thaw(frozen)
+            frozen = ()
         for key, _ in selector.select(timeout=0.002):
             key.data.receive(time.monotonic_ns())
         now = time.monotonic_ns()
@@ -180,9 +205,6 @@ def drive(target, responder_public: bytes, seed: bytes, count: int, layout: str,
                 if now - peer.last_sent >= retry_ns:
                     peer.new_initiation()
                     peer.send(now)
-    selector.close()
-    for peer in peers:
-        peer.sock.close()
     return summarize(peers, start)
 
 
@@ -260,12 +282,14 @@ class Responder:
         return total / C.SECOND
 
     def drive(self, layout: str = DISTINCT, rate: float = 0, seconds: float = 10,
-              retry_after: float = RETRY_AFTER, moves: int = 0) -> dict:
-        """Runs the generator in its namespace, all count peers, as drive() describes."""
+              retry_after: float = RETRY_AFTER, moves: int = 0, freeze: bool = False) -> dict:
+        """Runs the generator in its namespace, all count peers, as drive() describes
+        (freeze: stop the responder until the first initiations are all sent)."""
         request = {
             "target": [RESPONDER_ADDRESS, RESPONDER_PORT], "public": self.public_key.hex(),
             "seed": self.seed.hex(), "count": self.count, "layout": layout,
             "rate": rate, "seconds": seconds, "retry_after": retry_after, "moves": moves,
+            "freeze": self.pids if freeze else [],
         }
         out = self.generator.run(sys.executable, __file__, "--drive", json.dumps(request), timeout=seconds + 60)
         return json.loads(out.stdout)
@@ -274,7 +298,7 @@ class Responder:
 def drive_from(request: dict) -> dict:
     return drive(tuple(request["target"]), bytes.fromhex(request["public"]), bytes.fromhex(request["seed"]),
                  request["count"], request["layout"], request["rate"], request["seconds"], request["retry_after"],
-                 request["moves"])
+                 request["moves"], request["freeze"])
 
 
 def b64(key: bytes) -> str:

@@ -4,7 +4,9 @@ The generator (scripts/handshake_load.py) is built on wgc.noise and
 wgc.cookie and behaves as real initiators: each peer sends from its own
 source, opens the cookie replies it gets and resends with mac2.  In the
 protocol tests retries after silence are pushed beyond the test's bound, so
-that every answer is to a peer's first initiation or to its resend with mac2.
+that every answer is to a peer's first initiation or to its resend with mac2,
+and the responder is stopped (SIGSTOP) until the whole first burst is sent, so
+that it finds the burst waiting however the shared CPUs are scheduled.
 """
 import sys
 from pathlib import Path
@@ -32,11 +34,11 @@ MEMORY_CAP_KIB = 4 * 1024
 
 
 def test_below_the_under_load_threshold_every_initiation_is_answered(netns):
-    # Fewer peers than the threshold, all at once: the responder's backlog
-    # can never reach it, so no peer may be sent a cookie.
-    count = C.UNDER_LOAD_THRESHOLD - 8
+    # Fewer peers than the threshold, all waiting at once: the responder's
+    # backlog stays just below it, so no peer may be sent a cookie.
+    count = C.UNDER_LOAD_THRESHOLD - 1
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY)["peers"]
+    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, freeze=True)["peers"]
     assert [p["peer"] for p in peers if p["completed"] is None] == []
     assert [p["peer"] for p in peers if p["cookies"] or p["sends"] != 1] == []
     assert sum(p["strays"] for p in peers) == 0
@@ -49,7 +51,7 @@ def test_above_the_threshold_cookies_come_and_a_resend_with_mac2_is_answered(net
     # is within the rate limiter's burst).
     count = 2 * C.UNDER_LOAD_THRESHOLD
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY)["peers"]
+    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, freeze=True)["peers"]
     cookied = [p for p in peers if p["cookies"]]
     assert len(cookied) >= C.UNDER_LOAD_THRESHOLD // 2, "under-load mode did not engage"
     assert sum(p["strays"] for p in peers) == 0  # every cookie reply opened with the mac1 we sent
@@ -64,7 +66,7 @@ def test_under_load_a_cookie_is_good_only_at_the_port_it_was_given_to(netns):
     # there and it gets a second cookie reply; with that one it is answered.
     count = 2 * C.UNDER_LOAD_THRESHOLD
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, moves=1)["peers"]
+    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, moves=1, freeze=True)["peers"]
     cookied = [p for p in peers if p["cookies"]]
     assert len(cookied) >= C.UNDER_LOAD_THRESHOLD // 2, "under-load mode did not engage"
     assert sum(p["strays"] for p in peers) == 0
@@ -78,7 +80,7 @@ def test_under_load_one_source_is_answered_at_the_rate_limit(netns):
     # which the rate limiter lets through a burst and then 20 per second.
     count = 2 * C.UNDER_LOAD_THRESHOLD
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(layout=SHARED, rate=0, seconds=3, retry_after=NO_RETRY)["peers"]
+    peers = responder.drive(layout=SHARED, rate=0, seconds=3, retry_after=NO_RETRY, freeze=True)["peers"]
     cookied = [p for p in peers if p["cookies"]]
     assert len(cookied) >= C.UNDER_LOAD_THRESHOLD // 2, "under-load mode did not engage"
     answered = sorted(p["completed"] for p in cookied if p["completed"] is not None)
