@@ -55,6 +55,11 @@ bench ROUNDS="3":
 bench-soak SECONDS="300":
     {{python}} scripts/bench.py --soak {{SECONDS}}
 
+# Valid initiations from PEERS distinct peers at a wgc and a wireguard-go responder, alternating for ROUNDS:
+# handshakes per second, cookie replies, memory, beside this machine's X25519 limit.
+bench-handshakes PEERS="1000" ROUNDS="3": build
+    {{python}} scripts/handshake_load.py --peers {{PEERS}} --rounds {{ROUNDS}}
+
 # wgc against the Linux kernel's WireGuard: Debian's kernel under QEMU (fetched into ~/.cache/wgc-kernel on first use).
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}
