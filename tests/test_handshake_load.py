@@ -57,7 +57,9 @@ def test_above_the_threshold_cookies_come_and_a_resend_with_mac2_is_answered(net
     assert sum(p["strays"] for p in peers) == 0  # every cookie reply opened with the mac1 we sent
     assert [p["peer"] for p in peers if p["completed"] is None] == []
     assert [p["peer"] for p in cookied if len(p["cookies"]) != 1 or p["sends"] != 2] == []
-    assert all(p["completed"] > p["cookies"][0] for p in cookied)
+    # Answered after its cookie (in the same drain of its socket, when the
+    # responder is quick, so at the same instant).
+    assert all(p["completed"] >= p["cookies"][0] for p in cookied)
 
 
 def test_under_load_a_cookie_is_good_only_at_the_port_it_was_given_to(netns):
