@@ -13,6 +13,7 @@ The minutes-long runs (100 MiB, the give-up, repeated handshake trials) carry
 the `long` marker, which the default run deselects: `just loss` runs them.
 Their figures are printed (the recipe runs pytest with -s).
 """
+import itertools
 import json
 import os
 import statistics
@@ -21,7 +22,6 @@ import sys
 import time
 
 import pytest
-
 from netns import unique_name, veth, wait_for
 from wgnet import End, have, new_key, start_daemon, tunnel
 
@@ -165,10 +165,13 @@ def initiations_into_silence(netns, implementation: str, count: int, quiet: floa
     return [float(t) for t, _ in lines]
 
 
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
 def assert_rekey_timeout_spacing(times: list[float]) -> None:
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
-    for gap in gaps:
-        assert REKEY_TIMEOUT - 0.05 <= gap <= REKEY_TIMEOUT + JITTER_MAX + SCHEDULING_SLACK, gaps
+    for gap in gaps(times):
+        assert REKEY_TIMEOUT - 0.05 <= gap <= REKEY_TIMEOUT + JITTER_MAX + SCHEDULING_SLACK, gaps(times)
 
 
 @pytest.mark.parametrize("implementation", ["wgc", "wireguard-go"])
@@ -190,8 +193,8 @@ def test_unanswered_handshake_is_given_up_after_rekey_attempt_time(netns, implem
     print(f"\n{implementation}: {len(times)} initiations over {times[-1] - times[0]:.1f} s, then silence")
     assert len(times) == INITIATIONS_BEFORE_GIVING_UP, times
     assert_rekey_timeout_spacing(times)
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
-    assert max(gaps) - min(gaps) > JITTER_MAX / 3, f"no jitter in {gaps}"
+    spread = max(gaps(times)) - min(gaps(times))
+    assert spread > JITTER_MAX / 3, f"no jitter in {gaps(times)}"
 
 
 # -- bulk TCP through a relay ------------------------------------------------------------
