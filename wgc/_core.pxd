@@ -20,7 +20,16 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef enum:
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
-    EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
+
+# What Core.poll tells the control plane: the bits of an Event's `what`.
+cdef enum:
+    EVENT_WANT_HANDSHAKE = 1       # packets wait for a session, or it is due for renewal: initiate
+    EVENT_HANDSHAKE_RETRY = 2      # no response within Rekey-Timeout: initiate again
+    EVENT_HANDSHAKE_GIVEN_UP = 4   # no response after MAX_TIMER_HANDSHAKES retries (staged packets dropped)
+    EVENT_PEER_SILENT = 8          # data sent and nothing heard for 15 s: initiate
+    EVENT_KEYS_ZEROED = 16         # no new session for 540 s: keypairs wiped, forget the handshake
+    EVENT_HANDSHAKE_MESSAGE = 32   # a handshake message arrived (no peer yet)
+    EVENT_PORT_GONE = 64           # the TUN is gone: the device cannot go on
 
 cdef struct Staged:
     Staged *next
@@ -37,6 +46,8 @@ cdef struct Peer:
     int64_t last_handshake_nsec
     Timers timers
     uint32_t events                # EVENT_* bits not yet seen by the control plane
+    uint32_t handshake_index       # the index our handshake in progress announced (in Core.index)
+    bint has_handshake_index
     Staged *staged_head
     Staged *staged_tail
     uint32_t staged_count
@@ -91,6 +102,17 @@ cdef class Core:
     cdef void _drop_event_slot(self, uint32_t slot) noexcept
     cdef void _timers_changed(self, Peer *p) noexcept nogil
     cdef void _want_handshake(self, Peer *p) noexcept nogil
+    cdef uint32_t _take_events(self, Peer *p) noexcept nogil
+    cdef void _on_transport_sent(self, Peer *p, bint data, int64_t now) noexcept nogil
+    cdef void _on_transport_received(self, Peer *p, bint data, int64_t now) noexcept nogil
+    cdef void _on_handshake_sent(self, Peer *p, bint initiation, int64_t now) noexcept nogil
+    cdef void _on_handshake_received(self, Peer *p, int64_t now) noexcept nogil
+    cdef void _on_handshake_complete(self, Peer *p, int64_t wall) noexcept nogil
+    cdef void _on_keypair_installed(self, Peer *p, bint is_initiator, int64_t now, int64_t wall) noexcept nogil
+    cdef uint32_t _timers_fired(self, Peer *p, int fired, int64_t now, uint32_t *attempts) noexcept nogil
+    cdef void _release_handshake_index(self, Peer *p) noexcept nogil
+    cdef void _clear_staged(self, Peer *p) noexcept nogil
+    cdef void _send_keepalive(self, Peer *p, int64_t now) noexcept nogil
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil

@@ -23,11 +23,11 @@ from wgc._bytes cimport load_le32
 from wgc._constants cimport (MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, INITIATION_SIZE,
                              RESPONSE_SIZE, COOKIE_REPLY_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE,
                              SECOND, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, HANDSHAKE_QUEUE_SIZE,
-                             MAX_STAGED_PACKETS, DEFAULT_MTU)
+                             MAX_STAGED_PACKETS, DEFAULT_MTU, MAX_TIMER_HANDSHAKES)
 from wgc._crypto cimport random_u64
 from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segmenter_init, segmenter_write
 from wgc._port cimport PacketPort, TunPort, MemoryPort
-from wgc._session cimport (index_init, index_free, index_find, keypairs_install,
+from wgc._session cimport (IndexEntry, index_init, index_free, index_entry, index_claim, index_remove, keypairs_install,
                            keypairs_confirm, keypairs_clear, keypairs_expire_sending, transport_seal,
                            transport_open, transport_inner_source, transport_destination,
                            keypair_sendable, rekey_after_send, rekey_after_receive)
@@ -98,17 +98,38 @@ cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
     state[0] = x
     return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>REKEY_TIMEOUT_JITTER_MAX)
 
+cdef class Event:
+    """One thing Core.poll tells the control plane: `what` holds EVENT_* bits
+    for the peer in `slot` (-1: none); a handshake message comes with its
+    source address and the backlog of queued messages, itself included;
+    EVENT_HANDSHAKE_RETRY with the number of retries so far."""
+    cdef readonly uint32_t what
+    cdef readonly int slot
+    cdef readonly uint32_t attempts
+    cdef readonly bytes message
+    cdef readonly object source
+    cdef readonly uint32_t backlog
 
-cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
-    cdef Staged *s = p.staged_head
-    cdef Staged *n
-    while s != NULL:
-        n = s.next
-        free(s)
-        s = n
-    core.staged_total -= p.staged_count
-    p.staged_head = p.staged_tail = NULL
-    p.staged_count = 0
+    def __repr__(self):
+        return f"Event(what={self.what:#x}, slot={self.slot})"
+
+
+cdef Event make_event(uint32_t what, int slot=-1, uint32_t attempts=0, bytes message=None,
+                      source=None, uint32_t backlog=0):
+    cdef Event e = Event.__new__(Event)
+    e.what, e.slot, e.attempts = what, slot, attempts
+    e.message, e.source, e.backlog = message, source, backlog
+    return e
+
+
+# The EVENT_* bits (wgc/_core.pxd), for the control plane.
+WANT_HANDSHAKE = EVENT_WANT_HANDSHAKE
+HANDSHAKE_RETRY = EVENT_HANDSHAKE_RETRY
+HANDSHAKE_GIVEN_UP = EVENT_HANDSHAKE_GIVEN_UP
+PEER_SILENT = EVENT_PEER_SILENT
+KEYS_ZEROED = EVENT_KEYS_ZEROED
+HANDSHAKE_MESSAGE = EVENT_HANDSHAKE_MESSAGE
+PORT_GONE = EVENT_PORT_GONE
 
 
 cdef class Core:
@@ -149,7 +170,7 @@ cdef class Core:
         cdef uint32_t i
         for i in range(self.peers_capacity):
             if self.peers != NULL and self.peers[i] != NULL:
-                peer_clear_staged(self, self.peers[i])
+                self._clear_staged(self.peers[i])
                 keypairs_clear(&self.index, &self.peers[i].keypairs)
                 free(self.peers[i])
         for fd in (self.notify_fd, self.stop_fd, self.epoll_fd):
@@ -215,6 +236,19 @@ cdef class Core:
                 kept += 1
         self.events_count = kept
 
+    cdef void _want_handshake(self, Peer *p) noexcept nogil:
+        self._peer_event(p, EVENT_WANT_HANDSHAKE)
+
+    cdef uint32_t _take_events(self, Peer *p) noexcept nogil:
+        """p's queued EVENT_* bits, now seen by the control plane."""
+        cdef uint32_t bits = p.events
+        p.events = 0
+        if bits & EVENT_WANT_HANDSHAKE:
+            p.timers.handshake_attempts = 0     # a fresh initiation counts its retries anew
+        return bits
+
+    # -- timer and rekey reactions: every one of them is in this section ----------
+
     cdef void _timers_changed(self, Peer *p) noexcept nogil:
         """Wakes the control loop if p now has a deadline before its planned wake-up."""
         cdef int64_t d = timers_next(&p.timers)
@@ -222,8 +256,108 @@ cdef class Core:
             self.control_wake = 0
             self._notify()
 
-    cdef void _want_handshake(self, Peer *p) noexcept nogil:
-        self._peer_event(p, EVENT_WANT_HANDSHAKE)
+    cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
+        if rekey_after_send(kp, now):
+            self._want_handshake(p)
+
+    cdef void _on_transport_sent(self, Peer *p, bint data, int64_t now) noexcept nogil:
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        timers_any_authenticated_packet_sent(&p.timers)
+        if data:
+            timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
+
+    cdef void _on_transport_received(self, Peer *p, bint data, int64_t now) noexcept nogil:
+        if not p.timers.sent_lastminute_handshake and rekey_after_receive(&p.keypairs, now):
+            p.timers.sent_lastminute_handshake = True
+            self._want_handshake(p)
+        timers_any_authenticated_packet_received(&p.timers)
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        if data:
+            timers_data_received(&p.timers, now)
+        self._timers_changed(p)
+
+    cdef void _on_handshake_sent(self, Peer *p, bint initiation, int64_t now) noexcept nogil:
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        timers_any_authenticated_packet_sent(&p.timers)
+        if initiation:
+            timers_handshake_initiated(&p.timers, now, jitter(&self.jitter_state))
+
+    cdef void _on_handshake_received(self, Peer *p, int64_t now) noexcept nogil:
+        timers_any_authenticated_packet_received(&p.timers)
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+
+    cdef void _on_handshake_complete(self, Peer *p, int64_t wall) noexcept nogil:
+        """We can send on the new session: an initiator's at once, a responder's
+        once its first packet confirms it."""
+        timers_handshake_complete(&p.timers)
+        p.last_handshake_sec = wall // SECOND
+        p.last_handshake_nsec = wall % SECOND
+
+    cdef void _on_keypair_installed(self, Peer *p, bint is_initiator, int64_t now, int64_t wall) noexcept nogil:
+        if is_initiator:
+            self._on_handshake_complete(p, wall)
+        timers_session_derived(&p.timers, now)
+
+    cdef uint32_t _timers_fired(self, Peer *p, int fired, int64_t now, uint32_t *attempts) noexcept nogil:
+        """Does the data plane's part of what p's expired timers (TIMER_* bits)
+        call for; returns the EVENT_* bits the control plane does the rest
+        for, with the retry count in attempts."""
+        cdef uint32_t what = 0
+        if fired & TIMER_RETRANSMIT_HANDSHAKE:
+            if p.timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
+                what |= EVENT_HANDSHAKE_GIVEN_UP
+                self._clear_staged(p)
+                # Nothing more to answer; forget any half-made session later.
+                p.timers.send_keepalive = 0
+                if p.timers.zero_key_material == 0:
+                    timers_session_derived(&p.timers, now)
+            else:
+                p.timers.handshake_attempts += 1
+                attempts[0] = p.timers.handshake_attempts
+                what |= EVENT_HANDSHAKE_RETRY
+        if fired & TIMER_SEND_KEEPALIVE:
+            self._send_keepalive(p, now)
+            if p.timers.need_another_keepalive:
+                # More data arrived while the keepalive timer was pending.
+                p.timers.need_another_keepalive = False
+                p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT
+        if fired & TIMER_NEW_HANDSHAKE:
+            p.timers.handshake_attempts = 0
+            what |= EVENT_PEER_SILENT
+        if fired & TIMER_ZERO_KEY_MATERIAL:
+            keypairs_clear(&self.index, &p.keypairs)
+            self._release_handshake_index(p)
+            what |= EVENT_KEYS_ZEROED
+        if fired & TIMER_PERSISTENT_KEEPALIVE and p.timers.persistent_keepalive_interval:
+            self._send_keepalive(p, now)
+        return what
+
+    # -- per-peer state the control plane resets --------------------------------
+
+    cdef void _release_handshake_index(self, Peer *p) noexcept nogil:
+        if p.has_handshake_index:
+            index_remove(&self.index, p.handshake_index)
+            p.has_handshake_index = False
+
+    cdef void _clear_staged(self, Peer *p) noexcept nogil:
+        cdef Staged *s = p.staged_head
+        cdef Staged *n
+        while s != NULL:
+            n = s.next
+            free(s)
+            s = n
+        self.staged_total -= p.staged_count
+        p.staged_head = p.staged_tail = NULL
+        p.staged_count = 0
+
+    cdef void _send_keepalive(self, Peer *p, int64_t now) noexcept nogil:
+        """As the kernel does: an empty packet is staged unless packets are
+        already waiting (they confirm the session as well), so that without a
+        session it waits for the handshake this asks for."""
+        if p.staged_count == 0:
+            self._stage(p, NULL, 0)
+        self._send_staged(p, now)
+        self._flush()
 
     # -- sending ------------------------------------------------------------
 
@@ -263,15 +397,8 @@ cdef class Core:
         if sealed == 0:
             return False
         self._out_commit(sealed, p, &p.endpoint)
-        timers_any_authenticated_packet_traversal(&p.timers, now)
-        timers_any_authenticated_packet_sent(&p.timers)
-        if length:
-            timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
+        self._on_transport_sent(p, length != 0, now)
         return True
-
-    cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
-        if rekey_after_send(kp, now):
-            self._want_handshake(p)
 
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil:
         """Encrypts every staged packet if p has a usable keypair, else asks for a handshake."""
@@ -394,9 +521,7 @@ cdef class Core:
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil:
         """The first packet on a responder's next keypair: it becomes current."""
         keypairs_confirm(&self.index, &p.keypairs)
-        timers_handshake_complete(&p.timers)
-        p.last_handshake_sec = wall // SECOND
-        p.last_handshake_nsec = wall % SECOND
+        self._on_handshake_complete(p, wall)
         self._send_staged(p, now)
 
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
@@ -423,18 +548,11 @@ cdef class Core:
             p.endpoint = source[0]
         if kp == p.keypairs.next:
             self._confirm(p, kp, now, wall)
-        if not p.timers.sent_lastminute_handshake and rekey_after_receive(&p.keypairs, now):
-            p.timers.sent_lastminute_handshake = True
-            self._want_handshake(p)
-        timers_any_authenticated_packet_received(&p.timers)
-        timers_any_authenticated_packet_traversal(&p.timers, now)
         inner = length - TRANSPORT_MIN_SIZE
+        self._on_transport_received(p, inner != 0, now)
         if inner == 0:
             p.rx_bytes += length
-            self._timers_changed(p)
             return
-        timers_data_received(&p.timers, now)
-        self._timers_changed(p)
         # The source address must be one this peer may use.
         if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
             return
@@ -596,12 +714,8 @@ cdef class Core:
 
     @property
     def notify_fd(self):
-        """Readable when the control plane has handshakes, events or timers to see to."""
+        """Readable when the control plane should poll: handshakes, events, or an earlier timer."""
         return self.notify_fd
-
-    @property
-    def tun_gone(self):
-        return self.tun_gone
 
     # -- Python face: peers -----------------------------------------------------
 
@@ -647,8 +761,9 @@ cdef class Core:
         try:
             p = self._peer(slot)
             self.allowed_ips.remove_peer(slot)
-            peer_clear_staged(self, p)
+            self._clear_staged(p)
             keypairs_clear(&self.index, &p.keypairs)
+            self._release_handshake_index(p)
             if p.events:
                 self._drop_event_slot(slot)
             self.peers[slot] = NULL
@@ -732,14 +847,59 @@ cdef class Core:
         finally:
             self._unlock()
 
-    # -- Python face: sessions ----------------------------------------------------
+    # -- Python face: sessions and receiver indices -------------------------------
+
+    def new_handshake_index(self, uint32_t slot):
+        """A fresh receiver index for the peer's next handshake message, in
+        place of the one its last handshake announced; Core owns every index
+        (handshakes' and keypairs'), so none is given twice."""
+        cdef Peer *p
+        cdef uint32_t index
+        cdef int err
+        self._lock()
+        try:
+            p = self._peer(slot)
+            self._release_handshake_index(p)
+            while True:
+                index = <uint32_t>random_u64()
+                err = index_claim(&self.index, index, slot)
+                if err == 0:
+                    break
+                if err != -EEXIST:
+                    raise MemoryError()
+            p.handshake_index = index
+            p.has_handshake_index = True
+            return index
+        finally:
+            self._unlock()
+
+    def handshake_peer(self, uint32_t index):
+        """The peer slot whose handshake in progress announced index, or -1."""
+        cdef const IndexEntry *e
+        self._lock()
+        try:
+            e = index_entry(&self.index, index)
+            return -1 if e == NULL or e.keypair != NULL else <int>e.slot
+        finally:
+            self._unlock()
+
+    def index_peer(self, uint32_t index):
+        """The peer slot owning receiver index (a keypair's or a handshake's), or -1."""
+        cdef const IndexEntry *e
+        self._lock()
+        try:
+            e = index_entry(&self.index, index)
+            return -1 if e == NULL else <int>e.slot
+        finally:
+            self._unlock()
 
     def install_keypair(self, uint32_t slot, bytes send_key, bytes recv_key,
                         uint32_t local_index, uint32_t remote_index, bint is_initiator,
                         int64_t now, int64_t wall):
         """Adds a keypair from a completed handshake, rotating as the kernel does:
         the initiator's becomes current at once (and the handshake is complete);
-        the responder's waits in next until the peer's first packet confirms it."""
+        the responder's waits in next until the peer's first packet confirms it.
+        The keypair takes over the handshake's receiver index."""
         cdef Peer *p
         cdef int err
         if len(send_key) != 32 or len(recv_key) != 32:
@@ -747,6 +907,7 @@ cdef class Core:
         self._lock()
         try:
             p = self._peer(slot)
+            self._release_handshake_index(p)
             err = keypairs_install(&self.index, &p.keypairs, slot, <const uint8_t *><const char *>send_key,
                                    <const uint8_t *><const char *>recv_key,
                                    local_index, remote_index, is_initiator, now)
@@ -754,45 +915,34 @@ cdef class Core:
                 raise ValueError("receiver index already in use")
             if err != 0:
                 raise MemoryError()
-            if is_initiator:
-                timers_handshake_complete(&p.timers)
-                p.last_handshake_sec = wall // SECOND
-                p.last_handshake_nsec = wall % SECOND
-            timers_session_derived(&p.timers, now)
-        finally:
-            self._unlock()
-
-    def clear_keypairs(self, uint32_t slot):
-        """Forgets every keypair of the peer (key zeroing, the link going down)."""
-        self._lock()
-        try:
-            keypairs_clear(&self.index, &self._peer(slot).keypairs)
+            self._on_keypair_installed(p, is_initiator, now, wall)
         finally:
             self._unlock()
 
     def expire_sending(self, uint32_t slot):
-        """Stops sending with the current and next keypairs (receiving goes on),
-        so the next packet out asks for a new handshake: after a key change."""
+        """Stops sending with the current and next keypairs (receiving goes on)
+        and forgets the handshake in progress, so the next packet out asks for
+        a new handshake: after a key change."""
+        cdef Peer *p
         self._lock()
         try:
-            keypairs_expire_sending(&self._peer(slot).keypairs)
+            p = self._peer(slot)
+            keypairs_expire_sending(&p.keypairs)
+            self._release_handshake_index(p)
         finally:
             self._unlock()
 
-    def index_in_use(self, uint32_t index):
+    def reset_peer(self, uint32_t slot):
+        """The link went down: forgets the peer's keypairs, handshake index,
+        staged packets and timers."""
+        cdef Peer *p
         self._lock()
         try:
-            return index_find(&self.index, index) != NULL
-        finally:
-            self._unlock()
-
-    def index_peer(self, uint32_t index):
-        """The peer slot owning a keypair's receiver index, or -1."""
-        cdef Keypair *kp
-        self._lock()
-        try:
-            kp = index_find(&self.index, index)
-            return -1 if kp == NULL else <int>kp.slot
+            p = self._peer(slot)
+            keypairs_clear(&self.index, &p.keypairs)
+            self._release_handshake_index(p)
+            self._clear_staged(p)
+            timers_stop(&p.timers)
         finally:
             self._unlock()
 
@@ -803,18 +953,13 @@ cdef class Core:
         finally:
             self._unlock()
 
+    # -- Python face: sending and receiving for the control plane -------------------
+
     def send_keepalive(self, uint32_t slot, int64_t now):
-        """Sends a keepalive, as the kernel does: an empty packet is staged unless
-        packets are already waiting (they confirm the session as well), so that
-        without a session it waits for the handshake this asks for."""
-        cdef Peer *p
+        """Sends a keepalive (see _send_keepalive)."""
         self._lock()
         try:
-            p = self._peer(slot)
-            if p.staged_count == 0:
-                self._stage(p, NULL, 0)
-            self._send_staged(p, now)
-            self._flush()
+            self._send_keepalive(self._peer(slot), now)
         finally:
             self._unlock()
 
@@ -826,15 +971,9 @@ cdef class Core:
         finally:
             self._unlock()
 
-    def clear_staged(self, uint32_t slot):
-        self._lock()
-        try:
-            peer_clear_staged(self, self._peer(slot))
-        finally:
-            self._unlock()
-
-    def send_handshake(self, uint32_t slot, const uint8_t[:] message):
-        """Sends a handshake message to the peer's endpoint, counting it in tx_bytes."""
+    def send_handshake(self, uint32_t slot, const uint8_t[:] message, int64_t now, bint initiation=False):
+        """Sends a handshake message (an initiation, or a response) to the
+        peer's endpoint, counting it in tx_bytes and arming its timers."""
         cdef Peer *p
         cdef bint sent
         self._lock()
@@ -843,7 +982,19 @@ cdef class Core:
             sent = self._send_one(&message[0], message.shape[0], &p.endpoint)
             if sent:
                 p.tx_bytes += message.shape[0]
+            self._on_handshake_sent(p, initiation, now)
             return sent
+        finally:
+            self._unlock()
+
+    def handshake_received(self, uint32_t slot, uint32_t length, int64_t now):
+        """An authenticated handshake message of length bytes came from the peer."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            p.rx_bytes += length
+            self._on_handshake_received(p, now)
         finally:
             self._unlock()
 
@@ -857,72 +1008,51 @@ cdef class Core:
         finally:
             self._unlock()
 
-    def count_rx(self, uint32_t slot, uint32_t length):
-        """Counts a received handshake message toward rx_bytes."""
-        self._lock()
-        try:
-            self._peer(slot).rx_bytes += length
-        finally:
-            self._unlock()
+    # -- Python face: what happened, for the control plane ---------------------------
 
-    # -- Python face: timers --------------------------------------------------------
-
-    def timer_event(self, uint32_t slot, str event, int64_t now=0):
-        """Applies one of the timers' event hooks that the control plane drives."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            if event == "handshake_initiated":
-                timers_handshake_initiated(&p.timers, now, jitter(&self.jitter_state))
-            elif event == "authenticated_sent":
-                timers_any_authenticated_packet_traversal(&p.timers, now)
-                timers_any_authenticated_packet_sent(&p.timers)
-            elif event == "authenticated_received":
-                timers_any_authenticated_packet_received(&p.timers)
-                timers_any_authenticated_packet_traversal(&p.timers, now)
-            elif event == "keepalive_expired":
-                # More data arrived while the keepalive timer was pending.
-                if p.timers.need_another_keepalive:
-                    p.timers.need_another_keepalive = False
-                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT
-            elif event == "handshake_given_up":
-                # Nothing more to answer; forget any half-made session later.
-                p.timers.send_keepalive = 0
-                if p.timers.zero_key_material == 0:
-                    timers_session_derived(&p.timers, now)
-            elif event == "stop":
-                timers_stop(&p.timers)
-            else:
-                raise ValueError(event)
-        finally:
-            self._unlock()
-
-    def handshake_attempts(self, uint32_t slot, int delta=0, bint reset=False):
-        """Reads (and bumps or resets) the retransmission count."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            if reset:
-                p.timers.handshake_attempts = 0
-            p.timers.handshake_attempts += delta
-            return p.timers.handshake_attempts
-        finally:
-            self._unlock()
-
-    def expired_timers(self, int64_t now):
-        """[(slot, TIMER_* bits)] of every timer due at now; they stop being pending."""
-        cdef uint32_t slot
+    def poll(self, int64_t now, uint32_t budget=256):
+        """What the control plane has to act on, as a list of Events: peers
+        whose packets want a handshake; the reactions to every timer due at
+        now (the data plane's own part, keepalives, wiping keys, dropping
+        staged packets, is done here); then up to budget handshake messages.
+        Only [Event(EVENT_PORT_GONE)] once the port is gone.  Clears
+        notify_fd, and makes it readable again when messages are left over."""
+        cdef uint32_t slot, what, attempts
         cdef int fired
+        cdef uint64_t value
+        cdef Peer *p
+        cdef HandshakeMsg *m
         result = []
+        if self.notify_fd >= 0:
+            read(self.notify_fd, &value, 8)
         self._lock()
         try:
+            if self.tun_gone:
+                return [make_event(EVENT_PORT_GONE)]
+            while self.events_count:
+                slot = self.event_slots[self.events_head]
+                self.events_head = (self.events_head + 1) % self.peers_capacity
+                self.events_count -= 1
+                p = self.peers[slot] if slot < self.peers_capacity else NULL
+                if p != NULL and p.events:
+                    result.append(make_event(self._take_events(p), slot))
             for slot in range(self.peers_capacity):
-                if self.peers[slot] != NULL:
-                    fired = timers_expired(&self.peers[slot].timers, now)
-                    if fired:
-                        result.append((slot, fired))
+                p = self.peers[slot]
+                if p != NULL:
+                    fired = timers_expired(&p.timers, now)
+                    attempts = 0
+                    what = self._timers_fired(p, fired, now, &attempts) if fired else 0
+                    if what:
+                        result.append(make_event(what, slot, attempts))
+            while self.handshakes_count and budget:
+                m = &self.handshakes[self.handshakes_head]
+                result.append(make_event(EVENT_HANDSHAKE_MESSAGE, -1, 0, m.data[:m.length],
+                                         endpoint_to_python(&m.source), self.handshakes_count))
+                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE_SIZE
+                self.handshakes_count -= 1
+                budget -= 1
+            if self.handshakes_count:
+                self._notify()
         finally:
             self._unlock()
         return result
@@ -959,56 +1089,6 @@ cdef class Core:
             }
         finally:
             self._unlock()
-
-    # -- Python face: what the data plane queued for the control plane --------------
-
-    def pop_handshakes(self, uint32_t limit=64):
-        """Up to limit queued handshake messages: [(bytes, source address)]."""
-        cdef HandshakeMsg *m
-        result = []
-        self._lock()
-        try:
-            while self.handshakes_count and len(result) < limit:
-                m = &self.handshakes[self.handshakes_head]
-                result.append((m.data[:m.length], endpoint_to_python(&m.source)))
-                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE_SIZE
-                self.handshakes_count -= 1
-        finally:
-            self._unlock()
-        return result
-
-    def poke(self):
-        """Makes notify_fd readable again (work left for the next round)."""
-        self._notify()
-
-    def clear_notify(self):
-        """Resets notify_fd; call before looking at what the data plane queued."""
-        cdef uint64_t value
-        if self.notify_fd >= 0:
-            read(self.notify_fd, &value, 8)
-
-    @property
-    def handshake_backlog(self):
-        return self.handshakes_count
-
-    def pop_events(self):
-        """[(slot, EVENT_* bits)] for every peer with pending events."""
-        cdef uint32_t slot
-        cdef Peer *p
-        result = []
-        self._lock()
-        try:
-            while self.events_count:
-                slot = self.event_slots[self.events_head]
-                self.events_head = (self.events_head + 1) % self.peers_capacity
-                self.events_count -= 1
-                p = self.peers[slot] if slot < self.peers_capacity else NULL
-                if p != NULL and p.events:
-                    result.append((slot, p.events))
-                    p.events = 0
-        finally:
-            self._unlock()
-        return result
 
     # -- Python face: sans-I/O ----------------------------------------------------------
 
