@@ -8,7 +8,7 @@ import pytest
 
 from protocol_net import SECOND, Pair, ipv4_packet, message_types
 from wgc import constants as C
-from wgc._core import HANDSHAKE_RETRY
+from wgc._dataplane import HANDSHAKE_RETRY
 from wgc._crypto import random
 
 INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
@@ -77,6 +77,18 @@ def test_packets_sent_before_the_handshake_are_queued_in_order():
     pair.pump()
     assert pair.b.tun_received == packets
 
+
+
+def test_a_full_staging_queue_drops_its_oldest_packets():
+    """As the kernel: 128 packets wait per peer; the newest ones are kept."""
+    pair = Pair()
+    pair.drop_to.add(pair.b)
+    packets = [pair.send(pair.a, payload_len=n) for n in range(1, C.MAX_STAGED_PACKETS + 3)]
+    pair.pump()
+    pair.drop_to.clear()
+    pair.advance(C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX)
+    pair.pump()
+    assert pair.b.tun_received == packets[2:]
 
 def test_initiator_rekeys_after_120_seconds_of_sending():
     pair = Pair()

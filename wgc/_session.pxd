@@ -7,7 +7,7 @@
 #   - the data-plane thread (wgc._core, its epoll loop) calls transport_seal,
 #     transport_open and the rekey checks per packet, and keypairs_confirm when
 #     a responder's keypair sees its first packet, all without the GIL;
-#   - the control plane (wgc.device through Core's Python face) calls
+#   - the control plane (wgc.device through DataPlane, Core's Python face) calls
 #     keypairs_install, keypairs_clear and keypairs_expire_sending, and
 #     index_claim and index_remove for its handshakes' receiver indices;
 #   - both only ever while holding Core.mutex, which therefore guards every

@@ -15,7 +15,7 @@ import time
 
 from wgc import constants as C
 from wgc import noise
-from wgc._core import (
+from wgc._dataplane import (
     HANDSHAKE_GIVEN_UP,
     HANDSHAKE_MESSAGE,
     HANDSHAKE_RETRY,
@@ -23,7 +23,7 @@ from wgc._core import (
     PEER_SILENT,
     PORT_GONE,
     WANT_HANDSHAKE,
-    Core,
+    DataPlane,
 )
 from wgc._crypto import clamp
 from wgc.cookie import CookieChecker, CookieGenerator
@@ -141,7 +141,7 @@ class Device:
         self.log = log
         self.clock = clock
         self.lock = threading.RLock()
-        self.core = Core(capture=tun is None)
+        self.core = DataPlane(capture=tun is None)
         self.core.set_udp_offload(udp_offload)
         self.on_fatal = None
         self.is_up = False
@@ -168,7 +168,7 @@ class Device:
         return self.core.notify_fd
 
     def process_events(self, budget: int = 256) -> None:
-        """Handles what the data plane has for us (Core.poll): peers wanting
+        """Handles what the data plane has for us (DataPlane.poll): peers wanting
         a handshake, timers due, and at most `budget` handshake messages, so
         that a flood cannot starve timers; the rest wait for the next round."""
         with self.lock:
