@@ -22,7 +22,7 @@ from wgc._crypto cimport random_u64
 from wgc._loop cimport Loop
 from wgc._port cimport PacketPort, TunPort, MemoryPort
 from wgc._session cimport (IndexEntry, index_entry, index_claim, keypairs_install, keypairs_clear,
-                           keypairs_expire_sending, keypair_sendable)
+                           keypairs_expire_sending)
 from wgc._staged cimport staged_clear
 from wgc._timers cimport timers_next, timers_expired, timers_stop
 from wgc._udp cimport BATCH, Endpoint, endpoint_from_python, endpoint_to_python, udp_set_sockets, udp_memory_take
@@ -244,14 +244,6 @@ cdef class DataPlane(Core):
         finally:
             self._unlock()
 
-    def route(self, bytes addr):
-        """The peer slot allowed IPs give for addr, or -1."""
-        self._lock()
-        try:
-            return self.allowed_ips.lookup(addr)
-        finally:
-            self._unlock()
-
     # -- sessions and receiver indices -------------------------------
 
     def new_handshake_index(self, uint32_t slot):
@@ -351,13 +343,6 @@ cdef class DataPlane(Core):
         finally:
             self._unlock()
 
-    def has_current_keypair(self, uint32_t slot, int64_t now):
-        self._lock()
-        try:
-            return keypair_sendable(self._peer(slot).keypairs.current, now)
-        finally:
-            self._unlock()
-
     # -- sending and receiving for the control plane -------------------
 
     def send_keepalive(self, uint32_t slot, int64_t now):
@@ -365,14 +350,6 @@ cdef class DataPlane(Core):
         self._lock()
         try:
             self._send_keepalive(self._peer(slot), now)
-        finally:
-            self._unlock()
-
-    def send_staged(self, uint32_t slot, int64_t now):
-        self._lock()
-        try:
-            self._send_staged(self._peer(slot), now)
-            self._flush()
         finally:
             self._unlock()
 
