@@ -15,6 +15,7 @@ import time
 
 from wgc import constants as C
 from wgc import noise
+from wgc._crypto import clamp
 from wgc._dataplane import (
     HANDSHAKE_GIVEN_UP,
     HANDSHAKE_MESSAGE,
@@ -25,7 +26,6 @@ from wgc._dataplane import (
     WANT_HANDSHAKE,
     DataPlane,
 )
-from wgc._crypto import clamp
 from wgc.cookie import CookieChecker, CookieGenerator
 from wgc.ratelimiter import RateLimiter
 
