@@ -6,9 +6,14 @@ batch are coalesced (GRO) before they are written.  These tests run that
 production code (Core._tx_vnet, PacketPort.write and flush) on the fake clock
 of protocol_net, with no TUN and no socket.
 """
+import logging
+import os
+import types
+
 from protocol_net import INNER_A, INNER_B, Pair, ipv4_packet
 from test_offload import V4_DST, V4_SRC, coalesce, flow, roundtrip, unpack_vnet
 from wgc._port import MemoryPort
+from wgc.device import Device
 
 VNET_HDR_LEN = 10
 
@@ -87,3 +92,22 @@ def test_without_vnet_hdr_each_packet_is_written_alone():
     pair.b.device.core.inject_udp_batch(sent_datagrams(pair.a), pair.a.address, pair.clock.mono,
                                         pair.clock.wall)
     assert [data for _, data, _ in pair.b.device.core.take_captured()] == packets
+
+
+def test_a_port_that_fails_stops_the_loop_and_the_device_hears_of_it():
+    """A TUN whose reads fail (EBADFD once the interface is deleted; here a
+    directory: EISDIR) ends the data-plane thread, and the control plane's
+    next poll reports it, once, through on_fatal."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK)
+    tun = types.SimpleNamespace(fd=fd, vnet_hdr=False, mtu=1420)
+    device = Device("gone", tun, logging.getLogger("wgc.test.gone"))
+    fatal = []
+    device.on_fatal = fatal.append
+    try:
+        device._thread.join(timeout=10)
+        assert not device._thread.is_alive()
+        device.process_events()
+        assert fatal == ["the TUN device is gone"]
+    finally:
+        device.close()
+        os.close(fd)

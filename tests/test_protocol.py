@@ -8,6 +8,7 @@ import pytest
 
 from protocol_net import SECOND, Pair, ipv4_packet, message_types
 from wgc import constants as C
+from wgc._dataplane import HANDSHAKE_RETRY
 from wgc._crypto import random
 
 INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
@@ -76,6 +77,18 @@ def test_packets_sent_before_the_handshake_are_queued_in_order():
     pair.pump()
     assert pair.b.tun_received == packets
 
+
+
+def test_a_full_staging_queue_drops_its_oldest_packets():
+    """As the kernel: 128 packets wait per peer; the newest ones are kept."""
+    pair = Pair()
+    pair.drop_to.add(pair.b)
+    packets = [pair.send(pair.a, payload_len=n) for n in range(1, C.MAX_STAGED_PACKETS + 3)]
+    pair.pump()
+    pair.drop_to.clear()
+    pair.advance(C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX)
+    pair.pump()
+    assert pair.b.tun_received == packets[2:]
 
 def test_initiator_rekeys_after_120_seconds_of_sending():
     pair = Pair()
@@ -266,3 +279,41 @@ def test_private_key_change_rehandshakes_on_next_packet():
     pair.pump()
     assert message_types(pair.a.sent).count(INITIATION) == before + 1
     assert pair.b.tun_received[-1] == packet
+
+
+def test_core_owns_handshake_and_session_indices():
+    """One table for every receiver index: a handshake's index names its peer
+    until the keypair takes it over, a new handshake or the link going down
+    frees it."""
+    pair = Pair()
+    core, slot = pair.a.device.core, pair.peer_of_b.slot
+    pair.send(pair.a)
+    pair.a.device.process_events()  # a initiates; b has not answered yet
+    initiation = core.take_captured()[-1][1]
+    index = int.from_bytes(initiation[4:8], "little")
+    assert core.handshake_peer(index) == slot and core.index_peer(index) == slot
+    again = core.new_handshake_index(slot)
+    assert again != index and core.index_peer(index) == -1 and core.handshake_peer(again) == slot
+    pair.a.device.down()
+    assert core.index_peer(again) == -1
+    # A completed handshake: the keypair holds the index, no handshake does.
+    pair = Pair()
+    handshake(pair)
+    core, index = pair.a.device.core, core_local_index(pair)
+    assert core.handshake_peer(index) == -1 and core.index_peer(index) == pair.peer_of_b.slot
+
+
+def test_poll_reports_retries_with_their_count():
+    """The retransmit timer's reaction is one event with the retry count."""
+    pair = Pair()
+    pair.drop_to.add(pair.b)
+    pair.send(pair.a)
+    pair.pump()
+    core = pair.a.device.core
+    assert core.poll(pair.clock.mono) == []
+    pair.advance(C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX)  # the device retries once
+    pair.pump()
+    assert message_types(pair.a.sent) == [INITIATION] * 2
+    pair.clock.advance(C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX)
+    (event,) = core.poll(pair.clock.mono)
+    assert (event.what, event.slot, event.attempts) == (HANDSHAKE_RETRY, pair.peer_of_b.slot, 2)

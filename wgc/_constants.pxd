@@ -18,12 +18,11 @@ cdef enum:
     COOKIE_REPLY_SIZE = 64
     TRANSPORT_HEADER_SIZE = 16     # type, receiver index, counter
     TAG_SIZE = 16                  # Poly1305
+    COOKIE_SIZE = 16               # a cookie, and each of mac1 and mac2
     TRANSPORT_MIN_SIZE = TRANSPORT_HEADER_SIZE + TAG_SIZE   # a keepalive
 
     KEY_SIZE = 32
-    COOKIE_SIZE = 16
     COOKIE_NONCE_SIZE = 24         # XChaCha20-Poly1305's nonce
-    TIMESTAMP_SIZE = 12            # TAI64N
 
     # Handshake queue and the under-load threshold (wireguard-go's sizes).
     HANDSHAKE_QUEUE_SIZE = 1024
@@ -41,7 +40,6 @@ cdef enum:
 cdef extern from *:
     """
     #define WGC_SECOND 1000000000LL
-    #define WGC_MILLISECOND 1000000LL
     #define WGC_REKEY_AFTER_MESSAGES (1ULL << 60)
     #define WGC_REJECT_AFTER_MESSAGES (UINT64_MAX - (1ULL << 13))
     #define WGC_REKEY_AFTER_TIME (120 * WGC_SECOND)
@@ -57,7 +55,6 @@ cdef extern from *:
     #define WGC_UNDER_LOAD_AFTER_TIME WGC_SECOND
     """
     const int64_t SECOND "WGC_SECOND"
-    const int64_t MILLISECOND "WGC_MILLISECOND"
     const uint64_t REKEY_AFTER_MESSAGES "WGC_REKEY_AFTER_MESSAGES"
     const uint64_t REJECT_AFTER_MESSAGES "WGC_REJECT_AFTER_MESSAGES"
     # Timers (paper section 6.1, table 1).

@@ -1,14 +1,17 @@
-# The data plane: peers, routing, the staged-packet queues and the epoll loop
-# over the TUN and UDP sockets; keypairs and transport seal/open are in
-# wgc/_session.pxd.
+# The data plane's engine: peers, routing, staging, the timer reactions and
+# the batch paths between the port and UDP.  Keypairs and transport seal/open
+# are in wgc/_session.pxd, the epoll loop in wgc/_loop.pxd, the Python face
+# in wgc/_dataplane.pyx (DataPlane, a subclass of Core).
 #
-# Concurrency: one data-plane thread runs Core.run() with the GIL released.
-# Everything it touches is guarded by Core.mutex, which it holds for one batch
-# at a time (never while waiting in epoll).  The control plane (Python) takes
-# the same mutex for every change, so it never sees a half-processed batch.
+# Concurrency: one data-plane thread runs Loop.run(core) with the GIL
+# released.  Everything it touches is guarded by Core.mutex, which it holds
+# for one batch at a time (never while waiting in epoll).  The control plane
+# (Python, through DataPlane) takes the same mutex for every change and
+# every question, so it never sees a half-processed batch.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from wgc._constants cimport INITIATION_SIZE
 from wgc._session cimport Keypair, Keypairs, IndexTable
+from wgc._staged cimport StagedQueue
 from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
 from wgc._port cimport PacketPort
@@ -17,15 +20,23 @@ from wgc._udp cimport BATCH, Endpoint, Datagram, UdpSockets
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
+    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
 
 cdef enum:
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
-    EVENT_WANT_HANDSHAKE = 1   # per-peer event bit: the control plane should initiate
 
-cdef struct Staged:
-    Staged *next
-    uint32_t length
-    # the packet follows the struct
+# What DataPlane.poll tells the control plane: the bits of an Event's `what`.
+cdef enum:
+    EVENT_WANT_HANDSHAKE = 1       # packets wait for a session, or it is due for renewal: initiate
+    EVENT_HANDSHAKE_RETRY = 2      # no response within Rekey-Timeout: initiate again
+    EVENT_HANDSHAKE_GIVEN_UP = 4   # no response after MAX_TIMER_HANDSHAKES retries (staged packets dropped)
+    EVENT_PEER_SILENT = 8          # data sent and nothing heard for 15 s: initiate
+    EVENT_KEYS_ZEROED = 16         # no new session for 540 s: keypairs wiped, forget the handshake
+    EVENT_HANDSHAKE_MESSAGE = 32   # a handshake message arrived (no peer yet)
+    EVENT_PORT_GONE = 64           # the TUN is gone: the device cannot go on
 
 cdef struct Peer:
     uint32_t slot
@@ -37,9 +48,9 @@ cdef struct Peer:
     int64_t last_handshake_nsec
     Timers timers
     uint32_t events                # EVENT_* bits not yet seen by the control plane
-    Staged *staged_head
-    Staged *staged_tail
-    uint32_t staged_count
+    uint32_t handshake_index       # the index our handshake in progress announced (in Core.index)
+    bint has_handshake_index
+    StagedQueue staged             # packets waiting for a session
 
 cdef struct HandshakeMsg:
     uint32_t length
@@ -55,7 +66,7 @@ cdef class Core:
     cdef uint32_t peer_count
     cdef IndexTable index
     cdef uint32_t mtu
-    cdef uint32_t staged_total
+    cdef uint32_t staged_total     # in all peers' queues
     cdef uint64_t jitter_state     # xorshift64* state for timer jitter
 
     # control-plane queues: handshake messages and peers with events
@@ -66,11 +77,9 @@ cdef class Core:
     cdef int64_t control_wake      # when the control loop will next look at timers
     cdef bint tun_gone
 
-    # I/O (all -1 in sans-I/O mode)
-    cdef int epoll_fd, stop_fd, notify_fd
+    cdef int notify_fd             # eventfd the control plane polls on (-1 in sans-I/O mode)
     cdef PacketPort port           # the inner side: the TUN, or a MemoryPort in sans-I/O mode
     cdef UdpSockets udp
-    cdef bint stopping
     cdef bint capture              # sans-I/O: a MemoryPort, and UDP sends kept in memory
 
     # batch buffers
@@ -84,13 +93,21 @@ cdef class Core:
     cdef void _lock(self) noexcept
     cdef void _unlock(self) noexcept
     cdef Peer *_peer(self, uint32_t slot) except NULL
-    cdef void _watch(self, int fd) except *
-    cdef void _unwatch(self, int fd) noexcept
     cdef void _notify(self) noexcept nogil
     cdef void _peer_event(self, Peer *p, uint32_t bits) noexcept nogil
     cdef void _drop_event_slot(self, uint32_t slot) noexcept
     cdef void _timers_changed(self, Peer *p) noexcept nogil
     cdef void _want_handshake(self, Peer *p) noexcept nogil
+    cdef uint32_t _take_events(self, Peer *p) noexcept nogil
+    cdef void _on_transport_sent(self, Peer *p, bint data, int64_t now) noexcept nogil
+    cdef void _on_transport_received(self, Peer *p, bint data, int64_t now) noexcept nogil
+    cdef void _on_handshake_sent(self, Peer *p, bint initiation, int64_t now) noexcept nogil
+    cdef void _on_handshake_received(self, Peer *p, int64_t now) noexcept nogil
+    cdef void _on_handshake_complete(self, Peer *p, int64_t wall) noexcept nogil
+    cdef void _on_keypair_installed(self, Peer *p, bint is_initiator, int64_t now, int64_t wall) noexcept nogil
+    cdef uint32_t _timers_fired(self, Peer *p, int fired, int64_t now, uint32_t *attempts) noexcept nogil
+    cdef void _release_handshake_index(self, Peer *p) noexcept nogil
+    cdef void _send_keepalive(self, Peer *p, int64_t now) noexcept nogil
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
@@ -98,7 +115,6 @@ cdef class Core:
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil
-    cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil
     cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
@@ -106,9 +122,6 @@ cdef class Core:
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length, const Endpoint *source) noexcept nogil
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
-    cdef bint _tun_readable(self) noexcept nogil
     cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count, int64_t now) noexcept nogil
     cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,
                         const uint32_t *sizes, int64_t now, int64_t wall) noexcept nogil
-    cdef void _udp_readable(self, int fd) noexcept nogil
-    cdef void _loop(self) noexcept nogil

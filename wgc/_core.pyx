@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The data plane (see _core.pxd for the locking rule).
+"""The data plane's engine (see _core.pxd for the locking rule).
 
 Packets read from the port (the TUN) are routed by allowed IPs to a peer,
 sealed with its current keypair (wgc._session) and sent (wgc._udp); packets
@@ -7,85 +7,45 @@ from UDP are opened, checked against the allowed IPs of their peer, and
 written to the port.  Handshake messages are only queued here: the control
 plane (wgc.device) handles them in Python and installs the resulting keypairs.
 
-The same nogil functions serve the epoll loop and the sans-I/O entry points
-(inject_tun, inject_udp), which the protocol tests drive with a fake clock;
-in sans-I/O mode the port is a MemoryPort and UDP sends go to memory, cut as
-the kernel cuts GSO messages, so those tests run the batching, GSO grouping
-and GRO code the daemon runs.
+Core has no Python face of its own: wgc._dataplane.DataPlane, its subclass,
+is what the control plane and the tests call, and wgc._loop runs the epoll
+loop that hands Core its batches.  The same batch functions serve that loop
+and the sans-I/O entry points (inject_tun, inject_udp), which the protocol
+tests drive with a fake clock; in sans-I/O mode the port is a MemoryPort and
+UDP sends go to memory, cut as the kernel cuts GSO messages, so those tests
+run the batching, GSO grouping and GRO code the daemon runs.
 """
-from libc.errno cimport errno, EEXIST, EINTR
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.errno cimport errno
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset
-from posix.unistd cimport read, write, close
+from libc.string cimport memcpy
+from posix.unistd cimport write, close
 
 from wgc._bytes cimport load_le32
 from wgc._constants cimport (MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, INITIATION_SIZE,
                              RESPONSE_SIZE, COOKIE_REPLY_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE,
                              SECOND, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, HANDSHAKE_QUEUE_SIZE,
-                             MAX_STAGED_PACKETS, DEFAULT_MTU)
+                             DEFAULT_MTU, MAX_TIMER_HANDSHAKES)
 from wgc._crypto cimport random_u64
 from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segmenter_init, segmenter_write
-from wgc._port cimport PacketPort, TunPort, MemoryPort
-from wgc._session cimport (index_init, index_free, index_find, keypairs_install,
-                           keypairs_confirm, keypairs_clear, keypairs_expire_sending, transport_seal,
-                           transport_open, transport_inner_source, transport_destination,
+from wgc._port cimport PacketPort, MemoryPort
+from wgc._session cimport (index_init, index_free, index_remove, keypairs_confirm, keypairs_clear,
+                           transport_seal, transport_open, transport_inner_source, transport_destination,
                            keypair_sendable, rekey_after_send, rekey_after_receive)
+from wgc._staged cimport Staged, staged_push, staged_pop, staged_clear
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
-from wgc._udp cimport (endpoint_equal, endpoint_from_python, endpoint_to_python, udp_set_sockets,
-                       udp_send_batch, udp_send_one, udp_recv_batch, udp_memory_init, udp_memory_free,
-                       udp_memory_take, NOT_SENT, SENT_FROM_ANOTHER_SOURCE)
+from wgc._udp cimport (endpoint_equal, udp_set_sockets, udp_send_batch, udp_send_one,
+                       udp_memory_init, udp_memory_free, NOT_SENT, SENT_FROM_ANOTHER_SOURCE)
 
-
-cdef extern from "<pthread.h>" nogil:
-    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-    int pthread_mutex_destroy(pthread_mutex_t *m)
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec *ts)
-    int CLOCK_MONOTONIC
-    int CLOCK_REALTIME
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
     int EFD_NONBLOCK
     int EFD_CLOEXEC
 
-cdef extern from "<sys/epoll.h>" nogil:
-    union epoll_data_t:
-        int fd
-        uint64_t u64
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-    int EPOLL_CTL_ADD
-    int EPOLL_CTL_DEL
-    int EPOLLIN
-    int EPOLL_CLOEXEC
-
-# ---- constants ------------------------------------------------------------
-
 cdef enum:
-    MAX_STAGED_TOTAL = 4096          # bounds memory whatever the number of peers
     MIN_PEERS_CAPACITY = 16
-
-
-cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    mono[0] = <int64_t>ts.tv_sec * SECOND + ts.tv_nsec
-    clock_gettime(CLOCK_REALTIME, &ts)
-    wall[0] = <int64_t>ts.tv_sec * SECOND + ts.tv_nsec
 
 
 cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
@@ -97,18 +57,6 @@ cdef inline int64_t jitter(uint64_t *state) noexcept nogil:
     x ^= x >> 27
     state[0] = x
     return <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D) % <uint64_t>REKEY_TIMEOUT_JITTER_MAX)
-
-
-cdef void peer_clear_staged(Core core, Peer *p) noexcept nogil:
-    cdef Staged *s = p.staged_head
-    cdef Staged *n
-    while s != NULL:
-        n = s.next
-        free(s)
-        s = n
-    core.staged_total -= p.staged_count
-    p.staged_head = p.staged_tail = NULL
-    p.staged_count = 0
 
 
 cdef class Core:
@@ -128,10 +76,9 @@ cdef class Core:
         self.jitter_state = random_u64() | 1
         self.udp.offload = True
         udp_set_sockets(&self.udp, -1, -1)
-        self.epoll_fd = -1
-        # Until set_tun: a port that reads nothing and drops what is written.
+        # Until set_port: a port that reads nothing and drops what is written.
         self.port = MemoryPort() if capture else PacketPort()
-        self.stop_fd = self.notify_fd = -1
+        self.notify_fd = -1
         self.capture = capture
         if (self.peers == NULL or self.event_slots == NULL or index_init(&self.index) != 0
                 or self.handshakes == NULL or self.rx_slots == NULL
@@ -139,22 +86,18 @@ cdef class Core:
             raise MemoryError()
         if not capture:
             self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-            self.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-            self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
-            if self.notify_fd < 0 or self.stop_fd < 0 or self.epoll_fd < 0:
-                raise OSError(errno, "cannot create the data plane's event descriptors")
-            self._watch(self.stop_fd)
+            if self.notify_fd < 0:
+                raise OSError(errno, "cannot create the data plane's notify descriptor")
 
     def __dealloc__(self):
         cdef uint32_t i
         for i in range(self.peers_capacity):
             if self.peers != NULL and self.peers[i] != NULL:
-                peer_clear_staged(self, self.peers[i])
+                staged_clear(&self.peers[i].staged, &self.staged_total)
                 keypairs_clear(&self.index, &self.peers[i].keypairs)
                 free(self.peers[i])
-        for fd in (self.notify_fd, self.stop_fd, self.epoll_fd):
-            if fd >= 0:
-                close(fd)
+        if self.notify_fd >= 0:
+            close(self.notify_fd)
         free(self.peers)
         free(self.event_slots)
         index_free(&self.index)
@@ -177,19 +120,6 @@ cdef class Core:
         if slot >= self.peers_capacity or self.peers[slot] == NULL:
             raise KeyError(slot)
         return self.peers[slot]
-
-    cdef void _watch(self, int fd) except *:
-        cdef epoll_event ev
-        ev.events = EPOLLIN
-        ev.data.u64 = 0
-        ev.data.fd = fd
-        if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0:
-            raise OSError(errno, "epoll_ctl")
-
-    cdef void _unwatch(self, int fd) noexcept:
-        cdef epoll_event ev
-        if fd >= 0:
-            epoll_ctl(self.epoll_fd, EPOLL_CTL_DEL, fd, &ev)
 
     # -- signalling the control plane ---------------------------------------
 
@@ -215,6 +145,19 @@ cdef class Core:
                 kept += 1
         self.events_count = kept
 
+    cdef void _want_handshake(self, Peer *p) noexcept nogil:
+        self._peer_event(p, EVENT_WANT_HANDSHAKE)
+
+    cdef uint32_t _take_events(self, Peer *p) noexcept nogil:
+        """p's queued EVENT_* bits, now seen by the control plane."""
+        cdef uint32_t bits = p.events
+        p.events = 0
+        if bits & EVENT_WANT_HANDSHAKE:
+            p.timers.handshake_attempts = 0     # a fresh initiation counts its retries anew
+        return bits
+
+    # -- timer and rekey reactions: every one of them is in this section ----------
+
     cdef void _timers_changed(self, Peer *p) noexcept nogil:
         """Wakes the control loop if p now has a deadline before its planned wake-up."""
         cdef int64_t d = timers_next(&p.timers)
@@ -222,8 +165,97 @@ cdef class Core:
             self.control_wake = 0
             self._notify()
 
-    cdef void _want_handshake(self, Peer *p) noexcept nogil:
-        self._peer_event(p, EVENT_WANT_HANDSHAKE)
+    cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
+        if rekey_after_send(kp, now):
+            self._want_handshake(p)
+
+    cdef void _on_transport_sent(self, Peer *p, bint data, int64_t now) noexcept nogil:
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        timers_any_authenticated_packet_sent(&p.timers)
+        if data:
+            timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
+
+    cdef void _on_transport_received(self, Peer *p, bint data, int64_t now) noexcept nogil:
+        if not p.timers.sent_lastminute_handshake and rekey_after_receive(&p.keypairs, now):
+            p.timers.sent_lastminute_handshake = True
+            self._want_handshake(p)
+        timers_any_authenticated_packet_received(&p.timers)
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        if data:
+            timers_data_received(&p.timers, now)
+        self._timers_changed(p)
+
+    cdef void _on_handshake_sent(self, Peer *p, bint initiation, int64_t now) noexcept nogil:
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+        timers_any_authenticated_packet_sent(&p.timers)
+        if initiation:
+            timers_handshake_initiated(&p.timers, now, jitter(&self.jitter_state))
+
+    cdef void _on_handshake_received(self, Peer *p, int64_t now) noexcept nogil:
+        timers_any_authenticated_packet_received(&p.timers)
+        timers_any_authenticated_packet_traversal(&p.timers, now)
+
+    cdef void _on_handshake_complete(self, Peer *p, int64_t wall) noexcept nogil:
+        """We can send on the new session: an initiator's at once, a responder's
+        once its first packet confirms it."""
+        timers_handshake_complete(&p.timers)
+        p.last_handshake_sec = wall // SECOND
+        p.last_handshake_nsec = wall % SECOND
+
+    cdef void _on_keypair_installed(self, Peer *p, bint is_initiator, int64_t now, int64_t wall) noexcept nogil:
+        if is_initiator:
+            self._on_handshake_complete(p, wall)
+        timers_session_derived(&p.timers, now)
+
+    cdef uint32_t _timers_fired(self, Peer *p, int fired, int64_t now, uint32_t *attempts) noexcept nogil:
+        """Does the data plane's part of what p's expired timers (TIMER_* bits)
+        call for; returns the EVENT_* bits the control plane does the rest
+        for, with the retry count in attempts."""
+        cdef uint32_t what = 0
+        if fired & TIMER_RETRANSMIT_HANDSHAKE:
+            if p.timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
+                what |= EVENT_HANDSHAKE_GIVEN_UP
+                staged_clear(&p.staged, &self.staged_total)
+                # Nothing more to answer; forget any half-made session later.
+                p.timers.send_keepalive = 0
+                if p.timers.zero_key_material == 0:
+                    timers_session_derived(&p.timers, now)
+            else:
+                p.timers.handshake_attempts += 1
+                attempts[0] = p.timers.handshake_attempts
+                what |= EVENT_HANDSHAKE_RETRY
+        if fired & TIMER_SEND_KEEPALIVE:
+            self._send_keepalive(p, now)
+            if p.timers.need_another_keepalive:
+                # More data arrived while the keepalive timer was pending.
+                p.timers.need_another_keepalive = False
+                p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT
+        if fired & TIMER_NEW_HANDSHAKE:
+            p.timers.handshake_attempts = 0
+            what |= EVENT_PEER_SILENT
+        if fired & TIMER_ZERO_KEY_MATERIAL:
+            keypairs_clear(&self.index, &p.keypairs)
+            self._release_handshake_index(p)
+            what |= EVENT_KEYS_ZEROED
+        if fired & TIMER_PERSISTENT_KEEPALIVE and p.timers.persistent_keepalive_interval:
+            self._send_keepalive(p, now)
+        return what
+
+    # -- per-peer steps the control plane's commands share -----------------------
+
+    cdef void _release_handshake_index(self, Peer *p) noexcept nogil:
+        if p.has_handshake_index:
+            index_remove(&self.index, p.handshake_index)
+            p.has_handshake_index = False
+
+    cdef void _send_keepalive(self, Peer *p, int64_t now) noexcept nogil:
+        """As the kernel does: an empty packet is staged unless packets are
+        already waiting (they confirm the session as well), so that without a
+        session it waits for the handshake this asks for."""
+        if p.staged.count == 0:
+            staged_push(&p.staged, &self.staged_total, NULL, 0)
+        self._send_staged(p, now)
+        self._flush()
 
     # -- sending ------------------------------------------------------------
 
@@ -266,66 +298,29 @@ cdef class Core:
         if sealed == 0:
             return False
         self._out_commit(sealed, p, &p.endpoint)
-        timers_any_authenticated_packet_traversal(&p.timers, now)
-        timers_any_authenticated_packet_sent(&p.timers)
-        if length:
-            timers_data_sent(&p.timers, now, jitter(&self.jitter_state))
+        self._on_transport_sent(p, length != 0, now)
         return True
-
-    cdef void _keep_key_fresh_on_send(self, Peer *p, Keypair *kp, int64_t now) noexcept nogil:
-        if rekey_after_send(kp, now):
-            self._want_handshake(p)
 
     cdef void _send_staged(self, Peer *p, int64_t now) noexcept nogil:
         """Encrypts every staged packet if p has a usable keypair, else asks for a handshake."""
         cdef Keypair *kp = p.keypairs.current
         cdef Staged *s
         cdef uint8_t *out
-        if p.staged_count == 0:
+        if p.staged.count == 0:
             return
         if not keypair_sendable(kp, now) or p.endpoint.family == 0:
             self._want_handshake(p)
             return
-        while p.staged_head != NULL:
-            s = p.staged_head
-            p.staged_head = s.next
+        while True:
+            s = staged_pop(&p.staged, &self.staged_total)
+            if s == NULL:
+                break
             out = self._out_buffer()
             memcpy(out + TRANSPORT_HEADER_SIZE, s + 1, s.length)
             self._seal(p, kp, out, s.length, now)
             free(s)
-        p.staged_tail = NULL
-        self.staged_total -= p.staged_count
-        p.staged_count = 0
         self._keep_key_fresh_on_send(p, kp, now)
         self._timers_changed(p)
-
-    cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil:
-        cdef Staged *s
-        if p.staged_count >= MAX_STAGED_PACKETS:
-            # The kernel drops the oldest packet of a full queue.
-            s = p.staged_head
-            p.staged_head = s.next
-            p.staged_count -= 1
-            self.staged_total -= 1
-            free(s)
-            if p.staged_head == NULL:
-                p.staged_tail = NULL
-        elif self.staged_total >= MAX_STAGED_TOTAL:
-            return
-        s = <Staged *>malloc(sizeof(Staged) + length)
-        if s == NULL:
-            return
-        s.next = NULL
-        s.length = length
-        if length:
-            memcpy(s + 1, packet, length)
-        if p.staged_tail != NULL:
-            p.staged_tail.next = s
-        else:
-            p.staged_head = s
-        p.staged_tail = s
-        p.staged_count += 1
-        self.staged_total += 1
 
     cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil:
         """The peer whose allowed IPs hold the packet's destination, if it has an endpoint."""
@@ -341,11 +336,11 @@ cdef class Core:
     cdef void _tx_routed(self, Peer *p, uint8_t *out, uint32_t length, int64_t now) noexcept nogil:
         """Seals the packet at out + TRANSPORT_HEADER_SIZE (the next out slot) for p, or stages it."""
         cdef Keypair *kp = p.keypairs.current
-        if p.staged_count == 0 and self._seal(p, kp, out, length, now):
+        if p.staged.count == 0 and self._seal(p, kp, out, length, now):
             self._keep_key_fresh_on_send(p, kp, now)
             self._timers_changed(p)
         else:
-            self._stage(p, out + TRANSPORT_HEADER_SIZE, length)
+            staged_push(&p.staged, &self.staged_total, out + TRANSPORT_HEADER_SIZE, length)
             self._send_staged(p, now)
 
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
@@ -379,99 +374,7 @@ cdef class Core:
             out = self._out_buffer()
             self._tx_routed(p, out, segmenter_write(&seg, i, out + TRANSPORT_HEADER_SIZE), now)
 
-    # -- receiving ----------------------------------------------------------
-
-    cdef void _queue_handshake(self, const uint8_t *data, uint32_t length,
-                               const Endpoint *source) noexcept nogil:
-        cdef HandshakeMsg *m
-        if self.handshakes_count == HANDSHAKE_QUEUE_SIZE:
-            return
-        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE_SIZE]
-        m.length = length
-        m.source = source[0]
-        memcpy(m.data, data, length)
-        self.handshakes_count += 1
-        if self.handshakes_count == 1:
-            self._notify()
-
-    cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil:
-        """The first packet on a responder's next keypair: it becomes current."""
-        keypairs_confirm(&self.index, &p.keypairs)
-        timers_handshake_complete(&p.timers)
-        p.last_handshake_sec = wall // SECOND
-        p.last_handshake_nsec = wall % SECOND
-        self._send_staged(p, now)
-
-    cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
-                         int64_t now, int64_t wall) noexcept nogil:
-        """One UDP datagram: queue handshakes, open transport data."""
-        cdef uint32_t kind, inner, inner_len
-        cdef Keypair *kp
-        cdef Peer *p
-        cdef uint8_t *plain = data + TRANSPORT_HEADER_SIZE
-        if length < 4:
-            return
-        kind = load_le32(data)
-        if ((kind == MESSAGE_INITIATION and length == INITIATION_SIZE)
-                or (kind == MESSAGE_RESPONSE and length == RESPONSE_SIZE)
-                or (kind == MESSAGE_COOKIE_REPLY and length == COOKIE_REPLY_SIZE)):
-            self._queue_handshake(data, length, source)
-            return
-        kp = transport_open(&self.index, plain, data, length, now)
-        if kp == NULL:
-            return
-        p = self.peers[kp.slot]
-        # Authenticated: roam to wherever it came from.
-        if not endpoint_equal(&p.endpoint, source):
-            p.endpoint = source[0]
-        if kp == p.keypairs.next:
-            self._confirm(p, kp, now, wall)
-        if not p.timers.sent_lastminute_handshake and rekey_after_receive(&p.keypairs, now):
-            p.timers.sent_lastminute_handshake = True
-            self._want_handshake(p)
-        timers_any_authenticated_packet_received(&p.timers)
-        timers_any_authenticated_packet_traversal(&p.timers, now)
-        inner = length - TRANSPORT_MIN_SIZE
-        if inner == 0:
-            p.rx_bytes += length
-            self._timers_changed(p)
-            return
-        timers_data_received(&p.timers, now)
-        self._timers_changed(p)
-        # The source address must be one this peer may use.
-        if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
-            return
-        self.port.write(plain, inner_len)
-        p.rx_bytes += length
-
-    # -- the epoll loop -------------------------------------------------------
-
-    cdef bint _tun_readable(self) noexcept nogil:
-        """Seals and sends what the port read; False once it is gone."""
-        cdef uint8_t *slots
-        cdef uint32_t *lengths
-        cdef uint64_t value
-        cdef int count
-        cdef int64_t now, wall
-        cdef bint gone
-        read(self.port.ready_fd, &value, 8)
-        while True:
-            pthread_mutex_lock(&self.mutex)
-            count = self.port.take(&slots, &lengths)
-            if count >= 0:
-                clock_now(&now, &wall)
-                self._tx_batch(slots, lengths, count, now)
-                self.port.release()
-            pthread_mutex_unlock(&self.mutex)
-            if count < 0:
-                break
-        pthread_mutex_lock(&self.mutex)
-        gone = self.port.gone()
-        if gone:
-            self.tun_gone = True
-            self._notify()
-        pthread_mutex_unlock(&self.mutex)
-        return not gone
+    # -- batches: what the loop and the sans-I/O entry points hand over ------
 
     cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count,
                         int64_t now) noexcept nogil:
@@ -503,583 +406,58 @@ cdef class Core:
         self.port.flush()
         self._flush()
 
-    cdef void _udp_readable(self, int fd) noexcept nogil:
-        cdef Endpoint sources[BATCH]
-        cdef uint32_t lengths[BATCH]
-        cdef uint32_t sizes[BATCH]
-        cdef int n
-        cdef int64_t now, wall
-        pthread_mutex_lock(&self.mutex)
-        # The control plane may have replaced the sockets since epoll saw fd.
-        if fd == self.udp.fd[0] or fd == self.udp.fd[1]:
-            n = udp_recv_batch(fd, self.rx_slots, SLOT_SIZE, BATCH, sources, lengths, sizes)
-            if n > 0:
-                clock_now(&now, &wall)
-                self._rx_batch(n, sources, lengths, sizes, now, wall)
-        pthread_mutex_unlock(&self.mutex)
+    # -- receiving ----------------------------------------------------------
 
-    cdef void _loop(self) noexcept nogil:
-        cdef epoll_event events[8]
-        cdef int n, i, fd
-        cdef uint64_t value
-        while not self.stopping:
-            n = epoll_wait(self.epoll_fd, events, 8, -1)
-            if n < 0:
-                if errno == EINTR:
-                    continue
-                break
-            for i in range(n):
-                fd = events[i].data.fd
-                if fd == self.stop_fd:
-                    read(self.stop_fd, &value, 8)
-                elif fd == self.port.ready_fd:
-                    if not self._tun_readable():
-                        return
-                else:
-                    self._udp_readable(fd)
-
-    def run(self):
-        """The data-plane loop; returns after stop() or when the TUN is gone."""
-        cdef PacketPort port = self.port
-        if self.capture:
-            raise RuntimeError("a sans-I/O data plane has no loop")
-        port.start(BATCH, SLOT_SIZE)
-        try:
-            if port.ready_fd < 0:
-                raise RuntimeError("the data plane runs on a port that reads; set_tun first")
-            self._watch(port.ready_fd)
-            with nogil:
-                self._loop()
-        finally:
-            self._unwatch(port.ready_fd)
-            port.stop()
-
-    def stop(self):
-        cdef uint64_t one = 1
-        self.stopping = True
-        if self.stop_fd >= 0:
-            write(self.stop_fd, &one, 8)
-
-    # -- Python face: I/O set-up ------------------------------------------------
-
-    def set_tun(self, int fd, bint vnet_hdr=False):
-        """The TUN descriptor (non-blocking) the loop reads and writes; with
-        vnet_hdr every packet on it carries a virtio_net_hdr.  Before run()."""
-        self.set_port(TunPort(fd, vnet_hdr=vnet_hdr))
-
-    def set_port(self, PacketPort port not None):
-        """The inner side the data plane reads and writes (a TunPort, or a
-        MemoryPort for tests).  Before run()."""
-        self._lock()
-        try:
-            self.port.flush()
-            self.port = port
-        finally:
-            self._unlock()
-
-    def set_sockets(self, int fd4, int fd6):
-        """Replaces the UDP sockets (-1 for none); the caller closes the old ones."""
-        self._lock()
-        try:
-            for fd in self.udp.fd:
-                self._unwatch(fd)
-            udp_set_sockets(&self.udp, fd4, fd6)
-            for fd in self.udp.fd:
-                if fd >= 0:
-                    self._watch(fd)
-        finally:
-            self._unlock()
-
-    def set_mtu(self, uint32_t mtu):
-        self.mtu = mtu
-
-    def set_udp_offload(self, bint enabled):
-        """Whether sockets set from now on use UDP GSO (send) and GRO (receive)."""
-        self.udp.offload = enabled
-
-    @property
-    def notify_fd(self):
-        """Readable when the control plane has handshakes, events or timers to see to."""
-        return self.notify_fd
-
-    @property
-    def tun_gone(self):
-        return self.tun_gone
-
-    # -- Python face: peers -----------------------------------------------------
-
-    def add_peer(self):
-        """A new peer slot (its id in allowed IPs and in events)."""
-        cdef uint32_t slot, i, size
-        cdef Peer **peers
-        cdef uint32_t *events
-        self._lock()
-        try:
-            for slot in range(self.peers_capacity):
-                if self.peers[slot] == NULL:
-                    break
-            else:
-                size = self.peers_capacity * 2
-                peers = <Peer **>calloc(size, sizeof(Peer *))
-                events = <uint32_t *>calloc(size, sizeof(uint32_t))
-                if peers == NULL or events == NULL:
-                    free(peers)
-                    free(events)
-                    raise MemoryError()
-                memcpy(peers, self.peers, self.peers_capacity * sizeof(Peer *))
-                for i in range(self.events_count):
-                    events[i] = self.event_slots[(self.events_head + i) % self.peers_capacity]
-                free(self.peers)
-                free(self.event_slots)
-                self.peers, self.event_slots = peers, events
-                self.events_head = 0
-                slot = self.peers_capacity
-                self.peers_capacity = size
-            self.peers[slot] = <Peer *>calloc(1, sizeof(Peer))
-            if self.peers[slot] == NULL:
-                raise MemoryError()
-            self.peers[slot].slot = slot
-            self.peer_count += 1
-            return slot
-        finally:
-            self._unlock()
-
-    def remove_peer(self, uint32_t slot):
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            self.allowed_ips.remove_peer(slot)
-            peer_clear_staged(self, p)
-            keypairs_clear(&self.index, &p.keypairs)
-            if p.events:
-                self._drop_event_slot(slot)
-            self.peers[slot] = NULL
-            self.peer_count -= 1
-            free(p)
-        finally:
-            self._unlock()
-
-    def set_endpoint(self, uint32_t slot, address):
-        """address: (host, port[, flowinfo, scope_id]) with a numeric host, or None."""
-        cdef Endpoint e
-        if address is None:
-            memset(&e, 0, sizeof(Endpoint))
-        else:
-            endpoint_from_python(&e, address)
-        self._lock()
-        try:
-            self._peer(slot).endpoint = e
-        finally:
-            self._unlock()
-
-    def endpoint(self, uint32_t slot):
-        self._lock()
-        try:
-            return endpoint_to_python(&self._peer(slot).endpoint)
-        finally:
-            self._unlock()
-
-    def set_persistent_keepalive(self, uint32_t slot, uint32_t interval):
-        self._lock()
-        try:
-            self._peer(slot).timers.persistent_keepalive_interval = interval
-        finally:
-            self._unlock()
-
-    def stats(self, uint32_t slot):
-        """(tx_bytes, rx_bytes, last_handshake_sec, last_handshake_nsec)."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            return (p.tx_bytes, p.rx_bytes, p.last_handshake_sec, p.last_handshake_nsec)
-        finally:
-            self._unlock()
-
-    # -- Python face: allowed IPs (mutated under the lock the loop reads under) --
-
-    def allowed_ip_insert(self, bytes addr, int cidr, uint32_t slot):
-        self._lock()
-        try:
-            self.allowed_ips.insert(addr, cidr, slot)
-        finally:
-            self._unlock()
-
-    def allowed_ip_remove(self, bytes addr, int cidr, uint32_t slot):
-        self._lock()
-        try:
-            return self.allowed_ips.remove(addr, cidr, slot)
-        finally:
-            self._unlock()
-
-    def allowed_ips_clear(self, uint32_t slot):
-        self._lock()
-        try:
-            self.allowed_ips.remove_peer(slot)
-        finally:
-            self._unlock()
-
-    def allowed_ips_of(self, uint32_t slot):
-        self._lock()
-        try:
-            return self.allowed_ips.entries(slot)
-        finally:
-            self._unlock()
-
-    def route(self, bytes addr):
-        """The peer slot allowed IPs give for addr, or -1."""
-        self._lock()
-        try:
-            return self.allowed_ips.lookup(addr)
-        finally:
-            self._unlock()
-
-    # -- Python face: sessions ----------------------------------------------------
-
-    def install_keypair(self, uint32_t slot, bytes send_key, bytes recv_key,
-                        uint32_t local_index, uint32_t remote_index, bint is_initiator,
-                        int64_t now, int64_t wall):
-        """Adds a keypair from a completed handshake, rotating as the kernel does:
-        the initiator's becomes current at once (and the handshake is complete);
-        the responder's waits in next until the peer's first packet confirms it."""
-        cdef Peer *p
-        cdef int err
-        if len(send_key) != 32 or len(recv_key) != 32:
-            raise ValueError("keys must be 32 bytes")
-        self._lock()
-        try:
-            p = self._peer(slot)
-            err = keypairs_install(&self.index, &p.keypairs, slot, <const uint8_t *><const char *>send_key,
-                                   <const uint8_t *><const char *>recv_key,
-                                   local_index, remote_index, is_initiator, now)
-            if err == -EEXIST:
-                raise ValueError("receiver index already in use")
-            if err != 0:
-                raise MemoryError()
-            if is_initiator:
-                timers_handshake_complete(&p.timers)
-                p.last_handshake_sec = wall // SECOND
-                p.last_handshake_nsec = wall % SECOND
-            timers_session_derived(&p.timers, now)
-        finally:
-            self._unlock()
-
-    def clear_keypairs(self, uint32_t slot):
-        """Forgets every keypair of the peer (key zeroing, the link going down)."""
-        self._lock()
-        try:
-            keypairs_clear(&self.index, &self._peer(slot).keypairs)
-        finally:
-            self._unlock()
-
-    def expire_sending(self, uint32_t slot):
-        """Stops sending with the current and next keypairs (receiving goes on),
-        so the next packet out asks for a new handshake: after a key change."""
-        self._lock()
-        try:
-            keypairs_expire_sending(&self._peer(slot).keypairs)
-        finally:
-            self._unlock()
-
-    def index_in_use(self, uint32_t index):
-        self._lock()
-        try:
-            return index_find(&self.index, index) != NULL
-        finally:
-            self._unlock()
-
-    def index_peer(self, uint32_t index):
-        """The peer slot owning a keypair's receiver index, or -1."""
-        cdef Keypair *kp
-        self._lock()
-        try:
-            kp = index_find(&self.index, index)
-            return -1 if kp == NULL else <int>kp.slot
-        finally:
-            self._unlock()
-
-    def has_current_keypair(self, uint32_t slot, int64_t now):
-        self._lock()
-        try:
-            return keypair_sendable(self._peer(slot).keypairs.current, now)
-        finally:
-            self._unlock()
-
-    def send_keepalive(self, uint32_t slot, int64_t now):
-        """Sends a keepalive, as the kernel does: an empty packet is staged unless
-        packets are already waiting (they confirm the session as well), so that
-        without a session it waits for the handshake this asks for."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            if p.staged_count == 0:
-                self._stage(p, NULL, 0)
-            self._send_staged(p, now)
-            self._flush()
-        finally:
-            self._unlock()
-
-    def send_staged(self, uint32_t slot, int64_t now):
-        self._lock()
-        try:
-            self._send_staged(self._peer(slot), now)
-            self._flush()
-        finally:
-            self._unlock()
-
-    def clear_staged(self, uint32_t slot):
-        self._lock()
-        try:
-            peer_clear_staged(self, self._peer(slot))
-        finally:
-            self._unlock()
-
-    def send_handshake(self, uint32_t slot, const uint8_t[:] message):
-        """Sends a handshake message to the peer's endpoint, counting it in tx_bytes."""
-        cdef Peer *p
-        cdef int sent
-        self._lock()
-        try:
-            p = self._peer(slot)
-            sent = self._send_one(&message[0], message.shape[0], &p.endpoint)
-            if sent == SENT_FROM_ANOTHER_SOURCE:
-                p.endpoint.src_family = 0
-            if sent != NOT_SENT:
-                p.tx_bytes += message.shape[0]
-            return sent != NOT_SENT
-        finally:
-            self._unlock()
-
-    def send_to(self, address, const uint8_t[:] message):
-        """Sends an uncounted datagram (a cookie reply) to address."""
-        cdef Endpoint e
-        endpoint_from_python(&e, address)
-        self._lock()
-        try:
-            return self._send_one(&message[0], message.shape[0], &e) != NOT_SENT
-        finally:
-            self._unlock()
-
-    def count_rx(self, uint32_t slot, uint32_t length):
-        """Counts a received handshake message toward rx_bytes."""
-        self._lock()
-        try:
-            self._peer(slot).rx_bytes += length
-        finally:
-            self._unlock()
-
-    # -- Python face: timers --------------------------------------------------------
-
-    def timer_event(self, uint32_t slot, str event, int64_t now=0):
-        """Applies one of the timers' event hooks that the control plane drives."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            if event == "handshake_initiated":
-                timers_handshake_initiated(&p.timers, now, jitter(&self.jitter_state))
-            elif event == "authenticated_sent":
-                timers_any_authenticated_packet_traversal(&p.timers, now)
-                timers_any_authenticated_packet_sent(&p.timers)
-            elif event == "authenticated_received":
-                timers_any_authenticated_packet_received(&p.timers)
-                timers_any_authenticated_packet_traversal(&p.timers, now)
-            elif event == "keepalive_expired":
-                # More data arrived while the keepalive timer was pending.
-                if p.timers.need_another_keepalive:
-                    p.timers.need_another_keepalive = False
-                    p.timers.send_keepalive = now + KEEPALIVE_TIMEOUT
-            elif event == "handshake_given_up":
-                # Nothing more to answer; forget any half-made session later.
-                p.timers.send_keepalive = 0
-                if p.timers.zero_key_material == 0:
-                    timers_session_derived(&p.timers, now)
-            elif event == "stop":
-                timers_stop(&p.timers)
-            else:
-                raise ValueError(event)
-        finally:
-            self._unlock()
-
-    def handshake_attempts(self, uint32_t slot, int delta=0, bint reset=False):
-        """Reads (and bumps or resets) the retransmission count."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            if reset:
-                p.timers.handshake_attempts = 0
-            p.timers.handshake_attempts += delta
-            return p.timers.handshake_attempts
-        finally:
-            self._unlock()
-
-    def expired_timers(self, int64_t now):
-        """[(slot, TIMER_* bits)] of every timer due at now; they stop being pending."""
-        cdef uint32_t slot
-        cdef int fired
-        result = []
-        self._lock()
-        try:
-            for slot in range(self.peers_capacity):
-                if self.peers[slot] != NULL:
-                    fired = timers_expired(&self.peers[slot].timers, now)
-                    if fired:
-                        result.append((slot, fired))
-        finally:
-            self._unlock()
-        return result
-
-    def next_deadline(self):
-        """The earliest pending timer (0 = none); the data plane wakes the control
-        loop through notify_fd if it arms an earlier one after this call."""
-        cdef uint32_t slot
-        cdef int64_t d, earliest = 0
-        self._lock()
-        try:
-            for slot in range(self.peers_capacity):
-                if self.peers[slot] != NULL:
-                    d = timers_next(&self.peers[slot].timers)
-                    if d and (earliest == 0 or d < earliest):
-                        earliest = d
-            self.control_wake = earliest if earliest else (1 << 62)
-            return earliest
-        finally:
-            self._unlock()
-
-    def timer_deadlines(self, uint32_t slot):
-        """The peer's pending deadlines by name (for tests and diagnostics)."""
-        cdef Peer *p
-        self._lock()
-        try:
-            p = self._peer(slot)
-            return {
-                "retransmit_handshake": p.timers.retransmit_handshake,
-                "send_keepalive": p.timers.send_keepalive,
-                "new_handshake": p.timers.new_handshake,
-                "zero_key_material": p.timers.zero_key_material,
-                "persistent_keepalive": p.timers.persistent_keepalive,
-            }
-        finally:
-            self._unlock()
-
-    # -- Python face: what the data plane queued for the control plane --------------
-
-    def pop_handshakes(self, uint32_t limit=64):
-        """Up to limit queued handshake messages: [(bytes, source address)]."""
+    cdef void _queue_handshake(self, const uint8_t *data, uint32_t length,
+                               const Endpoint *source) noexcept nogil:
         cdef HandshakeMsg *m
-        result = []
-        self._lock()
-        try:
-            while self.handshakes_count and len(result) < limit:
-                m = &self.handshakes[self.handshakes_head]
-                result.append((m.data[:m.length], endpoint_to_python(&m.source)))
-                self.handshakes_head = (self.handshakes_head + 1) % HANDSHAKE_QUEUE_SIZE
-                self.handshakes_count -= 1
-        finally:
-            self._unlock()
-        return result
+        if self.handshakes_count == HANDSHAKE_QUEUE_SIZE:
+            return
+        m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE_SIZE]
+        m.length = length
+        m.source = source[0]
+        memcpy(m.data, data, length)
+        self.handshakes_count += 1
+        if self.handshakes_count == 1:
+            self._notify()
 
-    def poke(self):
-        """Makes notify_fd readable again (work left for the next round)."""
-        self._notify()
+    cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil:
+        """The first packet on a responder's next keypair: it becomes current."""
+        keypairs_confirm(&self.index, &p.keypairs)
+        self._on_handshake_complete(p, wall)
+        self._send_staged(p, now)
 
-    def clear_notify(self):
-        """Resets notify_fd; call before looking at what the data plane queued."""
-        cdef uint64_t value
-        if self.notify_fd >= 0:
-            read(self.notify_fd, &value, 8)
-
-    @property
-    def handshake_backlog(self):
-        return self.handshakes_count
-
-    def pop_events(self):
-        """[(slot, EVENT_* bits)] for every peer with pending events."""
-        cdef uint32_t slot
+    cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
+                         int64_t now, int64_t wall) noexcept nogil:
+        """One UDP datagram: queue handshakes, open transport data."""
+        cdef uint32_t kind, inner, inner_len
+        cdef Keypair *kp
         cdef Peer *p
-        result = []
-        self._lock()
-        try:
-            while self.events_count:
-                slot = self.event_slots[self.events_head]
-                self.events_head = (self.events_head + 1) % self.peers_capacity
-                self.events_count -= 1
-                p = self.peers[slot] if slot < self.peers_capacity else NULL
-                if p != NULL and p.events:
-                    result.append((slot, p.events))
-                    p.events = 0
-        finally:
-            self._unlock()
-        return result
-
-    # -- Python face: sans-I/O ----------------------------------------------------------
-
-    def inject_tun(self, const uint8_t[:] packet, int64_t now):
-        """As if packet had been read from the port at now (behind its
-        virtio_net_hdr if the port has vnet_hdr)."""
-        cdef uint32_t length = packet.shape[0]
-        if length > SLOT_SIZE - 64:
-            raise ValueError("packet too large")
-        self._lock()
-        try:
-            # rx_slots are free between batches; a read may be cut in place.
-            if length:
-                memcpy(self.rx_slots, &packet[0], length)
-            self._tx_batch(self.rx_slots, &length, 1, now)
-        finally:
-            self._unlock()
-
-    def inject_udp(self, const uint8_t[:] datagram, address, int64_t now, int64_t wall):
-        """As if datagram had arrived from address at now."""
-        self.inject_udp_batch([datagram], address, now, wall)
-
-    def inject_udp_batch(self, datagrams, address, int64_t now, int64_t wall):
-        """As if the datagrams (at most BATCH) had arrived together from
-        address at now: one receive batch, so decrypted packets are coalesced
-        across them as from one recvmmsg."""
-        cdef Endpoint sources[BATCH]
-        cdef uint32_t lengths[BATCH]
-        cdef uint32_t sizes[BATCH]
-        cdef const uint8_t[:] datagram
-        cdef uint32_t i, count = len(datagrams)
-        if count > BATCH:
-            raise ValueError(f"at most {BATCH} datagrams in a batch")
-        endpoint_from_python(&sources[0], address)
-        for i in range(count):
-            datagram = datagrams[i]
-            if datagram.shape[0] > SLOT_SIZE or datagram.shape[0] == 0:
-                raise ValueError("bad datagram size")
-            sources[i] = sources[0]
-            lengths[i] = datagram.shape[0]
-            sizes[i] = 0
-        self._lock()
-        try:
-            for i in range(count):
-                datagram = datagrams[i]
-                memcpy(self.rx_slots + <size_t>i * SLOT_SIZE, &datagram[0], lengths[i])
-            self._rx_batch(count, sources, lengths, sizes, now, wall)
-        finally:
-            self._unlock()
-
-    def take_captured(self):
-        """What left in sans-I/O mode: [("tun", bytes, None)] for what the
-        MemoryPort was given, then [("udp", bytes, address)] for each datagram
-        sent, as the kernel cut it from its sendmmsg message."""
-        result = []
-        self._lock()
-        try:
-            if isinstance(self.port, MemoryPort):
-                result = [("tun", packet, None) for packet in (<MemoryPort>self.port).take_written()]
-            result += [("udp", data, address) for data, address, _ in udp_memory_take(&self.udp)]
-        finally:
-            self._unlock()
-        return result
-
-    @property
-    def udp_messages(self):
-        """How many sendmmsg messages left in sans-I/O mode (a GSO message
-        carries several datagrams)."""
-        return self.udp.memory.messages if self.udp.memory != NULL else 0
+        cdef uint8_t *plain = data + TRANSPORT_HEADER_SIZE
+        if length < 4:
+            return
+        kind = load_le32(data)
+        if ((kind == MESSAGE_INITIATION and length == INITIATION_SIZE)
+                or (kind == MESSAGE_RESPONSE and length == RESPONSE_SIZE)
+                or (kind == MESSAGE_COOKIE_REPLY and length == COOKIE_REPLY_SIZE)):
+            self._queue_handshake(data, length, source)
+            return
+        kp = transport_open(&self.index, plain, data, length, now)
+        if kp == NULL:
+            return
+        p = self.peers[kp.slot]
+        # Authenticated: roam to wherever it came from.
+        if not endpoint_equal(&p.endpoint, source):
+            p.endpoint = source[0]
+        if kp == p.keypairs.next:
+            self._confirm(p, kp, now, wall)
+        inner = length - TRANSPORT_MIN_SIZE
+        self._on_transport_received(p, inner != 0, now)
+        if inner == 0:
+            p.rx_bytes += length
+            return
+        # The source address must be one this peer may use.
+        if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
+            return
+        self.port.write(plain, inner_len)
+        p.rx_bytes += length

@@ -6,12 +6,12 @@
 #
 # Implementations: TunPort (the TUN descriptor, read ahead by a TunReader
 # thread), MemoryPort (tests: records what is written; packets come in through
-# Core.inject_tun).  A userspace network stack in the same process is a third:
+# DataPlane.inject_tun).  A userspace network stack in the same process is a third:
 # it hands its outgoing packets over in batches and signals ready_fd (an
 # eventfd), and takes decrypted packets in emit.
 #
 # Who calls whom, on which thread, under which lock:
-#   - start and stop: the Python thread that runs Core.run(), around the loop;
+#   - start and stop: the data-plane thread (Loop.run, wgc/_loop.pxd), around the loop;
 #   - take, release, gone, write, flush, emit: the data-plane thread (or a
 #     Python thread in Core's sans-I/O entry points), always holding
 #     Core.mutex and without the GIL; they must not block.  Packets passed to

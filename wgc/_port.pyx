@@ -122,7 +122,7 @@ cdef class TunPort(PacketPort):
 
 cdef class MemoryPort(PacketPort):
     """Keeps what the data plane writes, for take_written(); reads nothing
-    (tests hand packets to Core.inject_tun)."""
+    (tests hand packets to DataPlane.inject_tun)."""
 
     def __cinit__(self, *, bint vnet_hdr=False):
         self.written = <Written *>calloc(MEMORY_PORT_MAX, sizeof(Written))
@@ -155,7 +155,7 @@ cdef class MemoryPort(PacketPort):
     def take_written(self):
         """The packets written so far (each behind its virtio_net_hdr with
         vnet_hdr), oldest first; they are forgotten here.  Call with the owning
-        Core's lock held or its data plane idle (Core.take_captured does)."""
+        Core's lock held or its data plane idle (DataPlane.take_captured does)."""
         cdef uint32_t i
         result = [self.written[i].data[:self.written[i].length] for i in range(self.written_count)]
         for i in range(self.written_count):

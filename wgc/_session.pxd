@@ -7,8 +7,9 @@
 #   - the data-plane thread (wgc._core, its epoll loop) calls transport_seal,
 #     transport_open and the rekey checks per packet, and keypairs_confirm when
 #     a responder's keypair sees its first packet, all without the GIL;
-#   - the control plane (wgc.device through Core's Python face) calls
-#     keypairs_install, keypairs_clear and keypairs_expire_sending;
+#   - the control plane (wgc.device through DataPlane, Core's Python face) calls
+#     keypairs_install, keypairs_clear and keypairs_expire_sending, and
+#     index_claim and index_remove for its handshakes' receiver indices;
 #   - both only ever while holding Core.mutex, which therefore guards every
 #     IndexTable and Keypairs; nothing here locks or blocks.
 #   - tests/bench/micro_helper.pyx calls transport_seal and transport_open on
@@ -37,9 +38,14 @@ cdef struct Keypairs:
     Keypair *previous
     Keypair *next
 
+# An entry is a keypair's receiver index, or (keypair NULL) the index a
+# peer's handshake in progress announced: one table for both, so that no
+# index is ever given twice.
 cdef struct IndexEntry:
     uint32_t index
-    Keypair *keypair               # NULL = empty slot
+    uint32_t slot                  # the owning peer's slot in Core
+    Keypair *keypair               # NULL: a handshake's index
+    bint used                      # False = empty slot
 
 cdef struct IndexTable:            # open addressing, linear probing
     IndexEntry *slots
@@ -49,7 +55,11 @@ cdef struct IndexTable:            # open addressing, linear probing
 # ---- the receiver-index table ------------------------------------------------
 cdef int index_init(IndexTable *t) noexcept nogil       # 0, or -1 without memory
 cdef void index_free(IndexTable *t) noexcept nogil      # the table only, not its keypairs
-cdef Keypair *index_find(const IndexTable *t, uint32_t index) noexcept nogil
+cdef const IndexEntry *index_entry(const IndexTable *t, uint32_t index) noexcept nogil   # or NULL
+cdef Keypair *index_find(const IndexTable *t, uint32_t index) noexcept nogil  # NULL for a handshake's
+# A handshake's index for the peer in slot: 0, -EEXIST or -ENOMEM.
+cdef int index_claim(IndexTable *t, uint32_t index, uint32_t slot) noexcept nogil
+cdef void index_remove(IndexTable *t, uint32_t index) noexcept nogil
 
 # ---- rotation ------------------------------------------------------------------
 # Adds the keypair of a completed handshake for the peer in `slot`: an

@@ -32,13 +32,17 @@ cdef void index_free(IndexTable *t) noexcept nogil:
     free(t.slots)
     t.slots = NULL
 
-cdef Keypair *index_find(const IndexTable *t, uint32_t index) noexcept nogil:
+cdef const IndexEntry *index_entry(const IndexTable *t, uint32_t index) noexcept nogil:
     cdef uint32_t i = index_hash(index) & t.mask
-    while t.slots[i].keypair != NULL:
+    while t.slots[i].used:
         if t.slots[i].index == index:
-            return t.slots[i].keypair
+            return &t.slots[i]
         i = (i + 1) & t.mask
     return NULL
+
+cdef Keypair *index_find(const IndexTable *t, uint32_t index) noexcept nogil:
+    cdef const IndexEntry *e = index_entry(t, index)
+    return NULL if e == NULL else e.keypair
 
 cdef int index_grow(IndexTable *t) noexcept nogil:
     cdef IndexEntry *old = t.slots
@@ -50,37 +54,44 @@ cdef int index_grow(IndexTable *t) noexcept nogil:
     t.slots = slots
     t.mask = size - 1
     for i in range(old_size):
-        if old[i].keypair != NULL:
+        if old[i].used:
             j = index_hash(old[i].index) & t.mask
-            while slots[j].keypair != NULL:
+            while slots[j].used:
                 j = (j + 1) & t.mask
             slots[j] = old[i]
     free(old)
     return 0
 
-cdef int index_insert(IndexTable *t, uint32_t index, Keypair *keypair) noexcept nogil:
+cdef int index_insert(IndexTable *t, uint32_t index, uint32_t slot, Keypair *keypair) noexcept nogil:
     if (t.count + 1) * 2 > t.mask + 1 and index_grow(t) != 0:
         return -1
     cdef uint32_t i = index_hash(index) & t.mask
-    while t.slots[i].keypair != NULL:
+    while t.slots[i].used:
         i = (i + 1) & t.mask
     t.slots[i].index = index
+    t.slots[i].slot = slot
     t.slots[i].keypair = keypair
+    t.slots[i].used = True
     t.count += 1
     return 0
+
+cdef int index_claim(IndexTable *t, uint32_t index, uint32_t slot) noexcept nogil:
+    if index_entry(t, index) != NULL:
+        return -EEXIST
+    return -ENOMEM if index_insert(t, index, slot, NULL) != 0 else 0
 
 cdef void index_remove(IndexTable *t, uint32_t index) noexcept nogil:
     """Removes by backward shifting, so lookups never need tombstones."""
     cdef uint32_t i = index_hash(index) & t.mask, j, home
-    while t.slots[i].keypair != NULL and t.slots[i].index != index:
+    while t.slots[i].used and t.slots[i].index != index:
         i = (i + 1) & t.mask
-    if t.slots[i].keypair == NULL:
+    if not t.slots[i].used:
         return
     t.count -= 1
     j = i
     while True:
         j = (j + 1) & t.mask
-        if t.slots[j].keypair == NULL:
+        if not t.slots[j].used:
             break
         home = index_hash(t.slots[j].index) & t.mask
         # The entry at j may move into the hole at i only if its home slot is
@@ -89,6 +100,7 @@ cdef void index_remove(IndexTable *t, uint32_t index) noexcept nogil:
             continue
         t.slots[i] = t.slots[j]
         i = j
+    t.slots[i].used = False
     t.slots[i].keypair = NULL
 
 
@@ -106,7 +118,7 @@ cdef int keypairs_install(IndexTable *t, Keypairs *k, uint32_t slot,
                           uint32_t local_index, uint32_t remote_index,
                           bint is_initiator, int64_t now) noexcept nogil:
     cdef Keypair *kp
-    if index_find(t, local_index) != NULL:
+    if index_entry(t, local_index) != NULL:
         return -EEXIST
     kp = <Keypair *>calloc(1, sizeof(Keypair))
     if kp == NULL:
@@ -120,7 +132,7 @@ cdef int keypairs_install(IndexTable *t, Keypairs *k, uint32_t slot,
     kp.is_initiator = is_initiator
     kp.can_send = is_initiator
     replay_reset(&kp.replay)
-    if index_insert(t, local_index, kp) != 0:
+    if index_insert(t, local_index, slot, kp) != 0:
         wipe(kp, sizeof(Keypair))
         free(kp)
         return -ENOMEM

@@ -1,7 +1,7 @@
 # The per-peer timer state machine of the WireGuard paper (section 6) and the
 # kernel's timers.c, as deadlines in a plain struct: no clock is read here and
-# nothing is sent.  The data plane calls the event hooks as packets pass; the
-# control plane asks timers_expired(now) which timers fired and acts on them.
+# nothing is sent.  The data plane calls the event hooks as packets pass, and
+# its timer reactions (wgc/_core.pyx) ask timers_expired(now) what fired.
 #
 # Every deadline is CLOCK_MONOTONIC ns; 0 means "not pending".
 from libc.stdint cimport int64_t, uint32_t

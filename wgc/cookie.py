@@ -15,8 +15,8 @@ _REPLY = struct.Struct("<I I 24s 32s")  # type, receiver, nonce, encrypted cooki
 
 
 def _mac_offsets(message) -> tuple[int, int]:
-    """Where mac1 and mac2 start: the last 32 bytes of a handshake message."""
-    return len(message) - 32, len(message) - 16
+    """Where mac1 and mac2 start: the last two COOKIE_SIZE fields of a handshake message."""
+    return len(message) - 2 * C.COOKIE_SIZE, len(message) - C.COOKIE_SIZE
 
 
 class CookieChecker:
@@ -74,7 +74,7 @@ class CookieGenerator:
         if self._cookie is not None and now - self._cookie_born < C.COOKIE_SECRET_MAX_AGE - C.COOKIE_SECRET_LATENCY:
             message[m2:] = mac(self._cookie, bytes(message[:m2]))
         else:
-            message[m2:] = bytes(16)
+            message[m2:] = bytes(C.COOKIE_SIZE)
 
     def consume_reply(self, message: bytes, now: int) -> bool:
         """Takes the cookie from a reply to the last message we MACed."""

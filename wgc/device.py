@@ -8,7 +8,6 @@ core in sans-I/O (capture) mode.
 """
 import base64
 import errno
-import os
 import socket
 import struct
 import threading
@@ -16,19 +15,20 @@ import time
 
 from wgc import constants as C
 from wgc import noise
-from wgc._core import Core
 from wgc._crypto import clamp
-from wgc._timers import (
-    NEW_HANDSHAKE,
-    PERSISTENT_KEEPALIVE,
-    RETRANSMIT_HANDSHAKE,
-    SEND_KEEPALIVE,
-    ZERO_KEY_MATERIAL,
+from wgc._dataplane import (
+    HANDSHAKE_GIVEN_UP,
+    HANDSHAKE_MESSAGE,
+    HANDSHAKE_RETRY,
+    KEYS_ZEROED,
+    PEER_SILENT,
+    PORT_GONE,
+    WANT_HANDSHAKE,
+    DataPlane,
 )
 from wgc.cookie import CookieChecker, CookieGenerator
 from wgc.ratelimiter import RateLimiter
 
-EVENT_WANT_HANDSHAKE = 1
 ZERO_KEY = bytes(32)
 SOCKET_BUFFER = 7 << 20
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -68,7 +68,6 @@ class Peer:
         self.handshake = noise.Handshake(device._identity, public_key, ZERO_KEY)
         self.handshake.owner = self
         self.cookies = CookieGenerator(public_key)
-        self.handshake_index: int | None = None
         self.last_sent_handshake = -(1 << 62)
         self.name = short_key(public_key)
 
@@ -142,7 +141,7 @@ class Device:
         self.log = log
         self.clock = clock
         self.lock = threading.RLock()
-        self.core = Core(capture=tun is None)
+        self.core = DataPlane(capture=tun is None)
         self.core.set_udp_offload(udp_offload)
         self.on_fatal = None
         self.is_up = False
@@ -151,7 +150,6 @@ class Device:
         self._ratelimiter = RateLimiter()
         self._peers: dict[bytes, Peer] = {}
         self._by_slot: dict[int, Peer] = {}
-        self._handshakes_by_index: dict[int, Peer] = {}
         self._port = 0
         self._fwmark = 0
         self._sockets: list[socket.socket] = []
@@ -170,26 +168,12 @@ class Device:
         return self.core.notify_fd
 
     def process_events(self, budget: int = 256) -> None:
-        """Handles what the data plane queued: handshake messages and peers
-        wanting a handshake.  At most `budget` handshake messages per call, so
-        a flood cannot starve timers; the rest wait for the next round."""
+        """Handles what the data plane has for us (DataPlane.poll): peers wanting
+        a handshake, timers due, and at most `budget` handshake messages, so
+        that a flood cannot starve timers; the rest wait for the next round."""
         with self.lock:
-            self.core.clear_notify()
-            if self.core.tun_gone:
-                if self.on_fatal is not None:
-                    self.on_fatal("the TUN device is gone")
-                return
             now, wall = self.clock()
-            for slot, bits in self.core.pop_events():
-                peer = self._by_slot.get(slot)
-                if peer is not None and bits & EVENT_WANT_HANDSHAKE:
-                    self._send_initiation(peer, now, wall, is_retry=False)
-            messages = self.core.pop_handshakes(budget)
-            for i, (message, source) in enumerate(messages):
-                backlog = self.core.handshake_backlog + len(messages) - i
-                self._receive_handshake(message, source, now, wall, backlog)
-            if self.core.handshake_backlog:
-                self.core.poke()
+            self._handle(self.core.poll(now, budget), now, wall)
 
     def next_deadline(self) -> int | None:
         with self.lock:
@@ -198,10 +182,20 @@ class Device:
     def run_timers(self, now: int) -> None:
         with self.lock:
             _, wall = self.clock()
-            for slot, fired in self.core.expired_timers(now):
-                peer = self._by_slot.get(slot)
-                if peer is not None:
-                    self._timers_fired(peer, fired, now, wall)
+            self._handle(self.core.poll(now, 0), now, wall)
+
+    def _handle(self, events, now: int, wall: int) -> None:
+        for event in events:
+            if event.what & PORT_GONE:
+                if self.on_fatal is not None:
+                    self.on_fatal("the TUN device is gone")
+                return
+            if event.what & HANDSHAKE_MESSAGE:
+                self._receive_handshake(event.message, event.source, now, wall, event.backlog)
+                continue
+            peer = self._by_slot.get(event.slot)
+            if peer is not None:
+                self._peer_event(peer, event, now, wall)
 
     # link state ------------------------------------------------------------------
 
@@ -325,7 +319,6 @@ class Device:
         if peer is None:
             return
         del self._by_slot[peer.slot]
-        self._forget_handshake_index(peer)
         self.core.remove_peer(peer.slot)
         self.log.debug("%s - Stopping", peer.name)
 
@@ -390,52 +383,29 @@ class Device:
 
     # handshakes -------------------------------------------------------------------------
 
-    def _new_handshake_index(self, peer: Peer) -> int:
-        self._forget_handshake_index(peer)
-        while True:
-            index = int.from_bytes(os.urandom(4), "little")
-            if index not in self._handshakes_by_index and not self.core.index_in_use(index):
-                break
-        self._handshakes_by_index[index] = peer
-        peer.handshake_index = index
-        return index
-
-    def _forget_handshake_index(self, peer: Peer) -> None:
-        if peer.handshake_index is not None:
-            self._handshakes_by_index.pop(peer.handshake_index, None)
-            peer.handshake_index = None
-
-    def _send_initiation(self, peer: Peer, now: int, wall: int, is_retry: bool) -> None:
-        if not is_retry:
-            self.core.handshake_attempts(peer.slot, reset=True)
+    def _send_initiation(self, peer: Peer, now: int, wall: int) -> None:
         if now - peer.last_sent_handshake < C.REKEY_TIMEOUT:
             return
         if not self.is_up or self._identity is None or not peer.handshake.can_handshake():
             return
         peer.last_sent_handshake = now
-        index = self._new_handshake_index(peer)
+        index = self.core.new_handshake_index(peer.slot)
         message = noise.create_initiation(peer.handshake, index, wall)
         peer.cookies.add_macs(message, now)
         self.log.debug("%s - Sending handshake initiation", peer.name)
-        self.core.timer_event(peer.slot, "authenticated_sent", now)
-        self.core.send_handshake(peer.slot, message)
-        self.core.timer_event(peer.slot, "handshake_initiated", now)
+        self.core.send_handshake(peer.slot, message, now, initiation=True)
 
     def _send_response(self, peer: Peer, now: int, wall: int) -> None:
         peer.last_sent_handshake = now
-        index = self._new_handshake_index(peer)
+        index = self.core.new_handshake_index(peer.slot)
         message = noise.create_response(peer.handshake, index)
         peer.cookies.add_macs(message, now)
         self._begin_session(peer, now, wall)
         self.log.debug("%s - Sending handshake response", peer.name)
-        self.core.timer_event(peer.slot, "authenticated_sent", now)
-        self.core.send_handshake(peer.slot, message)
+        self.core.send_handshake(peer.slot, message, now)
 
     def _begin_session(self, peer: Peer, now: int, wall: int) -> None:
         keys = noise.begin_session(peer.handshake)
-        # The keypair takes over the handshake's receiver index.
-        self._handshakes_by_index.pop(keys.local_index, None)
-        peer.handshake_index = None
         self.core.install_keypair(
             peer.slot, keys.send_key, keys.recv_key, keys.local_index, keys.remote_index,
             keys.is_initiator, now, wall,
@@ -451,8 +421,7 @@ class Device:
         """One queued handshake message; anything unauthenticated is dropped silently."""
         kind = message[0]
         if kind == C.MESSAGE_COOKIE_REPLY:
-            index = noise.receiver_index(message)
-            peer = self._handshakes_by_index.get(index) or self._by_slot.get(self.core.index_peer(index))
+            peer = self._by_slot.get(self.core.index_peer(noise.receiver_index(message)))
             if peer is not None and peer.cookies.consume_reply(message, now):
                 self.log.debug("%s - Received cookie reply", peer.name)
             return
@@ -486,69 +455,56 @@ class Device:
 
     def _authenticated_handshake(self, peer: Peer, message: bytes, source, now: int) -> None:
         self.core.set_endpoint(peer.slot, source)
-        self.core.count_rx(peer.slot, len(message))
-        self.core.timer_event(peer.slot, "authenticated_received", now)
+        self.core.handshake_received(peer.slot, len(message), now)
 
     def _find_handshake(self, public_key: bytes):
         peer = self._peers.get(public_key)
         return None if peer is None else peer.handshake
 
     def _find_by_index(self, index: int):
-        peer = self._handshakes_by_index.get(index)
+        peer = self._by_slot.get(self.core.handshake_peer(index))
         return None if peer is None else peer.handshake
 
     # timers ---------------------------------------------------------------------------
 
-    def _timers_fired(self, peer: Peer, fired: int, now: int, wall: int) -> None:
-        slot = peer.slot
-        if fired & RETRANSMIT_HANDSHAKE:
-            attempts = self.core.handshake_attempts(slot)
-            if attempts > C.MAX_TIMER_HANDSHAKES:
-                self.log.debug(
-                    "%s - Handshake did not complete after %d attempts, giving up",
-                    peer.name, C.MAX_TIMER_HANDSHAKES + 2,
-                )
-                self.core.clear_staged(slot)
-                self.core.timer_event(slot, "handshake_given_up", now)
-            else:
-                attempts = self.core.handshake_attempts(slot, delta=1)
-                self.log.debug(
-                    "%s - Handshake did not complete after %d seconds, retrying (try %d)",
-                    peer.name, C.REKEY_TIMEOUT // C.SECOND, attempts + 1,
-                )
-                self._send_initiation(peer, now, wall, is_retry=True)
-        if fired & SEND_KEEPALIVE:
-            self.core.send_keepalive(slot, now)
-            self.core.timer_event(slot, "keepalive_expired", now)
-        if fired & NEW_HANDSHAKE:
+    def _peer_event(self, peer: Peer, event, now: int, wall: int) -> None:
+        """The control plane's part of what happened to peer (the data plane
+        did its own already: see Core._timers_fired)."""
+        what = event.what
+        if what & HANDSHAKE_GIVEN_UP:
+            self.log.debug(
+                "%s - Handshake did not complete after %d attempts, giving up",
+                peer.name, C.MAX_TIMER_HANDSHAKES + 2,
+            )
+        if what & HANDSHAKE_RETRY:
+            self.log.debug(
+                "%s - Handshake did not complete after %d seconds, retrying (try %d)",
+                peer.name, C.REKEY_TIMEOUT // C.SECOND, event.attempts + 1,
+            )
+            self._send_initiation(peer, now, wall)
+        if what & PEER_SILENT:
             self.log.debug(
                 "%s - Retrying handshake because we stopped hearing back after %d seconds",
                 peer.name, (C.KEEPALIVE_TIMEOUT + C.REKEY_TIMEOUT) // C.SECOND,
             )
-            self._send_initiation(peer, now, wall, is_retry=False)
-        if fired & ZERO_KEY_MATERIAL:
+            self._send_initiation(peer, now, wall)
+        if what & KEYS_ZEROED:
             self.log.debug(
                 "%s - Removing all keys, since we haven't received a new one in %d seconds",
                 peer.name, 3 * C.REJECT_AFTER_TIME // C.SECOND,
             )
-            self.core.clear_keypairs(slot)
             peer.handshake.clear()
-            self._forget_handshake_index(peer)
-        if fired & PERSISTENT_KEEPALIVE and peer.persistent_keepalive:
-            self.core.send_keepalive(slot, now)
+        if what & WANT_HANDSHAKE:
+            self._send_initiation(peer, now, wall)
 
     def _reset_sessions(self, peer: Peer) -> None:
         """The link went down: forget sessions, queued packets and timers."""
-        self.core.clear_keypairs(peer.slot)
-        self.core.clear_staged(peer.slot)
-        self.core.timer_event(peer.slot, "stop")
+        self.core.reset_peer(peer.slot)
         peer.handshake.clear()
-        self._forget_handshake_index(peer)
         peer.last_sent_handshake = -(1 << 62)
 
     def _expire_sessions(self, peer: Peer) -> None:
         """After a key change: stop sending on old sessions, allow a handshake now."""
         peer.handshake.clear()
-        self._forget_handshake_index(peer)
         peer.last_sent_handshake = -(1 << 62)
         self.core.expire_sending(peer.slot)

@@ -28,7 +28,7 @@ def hash(*parts: bytes) -> bytes:
 
 
 def mac(key: bytes, data: bytes) -> bytes:
-    return blake2s(data, digest_size=16, key=key).digest()
+    return blake2s(data, digest_size=C.COOKIE_SIZE, key=key).digest()
 
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))
@@ -184,7 +184,7 @@ def create_initiation(hs: Handshake, local_index: int, wall: int) -> bytearray:
     hs.ephemeral_private = ephemeral
     hs.local_index = local_index
     return bytearray(_INITIATION.pack(C.MESSAGE_INITIATION, local_index, ephemeral_public,
-                                      encrypted_static, encrypted_timestamp, bytes(16), bytes(16)))
+                                      encrypted_static, encrypted_timestamp, bytes(C.COOKIE_SIZE), bytes(C.COOKIE_SIZE)))
 
 
 def consume_initiation(identity: StaticIdentity, message: bytes, find_peer, now: int) -> Handshake | None:
@@ -243,7 +243,7 @@ def create_response(hs: Handshake, local_index: int) -> bytearray:
     hs.ephemeral_private = ephemeral
     hs.local_index = local_index
     return bytearray(_RESPONSE.pack(C.MESSAGE_RESPONSE, local_index, hs.remote_index,
-                                    ephemeral_public, encrypted_nothing, bytes(16), bytes(16)))
+                                    ephemeral_public, encrypted_nothing, bytes(C.COOKIE_SIZE), bytes(C.COOKIE_SIZE)))
 
 
 def consume_response(identity: StaticIdentity, message: bytes, find_by_index) -> Handshake | None:
