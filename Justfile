@@ -21,10 +21,36 @@ binary:
     WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
 
-# What CI runs: every test against the package, then the daemon tests against both frozen
-# executables (and the built-in wg and wg-quick against the one-file one).
+# Ruff over all Python code (rules in pyproject.toml).
+lint:
+    {{python}} -m ruff check .
+
+# mypy over wgc/ and scripts/; the compiled modules' Python faces are the wgc/*.pyi stubs.
+typecheck:
+    {{python}} -m mypy
+
+# The C safety net: the compiled modules built apart in build/asan (-O0 -g, AddressSanitizer,
+# UndefinedBehaviorSanitizer, Cython's bounds/index/initialisation checks; see setup.py), then
+# the sans-I/O tests against them.  libasan must be loaded before the interpreter starts;
+# PYTHONMALLOC=malloc gives Python's own small objects ASan's red zones too; leak detection
+# is off because CPython keeps memory it never frees at exit by design.  -P keeps the
+# current directory (and its in-place build) off sys.path; --capture=sys leaves the
+# sanitizers' reports on the real stderr.
+asan_lib := "build/asan/lib"
+test-asan *ARGS:
+    WGC_SANITIZE=1 {{python}} setup.py -q build --build-base build/asan --build-lib {{asan_lib}} -j 2
+    PYTHONPATH={{asan_lib}} {{python}} -P -c 'import wgc._core as m, sys; sys.exit(None if "/{{asan_lib}}/" in m.__file__ else f"wgc resolves to {m.__file__}")'
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so)" PYTHONMALLOC=malloc PYTHONPATH={{asan_lib}} \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        {{python}} -P -m pytest -q -p no:cacheprovider --capture=sys \
+        tests/test_protocol.py tests/test_offload.py tests/test_replay.py tests/test_trie.py tests/test_fuzz.py \
+        tests/test_port.py tests/test_udp_plan.py {{ARGS}}
+
+# What CI runs: lint, type check and the sanitizer build first (minutes, and they stop a
+# broken change early), then every test against the package, then the daemon tests against
+# both frozen executables (and the built-in wg and wg-quick against the one-file one).
 # -rs prints why anything was skipped (the QEMU kernel tier says why it could not boot).
-ci:
+ci: lint typecheck test-asan
     {{python}} -m pytest -q -rs
     {{just_executable()}} python={{python}} binary
     WGC_COMMAND=dist/wgc {{python}} -m pytest -q tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_wg_tool.py tests/test_wg_quick.py
