@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,7 @@ def link_exists(ns, iface: str) -> bool:
 def daemon_pid(ns) -> int:
     """The daemon's top process (a frozen one-file wgc is a launcher and its child)."""
     pids = ns.pids()
-    parents = {pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) for pid in pids}
+    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in pids}
     tops = [pid for pid, parent in parents.items() if parent not in parents]
     assert len(tops) == 1, pids
     return tops[0]
@@ -193,7 +194,7 @@ def test_verbose_log_lines_look_like_wireguard_go(netns):
 
 @pytest.mark.netns
 def test_idle_memory(started):
-    ns, iface = started
+    ns, _ = started
     time.sleep(0.5)
     rss = rss_kib(ns.pids())  # all of its processes
     print(f"\nidle wgc RSS: {rss / 1024:.1f} MiB")
