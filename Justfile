@@ -25,9 +25,11 @@ binary:
 lint:
     {{python}} -m ruff check .
 
-# mypy over wgc/ and scripts/; the compiled modules' Python faces are the wgc/*.pyi stubs.
-typecheck:
+# mypy over wgc/ and scripts/, the compiled modules' Python faces being the wgc/*.pyi stubs;
+# then stubtest holds each stub against its built module (names, parameters, defaults).
+typecheck: build
     {{python}} -m mypy
+    {{python}} -m mypy.stubtest --allowlist stubtest-allowlist.txt $(ls wgc/_*.pyi | sed 's|/|.|; s|\.pyi$||')
 
 # The C safety net: the compiled modules built apart in build/asan (-O0 -g, AddressSanitizer,
 # UndefinedBehaviorSanitizer, Cython's bounds/index/initialisation checks; see setup.py), then
