@@ -41,7 +41,7 @@ typecheck: build
 asan_lib := "build/asan/lib"
 test-asan *ARGS:
     WGC_SANITIZE=1 {{python}} setup.py -q build --build-base build/asan --build-lib {{asan_lib}} -j 2
-    PYTHONPATH={{asan_lib}} {{python}} -P -c 'import wgc._core as m, sys; sys.exit(None if "/{{asan_lib}}/" in m.__file__ else f"wgc resolves to {m.__file__}")'
+    PYTHONPATH={{asan_lib}} {{python}} -P -c 'import importlib.util as u, sys; o = u.find_spec("wgc._core").origin; sys.exit(None if "/{{asan_lib}}/" in o else f"wgc._core resolves to {o}")'
     LD_PRELOAD="$(gcc -print-file-name=libasan.so)" PYTHONMALLOC=malloc PYTHONPATH={{asan_lib}} \
     ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         {{python}} -P -m pytest -q -p no:cacheprovider --capture=sys \
