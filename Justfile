@@ -33,11 +33,11 @@ typecheck: build
 
 # The C safety net: the compiled modules built apart in build/asan (-O0 -g, AddressSanitizer,
 # UndefinedBehaviorSanitizer, Cython's bounds/index/initialisation checks; see setup.py), then
-# the sans-I/O tests against them.  libasan must be loaded before the interpreter starts;
-# PYTHONMALLOC=malloc gives Python's own small objects ASan's red zones too; leak detection
-# is off because CPython keeps memory it never frees at exit by design.  -P keeps the
-# current directory (and its in-place build) off sys.path; --capture=sys leaves the
-# sanitizers' reports on the real stderr.
+# the sans-I/O tests against them, and the crypto and handshake tests for _crypto's pointers.
+# libasan must be loaded before the interpreter starts; PYTHONMALLOC=malloc gives Python's
+# own small objects ASan's red zones too; leak detection is off because CPython keeps memory
+# it never frees at exit by design.  -P keeps the current directory (and its in-place build)
+# off sys.path; --capture=sys leaves the sanitizers' reports on the real stderr.
 asan_lib := "build/asan/lib"
 test-asan *ARGS:
     WGC_SANITIZE=1 {{python}} setup.py -q build --build-base build/asan --build-lib {{asan_lib}} -j 2
@@ -46,7 +46,8 @@ test-asan *ARGS:
     ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         {{python}} -P -m pytest -q -p no:cacheprovider --capture=sys \
         tests/test_protocol.py tests/test_offload.py tests/test_replay.py tests/test_trie.py tests/test_fuzz.py \
-        tests/test_port.py tests/test_udp_plan.py {{ARGS}}
+        tests/test_port.py tests/test_udp_plan.py tests/test_vectors_crypto.py tests/test_cookie.py tests/test_noise.py \
+        {{ARGS}}
 
 # What CI runs: lint, type check and the sanitizer build first (minutes, and they stop a
 # broken change early), then every test against the package, then the daemon tests against
