@@ -27,13 +27,42 @@ binary:
     WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
 
-# What CI runs: the frozen executables, every test against the package, then the daemon tests
+# Ruff over all Python code (rules in pyproject.toml).
+lint:
+    {{python}} -m ruff check .
+
+# mypy over wgc/ and scripts/, the compiled modules' Python faces being the wgc/*.pyi stubs;
+# then stubtest holds each stub against its built module (names, parameters, defaults).
+typecheck: build
+    {{python}} -m mypy
+    {{python}} -m mypy.stubtest --allowlist stubtest-allowlist.txt $(ls wgc/_*.pyi | sed 's|/|.|; s|\.pyi$||')
+
+# The C safety net: the compiled modules built apart in build/asan (-O0 -g, AddressSanitizer,
+# UndefinedBehaviorSanitizer, Cython's bounds/index/initialisation checks; see setup.py), then
+# the sans-I/O tests against them, and the crypto and handshake tests for _crypto's pointers.
+# libasan must be loaded before the interpreter starts; PYTHONMALLOC=malloc gives Python's
+# own small objects ASan's red zones too; leak detection is off because CPython keeps memory
+# it never frees at exit by design.  -P keeps the current directory (and its in-place build)
+# off sys.path; --capture=sys leaves the sanitizers' reports on the real stderr.
+asan_lib := "build/asan/lib"
+test-asan *ARGS:
+    WGC_SANITIZE=1 {{python}} setup.py -q build --build-base build/asan --build-lib {{asan_lib}} -j 2
+    PYTHONPATH={{asan_lib}} {{python}} -P -c 'import importlib.util as u, sys; o = u.find_spec("wgc._core").origin; sys.exit(None if "/{{asan_lib}}/" in o else f"wgc._core resolves to {o}")'
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so)" PYTHONMALLOC=malloc PYTHONPATH={{asan_lib}} \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        {{python}} -P -m pytest -q -p no:cacheprovider --capture=sys \
+        tests/test_protocol.py tests/test_offload.py tests/test_replay.py tests/test_trie.py tests/test_fuzz.py \
+        tests/test_port.py tests/test_udp_plan.py tests/test_vectors_crypto.py tests/test_cookie.py tests/test_noise.py \
+        {{ARGS}}
+
+# What CI runs: lint, type check and the sanitizer build first (minutes; they stop a broken
+# change early), then the frozen executables, every test against the package, then the daemon tests
 # against both executables (and the built-in wg and wg-quick against the one-file one).
 # Any skip in the netns, kernel or binary tier fails the run (tests/conftest.py) unless
 # WGC_SKIP_TIERS names the tier (such as WGC_SKIP_TIERS=kernel,binary); binary also leaves out
 # the build and the runs against the executables.  -rs prints why anything was skipped (the
 # QEMU kernel tier says why it could not boot); each run ends with its counts per tier.
-ci:
+ci: lint typecheck test-asan
     #!/usr/bin/env bash
     set -euo pipefail
     skip=",${WGC_SKIP_TIERS:-},"; skip=${skip// /}

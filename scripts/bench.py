@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from netns import Netns  # noqa: E402
-from wgnet import iperf3, tunnel  # noqa: E402
+from netns import Netns
+from wgnet import iperf3, tunnel
 
 PAIRS = [("wgc", "wgc"), ("wireguard-go", "wireguard-go"), ("wgc", "wireguard-go")]
 
@@ -114,7 +114,7 @@ def main():
         for implementation in ("wgc", "wireguard-go"):
             soak(implementation, args.soak)
         return
-    results = {pair: [] for pair in PAIRS}
+    results: dict[tuple[str, str], list[dict]] = {pair: [] for pair in PAIRS}
     for round_ in range(args.rounds):
         order = PAIRS if round_ % 2 == 0 else list(reversed(PAIRS))
         for pair in order:

@@ -36,7 +36,7 @@ def start_to_ready(ns: str, command: list[str]) -> float:
 
 def newest_glibc(directory: Path) -> str:
     """The highest GLIBC_x.y any binary of the one-dir bundle asks for."""
-    versions = set()
+    versions: set[tuple[int, ...]] = set()
     for path in [directory / "wgc", *directory.rglob("*.so*")]:
         out = subprocess.run(["objdump", "-T", str(path)], capture_output=True, text=True).stdout
         versions.update(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+)", out))

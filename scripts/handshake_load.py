@@ -83,7 +83,8 @@ class Initiator:
         self.target = target
         self.selector = selector
         self.moves = moves  # how many cookies are answered from a new port of the same address
-        self.handshake = noise.Handshake(noise.StaticIdentity(private_key), responder_public)
+        self.identity = noise.StaticIdentity(private_key)
+        self.handshake = noise.Handshake(self.identity, responder_public)
         self.cookies = CookieGenerator(responder_public)
         self.attempts: dict[int, noise.Handshake] = {}   # sender index -> the state to validate a response with
         self.responses: list[tuple[int, bytes]] = []
@@ -91,18 +92,21 @@ class Initiator:
         self.strays = 0   # replies that are neither a response nor a cookie reply we can open
         self.sends = 0
         self.last_sent = 0
-        self.message = None
-        self.sock = None
-        self.open(source)
+        self.message = bytearray()
+        self.sock = self._connect(source)
 
-    def open(self, source) -> None:
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        self.sock.bind(source)
-        self.sock.connect(self.target)
-        self.selector.register(self.sock, selectors.EVENT_READ, self)
+    def _connect(self, source) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        sock.bind(source)
+        sock.connect(self.target)
+        self.selector.register(sock, selectors.EVENT_READ, self)
+        return sock
+
+    def reopen(self, source) -> None:
+        """A new socket, from source, in place of the current one."""
+        self.selector.unregister(self.sock)
+        self.sock.close()
+        self.sock = self._connect(source)
 
     def new_initiation(self) -> None:
         index = int.from_bytes(_crypto.random(4), "little")
@@ -131,7 +135,7 @@ class Initiator:
                 self.cookie_times.append(now)
                 if self.moves:
                     self.moves -= 1
-                    self.open((self.sock.getsockname()[0], 0))  # resend from a port the cookie is not for
+                    self.reopen((self.sock.getsockname()[0], 0))  # resend from a port the cookie is not for
                 if not self.responses:
                     self.send(now)  # as an initiator holding a cookie: again, with mac2
             else:
@@ -140,13 +144,13 @@ class Initiator:
     def completed_at(self) -> int | None:
         """When the first response that authenticates arrived (two X25519 per response)."""
         for when, data in self.responses:
-            if noise.consume_response(self.handshake.identity, data, self.attempts.get) is not None:
+            if noise.consume_response(self.identity, data, self.attempts.get) is not None:
                 return when
         return None
 
 
 def drive(target, responder_public: bytes, seed: bytes, count: int, layout: str, rate: float,
-          seconds: float, retry_after: float, moves: int = 0, freeze: list[int] = ()) -> dict:
+          seconds: float, retry_after: float, moves: int = 0, freeze: tuple[int, ...] = ()) -> dict:
     """Sends count peers' initiations at rate per second; bounded by seconds.
 
     A peer without any answer for retry_after seconds starts a new initiation.
@@ -433,7 +437,7 @@ def main():
     version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "wireguard-go"], capture_output=True, text=True)
     print(f"{args.peers} peers, each from its own address, offered at {args.rate:.0f}/s; "
           f"wireguard-go {version.stdout or 'unknown version'}; {os.cpu_count()} CPUs", flush=True)
-    results = {name: [] for name in implementations}
+    results: dict[str, list[dict]] = {name: [] for name in implementations}
     x25519 = []
     for round_ in range(args.rounds):
         x25519.append(x25519_per_cpu_second())

@@ -14,11 +14,11 @@ import sys
 import time
 
 import pytest
-from netns import Netns, socket_path, unique_name
-from wgnet import start_daemon
 
+from netns import Netns, socket_path, unique_name
 from wgc import control
 from wgc.control import AllowedIP, DeviceConfig, Endpoint, PeerConfig, WireGuardError
+from wgnet import start_daemon
 
 pytestmark = pytest.mark.netns
 

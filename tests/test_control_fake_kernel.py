@@ -153,12 +153,14 @@ class FakeKernel:
                 room -= len(taken)
                 fields = [attr(kernel.WGPEER_A_PUBLIC_KEY, public)]
                 if first:
-                    fields += [attr(kernel.WGPEER_A_PRESHARED_KEY, peer["psk"]),
-                               attr(kernel.WGPEER_A_LAST_HANDSHAKE_TIME, struct.pack("=qq", 0, 0)),
-                               attr(kernel.WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, struct.pack("=H", peer["keepalive"])),
-                               attr(kernel.WGPEER_A_TX_BYTES, struct.pack("=Q", 0)),
-                               attr(kernel.WGPEER_A_RX_BYTES, struct.pack("=Q", 0)),
-                               attr(kernel.WGPEER_A_PROTOCOL_VERSION, struct.pack("=I", 1))]
+                    fields += [
+                        attr(kernel.WGPEER_A_PRESHARED_KEY, peer["psk"]),
+                        attr(kernel.WGPEER_A_LAST_HANDSHAKE_TIME, struct.pack("=qq", 0, 0)),
+                        attr(kernel.WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, struct.pack("=H", peer["keepalive"])),
+                        attr(kernel.WGPEER_A_TX_BYTES, struct.pack("=Q", 0)),
+                        attr(kernel.WGPEER_A_RX_BYTES, struct.pack("=Q", 0)),
+                        attr(kernel.WGPEER_A_PROTOCOL_VERSION, struct.pack("=I", 1)),
+                    ]
                     if peer["endpoint"]:
                         fields.append(attr(kernel.WGPEER_A_ENDPOINT, peer["endpoint"]))
                 fields.append(nest(kernel.WGPEER_A_ALLOWEDIPS, *(
@@ -298,7 +300,7 @@ def test_round_trip_through_split_messages(fake):
     assert (device.kind, device.ifindex, device.listen_port, device.fwmark) == ("kernel", 5, 51820, 9)
     assert device.private_key == private and device.public_key == _crypto.public_key(private)
     assert [p.public_key for p in device.peers] == [p.public_key for p in peers]
-    for got, wanted in zip(device.peers, peers):
+    for got, wanted in zip(device.peers, peers, strict=True):
         assert got.preshared_key == wanted.preshared_key
         assert got.endpoint == wanted.endpoint
         assert got.persistent_keepalive_interval == (wanted.persistent_keepalive_interval or 0)

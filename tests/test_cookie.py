@@ -68,7 +68,7 @@ def setup_with_cookie():
 
 
 def test_cookie_is_used_for_115_seconds():
-    checker, generator = setup_with_cookie()
+    _, generator = setup_with_cookie()
     m = message()
     generator.add_macs(m, 115 * SECOND - 1)
     assert m[-16:] != bytes(16)

@@ -9,8 +9,8 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_net import Pair
 
+from protocol_net import Pair
 from wgc import netlink, uapi
 from wgc.device import Device
 from wgc.linkwatch import link_messages

@@ -15,8 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
-from handshake_load import SHARED, MemoryWatch, Responder  # noqa: E402
-from wgc import constants as C  # noqa: E402
+from handshake_load import SHARED, MemoryWatch, Responder
+
+from wgc import constants as C
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 

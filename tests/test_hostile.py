@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 SENDER = textwrap.dedent("""
     import json, os, random, socket, sys, time
     from wgc import noise
-    target, port, count, seconds, kind, public = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+    target, kind, public = sys.argv[1], sys.argv[5], sys.argv[6]
+    port, count, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     mac1_key = noise.hash(b"mac1----", bytes.fromhex(public))
     rng = random.Random(7)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

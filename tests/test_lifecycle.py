@@ -4,6 +4,7 @@ import re
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def link_exists(ns, iface: str) -> bool:
 def daemon_pid(ns) -> int:
     """The daemon's top process (a frozen one-file wgc is a launcher and its child)."""
     pids = ns.pids()
-    parents = {pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) for pid in pids}
+    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in pids}
     tops = [pid for pid, parent in parents.items() if parent not in parents]
     assert len(tops) == 1, pids
     return tops[0]
@@ -206,7 +207,7 @@ IDLE_RSS_MIB = 18
 
 @pytest.mark.netns
 def test_idle_memory(started):
-    ns, iface = started
+    ns, _ = started
     daemon, *launcher = sorted(ns.pids(), key=lambda pid: rss_kib([pid]), reverse=True)
     rss = rss_kib([daemon])
     print(f"\nidle wgc RSS: {rss / 1024:.1f} MiB, launcher {rss_kib(launcher) / 1024:.1f} MiB")

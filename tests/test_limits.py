@@ -7,10 +7,10 @@ counter.  The limits are wgc's own constants (wgc/constants.py), never restated 
 import struct
 
 import pytest
+from wgc._dataplane import DataPlane
 
 from protocol_net import SECOND, Pair, ipv4_packet, message_types
 from wgc import constants as C
-from wgc._dataplane import DataPlane
 from wgc._crypto import random, seal
 from wgc.noise import hash, mac
 

@@ -15,8 +15,10 @@ Debian's wireguard-go is the reference for what must survive a move.
 """
 import json
 import os
+from pathlib import Path
 
 import pytest
+
 from netns import socket_path, unique_name, veth, wait_for
 from wgnet import IMPLEMENTATIONS, daemon_log, new_key, start_daemon
 
@@ -106,7 +108,7 @@ def test_moved_interface_keeps_serving_and_follows_the_link(netns, implementatio
     site.move(inner)
     site.configure()
     assert site.pings()
-    log = open(daemon_log(site.iface)).read()
+    log = Path(daemon_log(site.iface)).read_text()
     assert "Interface deleted" not in log
     assert ("polling" if mode == "polling" else "events") in log.split("Following")[1].splitlines()[0]
     assert site.listening()  # the UDP socket stayed in the outer namespace

@@ -8,7 +8,8 @@ import ipaddress
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wgc._offload import checksum, coalesce, split
 
@@ -126,7 +127,9 @@ def test_tcp_super_packet_is_cut_like_the_kernel_cuts_it(ipv6, options, size, ms
     data = payload(size)
     big = tcp_packet(ipv6, 1_000_000, data, flags=ACK | PSH | FIN | CWR, options=options, partial=True)
     headers = (40 if ipv6 else 20) + 20 + len(options)
-    segments = split(vnet(NEEDS_CSUM, GSO_TCPV6 if ipv6 else GSO_TCPV4, headers, mss, headers - 20 - len(options), 16), big)
+    segments = split(
+        vnet(NEEDS_CSUM, GSO_TCPV6 if ipv6 else GSO_TCPV4, headers, mss, headers - 20 - len(options), 16), big
+    )
     assert len(segments) == -(-size // mss)
     joined = b""
     for i, segment in enumerate(segments):
@@ -400,7 +403,7 @@ def test_ids_must_count_up_unless_df_is_set():
 def test_interleaved_flows_each_coalesce_in_order():
     one = flow(False, 4, sport=1111)
     two = flow(True, 4, sport=2222)
-    mixed = [p for pair in zip(one, two) for p in pair]
+    mixed = [p for pair in zip(one, two, strict=True) for p in pair]
     written = coalesce(mixed)
     assert len(written) == 2
     assert roundtrip(written[:1]) == one

@@ -5,10 +5,10 @@ the data plane in sans-I/O mode, and checks one behaviour of the WireGuard
 timers and handshake on its exact boundary.
 """
 import pytest
+from wgc._dataplane import HANDSHAKE_RETRY
 
 from protocol_net import SECOND, Pair, ipv4_packet, message_types
 from wgc import constants as C
-from wgc._dataplane import HANDSHAKE_RETRY
 from wgc._crypto import random
 
 INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
@@ -162,7 +162,7 @@ def test_new_handshake_fifteen_seconds_after_unanswered_data():
     pair.pump()
     deadline = pair.a.device.core.timer_deadlines(pair.peer_of_b.slot)["new_handshake"]
     delay = deadline - pair.clock.mono
-    assert C.KEEPALIVE_TIMEOUT + C.REKEY_TIMEOUT <= delay
+    assert delay >= C.KEEPALIVE_TIMEOUT + C.REKEY_TIMEOUT
     assert delay <= C.KEEPALIVE_TIMEOUT + C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX
     pair.advance(delay - 1)
     pair.pump()

@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+
 from netns import unique_name, veth, wait_for
 from wgnet import have, new_key, start_daemon
 

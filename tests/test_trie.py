@@ -166,7 +166,7 @@ def operations(size):
 @given(st.sampled_from([4, 16]).flatmap(lambda size: st.tuples(st.just(size), operations(size),
                                                                  st.lists(addresses(size), max_size=20))))
 def test_matches_brute_force_model(case):
-    size, ops, probes = case
+    _, ops, probes = case
     t, m = AllowedIPs(), Model()
     for op, (addr, cidr), peer in ops:
         if op == "insert":

@@ -16,9 +16,9 @@ import pytest
 
 from netns import socket_path, unique_name, wait_for
 from test_lifecycle import daemon_pid, link_exists, rss_kib
-from wgnet import WGC, have, new_key, start_daemon, tunnel
 from wgc import uapi, uapi_server
 from wgc.device import Device
+from wgnet import WGC, have, new_key, start_daemon, tunnel
 
 GET = b"get=1\n\n"
 
@@ -108,7 +108,7 @@ def test_a_client_that_does_not_read_holds_one_reply(served):
     sock = connect(path)
     sock.sendall(GET * 200)
     time.sleep(0.5)
-    held = server._held()  # noqa: SLF001 - what it holds for all clients
+    held = server._held()
     assert 0 < held < one_reply + len(GET) * 200
     received = b""
     while len(received) < 200 * one_reply and (chunk := sock.recv(1 << 20)):

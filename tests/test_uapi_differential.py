@@ -78,7 +78,9 @@ class Daemon:
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, "LOG_LEVEL": "verbose"},
                 )
-            assert started.returncode == 0, f"{' '.join(command)} {self.iface} exited {started.returncode}:\n{self.log()}"
+            assert started.returncode == 0, (
+                f"{' '.join(command)} {self.iface} exited {started.returncode}:\n{self.log()}"
+            )
             wait_for(lambda: os.path.exists(self.path), timeout=15, what=f"{label}'s socket {self.path}")
             self.ns.run("ip", "link", "set", self.iface, "up")
             wait_for(lambda: b"listen_port=" in self.get(), timeout=15, what=f"{label} to bind its port")
@@ -126,7 +128,7 @@ def read_until(conn: socket.socket, done, timeout: float) -> bytes:
         conn.settimeout(remaining)
         try:
             chunk = conn.recv(1 << 20)
-        except socket.timeout:
+        except TimeoutError:
             break
         except ConnectionResetError:
             return data + b"<reset>"
@@ -148,8 +150,12 @@ def converse(daemon: Daemon, chunks: list[bytes]) -> bytes:
                 conn.sendall(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 return received + b"<send failed>"
-            replies = received.count(b"\n\n")
-            received += read_until(conn, lambda data: (received + data).count(b"\n\n") > replies, REPLY_WAIT)
+            seen = received
+
+            def one_more_reply(data: bytes, seen: bytes = seen) -> bool:
+                return (seen + data).count(b"\n\n") > seen.count(b"\n\n")
+
+            received += read_until(conn, one_more_reply, REPLY_WAIT)
             if received.endswith((b"<closed>", b"<reset>")):
                 return received
         try:
@@ -216,12 +222,18 @@ SESSIONS = [
     ("private key cleared", [[setreq(b"private_key=" + PRIVATE_HEX), setreq(b"private_key=" + ZERO_HEX), GET]]),
     (
         "malformed private keys",
-        [[setreq(b"private_key=" + v) for v in (b"a" * 63, b"a" * 66, b" " + b"a" * 63, b"", b"g" * 64, b"a" * 62)] + [GET]],
+        [
+            [setreq(b"private_key=" + v) for v in (b"a" * 63, b"a" * 66, b" " + b"a" * 63, b"", b"g" * 64, b"a" * 62)]
+            + [GET]
+        ],
     ),
     (
         "listen ports",
         [
-            [setreq(b"listen_port=" + v) for v in (b"05", b"+5", b" 5", b"0x10", b"65536", b"-0", b"", b"1_0", b"\xd9\xa1")]
+            [
+                setreq(b"listen_port=" + v)
+                for v in (b"05", b"+5", b" 5", b"0x10", b"65536", b"-0", b"", b"1_0", b"\xd9\xa1")
+            ]
             + [GET]
         ],
     ),
@@ -232,12 +244,18 @@ SESSIONS = [
         [[setreq(b"fwmark=" + v) for v in (b"010", b"+5", b"0x10", b"4294967295", b"4294967296", b"-1")] + [GET]],
     ),
     ("fwmark cleared", [[setreq(b"fwmark=7"), setreq(b"fwmark=0"), GET]]),
-    ("replace_peers values", [[setreq(b"replace_peers=TRUE"), setreq(b"replace_peers=1"), setreq(b"replace_peers=true")]]),
+    (
+        "replace_peers values",
+        [[setreq(b"replace_peers=TRUE"), setreq(b"replace_peers=1"), setreq(b"replace_peers=true")]],
+    ),
     ("line without '='", [[setreq(b"listen_port"), setreq(b"fwmark=1", b"x"), GET]]),
     ("empty key", [[setreq(b"=5")]]),
     ("value with '='", [[setreq(b"listen_port=7=8"), setreq(b"fwmark=1"), GET]]),
     ("keys are case sensitive", [[setreq(b"Listen_port=7"), setreq(b"FWMARK=7")]]),
-    ("peer keys before a public key", [[setreq(b"allowed_ip=1.2.3.4/32"), setreq(b"protocol_version=1"), setreq(b"remove=true")]]),
+    (
+        "peer keys before a public key",
+        [[setreq(b"allowed_ip=1.2.3.4/32"), setreq(b"protocol_version=1"), setreq(b"remove=true")]],
+    ),
     ("not transactional", [[setreq(b"fwmark=5", b"fwmark=bogus", b"fwmark=6"), GET]]),
     ("the request after an error is read afresh", [[setreq(b"bogus=1", b"fwmark=9"), setreq(b"fwmark=10"), GET]]),
     # line ends and odd bytes
@@ -295,7 +313,9 @@ SESSIONS = [
         "allowed IPs move between peers",
         [
             [
-                setreq(*peer(K1, b"allowed_ip=10.0.0.0/8", b"allowed_ip=10.1.0.0/16"), *peer(K2, b"allowed_ip=10.0.0.0/8")),
+                setreq(
+                    *peer(K1, b"allowed_ip=10.0.0.0/8", b"allowed_ip=10.1.0.0/16"), *peer(K2, b"allowed_ip=10.0.0.0/8")
+                ),
                 GET,
             ]
         ],
@@ -440,7 +460,10 @@ SESSIONS = [
     (
         "malformed public keys",
         [
-            [setreq(b"public_key=" + v, b"allowed_ip=9.0.0.0/8") for v in (b"a" * 63, b"a" * 62, b"g" * 64, b"", b"a" * 65)]
+            [
+                setreq(b"public_key=" + v, b"allowed_ip=9.0.0.0/8")
+                for v in (b"a" * 63, b"a" * 62, b"g" * 64, b"", b"a" * 65)
+            ]
             + [GET]
         ],
     ),
@@ -460,7 +483,14 @@ SESSIONS = [
     ),
     (
         "a new private key removes the peer with its public key",
-        [[setreq(*peer(b"<own>", b"allowed_ip=5.0.0.0/8"), *peer(K1)), GET, setreq(b"private_key=" + PRIVATE_HEX), GET]],
+        [
+            [
+                setreq(*peer(b"<own>", b"allowed_ip=5.0.0.0/8"), *peer(K1)),
+                GET,
+                setreq(b"private_key=" + PRIVATE_HEX),
+                GET,
+            ]
+        ],
     ),
 ]
 

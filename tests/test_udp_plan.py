@@ -11,7 +11,8 @@ datagram is its own message.  Each address family is planned on its own
 import socket
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wgc._udp import Address, plan
 

@@ -32,7 +32,9 @@ def test_noise_ikpsk2_vector():
     b = {k: bytes.fromhex(v[k]) for k in ("init_static", "init_ephemeral", "resp_static", "resp_ephemeral")}
     prologue, psk = bytes.fromhex(v["init_prologue"]), bytes.fromhex(v["init_psks"][0])
     name = v["protocol_name"].encode()
-    s_i, e_i, s_r, e_r = (_crypto.clamp(b[k]) for k in ("init_static", "init_ephemeral", "resp_static", "resp_ephemeral"))
+    s_i, e_i, s_r, e_r = (
+        _crypto.clamp(b[k]) for k in ("init_static", "init_ephemeral", "resp_static", "resp_ephemeral")
+    )
     S_i, E_i, S_r, E_r = (_crypto.public_key(k) for k in (s_i, e_i, s_r, e_r))
     assert S_r.hex() == v["init_remote_static"]
     payloads = [bytes.fromhex(m["payload"]) for m in v["messages"]]

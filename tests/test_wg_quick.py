@@ -22,12 +22,12 @@ import subprocess
 import textwrap
 
 import pytest
-from netns import Netns, unique_name, wait_for
-from wgnet import new_key, wgc_executable
 
+from netns import Netns, unique_name, wait_for
 from wgc.control import rtnetlink
 from wgc.control.wgquick import Config, parse_text, sort_routes
 from wgc.netlink import NLMSGHDR
+from wgnet import new_key, wgc_executable
 
 DEBIAN = "/usr/bin/wg-quick"  # by path: the test's PATH starts with ours, also called wg-quick
 FAKE_RESOLVCONF = """#!/bin/sh

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+
 from netns import Netns, unique_name, wait_for
 from wgc._crypto import clamp, public_key
 from wgnet import IMPLEMENTATIONS, have, new_key, wgc_executable
@@ -153,7 +154,10 @@ def test_genkey_warns_about_a_world_readable_file(host, tmp_path):
             os.chmod(target, 0o644)
             proc = subprocess.run([program, "genkey"], stdout=out, stderr=subprocess.PIPE, check=False)
         assert proc.returncode == 0
-        assert proc.stderr == b"Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n"
+        assert (
+            proc.stderr
+            == b"Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n"
+        )
         assert len(target.read_bytes()) == 45
 
 
@@ -401,7 +405,7 @@ def test_set_keeps_what_it_does_not_name(quiet, tmp_path):
 CONFIGS = {
     "full": RICH_CONFIG.format(private=PRIVATE, port=4444, k1=K1, k2=K2, k3=K3, psk=PSK),
     "case and spaces": f"[interface]\n  privatekey=  {PRIVATE}  \nLISTENPORT = 5 # port\n[PEER]\npublickey={K1}\n"
-                       "allowedips = 10.0.0.0/8 ,\t11.0.0.0/8\nALLOWEDIPS=12.0.0.0/8\n",
+    "allowedips = 10.0.0.0/8 ,\t11.0.0.0/8\nALLOWEDIPS=12.0.0.0/8\n",
     "empty": "",
     "only comments": "# nothing\n   # more\n",
     "no section": "ListenPort = 5\n",
@@ -418,7 +422,8 @@ CONFIGS = {
     "bad fwmark": "[Interface]\nFwMark = 0xfffffffff\n",
     "fwmark off": "[Interface]\nFwMark = off\n",
     "empty allowed ips": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 1.0.0.0/8\nAllowedIPs =\n",
-    "duplicate peer": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 1.0.0.0/8\n[Peer]\nPublicKey = {K1}\nAllowedIPs = 2.0.0.0/8\n",
+    "duplicate peer": f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 1.0.0.0/8\n"
+                      f"[Peer]\nPublicKey = {K1}\nAllowedIPs = 2.0.0.0/8\n",
     "no final newline": f"[Peer]\nPublicKey = {K1}",
     "CRLF": f"[Interface]\r\nListenPort = 7\r\n[Peer]\r\nPublicKey = {K1}\r\n",
     "NUL in line": "[Interface]\nListenPort = 7\0junk\n",
@@ -434,7 +439,8 @@ def test_config_files(quiet, tmp_path, command, name):
 
 def test_syncconf_removes_only_peers_not_in_the_file(quiet, tmp_path):
     keys = sorted(new_key()[1] for _ in range(6))
-    setup = "[Interface]\n" + "".join(f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.{i}.0.0/16\n" for i, k in enumerate(keys))
+    setup = "[Interface]\n" + "".join(f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.{i}.0.0/16\n"
+                                       for i, k in enumerate(keys))
     wanted = f"[Interface]\n[Peer]\nPublicKey = {keys[1]}\n[Peer]\nPublicKey = {keys[4]}\n" \
              f"AllowedIPs = 11.0.0.0/8\n[Peer]\nPublicKey = {K1}\n"
     for iface in (quiet.wgc, quiet.go):
@@ -510,7 +516,8 @@ while True:
 """
 
 
-@pytest.mark.parametrize("reply", ["errno=-5\\n\\n", "errno=5\\n\\n", "errno=x\\n\\n", "private_key=zz\\nerrno=0\\n\\n", "", "listen_port=1\\n",
+@pytest.mark.parametrize("reply", ["errno=-5\\n\\n", "errno=5\\n\\n", "errno=x\\n\\n", "private_key=zz\\nerrno=0\\n\\n",
+                                   "", "listen_port=1\\n",
                                    "public_key=" + "11" * 32 + "\\nendpoint=[::1\\nerrno=0\\n\\n",
                                    "public_key=" + "11" * 32 + "\\nallowed_ip=1.2.3.4/33\\nerrno=0\\n\\n",
                                    "public_key=" + "11" * 32 + "\\nfuture_key=1\\nerrno=0\\n\\n"])

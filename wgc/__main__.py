@@ -2,9 +2,10 @@
 | wgc --wg-quick [wg-quick(8) arguments]
 
 Run under the name `wg` (a symlink to wgc), or as `wgc --wg ...`, wgc is
-wg(8); under the name `wg-quick`, or as `wgc --wg-quick ...`, wg-quick(8).  An option, not a `wgc wg` subcommand: `wgc NAME` starts the daemon
-for any interface name, "wg" included, and only names starting with "-" are
-never taken as interface names.
+wg(8); under the name `wg-quick`, or as `wgc --wg-quick ...`, wg-quick(8).
+An option, not a `wgc wg` subcommand: `wgc NAME` starts the daemon for any
+interface name, "wg" included, and only names starting with "-" are never
+taken as interface names.
 """
 import os
 import platform

@@ -25,7 +25,7 @@ class CookieChecker:
     def __init__(self, public_key: bytes):
         self._mac1_key = hash(C.LABEL_MAC1, public_key)
         self._cookie_key = hash(C.LABEL_COOKIE, public_key)
-        self._secret = None
+        self._secret = b""  # none yet, so never fresh
         self._secret_born = 0
 
     def check_mac1(self, message: bytes) -> bool:
@@ -36,7 +36,7 @@ class CookieChecker:
         return mac(self._secret, src)
 
     def _secret_fresh(self, now: int) -> bool:
-        return self._secret is not None and now - self._secret_born < C.COOKIE_SECRET_MAX_AGE
+        return bool(self._secret) and now - self._secret_born < C.COOKIE_SECRET_MAX_AGE
 
     def check_mac2(self, message: bytes, src: bytes, now: int) -> bool:
         """src: the packed source IP followed by the big-endian port."""
@@ -63,9 +63,9 @@ class CookieGenerator:
     def __init__(self, peer_public_key: bytes):
         self._mac1_key = hash(C.LABEL_MAC1, peer_public_key)
         self._cookie_key = hash(C.LABEL_COOKIE, peer_public_key)
-        self._cookie = None
+        self._cookie: bytes | None = None
         self._cookie_born = 0
-        self._last_mac1 = None
+        self._last_mac1: bytes | None = None
 
     def add_macs(self, message: bytearray, now: int) -> None:
         m1, m2 = _mac_offsets(message)

@@ -16,6 +16,7 @@ request.
 """
 import errno
 import fcntl
+import functools
 import os
 import selectors
 import signal
@@ -184,9 +185,9 @@ class Daemon:
         self.links = LinkWatch(tun)
         self.ever_running = False
         self.notifier = Notifier()
-        self.next_watchdog = None
+        self.next_watchdog: int | None = None
         try:
-            self.socket_watch = watch_file(self.path)
+            self.socket_watch: int | None = watch_file(self.path)
         except OSError:
             self.socket_watch = None  # a supervisor's socket may live elsewhere
         self._signal_read, self._signal_write = socket.socketpair()
@@ -202,7 +203,8 @@ class Daemon:
         self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
         self.selector.register(self._signal_read, selectors.EVENT_READ, self._drain_signals)
         if self.socket_watch is not None:
-            self.selector.register(self.socket_watch, selectors.EVENT_READ, self._socket_changed)
+            self.selector.register(self.socket_watch, selectors.EVENT_READ,
+                                   functools.partial(self._socket_changed, self.socket_watch))
         self.device.up()  # wireguard-go starts up; link events move it later
         self.log.debug("Device started")
         self.uapi.start()
@@ -211,21 +213,22 @@ class Daemon:
                        "events" if self.links.hears_everywhere else "polling once a second")
         self._tell_parent()
         self.notifier.ready(f"listening on {self.path}")
-        if self.notifier.watchdog_interval_ns:
+        watchdog_interval = self.notifier.watchdog_interval_ns
+        if watchdog_interval:
             self.next_watchdog = time.monotonic_ns()
         try:
             while not self.stopping:
                 now = time.monotonic_ns()
-                if self.next_watchdog is not None and now >= self.next_watchdog:
+                if watchdog_interval and self.next_watchdog is not None and now >= self.next_watchdog:
                     self.notifier.watchdog()
-                    self.next_watchdog = now + self.notifier.watchdog_interval_ns
+                    self.next_watchdog = now + watchdog_interval
                 deadlines = [d for d in (self.device.next_deadline(), self.next_watchdog, self.links.deadline())
                              if d is not None]
                 timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else None
                 for key, _ in self.selector.select(timeout):
                     key.data()
                     if self.stopping:
-                        break
+                        break  # type: ignore[unreachable]  # key.data() may have set it
                 if not self.stopping:
                     now = time.monotonic_ns()
                     self._apply(self.links.poll(now))
@@ -268,9 +271,9 @@ class Daemon:
             elif self.ever_running:
                 self.device.down()
 
-    def _socket_changed(self):
+    def _socket_changed(self, watch: int):
         try:
-            os.read(self.socket_watch, 4096)
+            os.read(watch, 4096)
         except BlockingIOError:
             pass
         try:

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from wgc import constants as C
 from wgc import noise
@@ -143,7 +144,7 @@ class Device:
         self.lock = threading.RLock()
         self.core = DataPlane(capture=tun is None)
         self.core.set_udp_offload(udp_offload)
-        self.on_fatal = None
+        self.on_fatal: Callable[[str], None] | None = None
         self.is_up = False
         self._identity: noise.StaticIdentity | None = None
         self._checker = CookieChecker(ZERO_KEY)

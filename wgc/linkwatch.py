@@ -64,7 +64,7 @@ _NSID = struct.Struct("=i")
 
 
 class LinkEvent:
-    __slots__ = ("deleted", "running", "mtu")
+    __slots__ = ("deleted", "mtu", "running")
 
     def __init__(self, deleted: bool, running: bool = False, mtu: int | None = None):
         self.deleted, self.running, self.mtu = deleted, running, mtu
@@ -124,7 +124,11 @@ class LinkWatch:
         self.tun = tun
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
                                   NETLINK_ROUTE)
-        self.queries = None
+        try:
+            self.queries = NetlinkSocket(NETLINK_ROUTE)
+        except BaseException:
+            self.sock.close()
+            raise
         try:
             self.sock.bind((0, RTMGRP_LINK))
             try:
@@ -132,7 +136,6 @@ class LinkWatch:
                 self.hears_everywhere = True
             except PermissionError:  # no CAP_NET_BROADCAST: poll while away
                 self.hears_everywhere = False
-            self.queries = NetlinkSocket(NETLINK_ROUTE)
             home = os.stat("/proc/self/ns/net")
             self.home = (home.st_dev, home.st_ino)
         except BaseException:
@@ -147,15 +150,14 @@ class LinkWatch:
 
     def close(self) -> None:
         self.sock.close()
-        if self.queries is not None:
-            self.queries.close()
+        self.queries.close()
 
     def deadline(self) -> int | None:
         return self.next_poll
 
     def read(self) -> list[LinkEvent]:
         """The events waiting on the socket; after a deletion, nothing more."""
-        events = []
+        events: list[LinkEvent] = []
         while True:
             try:
                 data, ancdata, _, _ = self.sock.recvmsg(_MAX_DATAGRAM, socket.CMSG_SPACE(_NSID.size))

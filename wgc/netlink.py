@@ -189,7 +189,7 @@ class NetlinkSocket:
         """Sends one request and returns the messages answering it, up to and
         including its acknowledgement; a refusal raises WireGuardError."""
         self.send(message)
-        answer = []
+        answer: list[tuple[int, bytes]] = []
         while True:
             for msg_type, _flags, msg_seq, body in messages(self.recv()):
                 if msg_seq != seq:

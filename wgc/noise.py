@@ -5,6 +5,7 @@ caller passes `now` (monotonic ns, for the 20 ms flood check) and `wall`
 (unix ns, for the TAI64N timestamp).  MAC fields are left to wgc.cookie.
 """
 import struct
+from typing import Any
 
 try:
     from _blake2 import blake2s  # hashlib would also load OpenSSL: megabytes we don't use
@@ -71,7 +72,8 @@ def mix_key(ck: bytes, data: bytes) -> bytes:
 
 def mix_key_and_key(ck: bytes, data: bytes) -> tuple[bytes, bytes]:
     """(chaining key, encryption key) = KDF2(ck, data): after a DH."""
-    return kdf(ck, data, 2)
+    ck, key = kdf(ck, data, 2)
+    return ck, key
 
 
 def mix_key_and_hash(ck: bytes, h: bytes, psk: bytes) -> tuple[bytes, bytes, bytes]:
@@ -120,7 +122,7 @@ class StaticIdentity:
 class SessionKeys:
     """The transport keys and indices a completed handshake yields."""
 
-    __slots__ = ("send_key", "recv_key", "local_index", "remote_index", "is_initiator")
+    __slots__ = ("is_initiator", "local_index", "recv_key", "remote_index", "send_key")
 
     def __init__(self, send_key, recv_key, local_index, remote_index, is_initiator):
         self.send_key, self.recv_key = send_key, recv_key
@@ -139,13 +141,13 @@ class Handshake:
         self.remote_static = bytes(remote_static)
         self.preshared_key = bytes(preshared_key)
         self.latest_timestamp = bytes(12)      # newest initiation accepted from this peer
-        self.last_initiation_consumed = None   # monotonic ns of that initiation
-        self.owner = None                      # the device's peer object
+        self.last_initiation_consumed: int | None = None   # monotonic ns of that initiation
+        self.owner: Any = None                 # the device's peer object
         self.refresh_identity(identity)
 
     def refresh_identity(self, identity: StaticIdentity | None) -> None:
         self.identity = identity
-        self.static_static = None
+        self.static_static: bytes | None = None
         if identity is not None:
             try:
                 self.static_static = _crypto.dh(identity.private_key, self.remote_static)
@@ -161,14 +163,20 @@ class Handshake:
 
     def clear(self) -> None:
         self.state = NONE
-        self.hash = self.chaining_key = None
-        self.ephemeral_private = self.remote_ephemeral = None
-        self.local_index = self.remote_index = None
+        # Set as the exchange goes (None before): which ones, the state says.
+        self.hash: bytes | None = None
+        self.chaining_key: bytes | None = None
+        self.ephemeral_private: bytes | None = None
+        self.remote_ephemeral: bytes | None = None
+        self.local_index: int | None = None
+        self.remote_index: int | None = None
 
 
 def create_initiation(hs: Handshake, local_index: int, wall: int) -> bytearray:
     """The first message; mac1 and mac2 are left zero for the cookie layer."""
     identity = hs.identity
+    if identity is None or hs.static_static is None:
+        raise ValueError("no handshake can be made with this peer (see can_handshake)")
     ck = INITIAL_CHAINING_KEY
     h = mix_hash(INITIAL_HASH, hs.remote_static)
     ephemeral = _crypto.clamp(_crypto.random(32))
@@ -183,8 +191,8 @@ def create_initiation(hs: Handshake, local_index: int, wall: int) -> bytearray:
     hs.chaining_key, hs.hash = ck, h
     hs.ephemeral_private = ephemeral
     hs.local_index = local_index
-    return bytearray(_INITIATION.pack(C.MESSAGE_INITIATION, local_index, ephemeral_public,
-                                      encrypted_static, encrypted_timestamp, bytes(C.COOKIE_SIZE), bytes(C.COOKIE_SIZE)))
+    return bytearray(_INITIATION.pack(C.MESSAGE_INITIATION, local_index, ephemeral_public, encrypted_static,
+                                      encrypted_timestamp, bytes(C.COOKIE_SIZE), bytes(C.COOKIE_SIZE)))
 
 
 def consume_initiation(identity: StaticIdentity, message: bytes, find_peer, now: int) -> Handshake | None:
@@ -227,14 +235,14 @@ def consume_initiation(identity: StaticIdentity, message: bytes, find_peer, now:
 
 def create_response(hs: Handshake, local_index: int) -> bytearray:
     """The second message, answering a consumed initiation; macs left zero."""
-    if hs.state != INITIATION_CONSUMED:
+    ck, h, remote_ephemeral = hs.chaining_key, hs.hash, hs.remote_ephemeral
+    if hs.state != INITIATION_CONSUMED or ck is None or h is None or remote_ephemeral is None:
         raise ValueError("no initiation to respond to")
-    ck, h = hs.chaining_key, hs.hash
     ephemeral = _crypto.clamp(_crypto.random(32))
     ephemeral_public = _crypto.public_key(ephemeral)
     ck = mix_key(ck, ephemeral_public)
     h = mix_hash(h, ephemeral_public)
-    ck = mix_key(ck, _crypto.dh(ephemeral, hs.remote_ephemeral))
+    ck = mix_key(ck, _crypto.dh(ephemeral, remote_ephemeral))
     ck = mix_key(ck, _crypto.dh(ephemeral, hs.remote_static))
     ck, h, key = mix_key_and_hash(ck, h, hs.preshared_key)
     encrypted_nothing, h = encrypt_and_hash(key, h, b"")
@@ -256,11 +264,13 @@ def consume_response(identity: StaticIdentity, message: bytes, find_by_index) ->
     hs = find_by_index(receiver)
     if hs is None or hs.state != INITIATION_CREATED:
         return None
-    ck, h = hs.chaining_key, hs.hash
+    ck, h, ephemeral_private = hs.chaining_key, hs.hash, hs.ephemeral_private
+    if ck is None or h is None or ephemeral_private is None:
+        return None  # not after INITIATION_CREATED
     ck = mix_key(ck, ephemeral)
     h = mix_hash(h, ephemeral)
     try:
-        ck = mix_key(ck, _crypto.dh(hs.ephemeral_private, ephemeral))
+        ck = mix_key(ck, _crypto.dh(ephemeral_private, ephemeral))
         ck = mix_key(ck, _crypto.dh(identity.private_key, ephemeral))
         ck, h, key = mix_key_and_hash(ck, h, hs.preshared_key)
         _, h = decrypt_and_hash(key, h, encrypted_nothing)
@@ -275,12 +285,9 @@ def consume_response(identity: StaticIdentity, message: bytes, find_by_index) ->
 
 def begin_session(hs: Handshake) -> SessionKeys:
     """Derives the transport keys and forgets the handshake's secrets."""
-    if hs.state == RESPONSE_CONSUMED:
-        is_initiator = True
-    elif hs.state == RESPONSE_CREATED:
-        is_initiator = False
-    else:
+    if hs.state not in (RESPONSE_CONSUMED, RESPONSE_CREATED) or hs.chaining_key is None:
         raise ValueError("no completed handshake to begin a session from")
+    is_initiator = hs.state == RESPONSE_CONSUMED
     first, second = kdf(hs.chaining_key, b"", 2)
     keys = SessionKeys(
         send_key=first if is_initiator else second,

@@ -10,9 +10,9 @@ import socket
 
 class Notifier:
     def __init__(self, environ=os.environ):
-        self._address = None
-        self._socket = None
-        self.watchdog_interval_ns = None
+        self._address = ""
+        self._socket: socket.socket | None = None
+        self.watchdog_interval_ns: int | None = None
         path = environ.get("NOTIFY_SOCKET", "")
         if path.startswith(("/", "@")):
             self._address = "\0" + path[1:] if path[0] == "@" else path

@@ -30,6 +30,8 @@ import errno
 import re
 import socket
 import struct
+from collections.abc import Callable
+from typing import ClassVar
 
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
@@ -250,7 +252,8 @@ def parse_prefix(text: str) -> tuple[bytes, int]:
 def _scope_id(zone: str) -> int:
     # wireguard-go resolves a zone as an interface name first, then as a number.
     try:
-        return socket.if_nametoindex(zone.encode("latin-1"))
+        # CPython takes bytes here too (typeshed says str): latin-1 keeps each character one byte.
+        return socket.if_nametoindex(zone.encode("latin-1"))  # type: ignore[arg-type]
     except (OSError, ValueError):
         return parse_uint(zone, 32)
 
@@ -344,6 +347,7 @@ class _SetRequest:
         self.created = False  # whether this request created self.peer
 
     def apply(self, key: str, value: str) -> None:
+        handler: _SetRequest._Handler | None
         if key == "public_key":
             handler = _SetRequest._select_peer
         elif self.in_peer_section:
@@ -448,13 +452,14 @@ class _SetRequest:
         if value != "1":
             raise _invalid("protocol version other than 1")
 
-    _DEVICE_KEYS = {
+    _Handler = Callable[["_SetRequest", str], None]
+    _DEVICE_KEYS: ClassVar[dict[str, _Handler]] = {
         "private_key": _private_key,
         "listen_port": _listen_port,
         "fwmark": _fwmark,
         "replace_peers": _replace_peers,
     }
-    _PEER_KEYS = {
+    _PEER_KEYS: ClassVar[dict[str, _Handler]] = {
         "update_only": _update_only,
         "remove": _remove,
         "preshared_key": _preshared_key,
@@ -673,7 +678,8 @@ class Session:
         # Held as one buffer while it arrives: an object per line would take
         # two to three times the room, for every client at once.  Only the
         # request being applied is split into lines.
-        text, status = bytearray(), 0
+        text: bytearray | None = bytearray()
+        status = 0
         while True:
             try:
                 item = yield from self._reader.read_line()

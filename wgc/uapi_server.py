@@ -49,8 +49,8 @@ class _Client:
         self.fd = sock.fileno()
         self.session = uapi.Session(device)
         self.since = now  # accepted, or last became idle: the longest waiting goes first
-        self.busy_since = None  # when the request being served began to arrive
-        self.waiting = uapi.INPUT  # what session.step() last asked for; None when done
+        self.busy_since: float | None = None  # when the request being served began to arrive
+        self.waiting: str | None = uapi.INPUT  # what session.step() last asked for; None when done
         self.events = 0  # what the selector watches for
         self.sent = 0  # bytes of session.output already sent
 
@@ -68,7 +68,7 @@ class UAPIServer:
         self._wake_read, self._wake_write = socket.socketpair()
         self._stopping = False
         self._accepting = False
-        self._accept_again = 0.0  # monotonic time when accepting resumes; None: never
+        self._accept_again: float | None = 0.0  # monotonic time when accepting resumes; None: never
         self._thread = threading.Thread(target=self._run, name="wgc-uapi", daemon=True)
 
     def start(self) -> None:
@@ -105,17 +105,18 @@ class UAPIServer:
             self._arrange(now)
             for key, events in self._selector.select(self._timeout(now)):
                 if self._stopping:
-                    break
+                    break  # type: ignore[unreachable]  # stop() sets it from another thread
                 if key.fileobj is self.listener:
                     self._accept()
                 elif key.fileobj is self._wake_read:
                     self._wake_read.recv(64)
-                elif self._clients.get(key.data.fd) is key.data:  # not closed by an earlier event
+                elif (client := self._clients.get(key.data.fd)) is not None and client is key.data:
+                    # (not closed by an earlier event)
                     try:
-                        self._serve(key.data, events)
+                        self._serve(client, events)
                     except Exception as error:  # a bug must not end the serving of the others
                         log_failure(self.log, "UAPI connection", error)
-                        self._drop(key.data)
+                        self._drop(client)
 
     def _timeout(self, now: float) -> float | None:
         deadlines = [c.busy_since + REQUEST_TIMEOUT for c in self._clients.values() if c.busy_since is not None]

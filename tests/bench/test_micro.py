@@ -47,6 +47,7 @@ import struct
 import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as ietf_decrypt
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt as ietf_encrypt
+
 from wgc._trie import AllowedIPs
 
 BATCH = 64                        # the data plane's packets per batch

@@ -14,6 +14,7 @@ import tempfile
 
 import guest as guest_module
 from guest import GuestError, Unavailable, booted, unavailable
+
 from netns import Netns
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

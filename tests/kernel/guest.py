@@ -247,7 +247,7 @@ class Cpio:
     """A newc cpio archive written entry by entry (what the kernel unpacks as initramfs)."""
 
     def __init__(self, path: str):
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115  (closed by close(), after the last entry)
         self._inode = itertools.count(1)
         self._made: set[str] = set()
 
@@ -440,7 +440,7 @@ class Guest:
             try:
                 self._conn, _ = listener.accept()
             except TimeoutError:
-                raise GuestError(f"QEMU did not connect its control port: {self._console_tail()}")
+                raise GuestError(f"QEMU did not connect its control port: {self._console_tail()}") from None
         except BaseException:
             self.close()
             raise
@@ -540,7 +540,7 @@ class Guest:
             self._conn.sendall(f"{ident} {code}\n".encode())
         except OSError as error:
             self.close()
-            raise GuestError(f"the control port failed ({error}): {self._console_tail()}")
+            raise GuestError(f"the control port failed ({error}): {self._console_tail()}") from error
         deadline = time.monotonic() + timeout
         parts = {"OUT": [], "ERR": []}
         current = None
@@ -561,7 +561,7 @@ class Guest:
         except TimeoutError:
             # The guest's shell still runs it; this connection cannot be trusted any more.
             self.close()
-            raise GuestError(f"guest command timed out after {timeout} s: {script!r}")
+            raise GuestError(f"guest command timed out after {timeout} s: {script!r}") from None
         rc = int(fields[2])
         out, err = (base64.b64decode("".join(parts[k])).decode(errors="replace") for k in ("OUT", "ERR"))
         result = Result(rc, out, err)

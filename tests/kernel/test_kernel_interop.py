@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-
 from guest import GuestError, Unavailable, booted, unavailable
+
 from netns import Netns, socket_path, unique_name, wait_for
 from wgnet import daemon_log, new_key, start_daemon
 
@@ -476,7 +476,7 @@ def test_rekey_after_time_in_both_roles(lab, connect):
     try:
         kernel_first[0].sh(f"ping -c {seconds} -i 1 -W 2 {kernel_first[1].inner4} >/tmp/rekey-ping.log 2>&1"
                            " & echo $! > /tmp/rekey-ping.pid")
-        for (a, b), (first_a, first_b) in zip((wgc_first, kernel_first), firsts):
+        for (a, b), (first_a, first_b) in zip((wgc_first, kernel_first), firsts, strict=True):
             wait_for(lambda a=a, first=first_a: _handshake_after(a, first),
                      timeout=seconds + 10 - (time.monotonic() - started),
                      interval=1, what=f"{a.name}, the initiator, to rekey")

@@ -93,7 +93,7 @@ class Parser:
         try:
             fd = os.open(c_string(path), os.O_RDONLY | os.O_CLOEXEC)
         except OSError as error:
-            self.err(f"fopen: {os.strerror(error.errno)}\n")
+            self.err(f"fopen: {os.strerror(error.errno or errno.EIO)}\n")
             return None
         try:
             data, failed = _read_some(fd, KEY_BASE64_LEN)
@@ -123,15 +123,15 @@ class Parser:
             self.err("Unable to parse empty port\n")
             return None
         try:
-            family, _, _, _, sockaddr = socket.getaddrinfo(None, os.fsencode(value), socket.AF_UNSPEC, socket.SOCK_DGRAM,
-                                                           socket.IPPROTO_UDP, socket.AI_PASSIVE)[0]
+            sockaddr = socket.getaddrinfo(
+                None, os.fsencode(value), socket.AF_UNSPEC, socket.SOCK_DGRAM, socket.IPPROTO_UDP, socket.AI_PASSIVE
+            )[0][4]
         except OSError as error:
             self.err(f"{error.strerror}: `{value}'\n")
             return None
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            self.err(f"Neither IPv4 nor IPv6 address found: `{value}'\n")
-            return None
-        return sockaddr[1]
+        # (glibc's getaddrinfo answers with IPv4 and IPv6 addresses only, so wg's
+        # "Neither IPv4 nor IPv6 address found" cannot happen here.)
+        return int(sockaddr[1])
 
     def fwmark(self, value: str) -> int | None:
         value = c_string(value)
@@ -216,9 +216,6 @@ class Parser:
             self.err(f"{message}: `{value}'. Trying again in {timeout / 1e6:.2f} seconds...\n")
             time.sleep(timeout / 1e6)
             timeout = min(20000000, timeout * 6 // 5)
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            self.err(f"Neither IPv4 nor IPv6 address found: `{value}'\n")
-            return None
         return Endpoint.from_sockaddr(family, sockaddr)
 
     # -- `wg set` arguments -------------------------------------------------------
@@ -286,7 +283,7 @@ class ConfigFile:
             self.draft.private_key = ZERO_KEY
             self.draft.listen_port = 0
             self.draft.fwmark = 0
-        self.section = None  # "interface" or "peer"
+        self.section: str | None = None  # "interface" or "peer"
 
     def read_line(self, raw: str) -> bool:
         text = c_string(raw).split("#", 1)[0]
@@ -392,7 +389,7 @@ def _read_some(fd: int, size: int, stop_at_non_space: bool = False) -> tuple[byt
         try:
             chunk = os.read(fd, size - len(data))
         except OSError as error:
-            return data, error.errno
+            return data, error.errno or errno.EIO
         if not chunk:
             break
         data += chunk

@@ -116,7 +116,7 @@ def build_set_messages(family_id: int, name: str, config: DeviceConfig, replace_
                        seq: int = 0, limit: int | None = None) -> list[bytes]:
     """The WG_CMD_SET_DEVICE messages that apply `config`, each at most `limit` bytes."""
     limit = buffer_size() if limit is None else limit
-    messages = []
+    messages: list[bytes] = []
     peer_index = None  # the peer the next message starts with; None before the first message
     ip_index = None  # within that peer, the allowed IP to start with; None: its attributes first
     peers = config.peers
@@ -209,9 +209,10 @@ def _put_peer(msg: Message, peer, ip_index: int | None) -> tuple[bool, int | Non
 # -- parsing ------------------------------------------------------------------------
 
 
-def _u(payload: bytes, fmt: str) -> int | None:
-    size = struct.calcsize(fmt)
-    return struct.unpack(fmt, payload[:size])[0] if len(payload) >= size else None
+def _u(payload: bytes, fmt: str) -> int:
+    """The unsigned number at the start of payload (which the caller checked is long enough)."""
+    value: int = struct.unpack_from(fmt, payload)[0]
+    return value
 
 
 def parse_device_message(device: Device, body: bytes) -> None:
@@ -266,8 +267,12 @@ def _parse_peer(data: bytes) -> Peer:
     return peer
 
 
+_ADDRESS_SIZES: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
+
+
 def _parse_allowed_ip(data: bytes) -> AllowedIP:
-    family = address = cidr = None
+    family: int = socket.AF_UNSPEC
+    address = cidr = None
     for attr_type, payload in attributes(data):
         if attr_type == WGALLOWEDIP_A_FAMILY and len(payload) >= 2:
             family = _u(payload, "=H")
@@ -275,7 +280,7 @@ def _parse_allowed_ip(data: bytes) -> AllowedIP:
             address = payload
         elif attr_type == WGALLOWEDIP_A_CIDR_MASK and len(payload) >= 1:
             cidr = payload[0]
-    expected = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
+    expected = _ADDRESS_SIZES.get(family)
     if expected is None or address is None or len(address) != expected or cidr is None or cidr > expected * 8:
         raise WireGuardError(errno.EPROTO, "a malformed allowed IP in the kernel's answer")
     return AllowedIP(ipaddress.ip_address(address), cidr)
@@ -318,7 +323,9 @@ def _family_id(nl: NetlinkSocket) -> int:
                 code = -struct.unpack_from("=i", body)[0]
                 if code == errno.ENOENT:
                     # No WireGuard module: wg(8) says "Protocol not supported".
-                    raise WireGuardError(errno.EPROTONOSUPPORT, "the kernel has no WireGuard (no genl family 'wireguard')")
+                    raise WireGuardError(
+                        errno.EPROTONOSUPPORT, "the kernel has no WireGuard (no genl family 'wireguard')"
+                    )
                 if code:
                     raise WireGuardError(code, "generic netlink family lookup failed")
                 if family is None:
@@ -326,7 +333,7 @@ def _family_id(nl: NetlinkSocket) -> int:
                 return family
             if msg_type == GENL_ID_CTRL:
                 for attr_type, payload in attributes(body, GENLMSGHDR.size):
-                    if attr_type == CTRL_ATTR_FAMILY_ID:
+                    if attr_type == CTRL_ATTR_FAMILY_ID and len(payload) >= 2:
                         family = _u(payload, "=H")
 
 

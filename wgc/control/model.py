@@ -77,7 +77,8 @@ class AllowedIP:
 
     def __post_init__(self):
         if not isinstance(self.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-            object.__setattr__(self, "address", ipaddress.ip_address(self.address))
+            # A string is taken too (callers without a type checker); the field holds an address after.
+            object.__setattr__(self, "address", ipaddress.ip_address(self.address))  # type: ignore[unreachable]
         if not 0 <= self.cidr <= self.address.max_prefixlen:
             raise ValueError(f"prefix length {self.cidr} out of range for {self.address}")
 
@@ -133,7 +134,8 @@ class Endpoint:
 
     def __post_init__(self):
         if not isinstance(self.address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-            object.__setattr__(self, "address", ipaddress.ip_address(self.address))
+            # A string is taken too (callers without a type checker); the field holds an address after.
+            object.__setattr__(self, "address", ipaddress.ip_address(self.address))  # type: ignore[unreachable]
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"port {self.port} out of range")
 

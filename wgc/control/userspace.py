@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 
+from wgc import paths
 from wgc.control.model import (
     AllowedIP,
     Device,
@@ -23,7 +24,6 @@ from wgc.control.model import (
     key_to_hex,
     split_endpoint,
 )
-from wgc import paths
 from wgc.errors import WireGuardError
 
 

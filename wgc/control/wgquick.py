@@ -182,8 +182,8 @@ def sort_routes(prefixes: list[str]) -> list[str]:
     """`sort -nr -k 2 -t /` in the C locale: longest prefix first, ties by the
     whole line, also reversed."""
     def number(text: str) -> int:
-        digits = re.match(r"[ \t]*(\d*)", text.split("/", 1)[1] if "/" in text else "").group(1)
-        return int(digits) if digits else 0
+        digits = re.match(r"[ \t]*(\d*)", text.split("/", 1)[1] if "/" in text else "")
+        return int(digits.group(1)) if digits and digits.group(1) else 0
     ordered = sorted(prefixes, key=lambda p: p.encode(), reverse=True)
     return sorted(ordered, key=number, reverse=True)  # stable: the reversed line order stays for ties
 
@@ -258,7 +258,7 @@ class WgQuick:
         try:
             return control.device(self.config.interface)
         except WireGuardError as error:
-            self.err(f"Unable to access interface: {os.strerror(error.errno)}\n")
+            self.err(f"Unable to access interface: {os.strerror(error.errno or errno.EIO)}\n")
             raise Failure() from None
 
     def fwmark(self) -> int | None:
@@ -428,7 +428,8 @@ class WgQuick:
                     continue
                 covering = ipaddress.ip_network((route.destination or bytes(len(address)), route.dst_len),
                                                 strict=False)
-                if network.subnet_of(covering):
+                # One family: the routes asked for are the network's (typeshed cannot tell).
+                if network.subnet_of(covering):  # type: ignore[arg-type]
                     return  # a route through the link already covers it
             self.rt(f"ip {flag} route add {prefix} dev {config.interface}", rtnetlink.new_route, index,
                     address, length)
@@ -479,7 +480,7 @@ class WgQuick:
                     file.write("1\n")
             except OSError as error:
                 raise Failure(f"sysctl: setting key \"net.ipv4.conf.all.src_valid_mark\": "
-                              f"{os.strerror(error.errno)}") from None
+                              f"{os.strerror(error.errno or errno.EIO)}") from None
         if shutil.which("nft", path=self.env["PATH"]):
             self.echo("nft -f /dev/stdin")
             status = self.run(["nft", "-f", "/dev/stdin"], input_text="".join(f"{line}\n" for line in nft))

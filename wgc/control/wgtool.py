@@ -8,6 +8,7 @@ argv[0]).
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import signal
 import socket
@@ -67,7 +68,7 @@ class Tool:
         self._stdout = stdout if stdout is not None else sys.stdout.buffer
         self._stderr = stderr if stderr is not None else sys.stderr.buffer
         self._stdin = stdin if stdin is not None else sys.stdin.buffer
-        self._color = None
+        self._color: bool | None = None
 
     # -- output -------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ class Tool:
         self._stderr.flush()
 
     def perror(self, what: str, error: OSError) -> None:
-        self.err(f"{what}: {os.strerror(error.errno)}\n")
+        self.err(f"{what}: {os.strerror(error.errno or errno.EIO)}\n")
 
     def color(self) -> bool:
         if self._color is None:
@@ -158,7 +159,7 @@ class Tool:
                 try:
                     device = control.device(name)
                 except WireGuardError as error:
-                    self.err(f"Unable to access interface {name}: {os.strerror(error.errno)}\n")
+                    self.err(f"Unable to access interface {name}: {os.strerror(error.errno or errno.EIO)}\n")
                     continue
                 if len(args) == 3:
                     if not self.show_field(device, args[2], True, command):
@@ -385,7 +386,9 @@ class Tool:
         try:
             mode = os.fstat(self._stdout.fileno()).st_mode
             if stat.S_ISREG(mode) and mode & stat.S_IRWXO:
-                self.err("Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n")
+                self.err(
+                    "Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n"
+                )
         except (AttributeError, OSError, ValueError):
             pass
         key = os.urandom(KEY_LEN)
@@ -450,9 +453,9 @@ def endpoint_text(endpoint) -> str:
     try:
         return str(endpoint)
     except socket.gaierror as error:
-        return error.strerror
+        return str(error.strerror)
     except OSError as error:
-        return os.strerror(error.errno)
+        return os.strerror(error.errno or errno.EIO)
 
 
 def strip_ansi(text: str) -> str:
@@ -553,7 +556,7 @@ def stale_peers(draft: Draft, current: Device) -> list[PeerDraft]:
     """syncconf: removals for the device's peers that the file does not name,
     in the order wg(8) puts them first (reverse order of their keys)."""
     wanted = {peer.public_key for peer in draft.peers}
-    removals = []
+    removals: list[PeerDraft] = []
     for key in sorted({peer.public_key for peer in current.peers} - wanted):
         peer = PeerDraft()
         peer.public_key = key

@@ -1,0 +1,3 @@
+"""Python face of wgc/_os.pyx."""
+
+def watch_file(path: str) -> int: ...
