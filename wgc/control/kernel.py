@@ -275,6 +275,13 @@ def messages(data: bytes):
         offset += _align(length)
 
 
+def nlmsg_errno(body: bytes) -> int:
+    """The errno in an NLMSG_ERROR message's body (0: an acknowledgement)."""
+    if len(body) < 4:
+        raise WireGuardError(errno.EPROTO, "a truncated netlink error message")
+    return -struct.unpack_from("=i", body)[0]
+
+
 def _u(payload: bytes, fmt: str) -> int | None:
     size = struct.calcsize(fmt)
     return struct.unpack(fmt, payload[:size])[0] if len(payload) >= size else None
@@ -357,7 +364,7 @@ def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:
             if msg_type == NLMSG_DONE:
                 return device
             if msg_type == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", body)[0]
+                code = nlmsg_errno(body)
                 if code == errno.ENODEV:
                     raise WireGuardError(code, f"{name}: no such WireGuard interface")
                 if code:
@@ -422,7 +429,7 @@ class NetlinkSocket:
             for msg_type, _flags, msg_seq, body in messages(data):
                 if msg_seq == seq and msg_type == NLMSG_DONE:
                     return datagrams
-                if msg_seq == seq and msg_type == NLMSG_ERROR and struct.unpack_from("=i", body)[0]:
+                if msg_seq == seq and msg_type == NLMSG_ERROR and nlmsg_errno(body):
                     return datagrams
 
     def ack(self, seq: int) -> int:
@@ -430,7 +437,7 @@ class NetlinkSocket:
         while True:
             for msg_type, _flags, msg_seq, body in messages(self.recv()):
                 if msg_seq == seq and msg_type == NLMSG_ERROR:
-                    return -struct.unpack_from("=i", body)[0]
+                    return nlmsg_errno(body)
 
 
 def _family_id(nl: NetlinkSocket) -> int:
@@ -444,7 +451,7 @@ def _family_id(nl: NetlinkSocket) -> int:
             if msg_seq != seq:
                 continue
             if msg_type == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", body)[0]
+                code = nlmsg_errno(body)
                 if code == errno.ENOENT:
                     # No WireGuard module: wg(8) says "Protocol not supported".
                     raise WireGuardError(errno.EPROTONOSUPPORT, "the kernel has no WireGuard (no genl family 'wireguard')")
@@ -515,8 +522,8 @@ def links() -> list[tuple[str, str | None]]:
         datagrams = nl.dump(seq)
     for data in datagrams:
         for msg_type, _flags, msg_seq, body in messages(data):
-            if msg_seq == seq and msg_type == NLMSG_ERROR and struct.unpack_from("=i", body)[0]:
-                code = -struct.unpack_from("=i", body)[0]
+            if msg_seq == seq and msg_type == NLMSG_ERROR and nlmsg_errno(body):
+                code = nlmsg_errno(body)
                 if code != errno.EINTR:  # a dump interrupted by a change: keep what came, as wg(8)
                     raise WireGuardError(code, "cannot list network interfaces")
     return parse_links(datagrams, seq)

@@ -264,8 +264,8 @@ def parse_address(body: bytes) -> Address | None:
         elif attr_type == IFA_ADDRESS:
             address = payload
     chosen = local if local is not None else address
-    if family not in (socket.AF_INET, socket.AF_INET6) or chosen is None:
-        return None
+    if chosen is None or len(chosen) != {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family):
+        return None  # not an IP address, or bytes that do not fit its family
     return Address(family, prefixlen, index, chosen)
 
 
