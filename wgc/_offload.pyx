@@ -327,7 +327,10 @@ cdef void gro_add(Gro *g, uint8_t *data, uint32_t length) noexcept nogil:
                 load_be16(data + 4) != (load_be16(first + 4) + item.members) & 0xffff:
             break
         if kind == KIND_TCP:
+            # The same ack, reserved bits (AccECN's AE) and options: cutting
+            # the super-packet again repeats the first member's header.
             if (seq != item.next_seq or memcmp(first + ip_len + 8, l4 + 8, 4) != 0
+                    or first[ip_len + 12] != l4[12]
                     or memcmp(first + ip_len + 20, l4 + 20, l4_len - 20) != 0):
                 break
             memcpy(first + ip_len + 14, l4 + 14, 2)     # the newest window
