@@ -6,6 +6,7 @@ into the UAPI.  Nothing may raise, crash, or leak into the tunnel.
 """
 import errno
 import logging
+import os
 import socket
 import struct
 
@@ -115,3 +116,14 @@ def test_address_that_does_not_fit_its_family_is_skipped():
     good = newaddr(socket.AF_INET, bytes([10, 0, 0, 1]))
     wrong = newaddr(socket.AF_INET, bytes(5)) + newaddr(socket.AF_INET6, bytes(4))
     assert [str(a) for a in rtnetlink.parse_dump([good + wrong], 9, rtnetlink.RTM_NEWADDR)] == ["10.0.0.1/24"]
+
+
+def test_netlink_error_of_int_min_is_a_protocol_error():
+    """An NLMSG_ERROR carrying INT_MIN (fuzz_netlink): no errno is its opposite,
+    and os.strerror() of 2**31 raised OverflowError."""
+    body = struct.pack("=i", -(1 << 31)) + bytes(16)
+    assert rtnetlink.parse_ack(0, body) == (errno.EPROTO, "RTNETLINK answers: " + os.strerror(errno.EPROTO))
+    answer = struct.pack("=IHHII", 16 + len(body), kernel.NLMSG_ERROR, 0, 5, 0) + body
+    with pytest.raises(WireGuardError) as raised:
+        kernel.parse_get_answer("wg0", [answer], 5)
+    assert raised.value.errno == errno.EPROTO and str(raised.value)

@@ -279,7 +279,8 @@ def nlmsg_errno(body: bytes) -> int:
     """The errno in an NLMSG_ERROR message's body (0: an acknowledgement)."""
     if len(body) < 4:
         raise WireGuardError(errno.EPROTO, "a truncated netlink error message")
-    return -struct.unpack_from("=i", body)[0]
+    value = struct.unpack_from("=i", body)[0]
+    return errno.EPROTO if value == -(1 << 31) else -value  # INT_MIN has no errno (nor a C int) opposite
 
 
 def _u(payload: bytes, fmt: str) -> int | None:

@@ -28,6 +28,7 @@ from wgc.control.kernel import (
     NetlinkSocket,
     attributes,
     messages,
+    nlmsg_errno,
 )
 
 NLM_F_EXCL = 0x200
@@ -332,7 +333,7 @@ def parse_ack(flags: int, body: bytes) -> tuple[int, str]:
     ack text>." when there is one, else "RTNETLINK answers: <strerror>"."""
     if len(body) < 4:
         return errno.EPROTO, "RTNETLINK answers: " + os.strerror(errno.EPROTO)
-    code = -struct.unpack_from("=i", body)[0]
+    code = nlmsg_errno(body)
     if not code:
         return 0, ""
     text = None
@@ -354,7 +355,7 @@ def error_code(datagrams: list[bytes], seq: int) -> int:
     for data in datagrams:
         for kind, _flags, msg_seq, body in messages(data):
             if msg_seq == seq and kind == NLMSG_ERROR and len(body) >= 4:
-                return -struct.unpack_from("=i", body)[0]
+                return nlmsg_errno(body)
     return 0
 
 
