@@ -20,7 +20,7 @@ import struct
 import common
 
 with common.instrumented():
-    from protocol_net import INNER_A, INNER_B, Pair, ipv4_packet
+    from protocol_net import INNER_A, Pair, ipv4_packet
     from wgc import _crypto
     from wgc import constants as C
     from wgc.noise import hash, mac
@@ -37,11 +37,11 @@ def _setup():
     pair = Pair()
     pair.send(pair.a)
     pair.pump()
-    initiation, transport, keepalive = pair.a.sent[0], pair.a.sent[1], None
+    initiation, transport = pair.a.sent[0], pair.a.sent[1]
     response = pair.b.sent[0]
-    pair.send(pair.b, payload_len=0)  # b answers: a keepalive-sized data packet
+    pair.advance(C.KEEPALIVE_TIMEOUT)  # b has had nothing to say since a's packet
     pair.pump()
-    keepalive = next(d for d in pair.b.sent if d[0] == 4 and len(d) == 32 + 32)
+    keepalive = next(d for d in pair.b.sent if len(d) == C.TRANSPORT_MIN_SIZE)
     # b under load answers a's initiation with a cookie reply; a takes it once.
     b = pair.b.device
     b._under_load_until = pair.clock.mono + 3600 * C.SECOND
@@ -102,9 +102,8 @@ def datagram_of(control: int, rest: bytes) -> tuple[bytes, object]:
         message = bytearray(rest)
     else:
         side, base = BASES[choice]
-        mask = rest[: max(len(base), len(rest))]
-        message = bytearray(base) + bytearray(max(0, len(mask) - len(base)))
-        for i, byte in enumerate(mask):
+        message = bytearray(base) + bytearray(max(0, len(rest) - len(base)))
+        for i, byte in enumerate(rest):
             message[i] ^= byte
     if control & 16 and len(message) in (C.INITIATION_SIZE, C.RESPONSE_SIZE):
         key = hash(C.LABEL_MAC1, side.public_key)
