@@ -250,8 +250,8 @@ cdef inline bint same_flow(const uint8_t *a, const uint8_t *b, bint ipv6, uint32
         if memcmp(a, b, 4) != 0 or memcmp(a + 6, b + 6, 34) != 0:
             return False
     else:
-        # TOS; DF; TTL and protocol; addresses
-        if a[1] != b[1] or (a[6] ^ b[6]) & 0x40 or memcmp(a + 8, b + 8, 2) != 0 \
+        # TOS; the reserved flag and DF; TTL and protocol; addresses
+        if a[1] != b[1] or (a[6] ^ b[6]) & 0xc0 or memcmp(a + 8, b + 8, 2) != 0 \
                 or memcmp(a + 12, b + 12, 8) != 0:
             return False
     return memcmp(a + ip_len, b + ip_len, 4) == 0
