@@ -53,8 +53,10 @@ def target_env(native: str | None, asan: bool) -> dict:
         env["WGC_FUZZ_NATIVE"] = native
         preload = [os.path.join(BUILD, "libfuzzer.so")]
         if asan:
-            preload.insert(0, _clang_file("libclang_rt.asan-x86_64.so"))
-            env["ASAN_OPTIONS"] = "detect_leaks=0:allocator_may_return_null=1"
+            # After libFuzzer, so that the modules' coverage hooks bind to it and
+            # not to the ASan runtime's empty defaults (hence the link-order check off).
+            preload.append(_clang_file("libclang_rt.asan-x86_64.so"))
+            env["ASAN_OPTIONS"] = "detect_leaks=0:allocator_may_return_null=1:verify_asan_link_order=0"
         env["LD_PRELOAD"] = " ".join(preload)
     return env
 
@@ -94,7 +96,7 @@ def main() -> int:
     parser.add_argument("--native", action="store_true", help="instrument the compiled modules too (clang)")
     parser.add_argument("--asan", action="store_true", help="with --native: AddressSanitizer as well")
     parser.add_argument("targets", nargs="*", default=list(TARGETS))
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     native = build_native(args.asan) if args.native or args.asan else None
     env = target_env(native, args.asan)
     print(f"{'target':<10}{'executions':>12}{'exec/s':>9}{'cov':>7}{'ft':>7}  result")
