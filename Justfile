@@ -99,6 +99,11 @@ bench-handshakes PEERS="1000" ROUNDS="3": build
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}
 
+# Every atheris fuzz target (tests/fuzz/) for SECONDS each, then executions per target.
+# NATIVE=1: the compiled modules too, built with clang -fsanitize=fuzzer-no-link; NATIVE=asan: with ASan.
+fuzz SECONDS="60" NATIVE="": build
+    {{python}} tests/fuzz/run.py {{SECONDS}} {{ if NATIVE == "asan" { "--asan" } else if NATIVE != "" { "--native" } else { "" } }}
+
 # Microbenchmarks of the per-packet C code (seal/open, TSO cut, coalescing, allowed IPs, replay) beside a libsodium-only loop.
 bench-micro *ARGS:
     {{python}} -m pytest -q tests/bench --benchmark-only --benchmark-max-time=0.5 --benchmark-group-by=group --benchmark-columns=min,median,iqr,rounds {{ARGS}}

@@ -4,15 +4,21 @@ Each feeds arbitrary bytes where the world can: UDP datagrams and TUN packets
 into the data plane, netlink messages into the link watch, request lines
 into the UAPI.  Nothing may raise, crash, or leak into the tunnel.
 """
+import errno
 import logging
+import os
+import socket
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol_net import Pair
 from wgc import netlink, uapi
+from wgc.control import kernel, rtnetlink
 from wgc.device import Device
+from wgc.errors import WireGuardError
 from wgc.linkwatch import link_messages
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -103,3 +109,38 @@ def test_uapi_set_lines(lines):
         assert all("=" in line for line in uapi.handle_get(device).splitlines())
     finally:
         device.close()
+
+
+# -- regressions from the atheris targets (tests/fuzz/) ---------------------------------
+
+
+def test_truncated_netlink_error_is_a_protocol_error():
+    """An NLMSG_ERROR without its errno (fuzz_netlink): EPROTO, not struct.error."""
+    truncated = struct.pack("=IHHII", 16, kernel.NLMSG_ERROR, 0, 5, 0)
+    with pytest.raises(WireGuardError) as raised:
+        kernel.parse_get_answer("wg0", [truncated], 5)
+    assert raised.value.errno == errno.EPROTO
+
+
+def test_address_that_does_not_fit_its_family_is_skipped():
+    """An RTM_NEWADDR whose address has the wrong length for its family
+    (fuzz_netlink) is no address: wg-quick would fail to print it."""
+    def newaddr(family, address):
+        body = rtnetlink.IFADDRMSG.pack(family, 24, 0, 0, 3) + struct.pack("=HH", 4 + len(address), rtnetlink.IFA_LOCAL)
+        body += address + bytes(-len(address) % 4)
+        return struct.pack("=IHHII", 16 + len(body), rtnetlink.RTM_NEWADDR, 0, 9, 0) + body
+
+    good = newaddr(socket.AF_INET, bytes([10, 0, 0, 1]))
+    wrong = newaddr(socket.AF_INET, bytes(5)) + newaddr(socket.AF_INET6, bytes(4))
+    assert [str(a) for a in rtnetlink.parse_dump([good + wrong], 9, rtnetlink.RTM_NEWADDR)] == ["10.0.0.1/24"]
+
+
+def test_netlink_error_of_int_min_is_a_protocol_error():
+    """An NLMSG_ERROR carrying INT_MIN (fuzz_netlink): no errno is its opposite,
+    and os.strerror() of 2**31 raised OverflowError."""
+    body = struct.pack("=i", -(1 << 31)) + bytes(16)
+    assert rtnetlink.parse_ack(0, body) == (errno.EPROTO, "RTNETLINK answers: " + os.strerror(errno.EPROTO))
+    answer = struct.pack("=IHHII", 16 + len(body), kernel.NLMSG_ERROR, 0, 5, 0) + body
+    with pytest.raises(WireGuardError) as raised:
+        kernel.parse_get_answer("wg0", [answer], 5)
+    assert raised.value.errno == errno.EPROTO and str(raised.value)

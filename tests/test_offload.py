@@ -250,6 +250,8 @@ def test_single_packets_are_marked_checksummed():
     ("rst", [1, 1]),
     ("other_ack", [1, 1]),
     ("other_options", [1, 1]),
+    ("other_reserved_bits", [1, 1]),
+    ("other_reserved_ip_flag", [1, 1]),
     ("ip_options", [1, 1]),
     ("fragment", [1, 1]),
     ("other_ttl", [1, 1]),
@@ -279,6 +281,16 @@ def test_what_is_not_joined(case, groups):
     elif case == "other_options":
         packets = [tcp_packet(False, 1, payload(1000), options=TIMESTAMPS),
                    tcp_packet(False, 1001, payload(1000), options=TIMESTAMPS[:-1] + b"\1")]
+    elif case == "other_reserved_bits":  # Accurate ECN's AE flag (seen with tests/fuzz/fuzz_offload.py)
+        b = bytearray(b)
+        b[20 + 12] |= 1
+        packets = [a, bytes(b)]
+    elif case == "other_reserved_ip_flag":  # IPv4's reserved flag (found by tests/fuzz/fuzz_offload.py)
+        b = bytearray(b)
+        b[6] |= 0x80
+        b[10:12] = b"\0\0"
+        b[10:12] = struct.pack("!H", ~reference_sum(bytes(b[:20])) & 0xFFFF)
+        packets = [a, bytes(b)]
     elif case == "ip_options":
         packets = [a, tcp_packet(False, 1001, payload(1000), ip_options=bytes([1, 1, 1, 0]))]
     elif case == "fragment":

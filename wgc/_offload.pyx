@@ -250,8 +250,8 @@ cdef inline bint same_flow(const uint8_t *a, const uint8_t *b, bint ipv6, uint32
         if memcmp(a, b, 4) != 0 or memcmp(a + 6, b + 6, 34) != 0:
             return False
     else:
-        # TOS; DF; TTL and protocol; addresses
-        if a[1] != b[1] or (a[6] ^ b[6]) & 0x40 or memcmp(a + 8, b + 8, 2) != 0 \
+        # TOS; the reserved flag and DF; TTL and protocol; addresses
+        if a[1] != b[1] or (a[6] ^ b[6]) & 0xc0 or memcmp(a + 8, b + 8, 2) != 0 \
                 or memcmp(a + 12, b + 12, 8) != 0:
             return False
     return memcmp(a + ip_len, b + ip_len, 4) == 0
@@ -327,7 +327,10 @@ cdef void gro_add(Gro *g, uint8_t *data, uint32_t length) noexcept nogil:
                 load_be16(data + 4) != (load_be16(first + 4) + item.members) & 0xffff:
             break
         if kind == KIND_TCP:
+            # The same ack, reserved bits (AccECN's AE) and options: cutting
+            # the super-packet again repeats the first member's header.
             if (seq != item.next_seq or memcmp(first + ip_len + 8, l4 + 8, 4) != 0
+                    or first[ip_len + 12] != l4[12]
                     or memcmp(first + ip_len + 20, l4 + 20, l4_len - 20) != 0):
                 break
             memcpy(first + ip_len + 14, l4 + 14, 2)     # the newest window

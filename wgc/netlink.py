@@ -113,11 +113,12 @@ def messages(data: bytes):
         offset += align(length)
 
 
-def error_of(body: bytes) -> int:
+def nlmsg_errno(body: bytes) -> int:
     """The errno an NLMSG_ERROR body carries (0: an acknowledgement)."""
     if len(body) < 4:
-        return errno.EPROTO
-    return -struct.unpack_from("=i", body)[0]
+        raise WireGuardError(errno.EPROTO, "a truncated netlink error message")
+    value: int = struct.unpack_from("=i", body)[0]
+    return errno.EPROTO if value == -(1 << 31) else -value  # INT_MIN has no errno (nor a C int) opposite
 
 
 def open_socket(protocol: int) -> socket.socket:
@@ -175,7 +176,7 @@ class NetlinkSocket:
             for msg_type, _flags, msg_seq, body in messages(data):
                 if msg_seq == seq and msg_type == NLMSG_DONE:
                     return datagrams
-                if msg_seq == seq and msg_type == NLMSG_ERROR and error_of(body):
+                if msg_seq == seq and msg_type == NLMSG_ERROR and nlmsg_errno(body):
                     return datagrams
 
     def ack(self, seq: int) -> int:
@@ -183,7 +184,7 @@ class NetlinkSocket:
         while True:
             for msg_type, _flags, msg_seq, body in messages(self.recv()):
                 if msg_seq == seq and msg_type == NLMSG_ERROR:
-                    return error_of(body)
+                    return nlmsg_errno(body)
 
     def request(self, message: bytes, seq: int) -> list[tuple[int, bytes]]:
         """Sends one request and returns the messages answering it, up to and
@@ -195,7 +196,7 @@ class NetlinkSocket:
                 if msg_seq != seq:
                     continue
                 if msg_type == NLMSG_ERROR:
-                    code = error_of(body)
+                    code = nlmsg_errno(body)
                     if code:
                         raise WireGuardError(code, os.strerror(code))
                     return answer

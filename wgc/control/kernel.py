@@ -54,6 +54,7 @@ from wgc.netlink import (
     NetlinkSocket,
     attributes,
     messages,
+    nlmsg_errno,
 )
 
 GENL_ID_CTRL = 0x10
@@ -296,7 +297,7 @@ def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:
             if msg_type == NLMSG_DONE:
                 return device
             if msg_type == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", body)[0]
+                code = nlmsg_errno(body)
                 if code == errno.ENODEV:
                     raise WireGuardError(code, f"{name}: no such WireGuard interface")
                 if code:
@@ -320,7 +321,7 @@ def _family_id(nl: NetlinkSocket) -> int:
             if msg_seq != seq:
                 continue
             if msg_type == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", body)[0]
+                code = nlmsg_errno(body)
                 if code == errno.ENOENT:
                     # No WireGuard module: wg(8) says "Protocol not supported".
                     raise WireGuardError(
@@ -393,8 +394,8 @@ def links() -> list[tuple[str, str | None]]:
         datagrams = nl.dump(seq)
     for data in datagrams:
         for msg_type, _flags, msg_seq, body in messages(data):
-            if msg_seq == seq and msg_type == NLMSG_ERROR and struct.unpack_from("=i", body)[0]:
-                code = -struct.unpack_from("=i", body)[0]
+            if msg_seq == seq and msg_type == NLMSG_ERROR and nlmsg_errno(body):
+                code = nlmsg_errno(body)
                 if code != errno.EINTR:  # a dump interrupted by a change: keep what came, as wg(8)
                     raise WireGuardError(code, "cannot list network interfaces")
     return parse_links(datagrams, seq)

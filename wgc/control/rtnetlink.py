@@ -37,6 +37,7 @@ from wgc.netlink import (
     NetlinkSocket,
     attributes,
     messages,
+    nlmsg_errno,
 )
 
 NLM_F_EXCL = 0x200
@@ -272,8 +273,8 @@ def parse_address(body: bytes) -> Address | None:
         elif attr_type == IFA_ADDRESS:
             address = payload
     chosen = local if local is not None else address
-    if family not in (socket.AF_INET, socket.AF_INET6) or chosen is None:
-        return None
+    if chosen is None or len(chosen) != {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family):
+        return None  # not an IP address, or bytes that do not fit its family
     return Address(family, prefixlen, index, chosen)
 
 
@@ -340,7 +341,7 @@ def parse_ack(flags: int, body: bytes) -> tuple[int, str]:
     ack text>." when there is one, else "RTNETLINK answers: <strerror>"."""
     if len(body) < 4:
         return errno.EPROTO, "RTNETLINK answers: " + os.strerror(errno.EPROTO)
-    code = -struct.unpack_from("=i", body)[0]
+    code = nlmsg_errno(body)
     if not code:
         return 0, ""
     text = None
@@ -362,7 +363,7 @@ def error_code(datagrams: list[bytes], seq: int) -> int:
     for data in datagrams:
         for kind, _flags, msg_seq, body in messages(data):
             if msg_seq == seq and kind == NLMSG_ERROR and len(body) >= 4:
-                return -struct.unpack_from("=i", body)[0]
+                return nlmsg_errno(body)
     return 0
 
 
