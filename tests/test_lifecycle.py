@@ -200,9 +200,9 @@ def test_verbose_log_lines_look_like_wireguard_go(netns):
     assert lines[-1].endswith("Shutting down")
 
 
-# README.md's figure: the daemon measured 16.6 MiB run from the package and 17.0 MiB frozen
-# (the one-file executable's launcher, a second process, is not counted).
-IDLE_RSS_MIB = 18
+# README.md's figure: the daemon measured 17.4 MiB run from the package (the one-file
+# executable's launcher, a second process, is not counted); the budget is 20 MB.
+IDLE_RSS_MIB = 19
 
 
 @pytest.mark.netns

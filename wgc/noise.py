@@ -4,8 +4,9 @@ Messages are built and consumed here; no socket or clock is touched: the
 caller passes `now` (monotonic ns, for the 20 ms flood check) and `wall`
 (unix ns, for the TAI64N timestamp).  MAC fields are left to wgc.cookie.
 """
+from __future__ import annotations
+
 import struct
-from typing import Any
 
 try:
     from _blake2 import blake2s  # hashlib would also load OpenSSL: megabytes we don't use
@@ -15,6 +16,12 @@ except ImportError:  # pragma: no cover - an interpreter without the private mod
 from wgc import _crypto
 from wgc import constants as C
 from wgc.tai64n import timestamp
+
+# typing costs the daemon about half a MiB of memory for names only the type
+# checker reads (it treats this name as true, Python never imports it).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ZERO = bytes(32)
 

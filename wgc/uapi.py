@@ -26,16 +26,23 @@ wgc also refuses a `set` request bigger than MAX_REQUEST as a whole (errno
 may be a key (see _shown).  Session speaks the protocol on bytes fed to it;
 wgc.uapi_server owns the sockets.
 """
+from __future__ import annotations
+
 import errno
 import re
 import socket
 import struct
 from collections.abc import Callable
-from typing import ClassVar
 
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
 from wgc.log import log_failure
+
+# typing costs the daemon about half a MiB of memory for names only the type
+# checker reads (it treats this name as true, Python never imports it).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 # The errno values a `set` can answer, as wireguard-go's ipc package names them.
 ERRNO_IO = -errno.EIO  # a request line longer than MAX_LINE
