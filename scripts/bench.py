@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from netns import Netns
+from netns import Namespaces
 from wgnet import iperf3, tunnel
 
 PAIRS = [("wgc", "wgc"), ("wireguard-go", "wireguard-go"), ("wgc", "wireguard-go")]
@@ -36,25 +36,6 @@ def rss_mib(end) -> float:
         with open(f"/proc/{pid}/status") as f:
             total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
     return total / 1024
-
-
-class Namespaces:
-    """Makes namespaces for tunnel() and removes them all on exit."""
-
-    def __init__(self):
-        self.made = []
-
-    def __call__(self, prefix="bench"):
-        ns = Netns(prefix)
-        self.made.append(ns)
-        return ns
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for ns in self.made:
-            ns.close()
 
 
 def measure(left: str, right: str, seconds: float) -> dict:

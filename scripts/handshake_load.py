@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's wgc, and the tests' namespace helpers
 
-from netns import Netns, unique_name, veth  # noqa: E402
+from netns import Namespaces, unique_name, veth  # noqa: E402
 from wgc import _crypto, noise  # noqa: E402
 from wgc import constants as C  # noqa: E402
 from wgc.cookie import CookieGenerator  # noqa: E402
@@ -381,25 +381,6 @@ def handshake_ceiling(variable: float, base: float) -> float:
     DH with its static key, two with its ephemeral key, and makes the ephemeral
     public key (the DH of the two static keys is computed once per peer)."""
     return 1 / (3 / variable + 1 / base)
-
-
-class Namespaces:
-    """Makes namespaces and removes them all on exit."""
-
-    def __init__(self):
-        self.made = []
-
-    def __call__(self, prefix):
-        ns = Netns(prefix)
-        self.made.append(ns)
-        return ns
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for ns in reversed(self.made):
-            ns.close()
 
 
 def measure(implementation: str, peers: int, rate: float, seconds: float) -> dict:

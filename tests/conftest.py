@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from netns import Netns, have_root
+from netns import Namespaces, have_root
 
 pytest_plugins = ["pytester"]
 
@@ -18,16 +18,8 @@ SKIP_TIERS_VARIABLE = "WGC_SKIP_TIERS"
 @pytest.fixture
 def netns():
     """Factory for namespaces that are all removed when the test ends."""
-    made: list[Netns] = []
-
-    def make(prefix: str = "wgcns") -> Netns:
-        ns = Netns(prefix)
-        made.append(ns)
-        return ns
-
-    yield make
-    for ns in reversed(made):
-        ns.close()
+    with Namespaces() as make:
+        yield make
 
 
 def tier_of(item) -> str:

@@ -101,6 +101,26 @@ class Netns:
         self.close()
 
 
+class Namespaces:
+    """A factory of namespaces (call it with a name prefix) that removes all it
+    made, the newest first, when its `with` block ends."""
+
+    def __init__(self):
+        self.made: list[Netns] = []
+
+    def __call__(self, prefix: str = "wgcns") -> Netns:
+        ns = Netns(prefix)
+        self.made.append(ns)
+        return ns
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for ns in reversed(self.made):
+            ns.close()
+
+
 def veth(a: Netns, b: Netns) -> tuple[str, str]:
     """A veth cable between two namespaces, both ends up; returns the two names."""
     end_a, end_b = unique_name("va"), unique_name("vb")

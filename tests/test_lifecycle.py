@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from netns import socket_path, unique_name, wait_for
-from wgnet import WGC, wgc_executable
+from wgnet import WGC, read_uapi_reply, wgc_executable
 
 
 def uapi_get(iface: str) -> bytes:
@@ -17,13 +17,7 @@ def uapi_get(iface: str) -> bytes:
         s.settimeout(5)
         s.connect(socket_path(iface))
         s.sendall(b"get=1\n\n")
-        data = b""
-        while not data.endswith(b"\n\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return read_uapi_reply(s)
 
 
 def answers(iface: str) -> bool:

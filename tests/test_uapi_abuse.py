@@ -18,7 +18,7 @@ from netns import socket_path, unique_name, wait_for
 from test_lifecycle import daemon_pid, link_exists, rss_kib
 from wgc import uapi, uapi_server
 from wgc.device import Device
-from wgnet import WGC, have, new_key, start_daemon, tunnel
+from wgnet import WGC, have, new_key, read_uapi_reply, start_daemon, tunnel
 
 GET = b"get=1\n\n"
 
@@ -30,15 +30,7 @@ def connect(path: str, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def reply(sock: socket.socket) -> bytes:
-    """One reply: everything up to its blank line (b"" if the server closed first)."""
-    data = b""
-    while not data.endswith(b"\n\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
+reply = read_uapi_reply
 
 
 def closed_by_server(sock: socket.socket) -> bool:

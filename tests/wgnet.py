@@ -82,6 +82,17 @@ class End:
                            check=check, timeout=count * interval + 15)
 
 
+def read_uapi_reply(sock) -> bytes:
+    """One UAPI reply from sock: everything up to its blank line (b"" if the daemon closed first)."""
+    data = b""
+    while not data.endswith(b"\n\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def start_daemon(ns: Netns, implementation: str, iface: str, env: dict | None = None):
     """Starts the daemon (it daemonizes itself) and waits for its socket to answer."""
     full_env = dict(os.environ, **(env or {}))
