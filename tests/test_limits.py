@@ -7,11 +7,11 @@ counter.  The limits are wgc's own constants (wgc/constants.py), never restated 
 import struct
 
 import pytest
-from wgc._dataplane import DataPlane
 
 from protocol_net import SECOND, Pair, ipv4_packet, message_types
 from wgc import constants as C
 from wgc._crypto import random, seal
+from wgc._dataplane import DataPlane
 from wgc.noise import hash, mac
 
 TRANSPORT_OVERHEAD = C.TRANSPORT_MIN_SIZE     # header and tag around the padded packet

@@ -5,11 +5,11 @@ the data plane in sans-I/O mode, and checks one behaviour of the WireGuard
 timers and handshake on its exact boundary.
 """
 import pytest
-from wgc._dataplane import HANDSHAKE_RETRY
 
 from protocol_net import SECOND, Pair, ipv4_packet, message_types
 from wgc import constants as C
 from wgc._crypto import random
+from wgc._dataplane import HANDSHAKE_RETRY
 
 INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
 KEEPALIVE_SIZE = 32

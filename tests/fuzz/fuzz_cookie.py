@@ -12,6 +12,7 @@ without touching the sender's state.
 import struct
 
 import atheris
+
 import common
 
 with common.instrumented():
