@@ -107,3 +107,8 @@ fuzz SECONDS="60" NATIVE="": build
 # Microbenchmarks of the per-packet C code (seal/open, TSO cut, coalescing, allowed IPs, replay) beside a libsodium-only loop.
 bench-micro *ARGS:
     {{python}} -m pytest -q tests/bench --benchmark-only --benchmark-max-time=0.5 --benchmark-group-by=group --benchmark-columns=min,median,iqr,rounds {{ARGS}}
+
+# A long run: wgc<->wgc and wgc<->wireguard-go under traffic both ways with a ping every
+# 200 ms: rekeys, the longest ping gap, pings lost, RSS every 10 s (scripts/soak.py).
+soak SECONDS="1800":
+    {{python}} scripts/soak.py {{SECONDS}}
