@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from netns import socket_path, unique_name, veth, wait_for
-from wgnet import IMPLEMENTATIONS, daemon_log, new_key, start_daemon
+from wgnet import daemon_log, new_key, start_daemon
 
 pytestmark = pytest.mark.netns
 
@@ -44,14 +44,7 @@ class Site:
         self.key, public = new_key()
         far_key, far_public = new_key()
         env = {"LOG_LEVEL": "debug"}
-        if mode == "polling":
-            self.outer.owns_interface(self.iface)
-            with open(daemon_log(self.iface), "w") as log:
-                self.outer.run(*DEAF, *IMPLEMENTATIONS[implementation], self.iface, env=dict(os.environ, **env),
-                               capture_output=False, stdout=log, stderr=log, timeout=20)
-            wait_for(lambda: os.path.exists(socket_path(self.iface)), what="the daemon's socket")
-        else:
-            start_daemon(self.outer, implementation, self.iface, env)
+        start_daemon(self.outer, implementation, self.iface, env, wrapper=DEAF if mode == "polling" else ())
         start_daemon(self.far, "wgc", self.far_iface)
         self.far.run("wg", "set", self.far_iface, "private-key", "/dev/stdin", "listen-port", str(PORT + 1),
                      "peer", public, "endpoint", f"192.168.{subnet}.1:{PORT}", "allowed-ips", "10.77.0.1/32",

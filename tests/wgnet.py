@@ -93,13 +93,14 @@ def read_uapi_reply(sock) -> bytes:
     return data
 
 
-def start_daemon(ns: Netns, implementation: str, iface: str, env: dict | None = None):
-    """Starts the daemon (it daemonizes itself) and waits for its socket to answer."""
+def start_daemon(ns: Netns, implementation: str, iface: str, env: dict | None = None, wrapper: tuple = ()):
+    """Starts the daemon (it daemonizes itself) and waits for its socket to answer;
+    wrapper is a command to start it under (such as setpriv dropping a capability)."""
     full_env = dict(os.environ, **(env or {}))
     ns.owns_interface(iface)
     # The daemon keeps our stdout: give it a file, not a pipe we would wait on.
     with open(daemon_log(iface), "w") as log:
-        ns.run(*IMPLEMENTATIONS[implementation], iface, env=full_env, timeout=20,
+        ns.run(*wrapper, *IMPLEMENTATIONS[implementation], iface, env=full_env, timeout=20,
                capture_output=False, stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: os.path.exists(socket_path(iface)), what=f"{implementation} socket for {iface}")
 
