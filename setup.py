@@ -1,4 +1,4 @@
-"""Builds the compiled modules: every wgc/*.pyx becomes an extension.
+"""Builds the compiled modules: every wgc/*.pyx and wgc/netstack/*.pyx becomes an extension.
 
 WGC_ONLY=_trie,_replay limits the build to the named modules, so that work on
 one module does not recompile (or trip over) the others.
@@ -32,13 +32,14 @@ if sanitize:
     build_dir = "build/asan/c"
 
 extensions = []
-for path in sorted(glob.glob("wgc/*.pyx")):
+for path in sorted(glob.glob("wgc/*.pyx") + glob.glob("wgc/netstack/*.pyx")):
     name = os.path.splitext(os.path.basename(path))[0]
     if only and name not in only:
         continue
+    package = os.path.dirname(path).replace("/", ".")
     extensions.append(
         Extension(
-            f"wgc.{name}",
+            f"{package}.{name}",
             [path],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

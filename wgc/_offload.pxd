@@ -32,10 +32,6 @@ cdef struct VnetHdr:
 cdef void vnet_hdr_load(VnetHdr *h, const uint8_t *p) noexcept nogil
 cdef void vnet_hdr_store(const VnetHdr *h, uint8_t *p) noexcept nogil
 
-# The Internet checksum (RFC 1071) of data, added to a running 32-bit sum.
-cdef uint32_t checksum_add(uint32_t sum, const uint8_t *data, uint32_t length) noexcept nogil
-cdef uint16_t checksum_fold(uint32_t sum) noexcept nogil
-
 # Transport kinds a super-packet may carry.
 cdef enum:
     KIND_OTHER = 0                 # passed through one by one
