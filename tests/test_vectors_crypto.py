@@ -112,3 +112,10 @@ def test_tampered_tag_is_rejected():
         sealed[i] ^= 0x80
     with pytest.raises(ValueError):
         _crypto.open(key, 8, bytes(sealed), b"ad")
+
+
+@pytest.mark.parametrize(("length", "expected"), [(0, 0x726FDB47DD0E0E31), (15, 0xA129CA6149BE45E5)])
+def test_siphash24(length, expected):
+    # The SipHash paper (Aumasson, Bernstein 2012), appendix A and its vectors.h:
+    # key 00..0f, message 00 01 .. length-1.
+    assert _crypto.siphash24(bytes(range(16)), bytes(range(length))) == expected

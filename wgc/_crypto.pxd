@@ -33,3 +33,6 @@ cdef uint64_t random_u64() noexcept nogil
 # Constant-time comparison: 1 when equal.
 cdef bint equal(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
 cdef void wipe(void *buf, size_t n) noexcept nogil
+# SipHash-2-4 of data under a 16-byte key, as a little-endian 64-bit number:
+# the keyed hash behind the network stack's ISNs and ephemeral ports (RFC 6528, RFC 6056).
+cdef uint64_t siphash(const uint8_t *key, const uint8_t *data, size_t length) noexcept nogil

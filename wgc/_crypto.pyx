@@ -8,6 +8,8 @@ object, so the function pointers below point into the one copy in memory.
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memset
 
+from wgc._bytes cimport load_le64
+
 import nacl._sodium  # only to load the library; nacl.bindings costs memory we don't need
 
 
@@ -32,6 +34,8 @@ ctypedef void (*randombytes_buf_t)(void *buf, size_t size) noexcept nogil
 ctypedef int (*memcmp_t)(const void *a, const void *b, size_t len) noexcept nogil
 ctypedef void (*memzero_t)(void *pnt, size_t len) noexcept nogil
 ctypedef int (*sodium_init_t)() noexcept nogil
+ctypedef int (*shorthash_t)(uint8_t *out, const uint8_t *data, unsigned long long length,
+                            const uint8_t *key) noexcept nogil
 
 cdef aead_encrypt_detached_t _seal
 cdef aead_decrypt_detached_t _open
@@ -42,6 +46,7 @@ cdef scalarmult_base_t _scalarmult_base
 cdef randombytes_buf_t _randombytes
 cdef memcmp_t _memcmp
 cdef memzero_t _memzero
+cdef shorthash_t _shorthash
 
 
 cdef void *_symbol(void *handle, const char *name) except NULL:
@@ -53,7 +58,7 @@ cdef void *_symbol(void *handle, const char *name) except NULL:
 
 def _bind():
     global _seal, _open, _xseal, _xopen, _scalarmult, _scalarmult_base
-    global _randombytes, _memcmp, _memzero
+    global _randombytes, _memcmp, _memzero, _shorthash
     path = nacl._sodium.__file__.encode()
     cdef void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
     if h == NULL:
@@ -67,6 +72,7 @@ def _bind():
     _randombytes = <randombytes_buf_t>_symbol(h, b"randombytes_buf")
     _memcmp = <memcmp_t>_symbol(h, b"sodium_memcmp")
     _memzero = <memzero_t>_symbol(h, b"sodium_memzero")
+    _shorthash = <shorthash_t>_symbol(h, b"crypto_shorthash_siphash24")
     if (<sodium_init_t>_symbol(h, b"sodium_init"))() < 0:
         raise ImportError("libsodium failed to initialise")
 
@@ -144,6 +150,12 @@ cdef bint equal(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil:
 
 cdef void wipe(void *buf, size_t n) noexcept nogil:
     _memzero(buf, n)
+
+
+cdef uint64_t siphash(const uint8_t *key, const uint8_t *data, size_t length) noexcept nogil:
+    cdef uint8_t out[8]
+    _shorthash(out, data, length, key)
+    return load_le64(out)
 
 
 # ---- Python face: used by the handshake code and the tests -------------
@@ -256,3 +268,11 @@ def constant_time_equal(const uint8_t[:] a, const uint8_t[:] b):
     if a.shape[0] == 0:
         return True
     return equal(&a[0], &b[0], a.shape[0])
+
+
+def siphash24(const uint8_t[:] key, const uint8_t[:] data):
+    """SipHash-2-4 of data under a 16-byte key, as an integer (little-endian output)."""
+    if key.shape[0] != 16:
+        raise ValueError("SipHash takes a 16-byte key")
+    cdef const uint8_t *p = &data[0] if data.shape[0] else <const uint8_t *>b""
+    return siphash(&key[0], p, data.shape[0])
