@@ -1,0 +1,457 @@
+"""TCP of the network stack, sans-I/O: two stacks on a simulated link with a fake clock."""
+import errno
+import hashlib
+import itertools
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netstack_link import MS, SECOND, Impairment, Link
+from wgc.netstack._stack import Stack
+
+A4, B4 = "10.0.0.1", "10.0.0.2"
+A6, B6 = "fd00::1", "fd00::2"
+EV_READ, EV_WRITE, EV_CONNECTED, EV_CLOSED, EV_ACCEPT = 1, 2, 4, 8, 16
+
+
+def pair(buffer=0, **impairment):
+    a = Stack([A4, A6], buffer=buffer)
+    b = Stack([B4, B6], buffer=buffer)
+    return a, b, Link(a, b, Impairment(**impairment) if impairment else None)
+
+
+def connected(link, v6=False, port=80, backlog=128):
+    """A connection from a to b: (client handle, server handle)."""
+    a, b = link.stacks
+    listener = b.listen("::" if v6 else "0.0.0.0", port, backlog)
+    client = a.connect(A6 if v6 else A4, B6 if v6 else B4, port, link.now)
+    accepted = []
+
+    def accept():
+        s = b.accept(listener)
+        if s is not None:
+            accepted.append(s)
+        return s is not None
+
+    assert link.run(lambda: bool(accepted) and a.state(client) == "ESTABLISHED", 300 * SECOND, accept)
+    return client, accepted[0], listener
+
+
+class Stream:
+    """One direction of a transfer: writes data as the send ring allows, reads
+    in chunks of `chunk` (0: the receiver does not read)."""
+
+    def __init__(self, link, src, src_handle, dst, dst_handle, data, chunk=65536, close=True):
+        self.link, self.src, self.sh, self.dst, self.dh = link, src, src_handle, dst, dst_handle
+        self.data, self.chunk, self.close = data, chunk, close
+        self.sent = 0
+        self.received = bytearray()
+        self.shut = False
+
+    def act(self):
+        """Writes and reads what it can now; True if anything moved."""
+        now = self.link.now
+        moved = 0
+        if self.sent < len(self.data):
+            n = self.src.send(self.sh, self.data[self.sent:self.sent + 262144], now)
+            self.sent += n
+            moved += n
+        elif self.close and not self.shut:
+            self.src.shutdown(self.sh, now)
+            self.shut = True
+            moved = 1
+        if self.chunk:
+            got = self.dst.recv(self.dh, self.chunk, now)
+            self.received += got
+            moved += len(got)
+        return moved > 0
+
+    def done(self):
+        return len(self.received) == len(self.data) and (not self.close or self.dst.eof(self.dh))
+
+
+def transfer(link, streams, limit=600 * SECOND):
+    def act():
+        moved = [s.act() for s in streams]   # every stream acts, whatever the first did
+        return any(moved)
+
+    return link.run(lambda: all(s.done() for s in streams), limit, act)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_transfer_and_close(v6):
+    a, b, link = pair()
+    c, s, _ = connected(link, v6)
+    data = hashlib.shake_256(b"x").digest(3_000_000)
+    up = Stream(link, a, c, b, s, data)
+    assert transfer(link, [up])
+    assert bytes(up.received) == data
+    b.close(s, link.now)
+    assert link.run(lambda: a.state(c) == "TIME_WAIT" and b.state(s) == "CLOSED", 10 * SECOND)
+    info = a.info(c)
+    assert info["ts"] and info["sack"] and info["snd_wscale"] == info["rcv_wscale"] > 0
+    assert info["mss"] == 1420 - (60 if v6 else 40)
+
+
+def test_time_wait_ends_after_two_msl_and_memory_is_returned():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    up = Stream(link, a, c, b, s, b"hello" * 1000)
+    assert transfer(link, [up])
+    b.close(s, link.now)
+    assert link.run(lambda: a.state(c) == "TIME_WAIT", 10 * SECOND)
+    entered = link.now
+    a.release(c)
+    b.release(s)
+    assert link.run(lambda: a.connections == 0, 120 * SECOND)
+    assert 60 * SECOND <= link.now - entered <= 61 * SECOND
+    assert a.memory == 0 and b.memory == 0
+
+
+@given(size_ab=st.integers(0, 200_000), size_ba=st.integers(0, 200_000),
+       loss=st.floats(0, 0.25), duplicate=st.floats(0, 0.1), corrupt=st.floats(0, 0.05),
+       jitter=st.integers(0, 20), chunk=st.integers(1, 100_000), seed=st.integers(0, 2**32),
+       buffer=st.sampled_from([0, 4096, 65536]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_bytes_delivered_equal_bytes_sent(size_ab, size_ba, loss, duplicate, corrupt, jitter, chunk, seed, buffer):
+    a = Stack([A4], buffer=buffer)
+    b = Stack([B4], buffer=buffer)
+    link = Link(a, b, Impairment(loss=loss, duplicate=duplicate, corrupt=corrupt, delay=5 * MS,
+                                 jitter=jitter * MS), seed=seed)
+    c, s, _ = connected(link)
+    ab = hashlib.shake_256(b"ab%d" % seed).digest(size_ab)
+    ba = hashlib.shake_256(b"ba%d" % seed).digest(size_ba)
+    up = Stream(link, a, c, b, s, ab, chunk)
+    down = Stream(link, b, s, a, c, ba, chunk)
+    assert transfer(link, [up, down], 3600 * SECOND)
+    assert bytes(up.received) == ab and bytes(down.received) == ba
+
+
+def test_connection_refused():
+    a, _, link = pair()
+    c = a.connect(A4, B4, 81, link.now)
+    assert link.run(lambda: a.state(c) == "CLOSED", SECOND)
+    assert a.error(c) == errno.ECONNREFUSED
+    assert a.events() == [(c, EV_READ | EV_WRITE | EV_CLOSED)]
+
+
+def test_syn_retries_back_off_then_time_out():
+    a, _, link = pair()
+    link.taps.append(lambda side, packet: None)     # a black hole
+    link.capture = True
+    c = a.connect(A4, B4, 80, link.now)
+    start = link.now
+    assert link.run(lambda: a.state(c) == "CLOSED", 300 * SECOND)
+    assert a.error(c) == errno.ETIMEDOUT
+    times = [(t - start) / SECOND for side, t, p in link.captured]
+    assert times == [0, 1, 3, 7, 15, 31, 63]        # 1 s doubling, six retries (Linux's tcp_syn_retries)
+    assert link.now - start == 127 * SECOND
+
+
+def test_data_retransmissions_back_off_then_time_out():
+    a, _, link = pair()
+    c, _, _ = connected(link)
+    link.taps.append(lambda side, packet: None)
+    link.capture = True
+    assert a.send(c, b"x" * 100, link.now) == 100
+    start = link.now
+    assert link.run(lambda: a.state(c) == "CLOSED", 3600 * SECOND)
+    assert a.error(c) == errno.ETIMEDOUT
+    gaps = [t2 - t1 for (_, t1, _), (_, t2, _) in itertools.pairwise(link.captured)]
+    assert len(link.captured) == 16                  # the segment and 15 retransmissions
+    assert all(later >= 2 * earlier or later == 120 * SECOND for earlier, later in itertools.pairwise(gaps))
+    assert max(gaps) == 120 * SECOND                 # capped at RTO_MAX
+    assert link.now - start < 1000 * SECOND
+
+
+def test_half_close_lets_the_other_side_go_on():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    a.shutdown(c, link.now)
+    assert link.run(lambda: b.eof(s) and a.state(c) == "FIN_WAIT_2", SECOND)
+    assert b.state(s) == "CLOSE_WAIT"
+    data = b"after the FIN" * 10000
+    down = Stream(link, b, s, a, c, data)
+    assert transfer(link, [down])
+    assert bytes(down.received) == data
+    assert link.run(lambda: a.state(c) == "TIME_WAIT" and b.state(s) == "CLOSED", 10 * SECOND)
+
+
+def test_simultaneous_open():
+    a, b, link = pair()
+    ca = a.connect(A4, B4, 5000, link.now, lport=6000)
+    cb = b.connect(B4, A4, 6000, link.now, lport=5000)
+    assert link.run(lambda: a.state(ca) == b.state(cb) == "ESTABLISHED", 10 * SECOND)
+    up = Stream(link, a, ca, b, cb, b"simultaneous" * 100)
+    assert transfer(link, [up])
+
+
+def test_simultaneous_close():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    a.shutdown(c, link.now)
+    b.shutdown(s, link.now)
+    assert link.run(lambda: a.state(c) == b.state(s) == "TIME_WAIT", 10 * SECOND)
+
+
+def test_close_with_unread_data_resets():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    a.send(c, b"unread", link.now)
+    assert link.run(lambda: b.info(s)["readable"] == 6, SECOND)
+    b.close(s, link.now)
+    assert link.run(lambda: a.state(c) == "CLOSED", SECOND)
+    assert a.error(c) == errno.ECONNRESET
+    assert b.error(s) == errno.ECONNABORTED
+
+
+def test_abort_resets_the_peer():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    a.abort(c, link.now)
+    assert link.run(lambda: b.state(s) == "CLOSED", SECOND)
+    assert b.error(s) == errno.ECONNRESET
+
+
+def test_zero_window_probes_keep_a_connection_to_a_reader_that_waits():
+    a, b, link = pair(buffer=4096)
+    c, s, _ = connected(link)
+    link.capture = True
+    data = bytes(range(256)) * 64                    # 16 KiB: four rings' worth
+    up = Stream(link, a, c, b, s, data, chunk=0, close=False)
+    link.run(lambda: False, 600 * SECOND, up.act)    # ten minutes of a peer that never reads
+    assert a.state(c) == b.state(s) == "ESTABLISHED"
+    assert b.info(s)["readable"] == 4096 and a.info(c)["snd_wnd"] == 0
+    probes = [t for side, t, p in link.captured if side == 0 and len(p) == 52]   # no payload
+    assert len(probes) > 5
+    assert b.memory <= 2 * 4096 and a.memory <= 2 * 4096
+    up.chunk = 1000
+    assert transfer(link, [up], 60 * SECOND)
+    assert bytes(up.received) == data
+
+
+def test_idle_rings_are_freed():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    up = Stream(link, a, c, b, s, b"y" * 100_000, close=False)
+    assert transfer(link, [up])
+    assert a.memory > 0 and b.memory > 0
+    link.run(lambda: False, 2 * SECOND)
+    assert a.memory == 0 and b.memory == 0
+    assert a.state(c) == "ESTABLISHED"
+
+
+@pytest.mark.parametrize(("nodelay", "at_once", "in_all"), [(False, 1, 2), (True, 5, 5)])
+def test_nagle_holds_small_writes_until_the_ack_and_nodelay_does_not(nodelay, at_once, in_all):
+    a, b, link = pair(delay=50 * MS)
+    c, s, _ = connected(link)
+    a.set_nodelay(c, nodelay)
+    link.capture = True
+    for _ in range(5):
+        a.send(c, b"k", link.now)
+    link.collect()
+    assert len([p for side, t, p in link.captured if side == 0]) == at_once
+    assert link.run(lambda: b.info(s)["readable"] == 5, SECOND)
+    assert len([p for side, t, p in link.captured if side == 0 and len(p) > 52]) == in_all
+
+
+def test_delayed_ack_timing():
+    a, _, link = pair(delay=1 * MS)
+    c, _, _ = connected(link)
+    link.capture = True
+    a.send(c, b"one small segment", link.now)
+    sent_at = link.now
+    assert link.run(lambda: any(side == 1 for side, t, p in link.captured), SECOND)
+    ack_time = next(t for side, t, p in link.captured if side == 1)
+    assert ack_time - sent_at == 1 * MS + 40 * MS    # the delayed-ACK timer
+    link.captured.clear()
+    a.set_nodelay(c, True)
+    a.send(c, b"z" * 2 * 1368, link.now)             # two full segments: ACKed at once
+    start = link.now
+    assert link.run(lambda: any(side == 1 for side, t, p in link.captured), SECOND)
+    assert next(t for side, t, p in link.captured if side == 1) - start == 1 * MS
+
+
+def test_keepalive_ends_a_connection_whose_peer_vanished():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    a.set_keepalive(c, True, link.now, idle=10, interval=2, count=3)
+    up = Stream(link, a, c, b, s, b"k", close=False)
+    assert transfer(link, [up])
+    link.run(lambda: False, 30 * SECOND)             # the peer answers: it stays
+    assert a.state(c) == "ESTABLISHED"
+    link.taps.append(lambda side, packet: None)
+    start = link.now
+    assert link.run(lambda: a.state(c) == "CLOSED", 60 * SECOND)
+    assert a.error(c) == errno.ETIMEDOUT
+    assert link.now - start <= 10 * SECOND + 4 * 2 * SECOND
+
+
+def rewrite_tcp(packet: bytes, *, seq=None, ack=None, flags=None, payload=None) -> bytes:
+    """An IPv4 TCP packet with fields replaced and checksums redone (for crafted segments)."""
+    ihl = (packet[0] & 15) * 4
+    tcp = bytearray(packet[ihl:])
+    offset = (tcp[12] >> 4) * 4
+    if seq is not None:
+        struct.pack_into("!I", tcp, 4, seq & 0xFFFFFFFF)
+    if ack is not None:
+        struct.pack_into("!I", tcp, 8, ack & 0xFFFFFFFF)
+    if flags is not None:
+        tcp[13] = flags
+    if payload is not None:
+        tcp = tcp[:offset] + payload
+    ip = bytearray(packet[:ihl])
+    struct.pack_into("!H", ip, 2, ihl + len(tcp))
+    ip[10:12] = b"\0\0"
+    struct.pack_into("!H", ip, 10, ~_sum(ip) & 0xFFFF)
+    tcp[16:18] = b"\0\0"
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    struct.pack_into("!H", tcp, 16, ~_sum(pseudo + tcp) & 0xFFFF)
+    return bytes(ip + tcp)
+
+
+def _sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def tcp_fields(packet: bytes):
+    ihl = (packet[0] & 15) * 4
+    seq, ack = struct.unpack_from("!II", packet, ihl + 4)
+    return seq, ack, packet[ihl + 13], len(packet) - ihl - (packet[ihl + 12] >> 4) * 4
+
+
+def last_from(link, side):
+    return [p for s, t, p in link.captured if s == side][-1]
+
+
+def test_rst_in_window_but_not_exact_gets_a_challenge_ack():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    link.capture = True
+    a.send(c, b"hi", link.now)
+    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
+    template = last_from(link, 0)
+    seq, _, _, _ = tcp_fields(template)
+    rcv_nxt = seq + 2
+    link.captured.clear()
+    link.inject(1, rewrite_tcp(template, seq=rcv_nxt + 1000, flags=0x04, payload=b""))   # blind RST
+    assert b.state(s) == "ESTABLISHED"
+    challenge = [p for side, t, p in link.captured if side == 1]
+    assert len(challenge) == 1 and tcp_fields(challenge[0])[1] == rcv_nxt
+    link.inject(1, rewrite_tcp(template, seq=rcv_nxt + 10_000_000, flags=0x04, payload=b""))  # out of window
+    assert b.state(s) == "ESTABLISHED"
+    link.inject(1, rewrite_tcp(template, seq=rcv_nxt, flags=0x04, payload=b""))           # exact
+    assert b.state(s) == "CLOSED" and b.error(s) == errno.ECONNRESET
+
+
+def test_syn_on_an_established_connection_gets_a_challenge_ack():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    link.capture = True
+    a.send(c, b"hi", link.now)
+    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
+    template = last_from(link, 0)
+    link.captured.clear()
+    link.inject(1, rewrite_tcp(template, seq=12345, flags=0x02, payload=b""))
+    assert b.state(s) == "ESTABLISHED"
+    replies = [p for side, t, p in link.captured if side == 1]
+    assert len(replies) == 1 and tcp_fields(replies[0])[2] == 0x10
+
+
+def test_out_of_window_data_is_not_taken():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    link.capture = True
+    a.send(c, b"hi", link.now)
+    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
+    template = last_from(link, 0)
+    seq, _, _, _ = tcp_fields(template)
+    for offset in (-100_000, 5_000_000, 2**31):
+        link.inject(1, rewrite_tcp(template, seq=seq + offset, payload=b"evil" * 10))
+    assert b.recv(s, 100, link.now) == b"hi"
+    assert b.state(s) == "ESTABLISHED" and b.info(s)["ooo"] == 0
+
+
+def test_challenge_acks_are_rate_limited():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    link.capture = True
+    a.send(c, b"hi", link.now)
+    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
+    template = last_from(link, 0)
+    link.captured.clear()
+    syn = rewrite_tcp(template, seq=1, flags=0x02, payload=b"")
+    for _ in range(1500):
+        b.receive(syn, link.now)
+        link.collect()
+    assert len([p for side, t, p in link.captured if side == 1]) == 1000
+
+
+def test_syn_flood_on_a_listener_is_capped_and_spares_established_connections():
+    a, b, link = pair()
+    c, s, listener = connected(link, backlog=16)
+    link.capture = True
+    a.send(c, b"hi", link.now)
+    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
+    template = [p for side, t, p in link.captured if side == 0][-1]
+    link.captured.clear()
+    for port in range(1, 3001):      # 3,000 SYNs from distinct ports, never completed
+        syn = bytearray(rewrite_tcp(template, seq=port * 7, flags=0x02, payload=b""))
+        struct.pack_into("!H", syn, 20, port)
+        b.receive(rewrite_tcp(bytes(syn)), link.now)
+        b.take_output(link.now)
+    assert b.info(listener)["half_open"] == 1024
+    assert b.connections == 1024 + 1
+    assert b.recv(s, 10, link.now) == b"hi"
+    up = Stream(link, a, c, b, s, b"still here" * 1000, close=False)
+    assert transfer(link, [up])
+    link.run(lambda: b.connections == 1, 200 * SECOND)   # the half-open ones give up
+    assert b.connections == 1 and b.info(listener)["half_open"] == 0
+
+
+def test_backlog_bounds_the_accept_queue():
+    a, b, link = pair()
+    listener = b.listen("0.0.0.0", 80, 2)
+    clients = [a.connect(A4, B4, 80, link.now) for _ in range(4)]
+    link.run(lambda: False, 500 * MS)
+    assert b.info(listener)["accept_queue"] == 2
+    assert sum(a.state(c) == "ESTABLISHED" for c in clients) >= 2
+    accepted = []
+
+    def accept():
+        x = b.accept(listener)
+        if x is not None:
+            accepted.append(x)
+        return x is not None
+
+    assert link.run(lambda: len(accepted) == 4, 30 * SECOND, accept)
+    assert all(a.state(c) == "ESTABLISHED" for c in clients)
+
+
+def test_ephemeral_ports_are_distinct_in_range_and_keyed_per_stack():
+    a, b, link = pair()
+    b.listen("0.0.0.0", 80)
+    ports = [a.info(a.connect(A4, B4, 80, link.now))["lport"] for _ in range(200)]
+    assert len(set(ports)) == 200
+    assert all(32768 <= p < 61000 for p in ports)
+    others = []
+    for _ in range(5):             # another stack (another secret) starts elsewhere
+        fresh = Stack([A4])
+        others.append(fresh.info(fresh.connect(A4, B4, 80, link.now))["lport"])
+    assert len(set(others + ports[:1])) > 1
+
+
+def test_isns_differ_per_connection_and_advance_with_time():
+    a = Stack([A4])
+    x = a.info(a.connect(A4, B4, 80, SECOND, lport=1000))["iss"]
+    y = a.info(a.connect(A4, B4, 80, SECOND, lport=1001))["iss"]
+    assert x != y
+    b = Stack([A4])
+    assert b.info(b.connect(A4, B4, 80, SECOND, lport=1000))["iss"] != x   # a secret per stack

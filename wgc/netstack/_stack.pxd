@@ -1,0 +1,18 @@
+# The network stack: one Netif and the protocols on it.  stack_input takes
+# every packet that comes out of the tunnel; the protocols answer through the
+# Netif's sink.
+#
+# Who calls: the I/O edge (the stack's thread, or the Python face for tests),
+# holding the stack's lock; nogil.
+from libc.stdint cimport uint8_t, uint32_t, int64_t
+from wgc.netstack._netif cimport Netif, Sink
+from wgc.netstack._tcp cimport TcpTable
+
+cdef struct StackCore:
+    Netif netif
+    TcpTable tcp
+    uint32_t dropped               # packets taken in and dropped (malformed, not ours)
+
+cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil
+cdef void stack_free(StackCore *s) noexcept nogil
+cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil

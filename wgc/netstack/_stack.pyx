@@ -1,0 +1,286 @@
+# cython: language_level=3
+"""The network stack's dispatch (IP to TCP and ICMP), and Stack, its Python face for tests."""
+import ipaddress
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+from wgc._bytes cimport load_be16
+from wgc._checksum cimport PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP
+from wgc._crypto cimport random_bytes
+from wgc.netstack._ip cimport Addr, Parsed, parse_ip, l4_checksum_ok
+from wgc.netstack._netif cimport (Netif, Sink, NETIF_ADDRS_MAX, MTU_MIN, MTU_DEFAULT, netif_is_local,
+                                  netif_source, netif_begin, netif_finish)
+from wgc.netstack._tcp cimport (Tcb, TcpTable, tcp_init, tcp_free, tcp_input, tcp_timers, tcp_next_deadline,
+                                tcp_resume, tcp_connect, tcp_listen, tcp_accept, tcp_send_span, tcp_sent,
+                                tcp_recv_span, tcp_consumed, tcp_eof, tcp_shutdown, tcp_close, tcp_abort,
+                                tcp_release, tcp_ready, tcp_set_keepalive)
+
+cdef enum:
+    ICMP4_ECHO_REPLY = 0
+    ICMP4_ECHO_REQUEST = 8
+    ICMP6_ECHO_REQUEST = 128
+    ICMP6_ECHO_REPLY = 129
+
+
+cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil:
+    memset(s, 0, sizeof(StackCore))
+    s.netif.mtu = mtu
+    random_bytes(s.netif.secret, 16)
+    return tcp_init(&s.tcp, &s.netif)
+
+cdef void stack_free(StackCore *s) noexcept nogil:
+    tcp_free(&s.tcp)
+
+
+cdef void echo_reply(StackCore *s, const uint8_t *packet, const Parsed *p) noexcept nogil:
+    """Answers an echo request to one of our addresses with the same identifier,
+    sequence number and data (RFC 792, RFC 4443 4.2)."""
+    cdef uint32_t length = p.length - p.l4_at
+    cdef uint8_t proto = PROTO_ICMPV6 if p.v6 else PROTO_ICMP
+    cdef uint8_t *l4
+    cdef uint8_t *slot = netif_begin(&s.netif, p.v6, &p.dst, &p.src, proto, length, &l4)
+    if slot == NULL:
+        return
+    memcpy(l4, packet + p.l4_at, length)
+    l4[0] = ICMP6_ECHO_REPLY if p.v6 else ICMP4_ECHO_REPLY
+    netif_finish(&s.netif, slot, p.v6, proto, l4, length, 2)
+
+cdef void icmp_input(StackCore *s, const uint8_t *packet, const Parsed *p) noexcept nogil:
+    cdef const uint8_t *h = packet + p.l4_at
+    if p.length - p.l4_at < 8 or not l4_checksum_ok(packet, p):
+        s.dropped += 1
+        return
+    if (h[0] == ICMP6_ECHO_REQUEST if p.v6 else h[0] == ICMP4_ECHO_REQUEST) and h[1] == 0:
+        echo_reply(s, packet, p)
+
+cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
+    cdef Parsed p
+    if parse_ip(packet, length, &p) < 0 or not netif_is_local(&s.netif, p.v6, &p.dst) or p.fragment:
+        s.dropped += 1
+        return
+    if p.proto == PROTO_TCP:
+        tcp_input(&s.tcp, packet, &p, now)
+    elif p.proto == (PROTO_ICMPV6 if p.v6 else PROTO_ICMP):
+        icmp_input(s, packet, &p)
+    else:
+        s.dropped += 1
+
+
+# ---- the Python face, for tests ---------------------------------------------
+
+STATES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
+          "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+OUTPUT_SLOTS = 256
+
+
+cdef void addr_from_python(object ip, Addr *a, bint *v6) except *:
+    packed = ipaddress.ip_address(ip).packed
+    memset(a, 0, sizeof(Addr))
+    memcpy(a.b, <const uint8_t *>packed, len(packed))
+    v6[0] = len(packed) == 16
+
+
+cdef class Stack:
+    """A whole stack driven by hand: packets in with receive(), out with
+    take_output(), time only as passed in.  Connections are integer handles."""
+    cdef StackCore core
+    cdef Sink sink
+    cdef dict handles              # handle -> Tcb address
+    cdef int next_handle
+
+    def __cinit__(self, addresses, *, uint32_t mtu=MTU_DEFAULT, uint32_t buffer=0, size_t memory_max=0):
+        cdef Addr a
+        cdef bint v6
+        if mtu < MTU_MIN or mtu > 65535:
+            raise ValueError(f"MTU out of range: {mtu}")
+        if stack_init(&self.core, mtu) < 0:
+            raise MemoryError()
+        self.sink.slot_size = mtu
+        self.sink.capacity = OUTPUT_SLOTS
+        self.sink.slots = <uint8_t *>malloc(<size_t>OUTPUT_SLOTS * mtu)
+        self.sink.lengths = <uint32_t *>malloc(OUTPUT_SLOTS * sizeof(uint32_t))
+        if self.sink.slots == NULL or self.sink.lengths == NULL:
+            raise MemoryError()
+        self.core.netif.sink = &self.sink
+        if buffer:
+            self.core.tcp.buffer = buffer
+        if memory_max:
+            self.core.tcp.memory_max = memory_max
+        for ip in addresses:
+            addr_from_python(ip, &a, &v6)
+            if v6 and self.core.netif.count6 < NETIF_ADDRS_MAX:
+                self.core.netif.addr6[self.core.netif.count6] = a
+                self.core.netif.count6 += 1
+            elif not v6 and self.core.netif.count4 < NETIF_ADDRS_MAX:
+                self.core.netif.addr4[self.core.netif.count4] = a
+                self.core.netif.count4 += 1
+        self.handles = {}
+        self.next_handle = 1
+
+    def __dealloc__(self):
+        stack_free(&self.core)
+        free(self.sink.slots)
+        free(self.sink.lengths)
+
+    # -- packets and time --
+
+    def receive(self, const uint8_t[:] packet, int64_t now):
+        if packet.shape[0]:
+            stack_input(&self.core, &packet[0], packet.shape[0], now)
+
+    def take_output(self, int64_t now=0):
+        """The packets sent since the last call; lets blocked senders go on."""
+        out = []
+        while True:
+            for i in range(self.sink.count):
+                out.append(self.sink.slots[<size_t>i * self.sink.slot_size:
+                                           <size_t>i * self.sink.slot_size + self.sink.lengths[i]])
+            self.sink.count = 0
+            if not self.core.tcp.blocked:
+                return out
+            tcp_resume(&self.core.tcp, now)
+
+    def advance(self, int64_t now):
+        """Runs the timers due at now; returns the next deadline (0: none)."""
+        return tcp_timers(&self.core.tcp, now)
+
+    @property
+    def next_deadline(self):
+        return tcp_next_deadline(&self.core.tcp)
+
+    @property
+    def memory(self):
+        """Bytes the connections' rings hold."""
+        return self.core.tcp.memory
+
+    @property
+    def connections(self):
+        return self.core.tcp.count
+
+    @property
+    def dropped(self):
+        return self.core.dropped
+
+    # -- connections --
+
+    cdef int _handle(self, Tcb *c):
+        cdef int h = self.next_handle
+        self.next_handle += 1
+        self.handles[h] = <uintptr_t>c
+        c.user = <void *><uintptr_t>h
+        return h
+
+    cdef Tcb *_tcb(self, int handle) except NULL:
+        try:
+            return <Tcb *><uintptr_t>self.handles[handle]
+        except KeyError:
+            raise ValueError(f"no connection {handle}") from None
+
+    def connect(self, local, remote, uint16_t port, int64_t now, uint16_t lport=0):
+        cdef Addr l, r
+        cdef bint v6, v6r
+        cdef int error = 0
+        addr_from_python(local, &l, &v6)
+        addr_from_python(remote, &r, &v6r)
+        if v6 != v6r:
+            raise ValueError("mixed address families")
+        c = tcp_connect(&self.core.tcp, v6, &l, &r, port, lport, now, &error)
+        if c == NULL:
+            raise OSError(error, "connect failed")
+        return self._handle(c)
+
+    def listen(self, local, uint16_t port, uint32_t backlog=128):
+        cdef Addr l
+        cdef bint v6
+        cdef int error = 0
+        addr_from_python(local, &l, &v6)
+        c = tcp_listen(&self.core.tcp, v6, &l, port, backlog, &error)
+        if c == NULL:
+            raise OSError(error, "listen failed")
+        return self._handle(c)
+
+    def accept(self, int listener):
+        c = tcp_accept(&self.core.tcp, self._tcb(listener))
+        return None if c == NULL else self._handle(c)
+
+    def send(self, int handle, const uint8_t[:] data, int64_t now):
+        """Queues what fits of data; returns the count."""
+        cdef Tcb *c = self._tcb(handle)
+        cdef uint8_t *span
+        cdef uint32_t n, done = 0, total = data.shape[0]
+        while done < total:
+            n = tcp_send_span(&self.core.tcp, c, &span)
+            if n == 0:
+                break
+            if n > total - done:
+                n = total - done
+            memcpy(span, &data[done], n)
+            tcp_sent(&self.core.tcp, c, n, now)
+            done += n
+        return done
+
+    def recv(self, int handle, uint32_t maximum, int64_t now):
+        cdef Tcb *c = self._tcb(handle)
+        cdef uint8_t *span
+        cdef uint32_t n
+        out = bytearray()
+        while len(out) < maximum:
+            n = tcp_recv_span(c, &span)
+            if n == 0:
+                break
+            if n > maximum - len(out):
+                n = maximum - len(out)
+            out += span[:n]
+            tcp_consumed(&self.core.tcp, c, n, now)
+        return bytes(out)
+
+    def shutdown(self, int handle, int64_t now):
+        tcp_shutdown(&self.core.tcp, self._tcb(handle), now)
+
+    def close(self, int handle, int64_t now):
+        tcp_close(&self.core.tcp, self._tcb(handle), now)
+
+    def abort(self, int handle, int64_t now):
+        tcp_abort(&self.core.tcp, self._tcb(handle), now)
+
+    def release(self, int handle):
+        tcp_release(&self.core.tcp, self._tcb(handle))
+        del self.handles[handle]
+
+    def set_nodelay(self, int handle, bint on):
+        self._tcb(handle).nodelay = on
+
+    def set_keepalive(self, int handle, bint on, int64_t now, uint32_t idle=7200, uint32_t interval=75,
+                      uint32_t count=9):
+        tcp_set_keepalive(&self.core.tcp, self._tcb(handle), on, idle, interval, count, now)
+
+    def events(self):
+        """[(handle, TCP_EV_* bits)] of connections that changed, each once."""
+        out = []
+        while True:
+            c = tcp_ready(&self.core.tcp)
+            if c == NULL:
+                return out
+            out.append((<int><uintptr_t>c.user, c.events))
+            c.events = 0
+
+    def state(self, int handle):
+        return STATES[self._tcb(handle).state]
+
+    def error(self, int handle):
+        return self._tcb(handle).error
+
+    def eof(self, int handle):
+        return tcp_eof(self._tcb(handle))
+
+    def info(self, int handle):
+        cdef Tcb *c = self._tcb(handle)
+        return {"state": STATES[c.state], "mss": c.mss, "cwnd": c.cwnd, "ssthresh": c.ssthresh,
+                "snd_wnd": c.snd_wnd, "rto_ns": c.rto, "srtt_ns": c.srtt, "backoff": c.backoff,
+                "ts": bool(c.ts_ok), "sack": bool(c.sack_ok), "snd_wscale": c.snd_wscale,
+                "rcv_wscale": c.rcv_wscale, "send_queued": c.snd.length, "readable": c.rcv.length,
+                "lport": c.lport, "rport": c.rport, "ooo": c.ooo_count, "snd_nxt": c.snd_nxt,
+                "snd_una": c.snd_una, "rcv_nxt": c.rcv_nxt, "iss": c.iss, "accept_queue": c.accept_count,
+                "half_open": c.half_open}

@@ -1,0 +1,178 @@
+# TCP (RFC 9293) for the network stack, sans-I/O: segments in, segments out
+# through the Netif's sink, user calls in between, the time passed in (ns).
+#
+# Implemented: the whole state machine with simultaneous open and close,
+# RFC 5961's challenge ACKs (rate-limited) for RSTs, SYNs and old ACKs,
+# ISNs per RFC 6528, randomised ephemeral ports (RFC 6056, algorithm 3),
+# MSS (clamped to the MTU), window scaling and timestamps with PAWS
+# (RFC 7323), SACK blocks sent for out-of-order data (RFC 2018), RTO per
+# RFC 6298 with backoff, NewReno fast retransmit and recovery (RFC 6582),
+# delayed ACKs, Nagle with TCP_NODELAY, zero-window probes, keepalives,
+# TIME_WAIT, listeners with a bounded accept queue and a capped half-open
+# queue.  Congestion control is NewReno (RFC 5681): see the README.
+#
+# Memory: each connection's send and receive rings have a fixed capacity,
+# are allocated when data first needs them and freed when they have been
+# empty for TCP_TRIM_IDLE; the table also caps the bytes of all rings.
+#
+# Who calls whom: the stack (wgc/netstack/_stack) calls tcp_input for each
+# TCP packet to a local address and tcp_timers when the earliest deadline
+# passes; the I/O edge calls the user functions (connect, listen, accept,
+# the rings, shutdown, close) and reads the ready list.  All under the
+# stack's lock, nogil; nothing here blocks or calls out.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from wgc.netstack._ip cimport Addr, Parsed
+from wgc.netstack._netif cimport Netif
+
+cdef enum TcpState:
+    TCP_CLOSED = 0
+    TCP_LISTEN
+    TCP_SYN_SENT
+    TCP_SYN_RECEIVED
+    TCP_ESTABLISHED
+    TCP_FIN_WAIT_1
+    TCP_FIN_WAIT_2
+    TCP_CLOSE_WAIT
+    TCP_CLOSING
+    TCP_LAST_ACK
+    TCP_TIME_WAIT
+
+# What the I/O edge is told about a connection (Tcb.events).
+cdef enum:
+    TCP_EV_READ = 1                # received bytes to read, end of stream, or an error
+    TCP_EV_WRITE = 2               # room in the send ring
+    TCP_EV_CONNECTED = 4           # the handshake completed
+    TCP_EV_CLOSED = 8              # the connection is over (error set, or both sides closed)
+    TCP_EV_ACCEPT = 16             # a listener has a connection to accept
+
+cdef enum:
+    TCP_OOO_MAX = 8                # out-of-order ranges kept (the rest is dropped, resent later)
+    TCP_BUFFER_DEFAULT = 1 << 20   # per ring, each direction
+    TCP_MEMORY_DEFAULT = 256 << 20 # all rings of a stack
+    TCP_BACKLOG_MAX = 4096
+    TCP_HALF_OPEN_MAX = 1024       # SYN_RECEIVED children per listener
+    TCP_TIME_WAIT_MAX = 4096       # past this, a closing connection skips TIME_WAIT
+
+cdef struct Ring:
+    uint8_t *data                  # NULL until needed
+    uint32_t capacity
+    uint32_t head                  # offset of the first byte
+    uint32_t length                # bytes held from head
+
+cdef struct SeqRange:
+    uint32_t start, end
+
+cdef struct Tcb:
+    # identity
+    bint v6
+    Addr local, remote
+    uint16_t lport, rport
+    int state
+    Tcb *hash_next
+    # sending: the ring holds bytes from snd_una on
+    uint32_t iss, snd_una, snd_nxt, snd_max
+    uint32_t snd_wnd, max_snd_wnd, snd_wl1, snd_wl2
+    uint32_t mss                   # largest payload we send, options included
+    uint8_t snd_wscale             # the peer's shift for the windows it sends
+    Ring snd
+    bint fin_wanted                # the user shut the sending side
+    bint fin_acked                 # and the peer acknowledged our FIN
+    # receiving: the ring holds unread in-order bytes, out-of-order ones past them
+    uint32_t irs, rcv_nxt, rcv_adv # rcv_adv: the right edge we advertised
+    uint8_t rcv_wscale
+    Ring rcv
+    SeqRange ooo[TCP_OOO_MAX]      # out-of-order ranges, most recently touched first
+    uint32_t ooo_count
+    bint fin_received
+    # options both sides agreed on
+    bint ts_ok, sack_ok
+    uint32_t ts_recent, ts_offset
+    uint32_t last_ack_sent
+    # acknowledging
+    uint32_t segments_unacked      # full-sized segments since our last ACK
+    bint ack_now
+    # round trip and retransmission (ns)
+    int64_t srtt, rttvar, rto
+    uint32_t backoff
+    uint32_t rtt_seq               # the segment timed without timestamps (Karn)
+    int64_t rtt_time
+    # congestion (RFC 5681, RFC 6582)
+    uint32_t cwnd, ssthresh, dupacks, recover
+    bint in_recovery
+    # timers: absolute ns, 0 = off
+    int64_t rto_at, delack_at, persist_at, keepalive_at, close_at, trim_at
+    int64_t deadline
+    int32_t heap_at                # index in the timer heap, -1 = not in it
+    int64_t last_heard
+    uint32_t probes                # keepalive or zero-window probes unanswered
+    # user options
+    bint nodelay, keepalive
+    uint32_t keep_idle, keep_interval, keep_count   # seconds, seconds, probes
+    # listeners and their children
+    Tcb *parent                    # a child's listener, until accepted
+    Tcb *queue_next                # in the listener's accept queue
+    Tcb *accept_head
+    Tcb *accept_tail
+    uint32_t backlog, accept_count, half_open
+    # the I/O edge
+    int error                      # errno of the failure, 0 = none
+    uint32_t events
+    Tcb *ready_next
+    bint on_ready
+    bint user_holds                # the edge has a handle; free only when released
+    bint in_table
+    void *user
+
+cdef struct TcpTable:
+    Netif *netif
+    Tcb **buckets
+    uint32_t bucket_mask
+    uint32_t count                 # connections in the hash (listeners apart)
+    Tcb *listeners                 # linked through hash_next
+    Tcb **heap
+    uint32_t heap_count, heap_capacity
+    Tcb *ready_head
+    Tcb *ready_tail
+    bint blocked                   # a sender found the sink full: call tcp_resume
+    uint32_t time_wait_count
+    uint32_t ephemeral_next
+    int64_t challenge_second       # challenge ACKs: a budget per second
+    uint32_t challenge_count
+    size_t memory, memory_max      # bytes of all rings
+    uint32_t buffer                # capacity of a new connection's rings
+
+cdef int tcp_init(TcpTable *t, Netif *netif) noexcept nogil
+cdef void tcp_free(TcpTable *t) noexcept nogil
+
+# A TCP packet to a local address (p from parse_ip, not a fragment).
+cdef void tcp_input(TcpTable *t, const uint8_t *packet, const Parsed *p, int64_t now) noexcept nogil
+# Runs the timers due at now; returns the next deadline (0 = none).
+cdef int64_t tcp_timers(TcpTable *t, int64_t now) noexcept nogil
+cdef int64_t tcp_next_deadline(const TcpTable *t) noexcept nogil
+# The sink has room again: connections that stopped for it send on.
+cdef void tcp_resume(TcpTable *t, int64_t now) noexcept nogil
+
+# The user side.  Connections come back with user_holds set; tcp_release
+# gives them up (after tcp_close or tcp_abort, or when they are over).
+cdef Tcb *tcp_connect(TcpTable *t, bint v6, const Addr *local, const Addr *remote, uint16_t rport,
+                      uint16_t lport, int64_t now, int *error) noexcept nogil
+cdef Tcb *tcp_listen(TcpTable *t, bint v6, const Addr *local, uint16_t port, uint32_t backlog,
+                     int *error) noexcept nogil
+cdef Tcb *tcp_accept(TcpTable *t, Tcb *listener) noexcept nogil
+# Bytes the user may append to the send ring now, and where (up to two spans).
+cdef uint32_t tcp_send_space(Tcb *c) noexcept nogil
+cdef uint32_t tcp_send_span(TcpTable *t, Tcb *c, uint8_t **span) noexcept nogil
+cdef void tcp_sent(TcpTable *t, Tcb *c, uint32_t count, int64_t now) noexcept nogil
+# Bytes ready to read (in order) and where; tcp_consumed frees them.
+cdef uint32_t tcp_recv_span(Tcb *c, uint8_t **span) noexcept nogil
+cdef void tcp_consumed(TcpTable *t, Tcb *c, uint32_t count, int64_t now) noexcept nogil
+cdef bint tcp_eof(const Tcb *c) noexcept nogil
+# SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT (seconds, seconds, probes).
+cdef void tcp_set_keepalive(TcpTable *t, Tcb *c, bint on, uint32_t idle, uint32_t interval, uint32_t count,
+                           int64_t now) noexcept nogil
+cdef void tcp_shutdown(TcpTable *t, Tcb *c, int64_t now) noexcept nogil
+cdef void tcp_close(TcpTable *t, Tcb *c, int64_t now) noexcept nogil
+cdef void tcp_abort(TcpTable *t, Tcb *c, int64_t now) noexcept nogil
+cdef void tcp_release(TcpTable *t, Tcb *c) noexcept nogil
+# The next connection with events, taken off the ready list (NULL: none).
+cdef Tcb *tcp_ready(TcpTable *t) noexcept nogil
