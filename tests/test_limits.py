@@ -147,15 +147,68 @@ def test_receiving_refuses_counters_from_reject_after_messages_on(counter, accep
     assert keys.rx_bytes() == (len(packet) + TRANSPORT_OVERHEAD if accepted else 0)
 
 
-def test_sending_refuses_a_keypair_at_reject_after_messages():
-    """The sending side's counter cannot be driven to 2^64 - 2^13 here; expire_sending puts
-    it exactly there, and the keypair must then be refused."""
-    pair = Pair()
+# ---- Rekey-After-Messages and Reject-After-Messages (sending: the counter set by the test) ----
+
+def counter(transport: bytes) -> int:
+    return struct.unpack_from("<Q", transport, 8)[0]
+
+
+def sending_from(pair: Pair, sender: str, next_counter: int):
+    """After a handshake and REKEY_TIMEOUT (so that a new initiation may go at once), the side
+    named sender, whose current keypair seals its next message with next_counter."""
     handshake(pair)
-    core, slot = pair.a.device.core, pair.peer_of_b.slot
-    assert core.has_current_keypair(slot, pair.clock.mono)
-    core.expire_sending(slot)
+    pair.advance(C.REKEY_TIMEOUT)
+    pair.pump()
+    side = getattr(pair, sender)
+    side.device.core.set_send_counter(peer_at(pair, side).slot, next_counter)
+    return side
+
+
+def sent_by(pair: Pair, side) -> list[bytes]:
+    """What side sends for one packet from its TUN, the other side hearing none of it."""
+    before = len(side.sent)
+    pair.drop_to.add(pair.other(side))
+    pair.send(side)
+    pair.pump()
+    pair.drop_to.clear()
+    return side.sent[before:]
+
+
+@pytest.mark.parametrize("sender", ["a", "b"], ids=["initiator-sends", "responder-sends"])
+def test_the_message_with_counter_rekey_after_messages_is_the_first_to_start_a_handshake(sender):
+    pair = Pair()
+    side = sending_from(pair, sender, C.REKEY_AFTER_MESSAGES - 1)
+    below = sent_by(pair, side)
+    assert [counter(t) for t in transports(below)] == [C.REKEY_AFTER_MESSAGES - 1]
+    assert message_types(below) == [C.MESSAGE_TRANSPORT]
+    at = sent_by(pair, side)
+    assert [counter(t) for t in transports(at)] == [C.REKEY_AFTER_MESSAGES]
+    assert message_types(at) == [C.MESSAGE_TRANSPORT, C.MESSAGE_INITIATION]
+    # Both were sealed by a working session: the other side takes them.
+    assert deliver(pair, pair.other(side), below[0]) and deliver(pair, pair.other(side), at[0])
+
+
+@pytest.mark.parametrize("sender", ["a", "b"], ids=["initiator-sends", "responder-sends"])
+def test_the_last_counter_below_reject_after_messages_is_sent_and_the_next_message_waits(sender):
+    pair = Pair()
+    side = sending_from(pair, sender, C.REJECT_AFTER_MESSAGES - 1)
+    core, slot = side.device.core, peer_at(pair, side).slot
+    last = sent_by(pair, side)
+    # Past Rekey-After-Messages too, so the last message also starts a handshake.
+    assert message_types(last) == [C.MESSAGE_TRANSPORT, C.MESSAGE_INITIATION]
+    assert counter(last[0]) == C.REJECT_AFTER_MESSAGES - 1
+    assert deliver(pair, pair.other(side), last[0])
     assert not core.has_current_keypair(slot, pair.clock.mono)
+    before = len(side.sent)
+    waiting = pair.send(side)
+    pair.pump()
+    assert side.sent[before:] == []     # nothing sealed, and the handshake already asked for
+    # It waits for the handshake, whose retransmission now gets through, and goes out in
+    # the new session.
+    pair.advance(C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX)
+    pair.pump()
+    assert pair.other(side).tun_received[-1] == waiting
+    assert core.has_current_keypair(slot, pair.clock.mono)
 
 
 # ---- Rekey-After-Time ------------------------------------------------------------------

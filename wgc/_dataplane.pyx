@@ -330,6 +330,20 @@ cdef class DataPlane(Core):
         finally:
             self._unlock()
 
+    def set_send_counter(self, uint32_t slot, uint64_t counter):
+        """For tests only: the counter the peer's current keypair seals its next
+        message with, so that Rekey-After-Messages and Reject-After-Messages can be
+        reached without sending 2^60 messages."""
+        cdef Peer *p
+        self._lock()
+        try:
+            p = self._peer(slot)
+            if p.keypairs.current == NULL:
+                raise ValueError("the peer has no current keypair")
+            p.keypairs.current.send_counter = counter
+        finally:
+            self._unlock()
+
     def reset_peer(self, uint32_t slot):
         """The link went down: forgets the peer's keypairs, handshake index,
         staged packets and timers."""

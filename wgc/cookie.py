@@ -6,6 +6,7 @@ mac2, keyed by a cookie that only a sender able to receive at its source
 address can hold; it hands such a sender the cookie in an encrypted reply.
 """
 import struct
+from collections.abc import Callable
 
 from wgc import _crypto
 from wgc import constants as C
@@ -22,9 +23,12 @@ def _mac_offsets(message) -> tuple[int, int]:
 class CookieChecker:
     """The receiving side: checks the MACs of messages sent to us and makes cookies."""
 
-    def __init__(self, public_key: bytes):
+    def __init__(self, public_key: bytes, random: Callable[[int], bytes] = _crypto.random):
+        """random(n): n random bytes, for the cookie secret and each reply's nonce; known-answer
+        tests give the bytes another implementation drew."""
         self._mac1_key = hash(C.LABEL_MAC1, public_key)
         self._cookie_key = hash(C.LABEL_COOKIE, public_key)
+        self._random = random
         self._secret = b""  # none yet, so never fresh
         self._secret_born = 0
 
@@ -48,10 +52,10 @@ class CookieChecker:
     def create_reply(self, message: bytes, src: bytes, now: int) -> bytes:
         """The cookie reply (type 3) answering message from src."""
         if not self._secret_fresh(now):
-            self._secret = _crypto.random(32)
+            self._secret = self._random(32)
             self._secret_born = now
         m1, m2 = _mac_offsets(message)
-        nonce = _crypto.random(C.COOKIE_NONCE_SIZE)
+        nonce = self._random(C.COOKIE_NONCE_SIZE)
         sealed = _crypto.xseal(self._cookie_key, nonce, self._cookie(src), message[m1:m2])
         sender = struct.unpack_from("<I", message, 4)[0]
         return _REPLY.pack(C.MESSAGE_COOKIE_REPLY, sender, nonce, sealed)

@@ -179,14 +179,21 @@ class Handshake:
         self.remote_index: int | None = None
 
 
-def create_initiation(hs: Handshake, local_index: int, wall: int) -> bytearray:
-    """The first message; mac1 and mac2 are left zero for the cookie layer."""
+def _ephemeral_key(random_bytes: bytes | None) -> bytes:
+    """A new ephemeral private key: 32 random bytes, clamped.  Known-answer tests give
+    the bytes another implementation drew; None draws them here."""
+    return _crypto.clamp(_crypto.random(32) if random_bytes is None else random_bytes)
+
+
+def create_initiation(hs: Handshake, local_index: int, wall: int, *, ephemeral: bytes | None = None) -> bytearray:
+    """The first message; mac1 and mac2 are left zero for the cookie layer.
+    ephemeral: see _ephemeral_key."""
     identity = hs.identity
     if identity is None or hs.static_static is None:
         raise ValueError("no handshake can be made with this peer (see can_handshake)")
     ck = INITIAL_CHAINING_KEY
     h = mix_hash(INITIAL_HASH, hs.remote_static)
-    ephemeral = _crypto.clamp(_crypto.random(32))
+    ephemeral = _ephemeral_key(ephemeral)
     ephemeral_public = _crypto.public_key(ephemeral)
     ck = mix_key(ck, ephemeral_public)
     h = mix_hash(h, ephemeral_public)
@@ -240,12 +247,13 @@ def consume_initiation(identity: StaticIdentity, message: bytes, find_peer, now:
     return hs
 
 
-def create_response(hs: Handshake, local_index: int) -> bytearray:
-    """The second message, answering a consumed initiation; macs left zero."""
+def create_response(hs: Handshake, local_index: int, *, ephemeral: bytes | None = None) -> bytearray:
+    """The second message, answering a consumed initiation; macs left zero.
+    ephemeral: see _ephemeral_key."""
     ck, h, remote_ephemeral = hs.chaining_key, hs.hash, hs.remote_ephemeral
     if hs.state != INITIATION_CONSUMED or ck is None or h is None or remote_ephemeral is None:
         raise ValueError("no initiation to respond to")
-    ephemeral = _crypto.clamp(_crypto.random(32))
+    ephemeral = _ephemeral_key(ephemeral)
     ephemeral_public = _crypto.public_key(ephemeral)
     ck = mix_key(ck, ephemeral_public)
     h = mix_hash(h, ephemeral_public)
