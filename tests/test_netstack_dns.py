@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import dns.flags
 import dns.message
@@ -21,8 +22,6 @@ import pytest
 
 from netns import wait_for
 from wgc.netstack.dns import DNS_PORT, Resolver
-
-pytestmark = pytest.mark.netns
 
 DNSMASQ = "127.0.0.1"
 DNSMASQ6 = "fd00::53"
@@ -109,6 +108,7 @@ def queries(sock) -> list[dns.message.Message]:
         sock.setblocking(True)
 
 
+@pytest.mark.netns
 def test_addresses_of_both_families_in_order(zone):
     resolver = zone.resolver([DNSMASQ])
     assert resolver.resolve("web.test") == ["10.1.0.1", "fd00::1:1"]
@@ -117,16 +117,19 @@ def test_addresses_of_both_families_in_order(zone):
     assert zone.resolver([DNSMASQ], ipv6_first=True).resolve("web.test") == ["fd00::1:1", "10.1.0.1"]
 
 
+@pytest.mark.netns
 def test_server_with_an_ipv6_address(zone):
     assert zone.resolver([DNSMASQ6]).resolve("web.test") == ["10.1.0.1", "fd00::1:1"]
 
 
+@pytest.mark.netns
 def test_cname_chain_is_followed_and_named(zone):
     infos = zone.resolver([DNSMASQ]).getaddrinfo("alias2.test", 443, socket.AF_INET, socket.SOCK_STREAM,
                                                  0, socket.AI_CANONNAME)
     assert infos == [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "web.test", ("10.1.0.1", 443))]
 
 
+@pytest.mark.netns
 def test_truncated_answer_is_fetched_over_tcp(zone):
     # Without EDNS dnsmasq fits 30 of the 40 records in 512 bytes and sets TC:
     with zone.udp_socket(socket.AF_INET) as sock:
@@ -137,16 +140,19 @@ def test_truncated_answer_is_fetched_over_tcp(zone):
     assert sorted(zone.resolver([DNSMASQ]).resolve("many.test", socket.AF_INET)) == sorted(MANY)
 
 
+@pytest.mark.netns
 def test_unanswering_server_is_passed_over(zone):
     assert zone.resolver([SILENT, DNSMASQ]).resolve("web.test", socket.AF_INET) == ["10.1.0.1"]
     asked = queries(zone.silent)
     assert [str(query.question[0].name) for query in asked] == ["web.test."]
 
 
+@pytest.mark.netns
 def test_refusing_server_is_passed_over(zone):
     assert zone.resolver([REFUSER, DNSMASQ]).resolve("web.test", socket.AF_INET) == ["10.1.0.1"]
 
 
+@pytest.mark.netns
 def test_nxdomain_is_final(zone):
     """NXDOMAIN answers the name for every type and every server: neither the AAAA
     question nor the next server is asked."""
@@ -156,6 +162,7 @@ def test_nxdomain_is_final(zone):
     assert queries(zone.silent) == []
 
 
+@pytest.mark.netns
 def test_no_answer_from_any_server(zone):
     """Every round asks again, with a new ID from a new port; then EAI_AGAIN."""
     resolver = zone.resolver([SILENT], timeout=0.2, attempts=3)
@@ -175,6 +182,7 @@ def test_no_answer_from_any_server(zone):
     assert len({query_id for query_id, _ in sources}) > 1     # 16 random bits: equal thrice is 2^-32
 
 
+@pytest.mark.netns
 def test_search_domains(zone):
     """dnsmasq answers NXDOMAIN inside .test and REFUSED outside: the search goes on after both."""
     resolver = zone.resolver([DNSMASQ], search=["nowhere.test", "test"])
@@ -219,6 +227,8 @@ class Forger:
         self.thread.join()
 
 
+@pytest.mark.netns
+@pytest.mark.netns
 def test_answer_with_another_id_is_ignored(zone):
     forger = Forger(zone)
     try:
@@ -227,6 +237,42 @@ def test_answer_with_another_id_is_ignored(zone):
         forger.close()
 
 
+class Flooder(Forger):
+    """A server that answers each query with answers of another ID, without end: until
+    closed, or after FLOOD datagrams (seconds here), or after SECONDS."""
+
+    FLOOD, SECONDS = 200_000, 20
+
+    def serve(self):
+        self.sock.settimeout(5)
+        try:
+            data, source = self.sock.recvfrom(512)
+            query = dns.message.from_wire(data)
+            forged = self.answer(query, query.id ^ 0x5A5A, self.FORGED)
+            end = time.monotonic() + self.SECONDS
+            for _ in range(self.FLOOD):
+                self.sock.sendto(forged, source)
+                if time.monotonic() > end:
+                    break
+        except OSError:     # closed under it: the test is over
+            return
+
+
+@pytest.mark.netns
+def test_forged_answers_do_not_stretch_the_wait(zone):
+    """Every dropped datagram shortens the wait that is left instead of starting it anew:
+    the resolver gives up while the flood still runs."""
+    flooder = Flooder(zone)
+    try:
+        with pytest.raises(socket.gaierror) as raised:
+            zone.resolver([FORGER], timeout=0.3, attempts=1).resolve("web.test", socket.AF_INET)
+        assert raised.value.errno == socket.EAI_AGAIN
+        assert flooder.thread.is_alive(), "the flood ended before the resolver gave up"
+    finally:
+        flooder.close()
+
+
+@pytest.mark.netns
 def test_ip_literals_and_localhost_ask_nobody(zone):
     resolver = zone.resolver([SILENT])
     for args in [("10.0.0.1", 80), ("127.1", "http"), ("::1", "53", socket.AF_INET6, socket.SOCK_DGRAM),
@@ -283,6 +329,7 @@ def glibc_resolv_conf(zone):
         shutil.rmtree(directory)
 
 
+@pytest.mark.netns
 def test_same_answers_and_errors_as_glibc(zone, glibc_resolv_conf):
     plain = [tuple(int(a) if isinstance(a, int) else a for a in args) for args in DIFFERENTIAL]   # no enum reprs
     lines = zone.ns.run(sys.executable, "-c", GLIBC, repr(plain)).stdout.splitlines()
@@ -293,3 +340,51 @@ def test_same_answers_and_errors_as_glibc(zone, glibc_resolv_conf):
         except socket.gaierror as error:
             ours = error.args
         assert ours == ast.literal_eval(line), args
+
+
+class FakeDatagram:
+    """A UDP socket that hands out the datagrams it is given, with their source addresses."""
+
+    def __init__(self, arrivals):
+        self.arrivals = list(arrivals)
+        self.sent = []
+
+    def settimeout(self, value):
+        pass
+
+    def connect(self, address):
+        self.peer = address
+
+    def send(self, data):
+        self.sent.append(data)
+        return len(data)
+
+    def recvfrom(self, bufsize):
+        if not self.arrivals:
+            raise TimeoutError
+        make, source = self.arrivals.pop(0)
+        return make(dns.message.from_wire(self.sent[-1])), source
+
+    def close(self):
+        pass
+
+
+def test_answer_from_another_source_is_ignored():
+    """In memory, because the kernel's connected UDP socket drops datagrams from any other
+    address or port before recvfrom sees them: no real server can show the resolver's own
+    check, which the netstack's sockets may need."""
+
+    def answer(address):
+        def make(query):
+            response = dns.message.make_response(query)
+            response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", address))
+            return response.to_wire()
+        return make
+
+    transport = FakeDatagram([(answer("10.66.6.6"), ("10.9.9.9", DNS_PORT)),
+                              (answer("10.66.6.7"), ("10.0.0.53", 5353)),
+                              (answer("10.1.0.1"), ("10.0.0.53", DNS_PORT))])
+    resolver = Resolver(["10.0.0.53"], udp_socket=lambda family: transport,
+                        create_connection=lambda address, timeout: pytest.fail("no TCP expected"))
+    assert resolver.resolve("web.test", socket.AF_INET) == ["10.1.0.1"]
+    assert transport.peer == ("10.0.0.53", DNS_PORT)
