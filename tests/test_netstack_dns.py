@@ -183,6 +183,17 @@ def test_no_answer_from_any_server(zone):
 
 
 @pytest.mark.netns
+def test_lifetime_bounds_the_whole_lookup(zone):
+    """0.2 s per exchange, five rounds, but 0.3 s in all: the second exchange gets what is
+    left of the lifetime, and no third one starts."""
+    resolver = zone.resolver([SILENT], timeout=0.2, attempts=5, lifetime=0.3)
+    with pytest.raises(socket.gaierror) as raised:
+        resolver.resolve("web.test")
+    assert raised.value.errno == socket.EAI_AGAIN
+    assert len(queries(zone.silent)) == 2
+
+
+@pytest.mark.netns
 def test_search_domains(zone):
     """dnsmasq answers NXDOMAIN inside .test and REFUSED outside: the search goes on after both."""
     resolver = zone.resolver([DNSMASQ], search=["nowhere.test", "test"])
