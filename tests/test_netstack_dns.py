@@ -114,7 +114,11 @@ def test_addresses_of_both_families_in_order(zone):
     assert resolver.resolve("web.test") == ["10.1.0.1", "fd00::1:1"]
     assert resolver.resolve("web.test", socket.AF_INET) == ["10.1.0.1"]
     assert resolver.resolve("web.test", socket.AF_INET6) == ["fd00::1:1"]
-    assert zone.resolver([DNSMASQ], ipv6_first=True).resolve("web.test") == ["fd00::1:1", "10.1.0.1"]
+    ipv6_first = zone.resolver([DNSMASQ], ipv6_first=True)
+    assert ipv6_first.resolve("web.test") == ["fd00::1:1", "10.1.0.1"]
+    # AI_V4MAPPED is for AF_INET6 alone: with AF_UNSPEC each address keeps its family.
+    infos = ipv6_first.getaddrinfo("web.test", 80, 0, socket.SOCK_STREAM, 0, socket.AI_V4MAPPED)
+    assert [info[4][0] for info in infos] == ["fd00::1:1", "10.1.0.1"]
 
 
 @pytest.mark.netns

@@ -37,8 +37,13 @@ means no search.  The next name is tried after NXDOMAIN, no data, or servers tha
 only SERVFAIL or REFUSED (a server that refuses names outside its own zones); a question no
 server answered at all ends the lookup (EAI_AGAIN), as in glibc's res_search.
 
+Errors are glibc's: EAI_NONAME after NXDOMAIN, EAI_NODATA for a name with no address of the
+family asked, EAI_AGAIN when no server gave a usable answer in time.
+
 Order for AF_UNSPEC is wireguard-go's netstack LookupContextHost's, not RFC 6724's as glibc's:
 IPv6 addresses first if the stack has an IPv6 address (ipv6_first=True), IPv4 first otherwise.
+Unlike LookupContextHost, both questions are asked whatever the stack's addresses (as
+socket.getaddrinfo does without AI_ADDRCONFIG), one after the other.
 """
 import ipaddress
 import secrets
@@ -121,6 +126,8 @@ def _host_bytes(host: str | bytes) -> bytes:
 
 
 class _Server:
+    """One DNS server of the configuration, asked on port 53."""
+
     def __init__(self, text: str):
         address = ipaddress.ip_address(text)        # ValueError for anything but an IP literal
         self.text = text
@@ -202,12 +209,11 @@ class Resolver:
         if labels[-1].lower() == _LOCALHOST:
             # ::1 always answers AF_INET6, so AI_V4MAPPED never comes into it.
             return [_LOOPBACK[rdtype] for rdtype in self._rdtypes(family, 0)], relative.to_text()
-        rdtypes = self._rdtypes(family, flags)
         deadline = time.monotonic() + self.lifetime
         nodata = failed = False
         for name in self._candidates(relative, absolute):
             try:
-                addresses, canonical = self._addresses(name, rdtypes, flags, deadline)
+                addresses, canonical = self._addresses(name, family, flags, deadline)
                 return addresses, canonical.to_text(omit_final_dot=True)
             except _NoSuchName:
                 pass
@@ -243,15 +249,14 @@ class Resolver:
                 pass
         return [as_is, *searched] if len(relative) > 1 else [*searched, as_is]
 
-    def _addresses(self, name: dns.name.Name, rdtypes: list[dns.rdatatype.RdataType], flags: int,
+    def _addresses(self, name: dns.name.Name, family: int, flags: int,
                    deadline: float) -> tuple[list[str], dns.name.Name]:
         """The addresses of one name for each type asked, the first type's first."""
-        mapped = rdtypes[0] == dns.rdatatype.AAAA and dns.rdatatype.A in rdtypes and len(rdtypes) == 2 \
-            and bool(flags & socket.AI_V4MAPPED)
+        mapped = family == socket.AF_INET6 and bool(flags & socket.AI_V4MAPPED)
         found: list[str] = []
         canonical = name
         unanswered: _NoAnswer | None = None
-        for rdtype in rdtypes:
+        for rdtype in self._rdtypes(family, flags):
             if mapped and rdtype == dns.rdatatype.A and found and not flags & socket.AI_ALL:
                 break
             try:
