@@ -5,16 +5,20 @@ shared by all namespaces and interface names are limited to 15 characters.
 Everything made here is removed by close(), which also kills whatever still
 runs inside the namespace, so a failing test leaves nothing behind.
 """
+import ctypes
 import itertools
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 from wgc.paths import socket_path
 
 _counter = itertools.count()
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
 
 
 def base36(n: int) -> str:
@@ -65,6 +69,29 @@ class Netns:
     def owns_interface(self, iface: str) -> None:
         """close() removes iface's control socket if its daemon could not."""
         self._sockets.append(socket_path(iface))
+
+    def inside(self, function, *args):
+        """Calls function(*args) on a thread that has entered the namespace, and returns
+        its result.  A socket it creates belongs to the namespace for good and can then
+        be used from any thread, so the test process itself talks inside the namespace."""
+        outcome: list = []
+
+        def enter_and_call():
+            try:
+                with open(f"/var/run/netns/{self.name}") as handle:
+                    if _libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns into {self.name}")
+                outcome.append((True, function(*args)))
+            except BaseException as error:
+                outcome.append((False, error))
+
+        thread = threading.Thread(target=enter_and_call)
+        thread.start()
+        thread.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     def pids(self) -> list[int]:
         out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
