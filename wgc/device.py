@@ -136,13 +136,17 @@ class Peer:
 class Device:
     """A WireGuard interface: give it a TUN (or None for sans-I/O use)."""
 
-    def __init__(self, name: str, tun, log, clock=system_clock, udp_offload: bool = True):
+    def __init__(self, name: str, tun, log, clock=system_clock, udp_offload: bool = True,
+                 port=None, mtu: int = C.DEFAULT_MTU):
+        """The inner side is a TUN, or another packet port (an in-process
+        network stack) with its MTU; with neither, the device is sans-I/O."""
         self.name = name
         self.tun = tun
+        self._live = tun is not None or port is not None
         self.log = log
         self.clock = clock
         self.lock = threading.RLock()
-        self.core = DataPlane(capture=tun is None)
+        self.core = DataPlane(capture=not self._live)
         self.core.set_udp_offload(udp_offload)
         self.on_fatal: Callable[[str], None] | None = None
         self.is_up = False
@@ -159,6 +163,10 @@ class Device:
         if tun is not None:
             self.core.set_tun(tun.fd, tun.vnet_hdr)
             self.core.set_mtu(tun.mtu)
+        elif port is not None:
+            self.core.set_port(port)
+            self.core.set_mtu(mtu)
+        if self._live:
             self._thread = threading.Thread(target=self.core.run, name=f"wgc-{name}", daemon=True)
             self._thread.start()
 
@@ -204,7 +212,7 @@ class Device:
         with self.lock:
             if self.is_up:
                 return
-            if self.tun is not None:
+            if self._live:
                 try:
                     self._bind(self._port)
                 except OSError as e:
@@ -277,7 +285,7 @@ class Device:
     def set_listen_port(self, port: int) -> None:
         if not 0 <= port <= 65535:
             raise ValueError("port out of range")
-        if self.is_up and self.tun is not None:
+        if self.is_up and self._live:
             if port != 0 and port == self._port and self._sockets:
                 return
             self._bind(port)

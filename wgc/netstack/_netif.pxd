@@ -12,7 +12,6 @@ from wgc.netstack._ip cimport Addr, write_ip_header, finish_l4_checksum, DEFAULT
 cdef enum:
     NETIF_ADDRS_MAX = 8            # addresses per family
     MTU_MIN = 1280                 # IPv6's minimum (RFC 8200): the floor for any MTU we use
-    MTU_DEFAULT = 1420             # wg-quick's default for a WireGuard interface
 
 cdef struct Sink:
     uint8_t *slots                 # capacity slots of slot_size bytes

@@ -10,7 +10,8 @@ from wgc._bytes cimport load_be16
 from wgc._checksum cimport PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP
 from wgc._crypto cimport random_bytes
 from wgc.netstack._ip cimport Addr, Parsed, parse_ip, l4_checksum_ok
-from wgc.netstack._netif cimport (Netif, Sink, NETIF_ADDRS_MAX, MTU_MIN, MTU_DEFAULT, netif_is_local,
+from wgc._constants cimport DEFAULT_MTU
+from wgc.netstack._netif cimport (Netif, Sink, NETIF_ADDRS_MAX, MTU_MIN, netif_is_local,
                                   netif_source, netif_begin, netif_finish)
 from wgc.netstack._tcp cimport (Tcb, TcpTable, tcp_init, tcp_free, tcp_input, tcp_timers, tcp_next_deadline,
                                 tcp_resume, tcp_connect, tcp_listen, tcp_accept, tcp_send_span, tcp_sent,
@@ -90,7 +91,7 @@ cdef class Stack:
     cdef dict handles              # handle -> Tcb address
     cdef int next_handle
 
-    def __cinit__(self, addresses, *, uint32_t mtu=MTU_DEFAULT, uint32_t buffer=0, size_t memory_max=0):
+    def __cinit__(self, addresses, *, uint32_t mtu=DEFAULT_MTU, uint32_t buffer=0, size_t memory_max=0):
         cdef Addr a
         cdef bint v6
         if mtu < MTU_MIN or mtu > 65535:

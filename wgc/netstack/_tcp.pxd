@@ -174,5 +174,7 @@ cdef void tcp_shutdown(TcpTable *t, Tcb *c, int64_t now) noexcept nogil
 cdef void tcp_close(TcpTable *t, Tcb *c, int64_t now) noexcept nogil
 cdef void tcp_abort(TcpTable *t, Tcb *c, int64_t now) noexcept nogil
 cdef void tcp_release(TcpTable *t, Tcb *c) noexcept nogil
+# How many connections of the table are in each state (counts[TcpState]).
+cdef void tcp_count_states(const TcpTable *t, uint32_t *counts) noexcept nogil
 # The next connection with events, taken off the ready list (NULL: none).
 cdef Tcb *tcp_ready(TcpTable *t) noexcept nogil

@@ -1495,3 +1495,17 @@ cdef void tcp_release(TcpTable *t, Tcb *c) noexcept nogil:
     elif c.state == TCP_FIN_WAIT_2 and c.close_at == 0:
         c.close_at = c.last_heard + FIN_WAIT_2_TIME
         timer_update(t, c)
+
+
+cdef void tcp_count_states(const TcpTable *t, uint32_t *counts) noexcept nogil:
+    cdef uint32_t i
+    cdef Tcb *c
+    for i in range(t.bucket_mask + 1):
+        c = t.buckets[i]
+        while c != NULL:
+            counts[<int>c.state] += 1
+            c = c.hash_next
+    c = t.listeners
+    while c != NULL:
+        counts[<int>TCP_LISTEN] += 1
+        c = c.hash_next

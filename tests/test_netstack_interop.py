@@ -1,0 +1,181 @@
+"""The in-process stack against the Linux kernel's, through a real tunnel.
+
+Near: a Net (wgc.netstack) made inside namespace `near`, so its UDP socket
+lives there.  Far: the wgc daemon with its TUN in namespace `far`, where the
+kernel's own TCP/IP stack and ordinary sockets are on the other side.
+"""
+import hashlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from netns import unique_name, veth, wait_for
+from wgc.control.model import AllowedIP, DeviceConfig, Endpoint, PeerConfig
+from wgc.netstack.net import Net
+from wgnet import new_key, start_daemon
+
+pytestmark = pytest.mark.netns
+
+NEAR4, FAR4 = "10.9.0.2", "10.9.0.1"
+NEAR6, FAR6 = "fd00:9::2", "fd00:9::1"
+PORT = 51820
+
+
+class Tunnel:
+    def __init__(self, netns):
+        self.near, self.far = netns("wgnn"), netns("wgnf")
+        cable_near, cable_far = veth(self.near, self.far)
+        subnet = 1 + (id(self) >> 4) % 250
+        self.near.run("ip", "addr", "add", f"192.168.{subnet}.2/24", "dev", cable_near)
+        self.far.run("ip", "addr", "add", f"192.168.{subnet}.1/24", "dev", cable_far)
+        self.iface = unique_name("wgn")
+        far_key, far_public = new_key()
+        near_key, near_public = new_key()
+        start_daemon(self.far, "wgc", self.iface)
+        self.far.run("wg", "set", self.iface, "private-key", "/dev/stdin", "listen-port", str(PORT),
+                     "peer", near_public, "allowed-ips", f"{NEAR4}/32,{NEAR6}/128", input=far_key + "\n")
+        self.far.run("ip", "addr", "add", f"{FAR4}/24", "dev", self.iface)
+        self.far.run("ip", "-6", "addr", "add", f"{FAR6}/64", "dev", self.iface, "nodad")
+        self.far.run("ip", "link", "set", self.iface, "up")
+        import base64
+        config = DeviceConfig(private_key=base64.b64decode(near_key), peers=[PeerConfig(
+            public_key=base64.b64decode(far_public),
+            endpoint=Endpoint(ipaddress_of(f"192.168.{subnet}.1"), PORT),
+            persistent_keepalive_interval=25,      # so that the far end learns where we are
+            allowed_ips=[AllowedIP.parse("0.0.0.0/0"), AllowedIP.parse("::/0")])])
+        self.net = self.near.inside(lambda: Net(config, [NEAR4, NEAR6]))
+
+    def far_python(self, code: str, *args: str) -> subprocess.Popen:
+        return self.far.popen(sys.executable, "-c", textwrap.dedent(code), *args,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def close(self):
+        self.net.close()
+
+
+def ipaddress_of(text):
+    import ipaddress
+    return ipaddress.ip_address(text)
+
+
+@pytest.fixture
+def tunnel(netns):
+    t = Tunnel(netns)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+SINK = """
+    import hashlib, socket, sys
+    family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    with socket.socket(family) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((sys.argv[1], int(sys.argv[2])))
+        server.listen()
+        print("listening", flush=True)
+        conn, _ = server.accept()
+        digest, total = hashlib.sha256(), 0
+        while chunk := conn.recv(1 << 16):
+            digest.update(chunk)
+            total += len(chunk)
+        conn.sendall(f"{total} {digest.hexdigest()}".encode())
+        conn.close()
+"""
+
+SOURCE = """
+    import hashlib, socket, sys
+    family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    data = hashlib.shake_256(b"kernel").digest(int(sys.argv[3]))
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        print(conn.recv(100).decode(), flush=True)
+"""
+
+
+def wait_listening(proc):
+    assert proc.stdout.readline().strip() == "listening", proc.stderr.read()
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_netstack_sends_to_a_kernel_socket_and_hears_back_after_half_close(tunnel, v6):
+    far = FAR6 if v6 else FAR4
+    sink = tunnel.far_python(SINK, far, "5001")
+    wait_listening(sink)
+    data = hashlib.shake_256(b"netstack").digest(8 << 20)
+    with tunnel.net.create_connection((far, 5001), timeout=10) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)       # half-close: the answer still comes back
+        conn.settimeout(30)
+        answer = conn.recv(200).decode()
+    assert answer == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+    assert sink.wait(10) == 0
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_kernel_socket_sends_to_a_netstack_listener(tunnel, v6):
+    size = 8 << 20
+    with tunnel.net.create_server(("", 5002), family=socket.AF_INET6 if v6 else socket.AF_INET) as server:
+        source = tunnel.far_python(SOURCE, NEAR6 if v6 else NEAR4, "5002", str(size))
+        server.settimeout(20)
+        conn, peer = server.accept()
+        with conn:
+            assert peer[0] == (FAR6 if v6 else FAR4)
+            digest, total = hashlib.sha256(), 0
+            conn.settimeout(30)
+            while chunk := conn.recv(1 << 16):
+                digest.update(chunk)
+                total += len(chunk)
+            conn.sendall(b"thanks")
+        expected = hashlib.shake_256(b"kernel").digest(size)
+        assert total == size and digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+        out, err = source.communicate(timeout=20)
+        assert out.strip() == "thanks", err
+
+
+def test_connection_refused_by_the_kernel(tunnel):
+    with pytest.raises(ConnectionRefusedError):
+        tunnel.net.create_connection((FAR4, 5999), timeout=10)
+
+
+def test_kernel_pings_the_netstack(tunnel):
+    for address in (NEAR4, NEAR6):
+        tunnel.far.run("ping", "-c", "3", "-i", "0.2", "-W", "5", address)
+
+
+def test_many_connections_at_once(tunnel):
+    server = tunnel.far_python("""
+        import socket, sys, threading
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((sys.argv[1], 5003))
+        s.listen(1024)
+        print("listening", flush=True)
+        def echo(c):
+            with c:
+                while d := c.recv(4096):
+                    c.sendall(d)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=echo, args=(c,), daemon=True).start()
+    """, FAR4)
+    try:
+        wait_listening(server)
+        conns = [tunnel.net.create_connection((FAR4, 5003), timeout=10) for _ in range(200)]
+        for i, c in enumerate(conns):
+            c.sendall(b"hello %d" % i)
+        for i, c in enumerate(conns):
+            c.settimeout(10)
+            assert c.recv(100) == b"hello %d" % i
+            c.close()
+        # We closed first: every connection waits out TIME_WAIT, none is left open.
+        wait_for(lambda: tunnel.net._engine.states() == {"TIME_WAIT": 200}, timeout=10,
+                 what="every connection in TIME_WAIT")
+    finally:
+        server.kill()
+        server.wait()

@@ -1,0 +1,63 @@
+# The network stack's thread: it runs the sans-I/O stack (wgc/netstack/_stack)
+# against the data plane (through a StackPort, wgc/netstack/_link) and the
+# application (through bridges: each TCP connection is one end of a Unix
+# socketpair whose other end is the application's socket object).
+#
+# Who calls whom, on which thread, under which lock:
+#   - the engine's thread (Engine.run, GIL released) waits in epoll for the
+#     link's wake_fd, the bridges' sockets and the stack's next timer, then
+#     does one round holding Engine.lock: packets in, bytes between sockets
+#     and rings, timers, events, packets out (link_publish);
+#   - Python threads (wgc.netstack.net) call Engine's methods, which take the
+#     same lock (waiting without the GIL), change the stack, and wake the
+#     engine's thread to finish the round;
+#   - the data-plane thread only ever touches the StackPort, under its own
+#     mutex (wgc/netstack/_link.pxd).
+from libc.stdint cimport uint32_t, int64_t
+from wgc.netstack._link cimport StackPort
+from wgc.netstack._stack cimport StackCore
+from wgc.netstack._tcp cimport Tcb
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+
+cdef enum:
+    BRIDGE_CONNECTING = 1          # the status byte is not written yet
+    BRIDGE_READ_PAUSED = 2         # the send ring is full: not reading the socket
+    BRIDGE_WRITE_WAIT = 4          # the socket is full: waiting for EPOLLOUT
+    BRIDGE_APP_EOF = 8             # the application shut its sending side
+    BRIDGE_EOF_SENT = 16           # the application was told the peer's end
+    BRIDGE_LISTENER = 32
+
+cdef struct Bridge:
+    int fd                         # the stack's end of the socketpair, non-blocking
+    Tcb *tcb
+    uint32_t flags
+    uint32_t interest              # the epoll events asked for now
+    uint32_t announced             # listeners: connections announced by a byte
+    Bridge *next                   # all bridges of the engine
+    Bridge *prev
+
+cdef class Engine:
+    cdef StackCore core
+    cdef pthread_mutex_t lock
+    cdef readonly StackPort port
+    cdef int epoll_fd
+    cdef Bridge *bridges
+    cdef bint stopping
+
+    cdef void _watch_wake(self) except *
+    cdef void _wake(self) noexcept nogil
+    cdef void _run(self) noexcept nogil
+    cdef void _begin(self) noexcept nogil
+    cdef void _inbox(self, int64_t now) noexcept nogil
+    cdef void _refill(self, int64_t now) noexcept nogil
+    cdef void _finish(self, int64_t now) noexcept nogil
+    cdef void _interest(self, Bridge *b) noexcept nogil
+    cdef Bridge *_bridge(self, int fd, Tcb *c, uint32_t flags) noexcept nogil
+    cdef void _drop(self, Bridge *b) noexcept nogil
+    cdef void _socket_event(self, Bridge *b, uint32_t events, int64_t now) noexcept nogil
+    cdef int _take(self, Bridge *b, int64_t now) noexcept nogil
+    cdef int _deliver(self, Bridge *b, int64_t now) noexcept nogil
+    cdef void _service(self, Bridge *b, Tcb *c, int64_t now) noexcept nogil

@@ -1,0 +1,487 @@
+# cython: language_level=3
+"""The network stack's thread and its bridges to application sockets (see _engine.pxd)."""
+from libc.errno cimport errno, EAGAIN, EINTR, EPIPE, ECONNRESET
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, uintptr_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+from posix.unistd cimport read, write, close
+
+from wgc._crypto cimport random_bytes
+from wgc.netstack._ip cimport Addr
+from wgc.netstack._link cimport StackPort, Inbox, link_sink, link_publish, link_inbox
+from wgc.netstack._netif cimport NETIF_ADDRS_MAX, MTU_MIN
+from wgc.netstack._stack cimport StackCore, stack_init, stack_free, stack_input
+from wgc.netstack._stack import STATES
+from wgc.netstack._tcp cimport (Tcb, tcp_timers, tcp_next_deadline, tcp_resume, tcp_connect, tcp_listen,
+                                tcp_accept, tcp_send_span, tcp_sent, tcp_recv_span, tcp_consumed, tcp_eof,
+                                tcp_shutdown, tcp_close, tcp_abort, tcp_release, tcp_ready, tcp_set_keepalive, tcp_count_states,
+                                TCP_EV_READ, TCP_EV_WRITE, TCP_EV_CONNECTED, TCP_EV_CLOSED, TCP_EV_ACCEPT,
+                                TCP_CLOSED, TCP_TIME_WAIT, TCP_LISTEN)
+
+import ipaddress
+import os
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t:
+        void *ptr
+        int fd
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL
+    uint32_t EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR, EPOLLRDHUP
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int shutdown(int fd, int how)
+    int MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, SHUT_RDWR
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    int CLOCK_MONOTONIC
+
+cdef enum:
+    EVENTS_MAX = 64
+    ROUNDS_PER_WAKE = 8            # sink refills per round before waiting for the data plane
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef void addr_from_python(object ip, Addr *a, bint *v6) except *:
+    packed = ipaddress.ip_address(ip).packed
+    memset(a, 0, sizeof(Addr))
+    memcpy(a.b, <const uint8_t *>packed, len(packed))
+    v6[0] = len(packed) == 16
+
+
+cdef class Engine:
+    """One in-process interface: the stack, its link to the data plane and
+    its thread's loop.  wgc.netstack.net.Net is the user's face of it."""
+
+    def __cinit__(self, addresses, uint32_t mtu):
+        cdef Addr a
+        cdef bint v6
+        if mtu < MTU_MIN or mtu > 65535:
+            raise ValueError(f"MTU out of range: {mtu}")
+        if stack_init(&self.core, mtu) < 0:
+            raise MemoryError()
+        pthread_mutex_init(&self.lock, NULL)
+        self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epoll_fd < 0:
+            raise OSError(errno, "epoll_create1")
+        self.port = StackPort()
+        self._watch_wake()
+        for ip in addresses:
+            addr_from_python(ip, &a, &v6)
+            if v6 and self.core.netif.count6 < NETIF_ADDRS_MAX:
+                self.core.netif.addr6[self.core.netif.count6] = a
+                self.core.netif.count6 += 1
+            elif not v6 and self.core.netif.count4 < NETIF_ADDRS_MAX:
+                self.core.netif.addr4[self.core.netif.count4] = a
+                self.core.netif.count4 += 1
+
+    def __dealloc__(self):
+        cdef Bridge *b = self.bridges
+        cdef Bridge *next
+        while b != NULL:
+            next = b.next
+            if b.fd >= 0:
+                close(b.fd)
+            free(b)
+            b = next
+        stack_free(&self.core)
+        if self.epoll_fd >= 0:
+            close(self.epoll_fd)
+        pthread_mutex_destroy(&self.lock)
+
+    cdef void _watch_wake(self) except *:
+        cdef epoll_event ev
+        ev.events = EPOLLIN
+        ev.data.ptr = NULL
+        if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, self.port.wake_fd, &ev) < 0:
+            raise OSError(errno, "epoll_ctl")
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self):
+        """The engine's thread: returns after stop()."""
+        with nogil:
+            self._run()
+
+    def stop(self):
+        self.stopping = True
+        self._wake()
+
+    cdef void _wake(self) noexcept nogil:
+        cdef uint64_t one = 1
+        write(self.port.wake_fd, &one, 8)
+
+    cdef void _run(self) noexcept nogil:
+        cdef epoll_event events[EVENTS_MAX]
+        cdef int n, i, timeout
+        cdef int64_t now, deadline
+        cdef uint64_t value
+        while not self.stopping:
+            pthread_mutex_lock(&self.lock)
+            deadline = tcp_next_deadline(&self.core.tcp)
+            pthread_mutex_unlock(&self.lock)
+            timeout = -1
+            if deadline:
+                now = monotonic_ns()
+                timeout = 0 if deadline <= now else <int>((deadline - now + 999999) // 1000000)
+            n = epoll_wait(self.epoll_fd, events, EVENTS_MAX, timeout)
+            if n < 0 and errno != EINTR:
+                break
+            pthread_mutex_lock(&self.lock)
+            now = monotonic_ns()
+            self._begin()
+            for i in range(n if n > 0 else 0):
+                if events[i].data.ptr == NULL:
+                    read(self.port.wake_fd, &value, 8)
+                else:
+                    self._socket_event(<Bridge *>events[i].data.ptr, events[i].events, now)
+            self._inbox(now)
+            tcp_timers(&self.core.tcp, now)
+            self._finish(now)
+            pthread_mutex_unlock(&self.lock)
+
+    cdef void _begin(self) noexcept nogil:
+        if self.core.netif.sink == NULL or self.core.netif.sink.count == self.core.netif.sink.capacity:
+            self.core.netif.sink = link_sink(self.port)
+
+    cdef void _inbox(self, int64_t now) noexcept nogil:
+        cdef Inbox *box = link_inbox(self.port)
+        cdef uint32_t at = 0, length
+        while at + 4 <= box.used:
+            memcpy(&length, box.data + at, 4)
+            at += 4
+            stack_input(&self.core, box.data + at, length, now)
+            at += length
+            if self.core.tcp.blocked:
+                self._refill(now)
+
+    cdef void _refill(self, int64_t now) noexcept nogil:
+        """The sink filled: hand it over and let the stopped senders go on."""
+        cdef int rounds = 0
+        while self.core.tcp.blocked and rounds < ROUNDS_PER_WAKE:
+            link_publish(self.port)
+            self.core.netif.sink = link_sink(self.port)
+            if self.core.netif.sink == NULL:
+                return             # both buffers with the data plane: its release wakes us
+            tcp_resume(&self.core.tcp, now)
+            rounds += 1
+
+    cdef void _finish(self, int64_t now) noexcept nogil:
+        """Events to the bridges, then the packets to the data plane."""
+        cdef Tcb *c
+        while True:
+            c = tcp_ready(&self.core.tcp)
+            if c == NULL:
+                break
+            self._service(<Bridge *>c.user, c, now)
+            if self.core.tcp.blocked:
+                self._refill(now)
+        if self.core.tcp.blocked:
+            self._refill(now)
+        link_publish(self.port)
+        self.core.netif.sink = link_sink(self.port)
+        if self.core.tcp.blocked and self.core.netif.sink != NULL:
+            self._refill(now)
+            link_publish(self.port)
+
+    # -- bridges ---------------------------------------------------------------
+
+    cdef void _interest(self, Bridge *b) noexcept nogil:
+        cdef epoll_event ev
+        cdef uint32_t want = EPOLLRDHUP
+        if not b.flags & (BRIDGE_READ_PAUSED | BRIDGE_APP_EOF | BRIDGE_LISTENER):
+            want |= EPOLLIN
+        if b.flags & BRIDGE_WRITE_WAIT:
+            want |= EPOLLOUT
+        if want == b.interest:
+            return
+        ev.events = want
+        ev.data.ptr = b
+        epoll_ctl(self.epoll_fd, EPOLL_CTL_MOD, b.fd, &ev)
+        b.interest = want
+
+    cdef Bridge *_bridge(self, int fd, Tcb *c, uint32_t flags) noexcept nogil:
+        cdef Bridge *b = <Bridge *>calloc(1, sizeof(Bridge))
+        cdef epoll_event ev
+        if b == NULL:
+            return NULL
+        b.fd = fd
+        b.tcb = c
+        b.flags = flags
+        b.interest = EPOLLRDHUP | (0 if flags & BRIDGE_LISTENER else EPOLLIN)
+        ev.events = b.interest
+        ev.data.ptr = b
+        if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            free(b)
+            return NULL
+        b.next = self.bridges
+        if self.bridges != NULL:
+            self.bridges.prev = b
+        self.bridges = b
+        c.user = b
+        return b
+
+    cdef void _drop(self, Bridge *b) noexcept nogil:
+        """The bridge ends: its socket closes and the connection is the stack's alone."""
+        cdef epoll_event ev
+        epoll_ctl(self.epoll_fd, EPOLL_CTL_DEL, b.fd, &ev)
+        close(b.fd)
+        if b.tcb != NULL:
+            b.tcb.user = NULL
+            tcp_release(&self.core.tcp, b.tcb)
+        if b.prev != NULL:
+            b.prev.next = b.next
+        else:
+            self.bridges = b.next
+        if b.next != NULL:
+            b.next.prev = b.prev
+        free(b)
+
+    cdef void _socket_event(self, Bridge *b, uint32_t events, int64_t now) noexcept nogil:
+        if b.flags & BRIDGE_LISTENER:
+            if events & (EPOLLHUP | EPOLLERR):
+                tcp_close(&self.core.tcp, b.tcb, now)
+                self._drop(b)
+            return
+        if events & EPOLLOUT:
+            b.flags &= ~BRIDGE_WRITE_WAIT
+            if self._deliver(b, now) < 0:
+                return
+        if events & (EPOLLIN | EPOLLRDHUP):
+            if self._take(b, now) < 0:
+                return
+        if events & (EPOLLHUP | EPOLLERR):
+            # The application closed its socket: close(2) on the connection.
+            tcp_close(&self.core.tcp, b.tcb, now)
+            self._drop(b)
+            return
+        self._interest(b)
+
+    cdef int _take(self, Bridge *b, int64_t now) noexcept nogil:
+        """Moves what the application wrote into the send ring."""
+        cdef uint8_t *span
+        cdef uint32_t room
+        cdef ssize_t got
+        while not b.flags & BRIDGE_APP_EOF:
+            room = tcp_send_span(&self.core.tcp, b.tcb, &span)
+            if room == 0:
+                b.flags |= BRIDGE_READ_PAUSED
+                break
+            got = recv(b.fd, span, room, MSG_DONTWAIT)
+            if got > 0:
+                tcp_sent(&self.core.tcp, b.tcb, <uint32_t>got, now)
+                continue
+            if got == 0:
+                b.flags |= BRIDGE_APP_EOF
+                tcp_shutdown(&self.core.tcp, b.tcb, now)
+                break
+            if errno == EINTR:
+                continue
+            if errno != EAGAIN:
+                tcp_abort(&self.core.tcp, b.tcb, now)
+                self._drop(b)
+                return -1
+            break
+        return 0
+
+    cdef int _deliver(self, Bridge *b, int64_t now) noexcept nogil:
+        """Moves received bytes to the application's socket, and the peer's
+        end after them."""
+        cdef uint8_t *span
+        cdef uint32_t n
+        cdef ssize_t sent
+        while True:
+            n = tcp_recv_span(b.tcb, &span)
+            if n == 0:
+                break
+            sent = send(b.fd, span, n, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if sent > 0:
+                tcp_consumed(&self.core.tcp, b.tcb, <uint32_t>sent, now)
+                continue
+            if sent < 0 and errno == EINTR:
+                continue
+            if sent < 0 and errno == EAGAIN:
+                b.flags |= BRIDGE_WRITE_WAIT
+                return 0
+            tcp_close(&self.core.tcp, b.tcb, now)   # the application is gone: unread bytes make it a reset
+            self._drop(b)
+            return -1
+        if tcp_eof(b.tcb) and not b.flags & BRIDGE_EOF_SENT:
+            b.flags |= BRIDGE_EOF_SENT
+            shutdown(b.fd, SHUT_WR if b.tcb.error == 0 else SHUT_RDWR)
+        return 0
+
+    cdef void _service(self, Bridge *b, Tcb *c, int64_t now) noexcept nogil:
+        """What the stack has for a bridge's connection."""
+        cdef uint32_t events = c.events
+        cdef uint8_t status
+        cdef uint32_t i, count
+        c.events = 0
+        if b == NULL:
+            return
+        if b.flags & BRIDGE_LISTENER:
+            if events & TCP_EV_ACCEPT and c.accept_count > b.announced:
+                count = c.accept_count - b.announced
+                status = 0
+                for i in range(count):
+                    if send(b.fd, &status, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1:
+                        break
+                    b.announced += 1
+            return
+        if b.flags & BRIDGE_CONNECTING:
+            if events & TCP_EV_CONNECTED:
+                status = 0
+            elif events & TCP_EV_CLOSED:
+                status = <uint8_t>(c.error if c.error else ECONNRESET)
+            else:
+                return
+            b.flags &= ~BRIDGE_CONNECTING
+            send(b.fd, &status, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if status:
+                self._drop(b)
+                return
+        if events & (TCP_EV_READ | TCP_EV_CLOSED) and not b.flags & BRIDGE_WRITE_WAIT:
+            if self._deliver(b, now) < 0:
+                return
+        if events & TCP_EV_WRITE and b.flags & BRIDGE_READ_PAUSED:
+            b.flags &= ~BRIDGE_READ_PAUSED
+            if self._take(b, now) < 0:
+                return
+        if (c.state == TCP_CLOSED or c.state == TCP_TIME_WAIT) and b.flags & BRIDGE_EOF_SENT:
+            if c.error or b.flags & BRIDGE_APP_EOF:
+                self._drop(b)      # nothing more can pass either way
+                return
+        self._interest(b)
+
+    # -- the application's calls (Python threads) ---------------------------
+
+    def connect(self, int fd, local, remote, uint16_t port):
+        """Opens a connection bridged to fd (the stack's end of a socketpair,
+        now the engine's); the other end reads one status byte: 0 or an errno."""
+        cdef Addr l, r
+        cdef bint v6, v6r
+        cdef int error = 0
+        cdef Tcb *c
+        cdef Bridge *b
+        addr_from_python(local, &l, &v6)
+        addr_from_python(remote, &r, &v6r)
+        os.set_blocking(fd, False)
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            self._begin()
+            c = tcp_connect(&self.core.tcp, v6, &l, &r, port, 0, monotonic_ns(), &error)
+            if c != NULL:
+                b = self._bridge(fd, c, BRIDGE_CONNECTING)
+                if b == NULL:
+                    tcp_abort(&self.core.tcp, c, monotonic_ns())
+                    tcp_release(&self.core.tcp, c)
+                    error = 12      # ENOMEM
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+        if error:
+            os.close(fd)
+            raise OSError(error, os.strerror(error))
+
+    def listen(self, int fd, local, uint16_t port, uint32_t backlog):
+        """A listener announcing each connection to accept by a byte on fd."""
+        cdef Addr l
+        cdef bint v6
+        cdef int error = 0
+        cdef Tcb *c
+        addr_from_python(local, &l, &v6)
+        os.set_blocking(fd, False)
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            c = tcp_listen(&self.core.tcp, v6, &l, port, backlog, &error)
+            if c != NULL and self._bridge(fd, c, BRIDGE_LISTENER) == NULL:
+                tcp_close(&self.core.tcp, c, monotonic_ns())
+                tcp_release(&self.core.tcp, c)
+                error = 12
+            pthread_mutex_unlock(&self.lock)
+        if error:
+            os.close(fd)
+            raise OSError(error, os.strerror(error))
+        return <uintptr_t>c
+
+    def accept(self, uintptr_t listener, int fd):
+        """The next connection of a listener bridged to fd, with its peer's
+        (address, port); None when none waits (fd is then closed)."""
+        cdef Tcb *l = <Tcb *>listener
+        cdef Tcb *c
+        cdef bint ok = False
+        os.set_blocking(fd, False)
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            c = tcp_accept(&self.core.tcp, l)
+            if c != NULL:
+                (<Bridge *>l.user).announced -= 1
+                ok = self._bridge(fd, c, 0) != NULL
+                if not ok:
+                    tcp_abort(&self.core.tcp, c, monotonic_ns())
+                    tcp_release(&self.core.tcp, c)
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+        if not ok:
+            os.close(fd)
+            return None
+        size = 16 if c.v6 else 4
+        return ipaddress.ip_address(bytes(c.remote.b[:size])).compressed, c.rport
+
+    def close_listener(self, uintptr_t listener):
+        cdef Tcb *l = <Tcb *>listener
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            if l.user != NULL:
+                tcp_close(&self.core.tcp, l, monotonic_ns())
+                self._drop(<Bridge *>l.user)
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+
+    def local_address(self, bint v6):
+        """The interface's first address of a family (None: it has none)."""
+        cdef uint32_t size = 16 if v6 else 4
+        if (self.core.netif.count6 if v6 else self.core.netif.count4) == 0:
+            return None
+        a = self.core.netif.addr6[0] if v6 else self.core.netif.addr4[0]
+        return ipaddress.ip_address(bytes(a.b[:size])).compressed
+
+    def states(self):
+        """{state name: connections} over the stack's table (listeners included)."""
+        cdef uint32_t counts[11]
+        memset(counts, 0, sizeof(counts))
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            tcp_count_states(&self.core.tcp, counts)
+            pthread_mutex_unlock(&self.lock)
+        return {name: counts[i] for i, name in enumerate(STATES) if counts[i]}
+
+    @property
+    def memory(self):
+        return self.core.tcp.memory
+
+    @property
+    def connections(self):
+        return self.core.tcp.count
