@@ -25,7 +25,7 @@ PORT = 51820
 
 
 class Tunnel:
-    def __init__(self, netns):
+    def __init__(self, netns, dns=()):
         self.near, self.far = netns("wgnn"), netns("wgnf")
         cable_near, cable_far = veth(self.near, self.far)
         subnet = 1 + (id(self) >> 4) % 250
@@ -46,7 +46,7 @@ class Tunnel:
             endpoint=Endpoint(ipaddress_of(f"192.168.{subnet}.1"), PORT),
             persistent_keepalive_interval=25,      # so that the far end learns where we are
             allowed_ips=[AllowedIP.parse("0.0.0.0/0"), AllowedIP.parse("::/0")])])
-        self.net = self.near.inside(lambda: Net(config, [NEAR4, NEAR6]))
+        self.net = self.near.inside(lambda: Net(config, [NEAR4, NEAR6], dns=list(dns)))
 
     def far_python(self, code: str, *args: str) -> subprocess.Popen:
         return self.far.popen(sys.executable, "-c", textwrap.dedent(code), *args,
@@ -179,3 +179,99 @@ def test_many_connections_at_once(tunnel):
     finally:
         server.kill()
         server.wait()
+
+
+UDP_ECHO = """
+    import socket, sys
+    family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((sys.argv[1], 5005))
+    print("listening", flush=True)
+    for _ in range(int(sys.argv[2])):
+        data, peer = s.recvfrom(65535)
+        s.sendto(data.upper(), peer)
+"""
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_udp_with_a_kernel_socket(tunnel, v6):
+    far = FAR6 if v6 else FAR4
+    echo = tunnel.far_python(UDP_ECHO, far, "3")
+    wait_listening(echo)
+    with tunnel.net.udp_socket(socket.AF_INET6 if v6 else socket.AF_INET) as s:
+        s.settimeout(5)
+        for message in (b"hello", b"x" * 1300, b""):
+            s.sendto(message, (far, 5005))
+            data, source = s.recvfrom(65535)
+            assert (data, source) == (message.upper(), (far, 5005))
+        assert s.getsockname()[1] >= 32768
+        with pytest.raises(OSError) as too_big:
+            s.sendto(b"y" * 1500, (far, 5005))
+        assert too_big.value.errno == 90
+    assert echo.wait(5) == 0
+
+
+def test_port_unreachable_reaches_a_connected_udp_socket(tunnel):
+    with tunnel.net.udp_socket() as s:
+        s.settimeout(5)
+        s.connect((FAR4, 5999))
+        s.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(100)
+
+
+def test_kernel_udp_to_a_closed_netstack_port_hears_port_unreachable(tunnel):
+    probe = tunnel.far_python("""
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.connect((sys.argv[1], 5998))
+        s.send(b"anyone?")
+        try:
+            s.recv(100)
+        except ConnectionRefusedError:
+            print("refused")
+    """, NEAR4)
+    out, err = probe.communicate(timeout=10)
+    assert out.strip() == "refused", err
+
+
+def test_netstack_pings_the_kernel(tunnel):
+    for address in (FAR4, FAR6):
+        rtts = tunnel.net.ping(address, count=3, timeout=5)
+        assert all(rtt is not None and 0 < rtt < 5 for rtt in rtts), rtts
+    assert tunnel.net.ping("10.9.0.99", count=1, timeout=0.5) == [None]   # nobody there
+
+
+def test_names_resolve_through_the_tunnel(netns, tmp_path):
+    t = Tunnel(netns, dns=[FAR4])
+    try:
+        hosts = tmp_path / "hosts"
+        hosts.write_text(f"{FAR4} far.test\n{FAR6} far.test\n")
+        t.far.popen("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                    "--bind-interfaces", f"--listen-address={FAR4}", "--pid-file=", "--user=root",
+                    "--group=root", f"--addn-hosts={hosts}", "--local=/test/",
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _answers(t.net), timeout=10, what="dnsmasq through the tunnel")
+        assert sorted(info[4][0] for info in t.net.getaddrinfo("far.test", 80, type=socket.SOCK_STREAM)) == \
+            sorted([FAR4, FAR6])
+        with pytest.raises(socket.gaierror):
+            t.net.getaddrinfo("nowhere.test", 80)
+        sink = t.far_python(SINK, FAR4, "5001")
+        wait_listening(sink)
+        with t.net.create_connection(("far.test", 5001), timeout=10) as conn:
+            assert conn.getpeername() is not None
+            conn.sendall(b"by name")
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(10)
+            assert conn.recv(200).decode().startswith("7 ")
+    finally:
+        t.close()
+
+
+def _answers(net) -> bool:
+    try:
+        net.getaddrinfo("far.test", 80)
+        return True
+    except socket.gaierror:
+        return False

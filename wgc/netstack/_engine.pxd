@@ -16,6 +16,7 @@
 from libc.stdint cimport uint32_t, int64_t
 from wgc.netstack._link cimport StackPort
 from wgc.netstack._stack cimport StackCore
+from wgc.netstack._dgram cimport Binding
 from wgc.netstack._tcp cimport Tcb
 
 cdef extern from "<pthread.h>" nogil:
@@ -29,10 +30,12 @@ cdef enum:
     BRIDGE_APP_EOF = 8             # the application shut its sending side
     BRIDGE_EOF_SENT = 16           # the application was told the peer's end
     BRIDGE_LISTENER = 32
+    BRIDGE_DATAGRAM = 64           # a datagram endpoint (SOCK_DGRAM socketpair): records both ways
 
 cdef struct Bridge:
     int fd                         # the stack's end of the socketpair, non-blocking
-    Tcb *tcb
+    Tcb *tcb                       # a TCP connection or listener, or
+    Binding *binding               # a datagram endpoint
     uint32_t flags
     uint32_t interest              # the epoll events asked for now
     uint32_t announced             # listeners: connections announced by a byte
@@ -46,6 +49,7 @@ cdef class Engine:
     cdef int epoll_fd
     cdef Bridge *bridges
     cdef bint stopping
+    cdef bint datagrams_paused     # a datagram bridge waits for room in the sink
 
     cdef void _watch_wake(self) except *
     cdef void _wake(self) noexcept nogil
@@ -56,8 +60,12 @@ cdef class Engine:
     cdef void _finish(self, int64_t now) noexcept nogil
     cdef void _interest(self, Bridge *b) noexcept nogil
     cdef Bridge *_bridge(self, int fd, Tcb *c, uint32_t flags) noexcept nogil
+    cdef void _add_datagram_bridge(self, Bridge *b, int fd, Binding *d) noexcept nogil
     cdef void _drop(self, Bridge *b) noexcept nogil
     cdef void _socket_event(self, Bridge *b, uint32_t events, int64_t now) noexcept nogil
     cdef int _take(self, Bridge *b, int64_t now) noexcept nogil
     cdef int _deliver(self, Bridge *b, int64_t now) noexcept nogil
     cdef void _service(self, Bridge *b, Tcb *c, int64_t now) noexcept nogil
+    cdef void _datagrams_out(self, Bridge *b) noexcept nogil
+    cdef void _datagrams_in(self) noexcept nogil
+    cdef void _unpause_datagrams(self) noexcept nogil

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The network stack's thread and its bridges to application sockets (see _engine.pxd)."""
-from libc.errno cimport errno, EAGAIN, EINTR, EPIPE, ECONNRESET
+from libc.errno cimport errno, EAGAIN, EINTR, EPIPE, ECONNRESET, ENOBUFS
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
@@ -8,6 +8,8 @@ from posix.unistd cimport read, write, close
 
 from wgc._crypto cimport random_bytes
 from wgc.netstack._ip cimport Addr
+from wgc.netstack._dgram cimport (Binding, DGRAM_RECORD, DGRAM_UDP, DGRAM_ECHO, dgram_bind, dgram_close,
+                                  dgram_send, dgram_ready)
 from wgc.netstack._link cimport StackPort, Inbox, link_sink, link_publish, link_inbox
 from wgc.netstack._netif cimport NETIF_ADDRS_MAX, MTU_MIN
 from wgc.netstack._stack cimport StackCore, stack_init, stack_free, stack_input
@@ -56,6 +58,7 @@ cdef extern from "<time.h>" nogil:
 
 cdef enum:
     EVENTS_MAX = 64
+    DATAGRAM_MAX = 65535 + DGRAM_RECORD
     ROUNDS_PER_WAKE = 8            # sink refills per round before waiting for the data plane
 
 
@@ -160,12 +163,15 @@ cdef class Engine:
                     self._socket_event(<Bridge *>events[i].data.ptr, events[i].events, now)
             self._inbox(now)
             tcp_timers(&self.core.tcp, now)
+            self._datagrams_in()
             self._finish(now)
             pthread_mutex_unlock(&self.lock)
 
     cdef void _begin(self) noexcept nogil:
         if self.core.netif.sink == NULL or self.core.netif.sink.count == self.core.netif.sink.capacity:
             self.core.netif.sink = link_sink(self.port)
+        if self.datagrams_paused and self.core.netif.sink != NULL:
+            self._unpause_datagrams()
 
     cdef void _inbox(self, int64_t now) noexcept nogil:
         cdef Inbox *box = link_inbox(self.port)
@@ -211,7 +217,7 @@ cdef class Engine:
 
     cdef void _interest(self, Bridge *b) noexcept nogil:
         cdef epoll_event ev
-        cdef uint32_t want = EPOLLRDHUP
+        cdef uint32_t want = 0 if b.flags & BRIDGE_DATAGRAM else EPOLLRDHUP
         if not b.flags & (BRIDGE_READ_PAUSED | BRIDGE_APP_EOF | BRIDGE_LISTENER):
             want |= EPOLLIN
         if b.flags & BRIDGE_WRITE_WAIT:
@@ -222,6 +228,21 @@ cdef class Engine:
         ev.data.ptr = b
         epoll_ctl(self.epoll_fd, EPOLL_CTL_MOD, b.fd, &ev)
         b.interest = want
+
+    cdef void _add_datagram_bridge(self, Bridge *b, int fd, Binding *d) noexcept nogil:
+        cdef epoll_event ev
+        b.fd = fd
+        b.binding = d
+        b.flags = BRIDGE_DATAGRAM
+        b.interest = EPOLLIN
+        ev.events = EPOLLIN
+        ev.data.ptr = b
+        epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &ev)
+        b.next = self.bridges
+        if self.bridges != NULL:
+            self.bridges.prev = b
+        self.bridges = b
+        d.user = b
 
     cdef Bridge *_bridge(self, int fd, Tcb *c, uint32_t flags) noexcept nogil:
         cdef Bridge *b = <Bridge *>calloc(1, sizeof(Bridge))
@@ -249,6 +270,8 @@ cdef class Engine:
         cdef epoll_event ev
         epoll_ctl(self.epoll_fd, EPOLL_CTL_DEL, b.fd, &ev)
         close(b.fd)
+        if b.binding != NULL:
+            dgram_close(&self.core.dgram, b.binding)
         if b.tcb != NULL:
             b.tcb.user = NULL
             tcp_release(&self.core.tcp, b.tcb)
@@ -261,6 +284,12 @@ cdef class Engine:
         free(b)
 
     cdef void _socket_event(self, Bridge *b, uint32_t events, int64_t now) noexcept nogil:
+        if b.flags & BRIDGE_DATAGRAM:
+            if events & (EPOLLHUP | EPOLLERR):
+                self._drop(b)
+            elif events & EPOLLIN:
+                self._datagrams_out(b)
+            return
         if b.flags & BRIDGE_LISTENER:
             if events & (EPOLLHUP | EPOLLERR):
                 tcp_close(&self.core.tcp, b.tcb, now)
@@ -376,6 +405,68 @@ cdef class Engine:
                 return
         self._interest(b)
 
+    # -- datagram bridges ----------------------------------------------------------
+
+    cdef void _datagrams_out(self, Bridge *b) noexcept nogil:
+        """Sends the records the application wrote: each a head (v6, 0, port,
+        address) and the payload.  With the sink full the bridge waits."""
+        cdef uint8_t record[DATAGRAM_MAX]
+        cdef ssize_t got
+        cdef Addr dst
+        while True:
+            if self.core.netif.sink == NULL or self.core.netif.sink.count == self.core.netif.sink.capacity:
+                b.flags |= BRIDGE_READ_PAUSED
+                self.datagrams_paused = True
+                self._interest(b)
+                return
+            got = recv(b.fd, record, DATAGRAM_MAX, MSG_DONTWAIT)
+            if got < 0:
+                if errno == EINTR:
+                    continue
+                return
+            if got < DGRAM_RECORD or (<bint>record[0]) != b.binding.v6:
+                continue           # not a record of ours: dropped
+            memset(&dst, 0, sizeof(Addr))
+            memcpy(dst.b, record + 4, 16)
+            dgram_send(&self.core.dgram, b.binding, &dst, (record[2] << 8) | record[3], record + DGRAM_RECORD,
+                       <uint32_t>got - DGRAM_RECORD)
+
+    cdef void _unpause_datagrams(self) noexcept nogil:
+        cdef Bridge *b = self.bridges
+        self.datagrams_paused = False
+        while b != NULL:
+            if b.flags & BRIDGE_READ_PAUSED and b.flags & BRIDGE_DATAGRAM:
+                b.flags &= ~BRIDGE_READ_PAUSED
+                self._interest(b)
+            b = b.next
+
+    cdef void _datagrams_in(self) noexcept nogil:
+        """Hands what arrived to the applications: a record per datagram, or
+        a head whose second byte is an errno.  A full socket drops (UDP)."""
+        cdef Binding *d
+        cdef Bridge *b
+        cdef uint8_t head[DGRAM_RECORD]
+        cdef uint32_t at, length
+        while True:
+            d = dgram_ready(&self.core.dgram)
+            if d == NULL:
+                return
+            b = <Bridge *>d.user
+            if d.error:
+                memset(head, 0, DGRAM_RECORD)
+                head[0] = d.v6
+                head[1] = <uint8_t>d.error
+                d.error = 0
+                if b != NULL:
+                    send(b.fd, head, DGRAM_RECORD, MSG_DONTWAIT | MSG_NOSIGNAL)
+            at = 0
+            while b != NULL and at + 4 <= d.queue_used:
+                memcpy(&length, d.queue + at, 4)
+                send(b.fd, d.queue + at + 4, length, MSG_DONTWAIT | MSG_NOSIGNAL)
+                at += 4 + length
+            d.queue_used = 0
+            d.records = 0
+
     # -- the application's calls (Python threads) ---------------------------
 
     def connect(self, int fd, local, remote, uint16_t port):
@@ -449,6 +540,46 @@ cdef class Engine:
             return None
         size = 16 if c.v6 else 4
         return ipaddress.ip_address(bytes(c.remote.b[:size])).compressed, c.rport
+
+    def bind_datagram(self, int fd, bint echo, local, uint16_t port):
+        """A UDP endpoint (echo: an ICMP echo endpoint, port its identifier)
+        bridged to fd, the stack's end of a SOCK_DGRAM socketpair; returns
+        (handle, port)."""
+        cdef Addr l
+        cdef bint v6
+        cdef int error = 0
+        cdef Binding *d
+        cdef Bridge *b
+        addr_from_python(local, &l, &v6)
+        os.set_blocking(fd, False)
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            d = dgram_bind(&self.core.dgram, DGRAM_ECHO if echo else DGRAM_UDP, v6, &l, port, &error)
+            if d != NULL:
+                b = <Bridge *>calloc(1, sizeof(Bridge))
+                if b == NULL:
+                    dgram_close(&self.core.dgram, d)
+                    error = 12
+                else:
+                    self._add_datagram_bridge(b, fd, d)
+            pthread_mutex_unlock(&self.lock)
+        if error:
+            os.close(fd)
+            raise OSError(error, os.strerror(error))
+        return <uintptr_t>d, d.port
+
+    def connect_datagram(self, uintptr_t handle, remote, uint16_t port):
+        """Only datagrams from remote:port are taken now, and ICMP errors reach the endpoint."""
+        cdef Binding *d = <Binding *>handle
+        cdef Addr r
+        cdef bint v6
+        addr_from_python(remote, &r, &v6)
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            d.connected = True
+            d.remote = r
+            d.rport = port
+            pthread_mutex_unlock(&self.lock)
 
     def close_listener(self, uintptr_t listener):
         cdef Tcb *l = <Tcb *>listener

@@ -6,12 +6,16 @@
 # holding the stack's lock; nogil.
 from libc.stdint cimport uint8_t, uint32_t, int64_t
 from wgc.netstack._netif cimport Netif, Sink
+from wgc.netstack._dgram cimport DgramTable
 from wgc.netstack._tcp cimport TcpTable
 
 cdef struct StackCore:
     Netif netif
     TcpTable tcp
+    DgramTable dgram
     uint32_t dropped               # packets taken in and dropped (malformed, not ours)
+    int64_t icmp_second            # ICMP errors we send: a budget per second
+    uint32_t icmp_count
 
 cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil
 cdef void stack_free(StackCore *s) noexcept nogil

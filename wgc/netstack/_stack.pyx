@@ -6,8 +6,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
-from wgc._bytes cimport load_be16
-from wgc._checksum cimport PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP
+from libc.errno cimport ENETUNREACH, EHOSTUNREACH, EACCES, ECONNREFUSED, ENOPROTOOPT, EMSGSIZE
+from wgc._bytes cimport load_be16, load_be32
+from wgc._checksum cimport PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from wgc._crypto cimport random_bytes
 from wgc.netstack._ip cimport Addr, Parsed, parse_ip, l4_checksum_ok
 from wgc._constants cimport DEFAULT_MTU
@@ -16,7 +17,9 @@ from wgc.netstack._netif cimport (Netif, Sink, NETIF_ADDRS_MAX, MTU_MIN, netif_i
 from wgc.netstack._tcp cimport (Tcb, TcpTable, tcp_init, tcp_free, tcp_input, tcp_timers, tcp_next_deadline,
                                 tcp_resume, tcp_connect, tcp_listen, tcp_accept, tcp_send_span, tcp_sent,
                                 tcp_recv_span, tcp_consumed, tcp_eof, tcp_shutdown, tcp_close, tcp_abort,
-                                tcp_release, tcp_ready, tcp_set_keepalive)
+                                tcp_release, tcp_ready, tcp_set_keepalive, tcp_icmp_error)
+from wgc.netstack._dgram cimport (dgram_init, dgram_free, dgram_input_udp, dgram_input_echo_reply,
+                                  dgram_icmp_error)
 
 cdef enum:
     ICMP4_ECHO_REPLY = 0
@@ -29,10 +32,12 @@ cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil:
     memset(s, 0, sizeof(StackCore))
     s.netif.mtu = mtu
     random_bytes(s.netif.secret, 16)
+    dgram_init(&s.dgram, &s.netif)
     return tcp_init(&s.tcp, &s.netif)
 
 cdef void stack_free(StackCore *s) noexcept nogil:
     tcp_free(&s.tcp)
+    dgram_free(&s.dgram)
 
 
 cdef void echo_reply(StackCore *s, const uint8_t *packet, const Parsed *p) noexcept nogil:
@@ -48,13 +53,114 @@ cdef void echo_reply(StackCore *s, const uint8_t *packet, const Parsed *p) noexc
     l4[0] = ICMP6_ECHO_REPLY if p.v6 else ICMP4_ECHO_REPLY
     netif_finish(&s.netif, slot, p.v6, proto, l4, length, 2)
 
+cdef enum:
+    ICMP4_UNREACHABLE = 3
+    ICMP6_UNREACHABLE = 1
+    ICMP_ERRORS_PER_SECOND = 1000  # Linux's icmp_msgs_per_sec
+    ICMP4_ERROR_MAX = 576          # the whole error packet (RFC 1812 4.3.2.3)
+    ICMP6_ERROR_MAX = 1280         # (RFC 4443 2.4 (c))
+
+
+cdef int unreachable_errno(bint v6, uint8_t code) noexcept nogil:
+    """The errno a socket sees for a destination-unreachable code (as Linux maps them)."""
+    if v6:
+        if code == 0:
+            return ENETUNREACH
+        if code == 1:
+            return EACCES
+        if code == 4:
+            return ECONNREFUSED
+        return EHOSTUNREACH
+    if code == 0:
+        return ENETUNREACH
+    if code == 2:
+        return ENOPROTOOPT
+    if code == 3:
+        return ECONNREFUSED
+    if code == 4:
+        return EMSGSIZE
+    if code == 9 or code == 10 or code == 13:
+        return EACCES
+    return EHOSTUNREACH
+
+
+cdef void icmp_error_input(StackCore *s, const uint8_t *packet, const Parsed *p) noexcept nogil:
+    """An unreachable about a packet we sent: to the socket that sent it."""
+    cdef Addr src, dst
+    cdef const uint8_t *quoted = packet + p.l4_at + 8
+    cdef uint32_t length = p.length - p.l4_at - 8, ihl
+    cdef uint8_t proto
+    cdef int error = unreachable_errno(p.v6, packet[p.l4_at + 1])
+    cdef const uint8_t *l4
+    # The quote is cut short, so its header is read by hand, not by parse_ip.
+    memset(&src, 0, sizeof(Addr))
+    memset(&dst, 0, sizeof(Addr))
+    if p.v6:
+        if length < 40 + 8 or quoted[0] >> 4 != 6:
+            return
+        ihl = 40
+        proto = quoted[6]
+        memcpy(src.b, quoted + 8, 16)
+        memcpy(dst.b, quoted + 24, 16)
+    else:
+        if length < 20 or quoted[0] >> 4 != 4:
+            return
+        ihl = (quoted[0] & 0x0f) * 4
+        if ihl < 20 or length < ihl + 8:
+            return
+        proto = quoted[9]
+        memcpy(src.b, quoted + 12, 4)
+        memcpy(dst.b, quoted + 16, 4)
+    if not netif_is_local(&s.netif, p.v6, &src):
+        return
+    l4 = quoted + ihl
+    if proto == PROTO_TCP:
+        tcp_icmp_error(&s.tcp, p.v6, &src, load_be16(l4), &dst, load_be16(l4 + 2), load_be32(l4 + 4), error)
+    elif proto == PROTO_UDP:
+        dgram_icmp_error(&s.dgram, p.v6, &dst, load_be16(l4), load_be16(l4 + 2), error)
+
+
+cdef void send_unreachable(StackCore *s, const uint8_t *packet, const Parsed *p, uint8_t code,
+                           int64_t now) noexcept nogil:
+    """Destination unreachable back to the sender (port unreachable for UDP),
+    quoting as much of the packet as fits, within a budget per second."""
+    cdef uint32_t quote = p.length, limit = (ICMP6_ERROR_MAX - 40 if p.v6 else ICMP4_ERROR_MAX - 20) - 8
+    cdef uint8_t proto = PROTO_ICMPV6 if p.v6 else PROTO_ICMP
+    cdef uint8_t *l4
+    cdef uint8_t *slot
+    cdef int64_t second = now // 1000000000
+    if second != s.icmp_second:
+        s.icmp_second = second
+        s.icmp_count = 0
+    if s.icmp_count >= ICMP_ERRORS_PER_SECOND:
+        return
+    s.icmp_count += 1
+    if quote > limit:
+        quote = limit
+    slot = netif_begin(&s.netif, p.v6, &p.dst, &p.src, proto, 8 + quote, &l4)
+    if slot == NULL:
+        return
+    memset(l4, 0, 8)
+    l4[0] = ICMP6_UNREACHABLE if p.v6 else ICMP4_UNREACHABLE
+    l4[1] = code
+    memcpy(l4 + 8, packet, quote)
+    netif_finish(&s.netif, slot, p.v6, proto, l4, 8 + quote, 2)
+
+
 cdef void icmp_input(StackCore *s, const uint8_t *packet, const Parsed *p) noexcept nogil:
     cdef const uint8_t *h = packet + p.l4_at
+    cdef uint8_t echo_request = ICMP6_ECHO_REQUEST if p.v6 else ICMP4_ECHO_REQUEST
+    cdef uint8_t echo_reply_type = ICMP6_ECHO_REPLY if p.v6 else ICMP4_ECHO_REPLY
+    cdef uint8_t unreachable = ICMP6_UNREACHABLE if p.v6 else ICMP4_UNREACHABLE
     if p.length - p.l4_at < 8 or not l4_checksum_ok(packet, p):
         s.dropped += 1
         return
-    if (h[0] == ICMP6_ECHO_REQUEST if p.v6 else h[0] == ICMP4_ECHO_REQUEST) and h[1] == 0:
+    if h[0] == echo_request and h[1] == 0:
         echo_reply(s, packet, p)
+    elif h[0] == echo_reply_type and h[1] == 0:
+        dgram_input_echo_reply(&s.dgram, packet, p)
+    elif h[0] == unreachable:
+        icmp_error_input(s, packet, p)
 
 cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
     cdef Parsed p
@@ -63,6 +169,9 @@ cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int6
         return
     if p.proto == PROTO_TCP:
         tcp_input(&s.tcp, packet, &p, now)
+    elif p.proto == PROTO_UDP:
+        if dgram_input_udp(&s.dgram, packet, &p) == 0:
+            send_unreachable(s, packet, &p, 4 if p.v6 else 3, now)
     elif p.proto == (PROTO_ICMPV6 if p.v6 else PROTO_ICMP):
         icmp_input(s, packet, &p)
     else:

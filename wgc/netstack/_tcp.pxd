@@ -146,6 +146,11 @@ cdef void tcp_free(TcpTable *t) noexcept nogil
 
 # A TCP packet to a local address (p from parse_ip, not a fragment).
 cdef void tcp_input(TcpTable *t, const uint8_t *packet, const Parsed *p, int64_t now) noexcept nogil
+# An ICMP destination-unreachable about a segment we sent (seq is its sequence
+# number): a connection still opening fails with error (RFC 5927; as Linux,
+# later states treat it as soft and go on).
+cdef void tcp_icmp_error(TcpTable *t, bint v6, const Addr *local, uint16_t lport, const Addr *remote,
+                         uint16_t rport, uint32_t seq, int error) noexcept nogil
 # Runs the timers due at now; returns the next deadline (0 = none).
 cdef int64_t tcp_timers(TcpTable *t, int64_t now) noexcept nogil
 cdef int64_t tcp_next_deadline(const TcpTable *t) noexcept nogil

@@ -1509,3 +1509,10 @@ cdef void tcp_count_states(const TcpTable *t, uint32_t *counts) noexcept nogil:
     while c != NULL:
         counts[<int>TCP_LISTEN] += 1
         c = c.hash_next
+
+
+cdef void tcp_icmp_error(TcpTable *t, bint v6, const Addr *local, uint16_t lport, const Addr *remote,
+                         uint16_t rport, uint32_t seq, int error) noexcept nogil:
+    cdef Tcb *c = lookup(t, v6, local, lport, remote, rport)
+    if c != NULL and c.state == TCP_SYN_SENT and seq == c.iss:
+        finish(t, c, error)

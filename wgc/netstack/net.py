@@ -18,6 +18,7 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
 
@@ -29,9 +30,12 @@ from wgc.control.wgquick import Config, Failure, parse_text
 from wgc.device import Device
 from wgc.errors import WireGuardError
 from wgc.netstack._engine import Engine
+from wgc.netstack.dns import Resolver
 from wgc.uapi import Session
 
 _STATUS_SIZE = 1
+_RECORD = struct.Struct("!BBH16s")   # a datagram's head between the engine and DatagramSocket
+_DATAGRAM_BUFFER = 1 << 20            # each way, for the datagram socketpair
 
 
 class ConfigError(WireGuardError):
@@ -111,6 +115,120 @@ class Listener:
         self.close()
 
 
+def _packed(host: str, v6: bool) -> bytes:
+    ip = ipaddress.ip_address(host)
+    if (ip.version == 6) != v6:
+        raise OSError(97, "address family not supported by this socket")   # EAFNOSUPPORT
+    return ip.packed.ljust(16, b"\0")
+
+
+class DatagramSocket:
+    """A UDP socket of the stack, with the socket module's datagram methods.
+
+    Not a socket.socket (each datagram carries its peer's address to and from
+    the engine), but fileno() is a real descriptor that turns readable when a
+    datagram waits, for select, selectors and asyncio's add_reader."""
+
+    def __init__(self, net: Net, family: int, *, echo: bool = False):
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(97, "address family not supported")
+        self.family = family
+        self.type = socket.SOCK_DGRAM
+        self._net = net
+        self._v6 = family == socket.AF_INET6
+        self._echo = echo
+        self._app, self._stack = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for s in (self._app, self._stack):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _DATAGRAM_BUFFER)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _DATAGRAM_BUFFER)
+        self._handle = 0
+        self._local: tuple[str, int] | None = None
+        self._peer: tuple[str, int] | None = None
+
+    def fileno(self) -> int:
+        return self._app.fileno()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._app.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self._app.gettimeout()
+
+    def setblocking(self, flag: bool) -> None:
+        self._app.setblocking(flag)
+
+    def bind(self, address: tuple[str, int]) -> None:
+        if self._handle:
+            raise OSError(22, "already bound")
+        host = address[0] or ("::" if self._v6 else "0.0.0.0")
+        _packed(host, self._v6)
+        self._handle, port = self._net._engine.bind_datagram(self._stack.detach(), self._echo, host,
+                                                             int(address[1]))
+        self._local = (host, port)
+
+    def _ensure_bound(self) -> None:
+        if not self._handle:
+            self.bind(("", 0))
+
+    def getsockname(self) -> tuple[str, int]:
+        self._ensure_bound()
+        assert self._local is not None
+        return self._local
+
+    def getpeername(self) -> tuple[str, int]:
+        if self._peer is None:
+            raise OSError(107, "not connected")     # ENOTCONN
+        return self._peer
+
+    def connect(self, address: tuple[str, int]) -> None:
+        host, port = ipaddress.ip_address(address[0]).compressed, int(address[1])
+        _packed(host, self._v6)
+        self._ensure_bound()
+        self._net._engine.connect_datagram(self._handle, host, port)
+        self._peer = (host, port)
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        host, port = address[0], int(address[1])
+        head = _RECORD.pack(self._v6, 0, port, _packed(host, self._v6))
+        limit = self._net.mtu - (40 if self._v6 else 20) - 8
+        if len(data) > limit:
+            raise OSError(90, f"message too long: {len(data)} bytes, {limit} fit the MTU")   # EMSGSIZE
+        self._ensure_bound()
+        self._app.send(head + bytes(data))
+        return len(data)
+
+    def send(self, data: bytes) -> int:
+        if self._peer is None:
+            raise OSError(89, "destination address required")   # EDESTADDRREQ
+        return self.sendto(data, self._peer)
+
+    def recvfrom(self, bufsize: int) -> tuple[bytes, tuple[str, int]]:
+        self._ensure_bound()
+        while True:
+            record = self._app.recv(_RECORD.size + 65535)
+            if len(record) < _RECORD.size:
+                continue
+            v6, error, port, address = _RECORD.unpack_from(record)
+            if error:
+                raise OSError(error, os.strerror(error))
+            host = ipaddress.ip_address(address if v6 else address[:4]).compressed
+            return record[_RECORD.size:_RECORD.size + bufsize], (host, port)
+
+    def recv(self, bufsize: int) -> bytes:
+        return self.recvfrom(bufsize)[0]
+
+    def close(self) -> None:
+        self._app.close()          # the engine sees it and closes the endpoint
+        if not self._handle:
+            self._stack.close()
+
+    def __enter__(self) -> DatagramSocket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Net:
     """A WireGuard interface inside this process.
 
@@ -124,6 +242,8 @@ class Net:
         self.dns = list(dns or [])
         self.mtu = mtu
         self._log = logging.getLogger(f"wgc.netstack.{name}")
+        self.resolver = Resolver(self.dns, udp_socket=self.udp_socket, create_connection=self.create_connection,
+                                 ipv6_first=any(":" in a for a in addresses)) if self.dns else None
         self._engine = Engine(addresses, mtu)
         self.device = Device(name, None, self._log, port=self._engine.port, mtu=mtu)
         self._stopping = False
@@ -202,18 +322,28 @@ class Net:
             raise OSError(101, f"the interface has no {'IPv6' if family == socket.AF_INET6 else 'IPv4'} address")
         return source
 
+    def getaddrinfo(self, host, port, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0):
+        """socket.getaddrinfo, names asked of the configuration's DNS servers through the tunnel."""
+        if self.resolver is None:
+            return socket.getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+        return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
+
     def create_connection(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
         """A connected TCP socket through the tunnel (socket.create_connection's
-        contract; the host an IP address)."""
-        host, port = address[0], int(address[1])
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            raise OSError(22, f"not an IP address: {host!r}") from None
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        contract: each address of the host in turn, the last error raised)."""
+        host, port = address[0], address[1]
+        error: OSError | None = None
+        for family, _, _, _, sockaddr in self.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            try:
+                return self._connect(family, sockaddr[0], int(sockaddr[1]), timeout)
+            except OSError as e:
+                error = e
+        raise error if error is not None else OSError(f"getaddrinfo returns nothing for {host!r}")
+
+    def _connect(self, family: int, host: str, port: int, timeout: float | None) -> socket.socket:
         app, stack = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._engine.connect(stack.detach(), self._source(family), ip.compressed, port)
+            self._engine.connect(stack.detach(), self._source(family), host, port)
             app.settimeout(timeout)
             try:
                 status = app.recv(_STATUS_SIZE)
@@ -228,6 +358,34 @@ class Net:
         except BaseException:
             app.close()            # the engine sees the close and ends the connection
             raise
+
+    def udp_socket(self, family: int = socket.AF_INET) -> DatagramSocket:
+        """An unbound UDP socket of the interface (bound on first use, like the kernel's)."""
+        return DatagramSocket(self, family)
+
+    def ping(self, host: str, *, count: int = 1, timeout: float = 2.0, size: int = 56) -> list[float | None]:
+        """ICMP echo requests, one at a time: each round trip in seconds, None when lost."""
+        address = self.getaddrinfo(host, None, 0, socket.SOCK_RAW)[0][4][0]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        results: list[float | None] = []
+        with DatagramSocket(self, family, echo=True) as endpoint:
+            endpoint.settimeout(timeout)
+            payload = os.urandom(size)
+            for sequence in range(count):
+                started = time.monotonic()
+                endpoint.sendto(sequence.to_bytes(2, "big") + payload, (address, 0))
+                results.append(None)
+                deadline = started + timeout
+                while time.monotonic() < deadline:
+                    endpoint.settimeout(max(0.0, deadline - time.monotonic()))
+                    try:
+                        reply, source = endpoint.recvfrom(65535)
+                    except TimeoutError:
+                        break
+                    if source[0] == address and reply == sequence.to_bytes(2, "big") + payload:
+                        results[-1] = time.monotonic() - started
+                        break
+        return results
 
     def create_server(self, address: tuple[str, int], *, family: int = socket.AF_INET,
                       backlog: int = 128) -> Listener:
