@@ -275,3 +275,103 @@ def _answers(net) -> bool:
         return True
     except socket.gaierror:
         return False
+
+
+HTTPS_SERVER = """
+    import http.server, ssl, sys
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"over the tunnel: " + self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer((sys.argv[1], 8443), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print("listening", flush=True)
+    server.serve_forever()
+"""
+
+
+@pytest.fixture
+def https_far(tunnel, tmp_path):
+    """A TLS web server on the far side with a certificate for FAR4; (server, CA file)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=far.test", "-addext",
+                    f"subjectAltName=IP:{FAR4},DNS:far.test", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = tunnel.far_python(HTTPS_SERVER, FAR4, str(cert), str(key))
+    try:
+        wait_listening(server)
+        yield cert
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_https_get_with_the_standard_library(tunnel, https_far):
+    import http.client
+    import ssl
+    context = ssl.create_default_context(cafile=str(https_far))
+    net = tunnel.net
+
+    class TunnelHTTPSConnection(http.client.HTTPSConnection):
+        def connect(self):
+            self.sock = context.wrap_socket(net.create_connection((self.host, self.port), self.timeout),
+                                            server_hostname=self.host)
+
+    connection = TunnelHTTPSConnection(FAR4, 8443, timeout=10)
+    connection.request("GET", "/stdlib")
+    response = connection.getresponse()
+    assert (response.status, response.read()) == (200, b"over the tunnel: /stdlib")
+    connection.close()
+
+
+def test_asyncio_streams_with_tls_and_a_server(tunnel, https_far):
+    import asyncio
+    import ssl
+    context = ssl.create_default_context(cafile=str(https_far))
+    net = tunnel.net
+
+    async def main():
+        reader, writer = await net.open_connection(FAR4, 8443, ssl=context, timeout=10)
+        writer.write(f"GET /asyncio HTTP/1.0\r\nHost: {FAR4}\r\n\r\n".encode())
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert response.startswith(b"HTTP/1.0 200") and response.endswith(b"over the tunnel: /asyncio")
+
+        async def shout(r, w):
+            w.write((await r.readline()).upper())
+            await w.drain()
+            w.close()
+
+        async with await net.start_server(shout, "", 5007):
+            client = tunnel.far_python("""
+                import socket, sys
+                with socket.create_connection((sys.argv[1], 5007), timeout=10) as s:
+                    s.sendall(b"quiet words\\n")
+                    print(s.recv(100).decode().strip())
+            """, NEAR4)
+            out = await asyncio.get_running_loop().run_in_executor(None, lambda: client.communicate(timeout=20))
+            assert out[0].strip() == "QUIET WORDS", out[1]
+
+        echo = tunnel.far_python(UDP_ECHO, FAR4, "1")
+        await asyncio.get_running_loop().run_in_executor(None, wait_listening, echo)
+        received = asyncio.get_running_loop().create_future()
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                received.set_result((data, addr))
+
+        transport, _ = await net.create_datagram_endpoint(Protocol, remote_addr=(FAR4, 5005))
+        transport.sendto(b"datagram")
+        assert await asyncio.wait_for(received, 10) == (b"DATAGRAM", (FAR4, 5005))
+        transport.close()
+
+    asyncio.run(main())

@@ -29,6 +29,7 @@ from wgc.control.userspace import build_set
 from wgc.control.wgquick import Config, Failure, parse_text
 from wgc.device import Device
 from wgc.errors import WireGuardError
+from wgc.netstack import aio
 from wgc.netstack._engine import Engine
 from wgc.netstack.dns import Resolver
 from wgc.uapi import Session
@@ -400,6 +401,18 @@ class Net:
             announcements.close()
             raise
         return Listener(self, handle, announcements, (host, port))
+
+    # -- asyncio (wgc.netstack.aio) -------------------------------------------------
+
+    async def open_connection(self, host: str, port: int, **kwargs):
+        """(StreamReader, StreamWriter) through the tunnel; ssl= and the rest as asyncio's."""
+        return await aio.open_connection(self, host, port, **kwargs)
+
+    async def start_server(self, callback, host: str, port: int, **kwargs):
+        return await aio.start_server(self, callback, host, port, **kwargs)
+
+    async def create_datagram_endpoint(self, protocol_factory, **kwargs):
+        return await aio.create_datagram_endpoint(self, protocol_factory, **kwargs)
 
     # -- the end --------------------------------------------------------------------
 
