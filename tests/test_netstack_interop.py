@@ -34,6 +34,8 @@ class Tunnel:
         self.iface = unique_name("wgn")
         far_key, far_public = new_key()
         near_key, near_public = new_key()
+        self.far_public = far_public
+        self.endpoint = f"192.168.{subnet}.1:{PORT}"
         start_daemon(self.far, "wgc", self.iface)
         self.far.run("wg", "set", self.iface, "private-key", "/dev/stdin", "listen-port", str(PORT),
                      "peer", near_public, "allowed-ips", f"{NEAR4}/32,{NEAR6}/128", input=far_key + "\n")
@@ -47,6 +49,12 @@ class Tunnel:
             persistent_keepalive_interval=25,      # so that the far end learns where we are
             allowed_ips=[AllowedIP.parse("0.0.0.0/0"), AllowedIP.parse("::/0")])])
         self.net = self.near.inside(lambda: Net(config, [NEAR4, NEAR6], dns=list(dns)))
+
+    def add_peer(self, address: str) -> str:
+        """Another peer of the far end with inner address; its private key."""
+        key, public = new_key()
+        self.far.run("wg", "set", self.iface, "peer", public, "allowed-ips", f"{address}/32")
+        return key
 
     def far_python(self, code: str, *args: str) -> subprocess.Popen:
         return self.far.popen(sys.executable, "-c", textwrap.dedent(code), *args,
@@ -375,3 +383,40 @@ def test_asyncio_streams_with_tls_and_a_server(tunnel, https_far):
         transport.close()
 
     asyncio.run(main())
+
+
+UNPRIVILEGED = """
+    import socket, sys
+    status = open("/proc/self/status").read()
+    assert "CapEff:\t0000000000000000" in status and "CapPrm:\t0000000000000000" in status, status
+    try:
+        open("/dev/net/tun", "rb")
+        raise SystemExit("/dev/net/tun is there")
+    except FileNotFoundError:
+        pass
+    from wgc.netstack.net import Net
+    with Net.from_config(sys.argv[1]) as net:
+        with net.create_connection((sys.argv[2], 5001), timeout=10) as conn:
+            conn.sendall(b"no root here")
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(10)
+            print(conn.recv(200).decode())
+"""
+
+
+def test_runs_with_no_capabilities_and_no_tun_device(tunnel, tmp_path):
+    """A process with every capability dropped (bounding set empty, so none
+    come back on exec) and /dev/net/tun hidden behind an empty tmpfs."""
+    key = tunnel.add_peer("10.9.0.5")
+    config = tmp_path / "wg0.conf"
+    config.write_text(f"[Interface]\nPrivateKey = {key}\nAddress = 10.9.0.5/32\n\n"
+                      f"[Peer]\nPublicKey = {tunnel.far_public}\nEndpoint = {tunnel.endpoint}\n"
+                      "AllowedIPs = 10.9.0.0/24\nPersistentKeepalive = 25\n")
+    config.chmod(0o644)
+    sink = tunnel.far_python(SINK, FAR4, "5001")
+    wait_listening(sink)
+    inner = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
+             sys.executable, "-c", textwrap.dedent(UNPRIVILEGED), str(config), FAR4]
+    run = tunnel.near.run("unshare", "--mount", "sh", "-c",
+                          'mount -t tmpfs tmpfs /dev/net && exec "$@"', "sh", *inner, timeout=60)
+    assert run.stdout.strip() == f"12 {hashlib.sha256(b'no root here').hexdigest()}", run.stderr
