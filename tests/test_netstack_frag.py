@@ -285,6 +285,18 @@ def test_overlap_that_is_not_an_exact_duplicate_drops_the_datagram(start, end, m
     assert r.input4(third, 0) is None and r.pending == 1      # starts over, and waits
 
 
+@pytest.mark.parametrize("order", ["short first", "long first"])
+def test_last_fragments_agreeing_on_the_total_but_overlapping_drop_the_datagram(order):
+    # One byte in common, at the very end: the only overlap offsets in units of 8 leave to a last fragment.
+    datagram = datagram4(data(193))          # 201 bytes after the header
+    short, long = fragment4(datagram, 200, 201, False), fragment4(datagram, 192, 201, False)
+    r = Reassembly()
+    for fragment in (short, long) if order == "short first" else (long, short):
+        assert r.input4(fragment, 0) is None
+    assert r.pending == 0 and r.memory == 0 and r.dropped == 1
+    assert r.input4(fragment4(datagram, 0, 192, True), 0) is None
+
+
 def test_last_fragments_disagreeing_on_the_total_drop_the_datagram():
     datagram = datagram4(data(200))
     r = Reassembly()
@@ -552,9 +564,13 @@ def with_strays(draw):
     datagram, fragments, arrivals = draw(fragmented())
     packets = [fragments[i] for i in arrivals]
     length = body_length(datagram)
+    # Where fragments begin and end, and a byte either side: where an off-by-one would show.
+    edges = sorted({e + d for f in fragments for e in (parse(f)[1], parse(f)[1] + len(parse(f)[2]))
+                    for d in (-1, 0, 1)} - {-1})
     for _ in range(draw(st.integers(0, 3))):
-        start = draw(st.integers(0, (length + 16) // 8)) * 8
-        end = draw(st.integers(start + 1, length + 24))
+        start = draw(st.integers(0, (length + 16) // 8) | st.sampled_from([e // 8 for e in edges])) * 8
+        ends = [e for e in edges if e > start] or [start + 1]
+        end = draw(st.integers(start + 1, length + 24) | st.sampled_from(ends))
         more = draw(st.booleans())
         same = datagram[len(datagram) - length + start:len(datagram) - length + end]
         data = same + bytes(end - start - len(same)) if draw(st.booleans()) else draw(
