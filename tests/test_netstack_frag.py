@@ -483,6 +483,14 @@ def test_expiry_is_exact(ipv6):
     assert r.expire(deadline) == -1 and r.pending == 0 and r.memory == 0
 
 
+def test_a_clock_near_its_end_does_not_overflow_the_deadline():
+    # Under the sanitizer build a signed overflow here stops the run.
+    end = 2**63 - 1
+    r = Reassembly()
+    assert r.input4(fragment4(datagram4(data(100)), 0, 64, True), end - 5) is None
+    assert r.expire(end - 1) == end and r.pending == 1
+
+
 def test_expire_returns_the_earliest_deadline_left():
     r = Reassembly()
     assert r.expire(0) == -1

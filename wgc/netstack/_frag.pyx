@@ -14,7 +14,7 @@ past their deadline go first, then the oldest other datagrams, whole, until
 it fits: a flood of fragments that never complete pushes out the oldest
 datagrams rather than freezing reassembly until they expire.
 """
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc, realloc, calloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
@@ -199,7 +199,8 @@ cdef FragDatagram *datagram_new(Reassembler *r, const Fragment *f, int64_t now) 
             d.used = True
             d.key = f.key
             d.started = now
-            d.deadline = now + f.timeout * NS
+            # A clock this close to its end never comes from CLOCK_MONOTONIC, but must not overflow.
+            d.deadline = now + f.timeout * NS if now <= INT64_MAX - f.timeout * NS else INT64_MAX
             r.count += 1
             return d
     return NULL
