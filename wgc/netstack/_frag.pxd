@@ -6,6 +6,12 @@
 # (RFC 5722; Linux does the same for IPv4); an exact duplicate (same offset,
 # length, More Fragments flag and bytes) is ignored (RFC 8200 section 4.5).
 #
+# When a fragment would pass the cap (or every slot is taken), the expired
+# datagrams go first, then the oldest others, whole; a fragment that does not
+# fit even then is dropped with its datagram.  The cap counts the bytes asked
+# of malloc for fragments; reasm_init allocates besides only the slots (about
+# 28 KiB) and one output buffer of 40 + 65,535 bytes.
+#
 # Who calls: the network stack's thread alone (wgc/netstack/_stack), with its
 # lock held; nothing here blocks or allocates beyond the cap.
 from libc.stdint cimport uint8_t, uint32_t, int64_t
