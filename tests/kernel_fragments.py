@@ -89,7 +89,7 @@ def capture_inside() -> list[dict]:
     """Runs inside a fresh namespace: each case's datagram, sent and caught."""
     results = []
     for index, (case, family, mtu, length, options) in enumerate(CASES):
-        tun = f"frag{index}"
+        tun = f"frag{index}"        # the namespace is the caller's own: no other test sees the name
         fd = open_tun(tun)
         try:
             subprocess.run(["ip", "link", "set", tun, "mtu", str(mtu), "up"], check=True)
