@@ -35,6 +35,10 @@ def instrumented():
     native = os.environ.get("WGC_FUZZ_NATIVE")
     if native:
         wgc.__path__.insert(0, os.path.join(native, "wgc"))
+        # A subpackage's modules are looked for in its own path only.
+        import wgc.netstack
+
+        wgc.netstack.__path__.insert(0, os.path.join(native, "wgc", "netstack"))
     with atheris.instrument_imports(include=["wgc"]):
         yield
 
