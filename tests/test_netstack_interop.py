@@ -420,3 +420,19 @@ def test_runs_with_no_capabilities_and_no_tun_device(tunnel, tmp_path):
     run = tunnel.near.run("unshare", "--mount", "sh", "-c",
                           'mount -t tmpfs tmpfs /dev/net && exec "$@"', "sh", *inner, timeout=60)
     assert run.stdout.strip() == f"12 {hashlib.sha256(b'no root here').hexdigest()}", run.stderr
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_fragmented_datagrams_from_the_kernel_are_reassembled(tunnel, v6):
+    with tunnel.net.udp_socket(socket.AF_INET6 if v6 else socket.AF_INET) as s:
+        s.bind(("", 5010))
+        s.settimeout(10)
+        sender = tunnel.far_python("""
+            import socket, sys
+            family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
+                u.sendto(bytes(range(256)) * 16, (sys.argv[1], 5010))   # 4 KiB: past the 1420-byte MTU
+        """, NEAR6 if v6 else NEAR4)
+        assert sender.wait(10) == 0
+        data, source = s.recvfrom(65535)
+        assert data == bytes(range(256)) * 16 and source[0] == (FAR6 if v6 else FAR4)

@@ -12,9 +12,9 @@ from wgc.netstack._dgram cimport (Binding, DGRAM_RECORD, DGRAM_UDP, DGRAM_ECHO, 
                                   dgram_send, dgram_ready)
 from wgc.netstack._link cimport StackPort, Inbox, link_sink, link_publish, link_inbox
 from wgc.netstack._netif cimport NETIF_ADDRS_MAX, MTU_MIN
-from wgc.netstack._stack cimport StackCore, stack_init, stack_free, stack_input
+from wgc.netstack._stack cimport StackCore, stack_init, stack_free, stack_input, stack_timers, stack_next_deadline
 from wgc.netstack._stack import STATES
-from wgc.netstack._tcp cimport (Tcb, tcp_timers, tcp_next_deadline, tcp_resume, tcp_connect, tcp_listen,
+from wgc.netstack._tcp cimport (Tcb, tcp_resume, tcp_connect, tcp_listen,
                                 tcp_accept, tcp_send_span, tcp_sent, tcp_recv_span, tcp_consumed, tcp_eof,
                                 tcp_shutdown, tcp_close, tcp_abort, tcp_release, tcp_ready, tcp_set_keepalive, tcp_count_states,
                                 TCP_EV_READ, TCP_EV_WRITE, TCP_EV_CONNECTED, TCP_EV_CLOSED, TCP_EV_ACCEPT,
@@ -144,7 +144,7 @@ cdef class Engine:
         cdef uint64_t value
         while not self.stopping:
             pthread_mutex_lock(&self.lock)
-            deadline = tcp_next_deadline(&self.core.tcp)
+            deadline = stack_next_deadline(&self.core)
             pthread_mutex_unlock(&self.lock)
             timeout = -1
             if deadline:
@@ -162,7 +162,7 @@ cdef class Engine:
                 else:
                     self._socket_event(<Bridge *>events[i].data.ptr, events[i].events, now)
             self._inbox(now)
-            tcp_timers(&self.core.tcp, now)
+            stack_timers(&self.core, now)
             self._datagrams_in()
             self._finish(now)
             pthread_mutex_unlock(&self.lock)

@@ -7,12 +7,15 @@
 from libc.stdint cimport uint8_t, uint32_t, int64_t
 from wgc.netstack._netif cimport Netif, Sink
 from wgc.netstack._dgram cimport DgramTable
+from wgc.netstack._frag cimport Reassembler
 from wgc.netstack._tcp cimport TcpTable
 
 cdef struct StackCore:
     Netif netif
     TcpTable tcp
     DgramTable dgram
+    Reassembler frag
+    int64_t frag_deadline          # the earliest fragment expiry (0: none waits)
     uint32_t dropped               # packets taken in and dropped (malformed, not ours)
     int64_t icmp_second            # ICMP errors we send: a budget per second
     uint32_t icmp_count
@@ -20,3 +23,7 @@ cdef struct StackCore:
 cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil
 cdef void stack_free(StackCore *s) noexcept nogil
 cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
+# Runs what is due at now (TCP timers, fragment expiry); returns the next
+# deadline (0: none).
+cdef int64_t stack_timers(StackCore *s, int64_t now) noexcept nogil
+cdef int64_t stack_next_deadline(const StackCore *s) noexcept nogil

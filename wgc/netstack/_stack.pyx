@@ -18,6 +18,8 @@ from wgc.netstack._tcp cimport (Tcb, TcpTable, tcp_init, tcp_free, tcp_input, tc
                                 tcp_resume, tcp_connect, tcp_listen, tcp_accept, tcp_send_span, tcp_sent,
                                 tcp_recv_span, tcp_consumed, tcp_eof, tcp_shutdown, tcp_close, tcp_abort,
                                 tcp_release, tcp_ready, tcp_set_keepalive, tcp_icmp_error)
+from wgc.netstack._frag cimport (reasm_init, reasm_free, reasm_input4, reasm_input6, reasm_expire,
+                                 FRAG_MEMORY_MAX, FRAG_TIMEOUT4_S, FRAG_TIMEOUT6_S)
 from wgc.netstack._dgram cimport (dgram_init, dgram_free, dgram_input_udp, dgram_input_echo_reply,
                                   dgram_icmp_error)
 
@@ -33,11 +35,14 @@ cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil:
     s.netif.mtu = mtu
     random_bytes(s.netif.secret, 16)
     dgram_init(&s.dgram, &s.netif)
+    if reasm_init(&s.frag, FRAG_MEMORY_MAX) < 0:
+        return -1
     return tcp_init(&s.tcp, &s.netif)
 
 cdef void stack_free(StackCore *s) noexcept nogil:
     tcp_free(&s.tcp)
     dgram_free(&s.dgram)
+    reasm_free(&s.frag)
 
 
 cdef void echo_reply(StackCore *s, const uint8_t *packet, const Parsed *p) noexcept nogil:
@@ -164,9 +169,22 @@ cdef void icmp_input(StackCore *s, const uint8_t *packet, const Parsed *p) noexc
 
 cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
     cdef Parsed p
-    if parse_ip(packet, length, &p) < 0 or not netif_is_local(&s.netif, p.v6, &p.dst) or p.fragment:
+    cdef uint8_t *whole
+    cdef uint32_t whole_length
+    cdef int done
+    if parse_ip(packet, length, &p) < 0 or not netif_is_local(&s.netif, p.v6, &p.dst):
         s.dropped += 1
         return
+    if p.fragment:
+        if p.v6:
+            done = reasm_input6(&s.frag, packet, p.length, p.next_header_at, p.frag_at, now, &whole, &whole_length)
+        else:
+            done = reasm_input4(&s.frag, packet, p.length, now, &whole, &whole_length)
+        if s.frag_deadline == 0 and done == 0:
+            s.frag_deadline = now + (FRAG_TIMEOUT6_S if p.v6 else FRAG_TIMEOUT4_S) * <int64_t>1000000000
+        if done != 1 or parse_ip(whole, whole_length, &p) < 0 or p.fragment:
+            return
+        packet = whole
     if p.proto == PROTO_TCP:
         tcp_input(&s.tcp, packet, &p, now)
     elif p.proto == PROTO_UDP:
@@ -176,6 +194,21 @@ cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int6
         icmp_input(s, packet, &p)
     else:
         s.dropped += 1
+
+
+cdef int64_t stack_timers(StackCore *s, int64_t now) noexcept nogil:
+    if s.frag_deadline and s.frag_deadline <= now:
+        s.frag_deadline = reasm_expire(&s.frag, now)
+        if s.frag_deadline < 0:
+            s.frag_deadline = 0
+    tcp_timers(&s.tcp, now)
+    return stack_next_deadline(s)
+
+cdef int64_t stack_next_deadline(const StackCore *s) noexcept nogil:
+    cdef int64_t tcp = tcp_next_deadline(&s.tcp)
+    if s.frag_deadline and (tcp == 0 or s.frag_deadline < tcp):
+        return s.frag_deadline
+    return tcp
 
 
 # ---- the Python face, for tests ---------------------------------------------
@@ -254,11 +287,11 @@ cdef class Stack:
 
     def advance(self, int64_t now):
         """Runs the timers due at now; returns the next deadline (0: none)."""
-        return tcp_timers(&self.core.tcp, now)
+        return stack_timers(&self.core, now)
 
     @property
     def next_deadline(self):
-        return tcp_next_deadline(&self.core.tcp)
+        return stack_next_deadline(&self.core)
 
     @property
     def memory(self):
