@@ -28,7 +28,6 @@ from wgc.control.model import DeviceConfig
 from wgc.control.userspace import build_set
 from wgc.control.wgquick import Config, Failure, parse_text
 from wgc.device import Device
-from wgc.errors import WireGuardError
 from wgc.netstack import aio
 from wgc.netstack._engine import Engine
 from wgc.netstack.dns import Resolver
@@ -39,7 +38,7 @@ _RECORD = struct.Struct("!BBH16s")   # a datagram's head between the engine and 
 _DATAGRAM_BUFFER = 1 << 20            # each way, for the datagram socketpair
 
 
-class ConfigError(WireGuardError):
+class ConfigError(ValueError):
     """A configuration file or value Net cannot use."""
 
 

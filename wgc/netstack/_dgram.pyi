@@ -1,0 +1,1 @@
+"""wgc/netstack/_dgram.pyx has no Python face: only C functions for the other compiled modules."""
