@@ -48,7 +48,7 @@ from netns import Namespaces, unique_name, veth  # noqa: E402
 from wgc import _crypto, noise  # noqa: E402
 from wgc import constants as C  # noqa: E402
 from wgc.cookie import CookieGenerator  # noqa: E402
-from wgnet import have, start_daemon  # noqa: E402
+from wgnet import have, rss_kib, start_daemon  # noqa: E402
 
 RESPONDER_ADDRESS, GENERATOR_ADDRESS = "192.168.77.1", "192.168.77.2"
 RESPONDER_ADDRESS6, GENERATOR_ADDRESS6 = "fd77:77::1", "fd77:77::2"
@@ -283,11 +283,7 @@ class Responder:
 
     def rss_kib(self) -> int:
         """Resident memory of all the responder's processes."""
-        total = 0
-        for pid in self.pids:
-            with open(f"/proc/{pid}/status") as f:
-                total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
-        return total
+        return rss_kib(self.pids)
 
     def socket_drops(self) -> int:
         """UDP datagrams (over IPv4 and IPv6) the kernel dropped in the responder's
