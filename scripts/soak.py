@@ -168,7 +168,8 @@ def main() -> None:
     args = parser.parse_args()
     results = soak(args.seconds, args.rate, reload_every=args.reload_every)
     for r in results:
-        print(f"{r['tunnel']}: {r['rekeys']} rekeys in {r['seconds']:.0f} s; pings lost {r['pings_lost']} of "
+        print(f"{r['tunnel']}: {r['rekeys']} rekeys and {r['reloads']} reloads in {r['seconds']:.0f} s; "
+              f"pings lost {r['pings_lost']} of "
               f"{r['pings_sent']}, longest gap {r['longest_gap_s']} s; RSS after warm-up {r['rss_mib_after_warmup']}, "
               f"highest {r['rss_mib_highest']}, last {r['rss_mib_last']} MiB")
     print(json.dumps(results))
