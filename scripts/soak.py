@@ -80,7 +80,8 @@ class Tunnel:
                 self.replies.append(float(match.group(1)))
 
     def sample(self, t: float) -> None:
-        self.rss.append((t, *(rss_kib(pids) / 1024 for pids in self.daemons)))
+        left, right = self.daemons
+        self.rss.append((t, rss_kib(left) / 1024, rss_kib(right) / 1024))
 
     def poll_handshakes(self) -> None:
         """One end's view only: both ends' clocks may put one handshake in two seconds."""
@@ -134,6 +135,7 @@ def soak(seconds: float, rate: str = "50M", pairs=PAIRS, reload_every: float | N
         start = time.monotonic()
         next_sample = start + SAMPLE_EVERY
         next_reload = start + reload_every if reload_every else None
+        reload_every = reload_every or 0.0
         while time.monotonic() - start < seconds:
             time.sleep(1.0)
             for t in tunnels:
