@@ -43,7 +43,8 @@ def test_a_short_soak_keeps_the_ping_stream_and_the_memory():
     assert result["longest_gap_s"] < LONGEST_GAP
     # The packet buffers have fixed sizes (batches of 64-KiB slots for datagrams and
     # for TUN reads), allocated at start but resident only as far as packets have
-    # filled them; past 20 s of load up to 1.9 MiB more was seen on a
-    # loaded machine.  A leak of 40 bytes a packet (about 5,000 a second) is more.
+    # filled them; past 20 s of load up to 1.9 MiB more was seen on a loaded
+    # machine.  A leak of 64 bytes a packet (some 5,000 packets a second cross each
+    # daemon) would add 6 MiB in the 20 s.
     for first, last in zip(result["rss_mib_after_warmup"], result["rss_mib_last"], strict=True):
         assert last <= first + RSS_GROWTH_MIB
