@@ -91,7 +91,8 @@ bench ROUNDS="3":
 bench-soak SECONDS="300":
     {{python}} scripts/bench.py --soak {{SECONDS}}
 
-# Valid initiations from PEERS distinct peers at a wgc and a wireguard-go responder, alternating for ROUNDS:
+# Valid initiations from PEERS distinct peers (each from its own IPv4 address, then each from its own IPv6 /64)
+# at a wgc and a wireguard-go responder, alternating for ROUNDS:
 # handshakes per second, cookie replies, memory, beside this machine's X25519 limit.
 bench-handshakes PEERS="1000" ROUNDS="3": build
     {{python}} scripts/handshake_load.py --peers {{PEERS}} --rounds {{ROUNDS}}

@@ -3,8 +3,9 @@
 A responder (wgc, or Debian's wireguard-go) in one namespace is configured
 with wg(8) for N peers; from a second namespace a generator built on wgc's
 own sans-I/O handshake code (wgc.noise, wgc.cookie) sends one valid
-initiation per peer, each from its own source (its own address, or its own
-port of one shared address), at a controlled rate.  It reads what comes
+initiation per peer, each from its own source (its own IPv4 address or IPv6
+/64, its own port of one shared address, or its own address in one shared
+/64), at a controlled rate.  It reads what comes
 back as a real initiator does: a cookie reply is decrypted (wgc.cookie) and
 the initiation resent with a valid mac2, at once rather than at the next
 retransmission, so that the figures are the responder's and not the
@@ -19,7 +20,7 @@ machine (scalar multiplications per second on one core through wgc._crypto,
 that is libsodium) measured in the same run.  Rounds alternate wgc and
 wireguard-go; the medians and spreads come last.
 
-    python scripts/handshake_load.py [--peers 1000] [--rounds 3] [--rate 20000]
+    python scripts/handshake_load.py [--peers 1000] [--rounds 3] [--rate 20000] [--layouts distinct,own-64]
 
 The generator itself runs as `handshake_load.py --drive JSON` inside its
 namespace; tests import the same pieces (Responder, drive_from).
@@ -47,14 +48,20 @@ from netns import Namespaces, unique_name, veth  # noqa: E402
 from wgc import _crypto, noise  # noqa: E402
 from wgc import constants as C  # noqa: E402
 from wgc.cookie import CookieGenerator  # noqa: E402
-from wgnet import have, start_daemon  # noqa: E402
+from wgnet import have, rss_kib, start_daemon  # noqa: E402
 
 RESPONDER_ADDRESS, GENERATOR_ADDRESS = "192.168.77.1", "192.168.77.2"
+RESPONDER_ADDRESS6, GENERATOR_ADDRESS6 = "fd77:77::1", "fd77:77::2"
 RESPONDER_PORT = 51820
-# The generator's sources: the whole block is local in its namespace (an
+# The generator's sources: the whole blocks are local in its namespace (an
 # "AnyIP" local route), so every peer can bind an address of its own.
-SOURCE_BLOCK = "10.200.0.0/15"
-DISTINCT, SHARED = "distinct", "shared"
+SOURCE_BLOCK, SOURCE_BLOCK6 = "10.200.0.0/15", "fd77:200::/47"
+# Where the peers send from: their own IPv4 address; their own port of one IPv4
+# address; their own IPv6 /64; their own IPv6 address, all in one /64.  A
+# responder's rate limiter sees one source in SHARED, and, if it groups IPv6
+# by /64 as the kernel does, one in ONE_64 too.
+DISTINCT, SHARED, OWN_64, ONE_64 = "distinct", "shared", "own-64", "one-64"
+IPV6_LAYOUTS = (OWN_64, ONE_64)
 SOURCE_PORT = 40000
 ADDRESSES_PER_OCTET = 250
 RETRY_AFTER = C.REKEY_TIMEOUT / C.SECOND  # as a real initiator: a new initiation after 5 s of silence
@@ -66,9 +73,15 @@ def peer_private_key(seed: bytes, i: int) -> bytes:
 
 
 def source_of(i: int, layout: str) -> tuple[str, int]:
-    """Where peer i sends from: its own address (DISTINCT) or its own port of 10.201.0.1 (SHARED)."""
+    """Where peer i sends from: its own address (DISTINCT), its own port of
+    10.201.0.1 (SHARED), its own fd77:200:0:i::/64 (OWN_64) or its own address
+    in fd77:200:1::/64 (ONE_64)."""
     if layout == DISTINCT:
         return f"10.200.{i // ADDRESSES_PER_OCTET}.{1 + i % ADDRESSES_PER_OCTET}", SOURCE_PORT
+    if layout == OWN_64:
+        return f"fd77:200:0:{i:x}::1", SOURCE_PORT
+    if layout == ONE_64:
+        return f"fd77:200:1::{i + 1:x}", SOURCE_PORT
     return "10.201.0.1", SOURCE_PORT + i
 
 
@@ -96,7 +109,8 @@ class Initiator:
         self.sock = self._connect(source)
 
     def _connect(self, source) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        family = socket.AF_INET6 if ":" in source[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         sock.bind(source)
         sock.connect(self.target)
         self.selector.register(sock, selectors.EVENT_READ, self)
@@ -242,10 +256,17 @@ class Responder:
         self.count = count
         self.ns, self.generator = factory("hsr"), factory("hsg")
         cable, other = veth(self.ns, self.generator)
-        self.ns.run("ip", "addr", "add", f"{RESPONDER_ADDRESS}/24", "dev", cable)
-        self.generator.run("ip", "addr", "add", f"{GENERATOR_ADDRESS}/24", "dev", other)
-        self.generator.run("ip", "route", "add", "local", SOURCE_BLOCK, "dev", "lo")
-        self.ns.run("ip", "route", "add", SOURCE_BLOCK, "via", GENERATOR_ADDRESS)
+        for ns, dev, address, prefix in ((self.ns, cable, RESPONDER_ADDRESS, 24),
+                                         (self.generator, other, GENERATOR_ADDRESS, 24),
+                                         (self.ns, cable, RESPONDER_ADDRESS6, 64),
+                                         (self.generator, other, GENERATOR_ADDRESS6, 64)):
+            ns.run("ip", "addr", "add", f"{address}/{prefix}", "dev", dev, "nodad")
+        for block, via in ((SOURCE_BLOCK, GENERATOR_ADDRESS), (SOURCE_BLOCK6, GENERATOR_ADDRESS6)):
+            self.generator.run("ip", "route", "add", "local", block, "dev", "lo")
+            self.ns.run("ip", "route", "add", block, "via", via)
+        # A local route delivers to every address of a block, but IPv6 (unlike
+        # IPv4) binds only to assigned addresses unless told otherwise.
+        self.generator.run("sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1")
         private = _crypto.clamp(_crypto.random(32))
         self.public_key = _crypto.public_key(private)
         self.iface = unique_name("wgh")
@@ -262,17 +283,15 @@ class Responder:
 
     def rss_kib(self) -> int:
         """Resident memory of all the responder's processes."""
-        total = 0
-        for pid in self.pids:
-            with open(f"/proc/{pid}/status") as f:
-                total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
-        return total
+        return rss_kib(self.pids)
 
     def socket_drops(self) -> int:
-        """UDP datagrams the kernel dropped in the responder's namespace for a full socket buffer."""
+        """UDP datagrams (over IPv4 and IPv6) the kernel dropped in the responder's
+        namespace for a full socket buffer."""
         lines = [line.split() for line in self.ns.run("cat", "/proc/net/snmp").stdout.splitlines()
                  if line.startswith("Udp:")]
-        return int(lines[1][lines[0].index("RcvbufErrors")])
+        ipv6 = dict(line.split() for line in self.ns.run("cat", "/proc/net/snmp6").stdout.splitlines())
+        return int(lines[1][lines[0].index("RcvbufErrors")]) + int(ipv6["Udp6RcvbufErrors"])
 
     def cpu_seconds(self) -> float:
         """CPU time of all the responder's threads, in ns from the scheduler
@@ -290,7 +309,8 @@ class Responder:
         """Runs the generator in its namespace, all count peers, as drive() describes
         (freeze: stop the responder until the first initiations are all sent)."""
         request = {
-            "target": [RESPONDER_ADDRESS, RESPONDER_PORT], "public": self.public_key.hex(),
+            "target": [RESPONDER_ADDRESS6 if layout in IPV6_LAYOUTS else RESPONDER_ADDRESS, RESPONDER_PORT],
+            "public": self.public_key.hex(),
             "seed": self.seed.hex(), "count": self.count, "layout": layout,
             "rate": rate, "seconds": seconds, "retry_after": retry_after, "moves": moves,
             "freeze": self.pids if freeze else [],
@@ -383,13 +403,13 @@ def handshake_ceiling(variable: float, base: float) -> float:
     return 1 / (3 / variable + 1 / base)
 
 
-def measure(implementation: str, peers: int, rate: float, seconds: float) -> dict:
+def measure(implementation: str, peers: int, rate: float, seconds: float, layout: str) -> dict:
     with Namespaces() as factory:
         responder = Responder(factory, implementation, peers)
         time.sleep(0.5)
         before, cpu, drops = responder.rss_kib(), responder.cpu_seconds(), responder.socket_drops()
         with MemoryWatch(responder) as watch:
-            figures = handshake_figures(responder.drive(rate=rate, seconds=seconds), RETRY_AFTER)
+            figures = handshake_figures(responder.drive(layout, rate=rate, seconds=seconds), RETRY_AFTER)
         cpu = responder.cpu_seconds() - cpu
         time.sleep(1)
         figures.update(rss_before_mib=before / 1024, rss_peak_mib=max(watch.samples, default=before) / 1024,
@@ -409,22 +429,27 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=20000, help="initiations per second offered (0: at once)")
     parser.add_argument("--seconds", type=float, default=15, help="bound on each load")
+    parser.add_argument("--layouts", default=f"{DISTINCT},{OWN_64}",
+                        help=f"where the peers send from, comma-separated: {DISTINCT} (each its own IPv4 address), "
+                             f"{OWN_64} (each its own IPv6 /64), {SHARED} or {ONE_64} (default: %(default)s)")
     parser.add_argument("--drive", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         print(json.dumps(drive_from(json.loads(args.drive))))
         return
     implementations = [name for name in ("wgc", "wireguard-go") if have(name)]
+    layouts = args.layouts.split(",")
     version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "wireguard-go"], capture_output=True, text=True)
-    print(f"{args.peers} peers, each from its own address, offered at {args.rate:.0f}/s; "
+    print(f"{args.peers} peers, sources {', '.join(layouts)}, offered at {args.rate:.0f}/s; "
           f"wireguard-go {version.stdout or 'unknown version'}; {os.cpu_count()} CPUs", flush=True)
-    results: dict[str, list[dict]] = {name: [] for name in implementations}
+    results: dict[str, list[dict]] = {f"{name} {layout}": [] for name in implementations for layout in layouts}
     x25519 = []
     for round_ in range(args.rounds):
         x25519.append(x25519_per_cpu_second())
         order = implementations if round_ % 2 == 0 else implementations[::-1]
-        for name in order:
-            figures = measure(name, args.peers, args.rate, args.seconds)
+        for implementation, layout in ((name, layout) for name in order for layout in layouts):
+            name = f"{implementation} {layout}"
+            figures = measure(implementation, args.peers, args.rate, args.seconds, layout)
             results[name].append(figures)
             print(f"round {round_ + 1} {name}: {figures['completed']}/{args.peers} handshakes in "
                   f"{fmt(figures['last_completion_s'])} s ({figures['rate']:.0f}/s); first pass (before any "

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 
-from handshake_load import SHARED, MemoryWatch, Responder
+from handshake_load import DISTINCT, ONE_64, OWN_64, SHARED, MemoryWatch, Responder
 
 from wgc import constants as C
 
@@ -34,25 +34,28 @@ PEERS_FOR_MEMORY = 1000
 MEMORY_CAP_KIB = 4 * 1024
 
 
-def test_below_the_under_load_threshold_every_initiation_is_answered(netns):
+@pytest.mark.parametrize("layout", [DISTINCT, OWN_64])
+def test_below_the_under_load_threshold_every_initiation_is_answered(netns, layout):
     # Fewer peers than the threshold, all waiting at once: the responder's
     # backlog stays just below it, so no peer may be sent a cookie.
     count = C.UNDER_LOAD_THRESHOLD - 1
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, freeze=True)["peers"]
+    peers = responder.drive(layout, rate=0, seconds=10, retry_after=NO_RETRY, freeze=True)["peers"]
     assert [p["peer"] for p in peers if p["completed"] is None] == []
     assert [p["peer"] for p in peers if p["cookies"] or p["sends"] != 1] == []
     assert sum(p["strays"] for p in peers) == 0
 
 
-def test_above_the_threshold_cookies_come_and_a_resend_with_mac2_is_answered(netns):
-    # Twice the threshold at once from as many addresses: the backlog passes
-    # the threshold, later initiations (no mac2 yet) get cookie replies, and
-    # each resend with the cookie's mac2 is answered (one packet per address
-    # is within the rate limiter's burst).
+@pytest.mark.parametrize("layout", [DISTINCT, OWN_64])
+def test_above_the_threshold_cookies_come_and_a_resend_with_mac2_is_answered(netns, layout):
+    # Twice the threshold at once from as many sources (IPv4 addresses, or
+    # IPv6 /64s, all in one /32): the backlog passes the threshold, later
+    # initiations (no mac2 yet) get cookie replies, and each resend with the
+    # cookie's mac2 is answered (one packet per source is within the rate
+    # limiter's burst).
     count = 2 * C.UNDER_LOAD_THRESHOLD
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(rate=0, seconds=10, retry_after=NO_RETRY, freeze=True)["peers"]
+    peers = responder.drive(layout, rate=0, seconds=10, retry_after=NO_RETRY, freeze=True)["peers"]
     cookied = [p for p in peers if p["cookies"]]
     assert len(cookied) >= C.UNDER_LOAD_THRESHOLD // 2, "under-load mode did not engage"
     assert sum(p["strays"] for p in peers) == 0  # every cookie reply opened with the mac1 we sent
@@ -77,13 +80,16 @@ def test_under_load_a_cookie_is_good_only_at_the_port_it_was_given_to(netns):
     assert [p["peer"] for p in peers if p["completed"] is None] == []
 
 
-def test_under_load_one_source_is_answered_at_the_rate_limit(netns):
-    # The same load, every peer from its own port of one address: after the
-    # cookies, the resends with a valid mac2 all come from one source, of
-    # which the rate limiter lets through a burst and then 20 per second.
+@pytest.mark.parametrize("layout", [SHARED, ONE_64])
+def test_under_load_one_source_is_answered_at_the_rate_limit(netns, layout):
+    # The same load, every peer from its own port of one IPv4 address, or
+    # from its own IPv6 address of one /64 (one source, as the kernel groups
+    # them): after the cookies, the resends with a valid mac2 all come from
+    # one source, of which the rate limiter lets through a burst and then 20
+    # per second.
     count = 2 * C.UNDER_LOAD_THRESHOLD
     responder = Responder(netns, "wgc", count)
-    peers = responder.drive(layout=SHARED, rate=0, seconds=3, retry_after=NO_RETRY, freeze=True)["peers"]
+    peers = responder.drive(layout, rate=0, seconds=3, retry_after=NO_RETRY, freeze=True)["peers"]
     cookied = [p for p in peers if p["cookies"]]
     assert len(cookied) >= C.UNDER_LOAD_THRESHOLD // 2, "under-load mode did not engage"
     answered = sorted(p["completed"] for p in cookied if p["completed"] is not None)
@@ -91,7 +97,7 @@ def test_under_load_one_source_is_answered_at_the_rate_limit(netns):
     span = answered[-1] - answered[0]
     # +2: the span is seen from the generator, whose receive times jitter.
     allowed = C.RATELIMIT_BURST + C.RATELIMIT_PACKETS_PER_SECOND * span + 2
-    assert len(answered) <= allowed, f"{len(answered)} answered in {span:.3f} s from one address"
+    assert len(answered) <= allowed, f"{len(answered)} answered in {span:.3f} s from one source"
 
 
 def test_memory_stays_under_its_cap(netns):

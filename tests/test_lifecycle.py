@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from netns import socket_path, unique_name, wait_for
-from wgnet import WGC, read_uapi_reply, wgc_executable
+from wgnet import WGC, read_uapi_reply, rss_kib, wgc_executable
 
 
 def uapi_get(iface: str) -> bytes:
@@ -39,14 +39,6 @@ def daemon_pid(ns) -> int:
     tops = [pid for pid, parent in parents.items() if parent not in parents]
     assert len(tops) == 1, pids
     return tops[0]
-
-
-def rss_kib(pids) -> int:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
-    return total
 
 
 def assert_gone(ns, iface: str, within: float = 2.0):

@@ -7,7 +7,9 @@ tests/relay.py in a namespace between the two ends, since this machine has no
 initiation is sent again after Rekey-Timeout plus a jitter below 1/3 s, and
 given up after about Rekey-Attempt-Time (20 initiations, as the kernel counts);
 a handshake completes at 20 % and 50 % loss; TCP through the tunnel arrives
-intact (SHA-256 of what was sent against what arrived).
+intact (SHA-256 of what was sent against what arrived).  The handshakes and
+the transfers run with wgc sending to wgc, wgc sending to Debian's
+wireguard-go, and wireguard-go sending to wgc.
 
 The minutes-long runs (100 MiB, the give-up, repeated handshake trials) carry
 the `long` marker, which the default run deselects: `just loss` runs them.
@@ -39,7 +41,9 @@ INITIATIONS_BEFORE_GIVING_UP = 1 + int(REKEY_ATTEMPT_TIME // REKEY_TIMEOUT) + 1
 SCHEDULING_SLACK = 0.25     # seconds a loaded 2-core machine may add to a timer or a sink's wake-up
 INITIATION = 0x01000000     # the first 4 bytes of an initiation (type 1, 3 zero bytes) as nftables reads them
 LISTEN_PORT, VIA_PORT = 40000, 40001
-PAIRS = [("wgc", "wgc"), ("wgc", "wireguard-go")]
+# (left, right): the left end starts the handshake and sends the bulk data; in the
+# last pair wgc is the receiver, its replay window taking the gaps and the reordering.
+PAIRS = [("wgc", "wgc"), ("wgc", "wireguard-go"), ("wireguard-go", "wgc")]
 PAIR_IDS = [f"{a}-and-{b}" for a, b in PAIRS]
 
 

@@ -15,10 +15,10 @@ import time
 import pytest
 
 from netns import socket_path, unique_name, wait_for
-from test_lifecycle import daemon_pid, link_exists, rss_kib
+from test_lifecycle import daemon_pid, link_exists
 from wgc import uapi, uapi_server
 from wgc.device import Device
-from wgnet import WGC, have, new_key, read_uapi_reply, start_daemon, tunnel
+from wgnet import WGC, have, new_key, read_uapi_reply, rss_kib, start_daemon, tunnel
 
 GET = b"get=1\n\n"
 

@@ -148,6 +148,17 @@ def tunnel(netns_factory, left: str, right: str, outer_family: int = 4, with_ipv
     return ends[0], ends[1]
 
 
+def rss_kib(pids) -> int:
+    """Resident memory of the processes pids (read their list once, before any
+    other process starts in the namespace: a process that ends while its
+    status is read has no RSS left to give)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    return total
+
+
 def daemon_gone(end: End) -> bool:
     return not os.path.exists(socket_path(end.iface))
 
