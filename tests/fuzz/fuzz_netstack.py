@@ -67,7 +67,7 @@ def seeds() -> list[bytes]:
         link.capture = True
         b.listen("::" if v6 else "0.0.0.0", 80)
         c = a.connect(A6 if v6 else A4, B6 if v6 else B4, 80, link.now)
-        link.run(lambda c=c: a.state(c) == "ESTABLISHED", 1000 * MS)
+        link.run(lambda a=a, c=c: a.state(c) == "ESTABLISHED", 1000 * MS)
         a.send(c, b"hello" * 300, link.now)
         link.run(lambda: False, 100 * MS)
         a.abort(c, link.now)
