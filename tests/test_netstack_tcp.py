@@ -455,3 +455,64 @@ def test_isns_differ_per_connection_and_advance_with_time():
     assert x != y
     b = Stack([A4])
     assert b.info(b.connect(A4, B4, 80, SECOND, lport=1000))["iss"] != x   # a secret per stack
+
+
+def test_senders_that_meet_the_memory_cap_go_on_when_memory_frees():
+    """Eight connections each wanting a 64 KiB send ring, a cap of two rings'
+    worth in all.  A sender refused for memory writes again only when told
+    (TCP_EV_WRITE), as the engine's bridges do: each gets its turn."""
+    a = Stack([A4], buffer=65536, memory_max=2 * 65536)
+    b = Stack([B4])
+    link = Link(a, b)
+    listener = b.listen("0.0.0.0", 80)
+    clients = [a.connect(A4, B4, 80, link.now) for _ in range(8)]
+    accepted = []
+
+    def accept():
+        s = b.accept(listener)
+        if s is not None:
+            accepted.append(s)
+        return s is not None
+
+    assert link.run(lambda: len(accepted) == 8, 10 * SECOND, accept)
+    data = bytes(range(256)) * 1024
+    sent = dict.fromkeys(clients, 0)
+    received = {s: bytearray() for s in accepted}
+    waiting = set()
+
+    def act():
+        moved = False
+        told = {handle for handle, events in a.events() if events & EV_WRITE}
+        waiting.difference_update(told)
+        for c in clients:
+            if c in waiting or sent[c] == len(data):
+                continue
+            n = a.send(c, data[sent[c]:], link.now)
+            sent[c] += n
+            moved |= n > 0
+            if sent[c] < len(data) and n == 0:
+                waiting.add(c)
+        for s in accepted:
+            got = b.recv(s, 1 << 20, link.now)
+            received[s] += got
+            moved |= bool(got)
+        return moved
+
+    assert link.run(lambda: all(len(r) == len(data) for r in received.values()), 600 * SECOND, act)
+    # Handshakes complete in order: client i's bytes arrive on accepted[i].
+    assert all(bytes(r) == data for r in received.values())
+    assert a.memory <= 2 * 65536
+
+
+def test_rings_grow_as_data_needs_them_and_an_idle_connection_holds_none():
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    assert a.memory == b.memory == 0          # nothing allocated before data
+    a.send(c, b"x" * 100, link.now)
+    assert a.memory == 16384                  # the first allocation, not the 1 MiB capacity
+    assert link.run(lambda: b.recv(s, 100, link.now) == b"x" * 100, SECOND)
+    up = Stream(link, a, c, b, s, b"y" * 500_000, close=False)
+    assert transfer(link, [up])
+    assert 16384 < a.memory <= 2 * (1 << 20)
+    link.run(lambda: False, 2 * SECOND)
+    assert a.memory == b.memory == 0

@@ -11,9 +11,11 @@
 # TIME_WAIT, listeners with a bounded accept queue and a capped half-open
 # queue.  Congestion control is NewReno (RFC 5681): see the README.
 #
-# Memory: each connection's send and receive rings have a fixed capacity,
-# are allocated when data first needs them and freed when they have been
-# empty for TCP_TRIM_IDLE; the table also caps the bytes of all rings.
+# Memory: each connection's send and receive rings have a fixed capacity;
+# their memory is allocated when data first needs it, grows by doubling up to
+# the capacity, and is freed when they have been empty for a second; the
+# table caps the bytes of all rings (a sender that meets the cap is told when
+# memory frees, a receiver drops what it cannot hold and the peer sends it again).
 #
 # Who calls whom: the stack (wgc/netstack/_stack) calls tcp_input for each
 # TCP packet to a local address and tcp_timers when the earliest deadline
@@ -52,10 +54,12 @@ cdef enum:
     TCP_BACKLOG_MAX = 4096
     TCP_HALF_OPEN_MAX = 1024       # SYN_RECEIVED children per listener
     TCP_TIME_WAIT_MAX = 4096       # past this, a closing connection skips TIME_WAIT
+    TCP_RING_FIRST = 16384         # a ring's first allocation
 
 cdef struct Ring:
     uint8_t *data                  # NULL until needed
-    uint32_t capacity
+    uint32_t capacity              # the most it may hold (what windows are computed from)
+    uint32_t size                  # what is allocated now: grows by doubling, up to capacity
     uint32_t head                  # offset of the first byte
     uint32_t length                # bytes held from head
 
@@ -77,6 +81,7 @@ cdef struct Tcb:
     Ring snd
     bint fin_wanted                # the user shut the sending side
     bint fin_acked                 # and the peer acknowledged our FIN
+    bint wants_memory              # the send ring could not grow: TCP_EV_WRITE when it can
     # receiving: the ring holds unread in-order bytes, out-of-order ones past them
     uint32_t irs, rcv_nxt, rcv_adv # rcv_adv: the right edge we advertised
     uint8_t rcv_wscale
@@ -139,6 +144,7 @@ cdef struct TcpTable:
     int64_t challenge_second       # challenge ACKs: a budget per second
     uint32_t challenge_count
     size_t memory, memory_max      # bytes of all rings
+    bint memory_short              # a sender found the cap reached: tell it when memory frees
     uint32_t buffer                # capacity of a new connection's rings
 
 cdef int tcp_init(TcpTable *t, Netif *netif) noexcept nogil

@@ -76,16 +76,33 @@ cdef inline bint ge(uint32_t a, uint32_t b) noexcept nogil:
 
 # ---- rings ----------------------------------------------------------------
 
-cdef bint ring_ready(TcpTable *t, Ring *r) noexcept nogil:
-    """Makes sure the ring's memory exists (within the table's cap)."""
-    if r.data != NULL:
+cdef bint ring_reserve(TcpTable *t, Ring *r, uint32_t needed) noexcept nogil:
+    """Makes the ring's memory hold at least `needed` bytes from its head,
+    growing by doubling within its capacity and the table's cap."""
+    cdef uint32_t size, first
+    cdef uint8_t *data
+    if needed <= r.size:
         return True
-    if t.memory + r.capacity > t.memory_max:
+    if needed > r.capacity:
         return False
-    r.data = <uint8_t *>malloc(r.capacity)
-    if r.data == NULL:
+    size = r.size if r.size else MINU(TCP_RING_FIRST, r.capacity)
+    while size < needed:
+        size = MINU(size * 2, r.capacity)
+    if t.memory + size - r.size > t.memory_max:
+        t.memory_short = True
         return False
-    t.memory += r.capacity
+    data = <uint8_t *>malloc(size)
+    if data == NULL:
+        return False
+    if r.data != NULL:
+        # Unwrapped, so that the byte at offset k from the head is at k.
+        first = r.size - r.head
+        memcpy(data, r.data + r.head, first)
+        memcpy(data + first, r.data, r.head)
+        free(r.data)
+    t.memory += size - r.size
+    r.data = data
+    r.size = size
     r.head = 0
     return True
 
@@ -93,27 +110,31 @@ cdef void ring_release(TcpTable *t, Ring *r) noexcept nogil:
     if r.data != NULL:
         free(r.data)
         r.data = NULL
-        t.memory -= r.capacity
+        t.memory -= r.size
+        if t.memory_short:
+            memory_freed(t)
+    r.size = 0
     r.head = 0
     r.length = 0
 
 cdef void ring_read(const Ring *r, uint32_t offset, uint8_t *out, uint32_t n) noexcept nogil:
-    cdef uint32_t at = (r.head + offset) % r.capacity
-    cdef uint32_t first = MINU(n, r.capacity - at)
+    cdef uint32_t at = (r.head + offset) % r.size
+    cdef uint32_t first = MINU(n, r.size - at)
     memcpy(out, r.data + at, first)
     if n > first:
         memcpy(out + first, r.data, n - first)
 
 cdef void ring_write(Ring *r, uint32_t offset, const uint8_t *data, uint32_t n) noexcept nogil:
-    cdef uint32_t at = (r.head + offset) % r.capacity
-    cdef uint32_t first = MINU(n, r.capacity - at)
+    cdef uint32_t at = (r.head + offset) % r.size
+    cdef uint32_t first = MINU(n, r.size - at)
     memcpy(r.data + at, data, first)
     if n > first:
         memcpy(r.data, data + first, n - first)
 
 cdef void ring_drop(Ring *r, uint32_t n) noexcept nogil:
-    r.head = (r.head + n) % r.capacity
-    r.length -= n
+    if n:
+        r.head = (r.head + n) % r.size
+        r.length -= n
 
 
 # ---- keyed hashes (RFC 6528, RFC 6056) ----------------------------------------
@@ -354,6 +375,19 @@ cdef void notify(TcpTable *t, Tcb *c, uint32_t events) noexcept nogil:
         else:
             t.ready_head = c
         t.ready_tail = c
+
+cdef void memory_freed(TcpTable *t) noexcept nogil:
+    """Ring memory came back under the cap: senders that met it may try again."""
+    cdef uint32_t i
+    cdef Tcb *c
+    t.memory_short = False
+    for i in range(t.bucket_mask + 1):
+        c = t.buckets[i]
+        while c != NULL:
+            if c.wants_memory:
+                c.wants_memory = False
+                notify(t, c, TCP_EV_WRITE)
+            c = c.hash_next
 
 cdef Tcb *tcp_ready(TcpTable *t) noexcept nogil:
     cdef Tcb *c = t.ready_head
@@ -834,7 +868,7 @@ cdef void take_data(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept
         return
     if length > space - (seq - c.rcv_nxt):
         length = space - (seq - c.rcv_nxt)   # the tail is past the window
-    if not ring_ready(t, &c.rcv):
+    if not ring_reserve(t, &c.rcv, c.rcv.length + (seq - c.rcv_nxt) + length):
         return                     # no memory now: the peer sends it again
     ring_write(&c.rcv, c.rcv.length + (seq - c.rcv_nxt), data, length)
     if seq != c.rcv_nxt:
@@ -1382,11 +1416,14 @@ cdef uint32_t tcp_send_span(TcpTable *t, Tcb *c, uint8_t **span) noexcept nogil:
     """The contiguous free space after the queued bytes (the rest of the free
     space, if it wraps, comes after tcp_sent)."""
     cdef uint32_t space = tcp_send_space(c), at
-    if space == 0 or not ring_ready(t, &c.snd):
+    if space == 0:
         return 0
-    at = (c.snd.head + c.snd.length) % c.snd.capacity
+    if not ring_reserve(t, &c.snd, c.snd.length + 1):
+        c.wants_memory = True
+        return 0
+    at = (c.snd.head + c.snd.length) % c.snd.size
     span[0] = c.snd.data + at
-    return MINU(space, c.snd.capacity - at)
+    return MINU(c.snd.size - c.snd.length, c.snd.size - at)
 
 cdef void tcp_sent(TcpTable *t, Tcb *c, uint32_t count, int64_t now) noexcept nogil:
     c.snd.length += count
@@ -1398,7 +1435,7 @@ cdef uint32_t tcp_recv_span(Tcb *c, uint8_t **span) noexcept nogil:
     if c.rcv.length == 0:
         return 0
     span[0] = c.rcv.data + c.rcv.head
-    return MINU(c.rcv.length, c.rcv.capacity - c.rcv.head)
+    return MINU(c.rcv.length, c.rcv.size - c.rcv.head)
 
 cdef void tcp_consumed(TcpTable *t, Tcb *c, uint32_t count, int64_t now) noexcept nogil:
     """The user took count bytes: the window opens; the peer hears of it when

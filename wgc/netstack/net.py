@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -113,6 +114,14 @@ class Listener:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _raise_file_limit() -> None:
+    """Each connection holds two descriptors (its socketpair), so the soft
+    limit goes up to the hard one, as Go's runtime does at start since 1.19."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _packed(host: str, v6: bool) -> bytes:
@@ -244,6 +253,7 @@ class Net:
         self._log = logging.getLogger(f"wgc.netstack.{name}")
         self.resolver = Resolver(self.dns, udp_socket=self.udp_socket, create_connection=self.create_connection,
                                  ipv6_first=any(":" in a for a in addresses)) if self.dns else None
+        _raise_file_limit()
         self._engine = Engine(addresses, mtu)
         self.device = Device(name, None, self._log, port=self._engine.port, mtu=mtu)
         self._stopping = False
