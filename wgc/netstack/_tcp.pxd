@@ -138,6 +138,7 @@ cdef struct TcpTable:
     uint32_t heap_count, heap_capacity
     Tcb *ready_head
     Tcb *ready_tail
+    Tcb *graveyard                 # ended, unheld connections: freed when the entry point returns
     bint blocked                   # a sender found the sink full: call tcp_resume
     uint32_t time_wait_count
     uint32_t ephemeral_next

@@ -183,6 +183,7 @@ cdef void tcp_free(TcpTable *t) noexcept nogil:
     cdef uint32_t i
     cdef Tcb *c
     cdef Tcb *next
+    reap(t)
     if t.buckets != NULL:
         for i in range(t.bucket_mask + 1):
             c = t.buckets[i]
@@ -477,9 +478,21 @@ cdef void finish(TcpTable *t, Tcb *c, int error) noexcept nogil:
         c.error = error
     ring_release(t, &c.snd)
     if not c.user_holds:
-        tcb_free(t, c)
+        # Callers up the stack may still look at c: it is freed on the way out (reap).
+        c.hash_next = t.graveyard
+        t.graveyard = c
         return
     notify(t, c, TCP_EV_CLOSED | TCP_EV_READ | TCP_EV_WRITE)
+
+cdef void reap(TcpTable *t) noexcept nogil:
+    """Frees the connections that ended unheld during this entry point: each
+    public entry point that can end a connection (tcp_input, tcp_timers,
+    tcp_close, ...) calls its internal twin, then this."""
+    cdef Tcb *c
+    while t.graveyard != NULL:
+        c = t.graveyard
+        t.graveyard = c.hash_next
+        tcb_free(t, c)
 
 cdef void enter_time_wait(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     c.rto_at = c.persist_at = c.keepalive_at = c.delack_at = 0
@@ -1186,6 +1199,10 @@ cdef void input_synchronized(TcpTable *t, Tcb *c, const uint8_t *packet, const P
         output(t, c, now)
 
 cdef void tcp_input(TcpTable *t, const uint8_t *packet, const Parsed *p, int64_t now) noexcept nogil:
+    input_segment(t, packet, p, now)
+    reap(t)
+
+cdef void input_segment(TcpTable *t, const uint8_t *packet, const Parsed *p, int64_t now) noexcept nogil:
     cdef Segment s
     cdef Tcb *c
     cdef uint16_t sport, dport
@@ -1308,6 +1325,7 @@ cdef int64_t tcp_timers(TcpTable *t, int64_t now) noexcept nogil:
         if c.trim_at and c.trim_at <= now:
             on_trim(t, c)
         timer_update(t, c)
+    reap(t)
     return tcp_next_deadline(t)
 
 cdef void tcp_resume(TcpTable *t, int64_t now) noexcept nogil:
@@ -1315,6 +1333,7 @@ cdef void tcp_resume(TcpTable *t, int64_t now) noexcept nogil:
     cdef uint32_t i
     cdef Tcb *c
     t.blocked = False
+    reap(t)
     for i in range(t.bucket_mask + 1):
         c = t.buckets[i]
         while c != NULL and not t.blocked:
@@ -1464,6 +1483,10 @@ cdef void tcp_set_keepalive(TcpTable *t, Tcb *c, bint on, uint32_t idle, uint32_
     timer_update(t, c)
 
 cdef void tcp_shutdown(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    shutdown_sending(t, c, now)
+    reap(t)
+
+cdef void shutdown_sending(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     """The user's side is done sending: a FIN after the queued bytes."""
     if c.fin_wanted:
         return
@@ -1487,7 +1510,7 @@ cdef void close_listener(TcpTable *t, Tcb *listener, int64_t now) noexcept nogil
     cdef Tcb *next
     while listener.accept_head != NULL:
         c = listener.accept_head
-        tcp_abort(t, c, now)
+        abort_connection(t, c, now)
     for i in range(t.bucket_mask + 1):
         c = t.buckets[i]
         while c != NULL:
@@ -1499,20 +1522,28 @@ cdef void close_listener(TcpTable *t, Tcb *listener, int64_t now) noexcept nogil
     listener.state = TCP_CLOSED
 
 cdef void tcp_close(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    close_connection(t, c, now)
+    reap(t)
+
+cdef void close_connection(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     """close(2): unread received bytes make it an abort (RFC 9293 3.10.4,
     RFC 2525 2.17); otherwise a FIN goes after what is queued."""
     if c.state == TCP_LISTEN:
         close_listener(t, c, now)
         return
     if c.rcv.length or c.ooo_count:
-        tcp_abort(t, c, now)
+        abort_connection(t, c, now)
         return
-    tcp_shutdown(t, c, now)
+    shutdown_sending(t, c, now)
     if c.state == TCP_FIN_WAIT_2 and c.close_at == 0:
         c.close_at = now + FIN_WAIT_2_TIME
         timer_update(t, c)
 
 cdef void tcp_abort(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    abort_connection(t, c, now)
+    reap(t)
+
+cdef void abort_connection(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     """A RST to the peer, and the connection is over (ECONNABORTED for the user)."""
     if c.state == TCP_LISTEN:
         close_listener(t, c, now)
@@ -1553,3 +1584,4 @@ cdef void tcp_icmp_error(TcpTable *t, bint v6, const Addr *local, uint16_t lport
     cdef Tcb *c = lookup(t, v6, local, lport, remote, rport)
     if c != NULL and c.state == TCP_SYN_SENT and seq == c.iss:
         finish(t, c, error)
+        reap(t)
