@@ -21,7 +21,8 @@ count); recv throughput is the client's.  CPU seconds per GB are the client
 side's: the client process's CPU during the transfer (gvnet's whole process,
 its start is milliseconds of Go), plus, for the TUN path, the near daemon's
 CPU over the client's run.  RSS is the client's peak (for the TUN path, plus
-the near daemon's).  Then the netstack client opens --idle idle connections
+the near daemon's).  Each run's line also has the far kernel's TCP
+retransmissions and the segments it received per MB moved.  Then the netstack client opens --idle idle connections
 to the far listener: RSS per connection and in all.  The last line is the
 ratio of the netstack's single-connection throughput (send and recv
 averaged) to the TUN path's and to gvnet's.
@@ -214,7 +215,7 @@ class Bench:
             command += ["-streams", str(streams)]
         command += [mode, f"{FAR}:{port}", str(seconds)]
         near_before = cpu_of(self.near_daemon)
-        far_before = cpu_of(self.far_daemon)
+        far_before, far_tcp = cpu_of(self.far_daemon), self._far_tcp()
         started = time.monotonic()
         proc = self.near.popen(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -238,8 +239,18 @@ class Bench:
             mbit = moved * 8 / (max(r[2] for r in records) - min(r[1] for r in records)) / 1e6
         else:
             moved, mbit = int(rate.group(2)), float(rate.group(4))
+        far_tcp_after = self._far_tcp()
         return {"mbit": mbit, "client_mbit": float(rate.group(4)), "cpu_per_gb": cpu / (moved / 1e9),
-                "far_cpu_per_gb": (cpu_of(self.far_daemon) - far_before) / (moved / 1e9), "rss_mib": rss / 1024}
+                "far_cpu_per_gb": (cpu_of(self.far_daemon) - far_before) / (moved / 1e9), "rss_mib": rss / 1024,
+                "far_retrans": far_tcp_after["RetransSegs"] - far_tcp["RetransSegs"],
+                "far_segs_in_per_mb": (far_tcp_after["InSegs"] - far_tcp["InSegs"]) / (moved / 1e6)}
+
+    def _far_tcp(self) -> dict[str, int]:
+        """The far namespace's TCP counters (/proc/net/snmp): its retransmissions, and the
+        segments it receives (for recv cases, the client's ACKs)."""
+        names, values = [line.split()[1:] for line in self.far.run("cat", "/proc/net/snmp").stdout.splitlines()
+                         if line.startswith("Tcp:")]
+        return dict(zip(names, map(int, values), strict=True))
 
     def idle(self, count: int) -> tuple[float, int]:
         """(KiB per idle connection, RSS in KiB with `count` open) of the netstack client."""
