@@ -88,6 +88,12 @@ demo: build
 bench ROUNDS="3":
     {{python}} scripts/bench.py --rounds {{ROUNDS}}
 
+# wgc's in-process stack (wgc.netstack) beside the TUN path and gVisor's netstack (../shared/anchors'
+# gvnet-netstack-latest, when there), through one far wgc daemon: TCP one and eight connections each way,
+# medians of RUNS with their spread, CPU seconds per GB, RSS, memory per idle connection; the ratios last.
+bench-netstack RUNS="3": build
+    {{python}} scripts/bench_netstack.py --runs {{RUNS}}
+
 # Memory of wgc and wireguard-go under SECONDS of TCP load both ways, sampled every 10 s.
 bench-soak SECONDS="300":
     {{python}} scripts/bench.py --soak {{SECONDS}}
