@@ -516,3 +516,40 @@ def test_rings_grow_as_data_needs_them_and_an_idle_connection_holds_none():
     assert 16384 < a.memory <= 2 * (1 << 20)
     link.run(lambda: False, 2 * SECOND)
     assert a.memory == b.memory == 0
+
+
+def test_a_batch_of_in_order_segments_gets_one_ack_and_a_gap_an_immediate_one():
+    a, b, link = pair()
+    c, _, _ = connected(link)
+    a.set_nodelay(c, True)
+    a.send(c, bytes(20 * 1368), link.now)
+    segments = a.take_output(link.now)
+    assert len(segments) == 10                      # the initial window: ten full segments
+    b.receive_batch(segments, link.now)
+    acks = b.take_output(link.now)
+    assert len(acks) == 1 and tcp_fields(acks[0])[1] == tcp_fields(segments[-1])[0] + 1368
+    # Another ten, with a hole: the segments past it are answered at once
+    # inside the batch (duplicate ACKs for fast retransmit are never held).
+    a.receive(acks[0], link.now)
+    more = a.take_output(link.now)
+    assert len(more) == 10
+    b.receive_batch([more[0], *more[2:5]], link.now)
+    dupacks = b.take_output(link.now)
+    assert [tcp_fields(p)[1] for p in dupacks] == [tcp_fields(more[1])[0]] * 3
+    b.receive_batch([more[1]], link.now)            # the hole filled: at once
+    assert [tcp_fields(p)[1] for p in b.take_output(link.now)] == [tcp_fields(more[4])[0] + 1368]
+
+
+def test_a_long_batch_still_acks_every_32_segments():
+    a, b, link = pair(buffer=1 << 20)
+    c, s, _ = connected(link)
+    data = bytes(200 * 1368)
+    up = Stream(link, a, c, b, s, data, close=False)
+    assert transfer(link, [up])     # opens the window wide
+    assert link.run(lambda: a.info(c)["send_queued"] == 0, SECOND)
+    a.set_nodelay(c, True)
+    a.send(c, bytes(96 * 1368), link.now)
+    segments = a.take_output(link.now)
+    assert len(segments) >= 64
+    b.receive_batch(segments, link.now)
+    assert len(b.take_output(link.now)) == len(segments) // 32 + (1 if len(segments) % 32 else 0)

@@ -14,7 +14,7 @@ from wgc.netstack._link cimport StackPort, Inbox, link_sink, link_publish, link_
 from wgc.netstack._netif cimport NETIF_ADDRS_MAX, MTU_MIN
 from wgc.netstack._stack cimport StackCore, stack_init, stack_free, stack_input, stack_timers, stack_next_deadline
 from wgc.netstack._stack import STATES
-from wgc.netstack._tcp cimport (Tcb, tcp_resume, tcp_connect, tcp_listen,
+from wgc.netstack._tcp cimport (Tcb, tcp_resume, tcp_flush_acks, tcp_connect, tcp_listen,
                                 tcp_accept, tcp_send_span, tcp_sent, tcp_recv_span, tcp_consumed, tcp_eof,
                                 tcp_shutdown, tcp_close, tcp_abort, tcp_release, tcp_ready, tcp_set_keepalive, tcp_count_states,
                                 TCP_EV_READ, TCP_EV_WRITE, TCP_EV_CONNECTED, TCP_EV_CLOSED, TCP_EV_ACCEPT,
@@ -176,6 +176,7 @@ cdef class Engine:
     cdef void _inbox(self, int64_t now) noexcept nogil:
         cdef Inbox *box = link_inbox(self.port)
         cdef uint32_t at = 0, length
+        self.core.tcp.batching = True
         while at + 4 <= box.used:
             memcpy(&length, box.data + at, 4)
             at += 4
@@ -183,6 +184,8 @@ cdef class Engine:
             at += length
             if self.core.tcp.blocked:
                 self._refill(now)
+        self.core.tcp.batching = False
+        tcp_flush_acks(&self.core.tcp, now)
 
     cdef void _refill(self, int64_t now) noexcept nogil:
         """The sink filled: hand it over and let the stopped senders go on."""

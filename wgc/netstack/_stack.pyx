@@ -17,7 +17,8 @@ from wgc.netstack._netif cimport (Netif, Sink, NETIF_ADDRS_MAX, MTU_MIN, netif_i
 from wgc.netstack._tcp cimport (Tcb, TcpTable, tcp_init, tcp_free, tcp_input, tcp_timers, tcp_next_deadline,
                                 tcp_resume, tcp_connect, tcp_listen, tcp_accept, tcp_send_span, tcp_sent,
                                 tcp_recv_span, tcp_consumed, tcp_eof, tcp_shutdown, tcp_close, tcp_abort,
-                                tcp_release, tcp_ready, tcp_set_keepalive, tcp_icmp_error)
+                                tcp_release, tcp_ready, tcp_set_keepalive, tcp_icmp_error,
+                                tcp_flush_acks)
 from wgc.netstack._frag cimport (reasm_init, reasm_free, reasm_input4, reasm_input6, reasm_expire,
                                  FRAG_MEMORY_MAX, FRAG_TIMEOUT4_S, FRAG_TIMEOUT6_S)
 from wgc.netstack._dgram cimport (dgram_init, dgram_free, dgram_input_udp, dgram_input_echo_reply,
@@ -272,6 +273,20 @@ cdef class Stack:
     def receive(self, const uint8_t[:] packet, int64_t now):
         if packet.shape[0]:
             stack_input(&self.core, &packet[0], packet.shape[0], now)
+
+    def receive_batch(self, packets, int64_t now):
+        """Packets that arrived together, as the engine takes an inbox: bulk
+        ACKs go out once, at the end."""
+        cdef const uint8_t[:] packet
+        self.core.tcp.batching = True
+        try:
+            for item in packets:
+                packet = item
+                if packet.shape[0]:
+                    stack_input(&self.core, &packet[0], packet.shape[0], now)
+        finally:
+            self.core.tcp.batching = False
+        tcp_flush_acks(&self.core.tcp, now)
 
     def take_output(self, int64_t now=0):
         """The packets sent since the last call; lets blocked senders go on."""

@@ -49,12 +49,13 @@ cdef enum:
 
 cdef enum:
     TCP_OOO_MAX = 8                # out-of-order ranges kept (the rest is dropped, resent later)
-    TCP_BUFFER_DEFAULT = 1 << 20   # per ring, each direction
+    TCP_BUFFER_DEFAULT = 4 << 20   # per ring, each direction (allocated as data needs it)
     TCP_MEMORY_DEFAULT = 256 << 20 # all rings of a stack
     TCP_BACKLOG_MAX = 4096
     TCP_HALF_OPEN_MAX = 1024       # SYN_RECEIVED children per listener
     TCP_TIME_WAIT_MAX = 4096       # past this, a closing connection skips TIME_WAIT
     TCP_RING_FIRST = 16384         # a ring's first allocation
+    TCP_BATCH_ACK_SEGMENTS = 32    # in a batch, an ACK at least every so many full segments (as GRO's 64 KiB)
 
 cdef struct Ring:
     uint8_t *data                  # NULL until needed
@@ -96,6 +97,8 @@ cdef struct Tcb:
     # acknowledging
     uint32_t segments_unacked      # full-sized segments since our last ACK
     bint ack_now
+    bint ack_queued                # on the table's list of ACKs for the end of the batch
+    Tcb *ack_next
     # round trip and retransmission (ns)
     int64_t srtt, rttvar, rto
     uint32_t backoff
@@ -139,6 +142,8 @@ cdef struct TcpTable:
     Tcb *ready_head
     Tcb *ready_tail
     Tcb *graveyard                 # ended, unheld connections: freed when the entry point returns
+    bint batching                  # a batch of packets is being taken in: bulk ACKs wait for its end
+    Tcb *acks                      # connections whose bulk ACK waits (tcp_flush_acks)
     bint blocked                   # a sender found the sink full: call tcp_resume
     uint32_t time_wait_count
     uint32_t ephemeral_next
@@ -161,6 +166,9 @@ cdef void tcp_icmp_error(TcpTable *t, bint v6, const Addr *local, uint16_t lport
 # Runs the timers due at now; returns the next deadline (0 = none).
 cdef int64_t tcp_timers(TcpTable *t, int64_t now) noexcept nogil
 cdef int64_t tcp_next_deadline(const TcpTable *t) noexcept nogil
+# The end of a batch of packets (with batching set): the bulk ACKs it
+# deferred go out, one per connection, as a kernel's after GRO.
+cdef void tcp_flush_acks(TcpTable *t, int64_t now) noexcept nogil
 # The sink has room again: connections that stopped for it send on.
 cdef void tcp_resume(TcpTable *t, int64_t now) noexcept nogil
 

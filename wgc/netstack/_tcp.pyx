@@ -477,12 +477,34 @@ cdef void finish(TcpTable *t, Tcb *c, int error) noexcept nogil:
     if error and not c.error:
         c.error = error
     ring_release(t, &c.snd)
+    if c.ack_queued:
+        unqueue_ack(t, c)
     if not c.user_holds:
         # Callers up the stack may still look at c: it is freed on the way out (reap).
         c.hash_next = t.graveyard
         t.graveyard = c
         return
     notify(t, c, TCP_EV_CLOSED | TCP_EV_READ | TCP_EV_WRITE)
+
+cdef void unqueue_ack(TcpTable *t, Tcb *c) noexcept nogil:
+    cdef Tcb **link = &t.acks
+    while link[0] != NULL:
+        if link[0] == c:
+            link[0] = c.ack_next
+            break
+        link = &link[0].ack_next
+    c.ack_queued = False
+
+cdef void tcp_flush_acks(TcpTable *t, int64_t now) noexcept nogil:
+    cdef Tcb *c
+    while t.acks != NULL:
+        c = t.acks
+        t.acks = c.ack_next
+        c.ack_queued = False
+        if c.segments_unacked and (c.state == TCP_ESTABLISHED or c.state == TCP_FIN_WAIT_1
+                                   or c.state == TCP_FIN_WAIT_2):
+            send_ack(t, c, now)
+            timer_update(t, c)
 
 cdef void reap(TcpTable *t) noexcept nogil:
     """Frees the connections that ended unheld during this entry point: each
@@ -906,8 +928,12 @@ cdef void take_data(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept
         c.ack_now = True           # a hole filled: ACK at once (RFC 5681 4.2)
     elif length >= c.mss - options_size(c, ACK) or c.segments_unacked:
         c.segments_unacked += 1
-        if c.segments_unacked >= 2:
-            c.ack_now = True
+        if c.segments_unacked >= (TCP_BATCH_ACK_SEGMENTS if t.batching else 2):
+            c.ack_now = True       # every second full segment (RFC 9293 3.8.6.3)
+        elif c.segments_unacked >= 2 and not c.ack_queued:
+            c.ack_queued = True    # within a batch: at its end (tcp_flush_acks)
+            c.ack_next = t.acks
+            t.acks = c
     if not c.ack_now and c.delack_at == 0:
         c.delack_at = now + DELAYED_ACK
     notify(t, c, TCP_EV_READ)
