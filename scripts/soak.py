@@ -33,9 +33,10 @@ GRACE = 30.0
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] .*icmp_seq=(\d+)")
 
 
-def rss_mib(end: End) -> float:
+def rss_mib(end: End, load: set[int]) -> float:
+    """The RSS of the end's daemon: every process of its namespace but the load's (iperf3, ping)."""
     total = 0
-    for pid in end.ns.pids():
+    for pid in set(end.ns.pids()) - load:
         with open(f"/proc/{pid}/status") as f:
             total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
     return total / 1024
@@ -66,6 +67,7 @@ class Tunnel:
         self.replies: list[float] = []
         self.reader = threading.Thread(target=self._read_pings, daemon=True)
         self.reader.start()
+        self.load = {self.server.pid, self.client.pid, self.pinger.pid}
         self.handshakes = {handshake_times(self.a)}
         self.rss: list[tuple[float, float, float]] = []
 
@@ -77,7 +79,7 @@ class Tunnel:
                 self.replies.append(float(match.group(1)))
 
     def sample(self, t: float) -> None:
-        self.rss.append((t, rss_mib(self.a), rss_mib(self.b)))
+        self.rss.append((t, rss_mib(self.a, self.load), rss_mib(self.b, self.load)))
 
     def poll_handshakes(self) -> None:
         """One end's view only: both ends' clocks may put one handshake in two seconds."""
