@@ -163,8 +163,10 @@ def daemon_gone(end: End) -> bool:
     return not os.path.exists(socket_path(end.iface))
 
 
-def iperf3(client: End, server: End, seconds: float = 2, extra=(), ipv6: bool = False) -> subprocess.CompletedProcess:
-    """A short iperf3 run from client to server through the tunnel (JSON output)."""
+def iperf3(client: End, server: End, seconds: float = 2, extra=(), ipv6: bool = False,
+           amount: str | None = None) -> subprocess.CompletedProcess:
+    """A short iperf3 run from client to server through the tunnel (JSON output): for
+    seconds, or until amount (iperf3 -n, such as "16M") has gone, within seconds + 30."""
     address = server.inner6 if ipv6 else server.inner4
     srv = server.ns.popen("iperf3", "-s", "-1", "-B", address,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -172,7 +174,8 @@ def iperf3(client: End, server: End, seconds: float = 2, extra=(), ipv6: bool = 
         wait_for(lambda: "LISTEN" in server.ns.run("ss", "-ltn", check=False).stdout
                  and ":5201" in server.ns.run("ss", "-ltn", check=False).stdout,
                  what="iperf3 server")
-        return client.ns.run("iperf3", "-c", address, "-t", str(seconds), "-J", *extra,
+        end = ("-n", amount) if amount else ("-t", str(seconds))
+        return client.ns.run("iperf3", "-c", address, *end, "-J", *extra,
                              timeout=seconds + 30)
     finally:
         srv.kill()

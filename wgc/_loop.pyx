@@ -7,7 +7,7 @@ from posix.unistd cimport read, write, close
 from wgc._constants cimport SECOND
 from wgc._core cimport SLOT_SIZE, pthread_mutex_lock, pthread_mutex_unlock
 from wgc._port cimport PacketPort
-from wgc._udp cimport BATCH, Endpoint, udp_recv_batch
+from wgc._udp cimport BATCH, GRO_RECV_BATCH, Endpoint, udp_recv_batch
 
 
 cdef extern from "<time.h>" nogil:
@@ -113,7 +113,8 @@ cdef class Loop:
         pthread_mutex_lock(&core.mutex)
         # The control plane may have replaced the sockets since epoll saw fd.
         if fd == core.udp.fd[0] or fd == core.udp.fd[1]:
-            n = udp_recv_batch(fd, core.rx_slots, SLOT_SIZE, BATCH, sources, lengths, sizes)
+            n = udp_recv_batch(fd, core.rx_slots, SLOT_SIZE, GRO_RECV_BATCH if core.udp.offload else BATCH,
+                               sources, lengths, sizes)
             if n > 0:
                 clock_now(&now, &wall)
                 core._rx_batch(n, sources, lengths, sizes, now, wall)

@@ -8,7 +8,7 @@ from posix.unistd cimport write as c_write
 
 from wgc._offload cimport (VnetHdr, VNET_HDR_LEN, vnet_hdr_store, gro_init, gro_free, gro_add, gro_full,
                            gro_finish, gro_reset)
-from wgc._reader cimport reader_start, reader_take, reader_release, reader_gone, reader_stop
+from wgc._reader cimport READER_OFFLOAD_BATCH, reader_start, reader_take, reader_release, reader_gone, reader_stop
 
 cdef extern from "<sys/uio.h>" nogil:
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
@@ -95,6 +95,8 @@ cdef class TunPort(PacketPort):
         reader_stop(&self.reader)
 
     cdef int start(self, uint32_t batch, size_t slot_size) except -1:
+        if self.vnet_hdr:
+            batch = min(batch, READER_OFFLOAD_BATCH)
         if reader_start(&self.reader, self.fd, batch, slot_size) < 0:
             raise OSError(errno, "cannot start the TUN reader thread")
         self.ready_fd = self.reader.ready_fd

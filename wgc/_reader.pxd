@@ -18,6 +18,11 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef enum:
     READER_BUFFERS = 2
+    # Super-packets per batch with offloads.  Only the pages packets touch
+    # become resident, and a slot keeps the largest packet it ever held: with
+    # 64 KiB super-packets, each slot a batch may use can add 64 KiB to the
+    # daemon's RSS for good, however rarely batches fill that far.
+    READER_OFFLOAD_BATCH = 8
 
 cdef struct TunReader:
     int tun_fd

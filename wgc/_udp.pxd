@@ -16,7 +16,11 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 cdef enum:
-    BATCH = 64                     # datagrams per recvmmsg and per sendmmsg
+    BATCH = 64                     # datagrams per sendmmsg, and per recvmmsg without GRO
+    # Messages per recvmmsg with UDP GRO, each a train of up to 64 KiB: the
+    # receive slots' resident part is the largest message each slot ever
+    # held, so the slots a call may fill bound what traffic adds to RSS.
+    GRO_RECV_BATCH = 16
     UDP_GSO_MAX_BYTES = 65507      # the largest UDP payload over IPv4
 
 # A UDP endpoint in a form independent of sockaddr layouts; family 0 = none.
