@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netstack_link import MS, SECOND, Impairment, Link
+from test_offload import reference_sum
 from wgc.netstack._stack import Stack
 
 A4, B4 = "10.0.0.1", "10.0.0.2"
@@ -22,20 +23,24 @@ def pair(buffer=0, **impairment):
     return a, b, Link(a, b, Impairment(**impairment) if impairment else None)
 
 
+def acceptor(stack, listener, accepted):
+    """An application step that takes one waiting connection into `accepted`."""
+    def accept():
+        handle = stack.accept(listener)
+        if handle is not None:
+            accepted.append(handle)
+        return handle is not None
+    return accept
+
+
 def connected(link, v6=False, port=80, backlog=128):
     """A connection from a to b: (client handle, server handle)."""
     a, b = link.stacks
     listener = b.listen("::" if v6 else "0.0.0.0", port, backlog)
     client = a.connect(A6 if v6 else A4, B6 if v6 else B4, port, link.now)
     accepted = []
-
-    def accept():
-        s = b.accept(listener)
-        if s is not None:
-            accepted.append(s)
-        return s is not None
-
-    assert link.run(lambda: bool(accepted) and a.state(client) == "ESTABLISHED", 300 * SECOND, accept)
+    assert link.run(lambda: bool(accepted) and a.state(client) == "ESTABLISHED", 300 * SECOND,
+                    acceptor(b, listener, accepted))
     return client, accepted[0], listener
 
 
@@ -305,20 +310,11 @@ def rewrite_tcp(packet: bytes, *, seq=None, ack=None, flags=None, payload=None) 
     ip = bytearray(packet[:ihl])
     struct.pack_into("!H", ip, 2, ihl + len(tcp))
     ip[10:12] = b"\0\0"
-    struct.pack_into("!H", ip, 10, ~_sum(ip) & 0xFFFF)
+    struct.pack_into("!H", ip, 10, ~reference_sum(ip) & 0xFFFF)
     tcp[16:18] = b"\0\0"
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
-    struct.pack_into("!H", tcp, 16, ~_sum(pseudo + tcp) & 0xFFFF)
+    struct.pack_into("!H", tcp, 16, ~reference_sum(pseudo + tcp) & 0xFFFF)
     return bytes(ip + tcp)
-
-
-def _sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def tcp_fields(packet: bytes):
@@ -331,16 +327,23 @@ def last_from(link, side):
     return [p for s, t, p in link.captured if s == side][-1]
 
 
-def test_rst_in_window_but_not_exact_gets_a_challenge_ack():
+def with_a_template():
+    """A connection that carried b"hi" from a to b, and that segment (a
+    template for crafted ones); the capture is emptied."""
     a, b, link = pair()
     c, s, _ = connected(link)
     link.capture = True
     a.send(c, b"hi", link.now)
     link.run(lambda: b.info(s)["readable"] == 2, SECOND)
     template = last_from(link, 0)
+    link.captured.clear()
+    return a, b, link, c, s, template
+
+
+def test_rst_in_window_but_not_exact_gets_a_challenge_ack():
+    _, b, link, _, s, template = with_a_template()
     seq, _, _, _ = tcp_fields(template)
     rcv_nxt = seq + 2
-    link.captured.clear()
     link.inject(1, rewrite_tcp(template, seq=rcv_nxt + 1000, flags=0x04, payload=b""))   # blind RST
     assert b.state(s) == "ESTABLISHED"
     challenge = [p for side, t, p in link.captured if side == 1]
@@ -352,13 +355,7 @@ def test_rst_in_window_but_not_exact_gets_a_challenge_ack():
 
 
 def test_syn_on_an_established_connection_gets_a_challenge_ack():
-    a, b, link = pair()
-    c, s, _ = connected(link)
-    link.capture = True
-    a.send(c, b"hi", link.now)
-    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
-    template = last_from(link, 0)
-    link.captured.clear()
+    _, b, link, _, s, template = with_a_template()
     link.inject(1, rewrite_tcp(template, seq=12345, flags=0x02, payload=b""))
     assert b.state(s) == "ESTABLISHED"
     replies = [p for side, t, p in link.captured if side == 1]
@@ -366,12 +363,7 @@ def test_syn_on_an_established_connection_gets_a_challenge_ack():
 
 
 def test_out_of_window_data_is_not_taken():
-    a, b, link = pair()
-    c, s, _ = connected(link)
-    link.capture = True
-    a.send(c, b"hi", link.now)
-    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
-    template = last_from(link, 0)
+    _, b, link, _, s, template = with_a_template()
     seq, _, _, _ = tcp_fields(template)
     for offset in (-100_000, 5_000_000, 2**31):
         link.inject(1, rewrite_tcp(template, seq=seq + offset, payload=b"evil" * 10))
@@ -380,13 +372,7 @@ def test_out_of_window_data_is_not_taken():
 
 
 def test_challenge_acks_are_rate_limited():
-    a, b, link = pair()
-    c, s, _ = connected(link)
-    link.capture = True
-    a.send(c, b"hi", link.now)
-    link.run(lambda: b.info(s)["readable"] == 2, SECOND)
-    template = last_from(link, 0)
-    link.captured.clear()
+    _, b, link, _, _, template = with_a_template()
     syn = rewrite_tcp(template, seq=1, flags=0x02, payload=b"")
     for _ in range(1500):
         b.receive(syn, link.now)
@@ -424,14 +410,7 @@ def test_backlog_bounds_the_accept_queue():
     assert b.info(listener)["accept_queue"] == 2
     assert sum(a.state(c) == "ESTABLISHED" for c in clients) >= 2
     accepted = []
-
-    def accept():
-        x = b.accept(listener)
-        if x is not None:
-            accepted.append(x)
-        return x is not None
-
-    assert link.run(lambda: len(accepted) == 4, 30 * SECOND, accept)
+    assert link.run(lambda: len(accepted) == 4, 30 * SECOND, acceptor(b, listener, accepted))
     assert all(a.state(c) == "ESTABLISHED" for c in clients)
 
 
@@ -467,14 +446,7 @@ def test_senders_that_meet_the_memory_cap_go_on_when_memory_frees():
     listener = b.listen("0.0.0.0", 80)
     clients = [a.connect(A4, B4, 80, link.now) for _ in range(8)]
     accepted = []
-
-    def accept():
-        s = b.accept(listener)
-        if s is not None:
-            accepted.append(s)
-        return s is not None
-
-    assert link.run(lambda: len(accepted) == 8, 10 * SECOND, accept)
+    assert link.run(lambda: len(accepted) == 8, 10 * SECOND, acceptor(b, listener, accepted))
     data = bytes(range(256)) * 1024
     sent = dict.fromkeys(clients, 0)
     received = {s: bytearray() for s in accepted}

@@ -5,6 +5,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from posix.unistd cimport read, write, close
 
 from wgc._constants cimport SECOND
+from wgc._epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
+                        EPOLL_CTL_DEL, EPOLLIN)
 from wgc._core cimport SLOT_SIZE, pthread_mutex_lock, pthread_mutex_unlock
 from wgc._port cimport PacketPort
 from wgc._udp cimport BATCH, GRO_RECV_BATCH, Endpoint, udp_recv_batch
@@ -23,22 +25,6 @@ cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
     int EFD_NONBLOCK
     int EFD_CLOEXEC
-
-cdef extern from "<sys/epoll.h>" nogil:
-    union epoll_data_t:
-        int fd
-        uint64_t u64
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-    int EPOLL_CTL_ADD
-    int EPOLL_CTL_DEL
-    int EPOLLIN
-    int EPOLL_CLOEXEC
-
 
 
 cdef inline void clock_now(int64_t *mono, int64_t *wall) noexcept nogil:

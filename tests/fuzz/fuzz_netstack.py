@@ -15,7 +15,8 @@ import common
 
 with common.instrumented():
     from netstack_link import MS, Link
-    from test_netstack_tcp import A4, A6, B4, B6, Stream, _sum, connected, transfer
+    from test_netstack_tcp import A4, A6, B4, B6, Stream, connected, transfer
+    from test_offload import reference_sum
     from wgc.netstack._stack import Stack
 
 MEMORY_MAX = 1 << 20
@@ -25,14 +26,14 @@ BUFFER = 16384
 def checksums_valid(packet: bytes) -> bool:
     if packet[0] >> 4 == 4:
         ihl = (packet[0] & 15) * 4
-        if _sum(packet[:ihl]) != 0xFFFF:
+        if reference_sum(packet[:ihl]) != 0xFFFF:
             return False
         proto, body, pseudo = packet[9], packet[ihl:], packet[12:20]
         if proto == 1:
-            return _sum(body) == 0xFFFF
+            return reference_sum(body) == 0xFFFF
     else:
         proto, body, pseudo = packet[6], packet[40:], packet[8:40]
-    return _sum(pseudo + struct.pack("!HH", proto, len(body)) + body) == 0xFFFF
+    return reference_sum(pseudo + struct.pack("!HH", proto, len(body)) + body) == 0xFFFF
 
 
 def one_input(data: bytes) -> None:

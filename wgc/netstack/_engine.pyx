@@ -6,13 +6,13 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 from posix.unistd cimport read, write, close
 
-from wgc._crypto cimport random_bytes
-from wgc.netstack._ip cimport Addr
+from wgc._epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
+                        EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR, EPOLLRDHUP)
+from wgc.netstack._ip cimport Addr, addr_from_python, addr_to_python
 from wgc.netstack._dgram cimport (Binding, DGRAM_RECORD, DGRAM_UDP, DGRAM_ECHO, dgram_bind, dgram_close,
                                   dgram_send, dgram_ready)
 from wgc.netstack._link cimport StackPort, Inbox, link_sink, link_publish, link_inbox
-from wgc.netstack._netif cimport NETIF_ADDRS_MAX, MTU_MIN
-from wgc.netstack._stack cimport StackCore, stack_init, stack_free, stack_input, stack_timers, stack_next_deadline
+from wgc.netstack._stack cimport StackCore, stack_setup, stack_free, stack_input, stack_timers, stack_next_deadline
 from wgc.netstack._stack import STATES
 from wgc.netstack._tcp cimport (Tcb, tcp_resume, tcp_flush_acks, tcp_connect, tcp_listen,
                                 tcp_accept, tcp_send_span, tcp_sent, tcp_recv_span, tcp_consumed, tcp_eof,
@@ -20,7 +20,6 @@ from wgc.netstack._tcp cimport (Tcb, tcp_resume, tcp_flush_acks, tcp_connect, tc
                                 TCP_EV_READ, TCP_EV_WRITE, TCP_EV_CONNECTED, TCP_EV_CLOSED, TCP_EV_ACCEPT,
                                 TCP_CLOSED, TCP_TIME_WAIT, TCP_LISTEN)
 
-import ipaddress
 import os
 
 cdef extern from "<pthread.h>" nogil:
@@ -29,19 +28,6 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_lock(pthread_mutex_t *m)
     int pthread_mutex_unlock(pthread_mutex_t *m)
 
-cdef extern from "<sys/epoll.h>" nogil:
-    union epoll_data_t:
-        void *ptr
-        int fd
-        uint64_t u64
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-    int EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL
-    uint32_t EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR, EPOLLRDHUP
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -68,38 +54,18 @@ cdef inline int64_t monotonic_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef void addr_from_python(object ip, Addr *a, bint *v6) except *:
-    packed = ipaddress.ip_address(ip).packed
-    memset(a, 0, sizeof(Addr))
-    memcpy(a.b, <const uint8_t *>packed, len(packed))
-    v6[0] = len(packed) == 16
-
-
 cdef class Engine:
     """One in-process interface: the stack, its link to the data plane and
     its thread's loop.  wgc.netstack.net.Net is the user's face of it."""
 
     def __cinit__(self, addresses, uint32_t mtu):
-        cdef Addr a
-        cdef bint v6
-        if mtu < MTU_MIN or mtu > 65535:
-            raise ValueError(f"MTU out of range: {mtu}")
-        if stack_init(&self.core, mtu) < 0:
-            raise MemoryError()
+        stack_setup(&self.core, addresses, mtu)
         pthread_mutex_init(&self.lock, NULL)
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         if self.epoll_fd < 0:
             raise OSError(errno, "epoll_create1")
         self.port = StackPort()
         self._watch_wake()
-        for ip in addresses:
-            addr_from_python(ip, &a, &v6)
-            if v6 and self.core.netif.count6 < NETIF_ADDRS_MAX:
-                self.core.netif.addr6[self.core.netif.count6] = a
-                self.core.netif.count6 += 1
-            elif not v6 and self.core.netif.count4 < NETIF_ADDRS_MAX:
-                self.core.netif.addr4[self.core.netif.count4] = a
-                self.core.netif.count4 += 1
 
     def __dealloc__(self):
         cdef Bridge *b = self.bridges
@@ -541,8 +507,7 @@ cdef class Engine:
         if not ok:
             os.close(fd)
             return None
-        size = 16 if c.v6 else 4
-        return ipaddress.ip_address(bytes(c.remote.b[:size])).compressed, c.rport
+        return addr_to_python(&c.remote, c.v6), c.rport
 
     def bind_datagram(self, int fd, bint echo, local, uint16_t port):
         """A UDP endpoint (echo: an ICMP echo endpoint, port its identifier)
@@ -596,11 +561,9 @@ cdef class Engine:
 
     def local_address(self, bint v6):
         """The interface's first address of a family (None: it has none)."""
-        cdef uint32_t size = 16 if v6 else 4
         if (self.core.netif.count6 if v6 else self.core.netif.count4) == 0:
             return None
-        a = self.core.netif.addr6[0] if v6 else self.core.netif.addr4[0]
-        return ipaddress.ip_address(bytes(a.b[:size])).compressed
+        return addr_to_python(&self.core.netif.addr6[0] if v6 else &self.core.netif.addr4[0], v6)
 
     def states(self):
         """{state name: connections} over the stack's table (listeners included)."""

@@ -50,5 +50,10 @@ cdef void finish_l4_checksum(uint8_t *ip, bint v6, uint8_t proto, uint8_t *l4, u
 # IPv4 means "none" and counts as good).
 cdef bint l4_checksum_ok(const uint8_t *packet, const Parsed *p) noexcept nogil
 
+# Conversions for the Python faces: an IP address's text to an Addr (and its
+# family), and back.
+cdef int addr_from_python(object ip, Addr *a, bint *v6) except -1
+cdef str addr_to_python(const Addr *a, bint v6)
+
 cdef inline uint32_t addr_size(bint v6) noexcept nogil:
     return 16 if v6 else 4

@@ -1,5 +1,7 @@
 # cython: language_level=3
 """IPv4 and IPv6 headers for the network stack (see _ip.pxd)."""
+import ipaddress
+
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
@@ -128,3 +130,14 @@ cdef bint l4_checksum_ok(const uint8_t *packet, const Parsed *p) noexcept nogil:
         return True
     return checksum_fold(checksum_add(start_sum(packet, p.v6, p.proto, l4_length),
                                       packet + p.l4_at, l4_length)) == 0xffff
+
+
+cdef int addr_from_python(object ip, Addr *a, bint *v6) except -1:
+    packed = ipaddress.ip_address(ip).packed
+    memset(a, 0, sizeof(Addr))
+    memcpy(a.b, <const uint8_t *>packed, len(packed))
+    v6[0] = len(packed) == 16
+    return 0
+
+cdef str addr_to_python(const Addr *a, bint v6):
+    return ipaddress.ip_address(bytes(a.b[:addr_size(v6)])).compressed

@@ -21,6 +21,9 @@ cdef struct StackCore:
     uint32_t icmp_count
 
 cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil
+# stack_init with the MTU checked and the interface's addresses (IP texts) set:
+# what the Python faces (Stack, the engine) start from.
+cdef int stack_setup(StackCore *s, object addresses, uint32_t mtu) except -1
 cdef void stack_free(StackCore *s) noexcept nogil
 cdef void stack_input(StackCore *s, const uint8_t *packet, uint32_t length, int64_t now) noexcept nogil
 # Runs what is due at now (TCP timers, fragment expiry); returns the next

@@ -1,7 +1,5 @@
 # cython: language_level=3
 """The network stack's dispatch (IP to TCP and ICMP), and Stack, its Python face for tests."""
-import ipaddress
-
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
@@ -10,7 +8,7 @@ from libc.errno cimport ENETUNREACH, EHOSTUNREACH, EACCES, ECONNREFUSED, ENOPROT
 from wgc._bytes cimport load_be16, load_be32
 from wgc._checksum cimport PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from wgc._crypto cimport random_bytes
-from wgc.netstack._ip cimport Addr, Parsed, parse_ip, l4_checksum_ok
+from wgc.netstack._ip cimport Addr, Parsed, parse_ip, l4_checksum_ok, addr_from_python
 from wgc._constants cimport DEFAULT_MTU
 from wgc.netstack._netif cimport (Netif, Sink, NETIF_ADDRS_MAX, MTU_MIN, netif_is_local,
                                   netif_source, netif_begin, netif_finish)
@@ -39,6 +37,23 @@ cdef int stack_init(StackCore *s, uint32_t mtu) noexcept nogil:
     if reasm_init(&s.frag, FRAG_MEMORY_MAX) < 0:
         return -1
     return tcp_init(&s.tcp, &s.netif)
+
+cdef int stack_setup(StackCore *s, object addresses, uint32_t mtu) except -1:
+    cdef Addr a
+    cdef bint v6
+    if mtu < MTU_MIN or mtu > 65535:
+        raise ValueError(f"MTU out of range: {mtu}")
+    if stack_init(s, mtu) < 0:
+        raise MemoryError()
+    for ip in addresses:
+        addr_from_python(ip, &a, &v6)
+        if v6 and s.netif.count6 < NETIF_ADDRS_MAX:
+            s.netif.addr6[s.netif.count6] = a
+            s.netif.count6 += 1
+        elif not v6 and s.netif.count4 < NETIF_ADDRS_MAX:
+            s.netif.addr4[s.netif.count4] = a
+            s.netif.count4 += 1
+    return 0
 
 cdef void stack_free(StackCore *s) noexcept nogil:
     tcp_free(&s.tcp)
@@ -219,12 +234,6 @@ STATES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WA
 OUTPUT_SLOTS = 256
 
 
-cdef void addr_from_python(object ip, Addr *a, bint *v6) except *:
-    packed = ipaddress.ip_address(ip).packed
-    memset(a, 0, sizeof(Addr))
-    memcpy(a.b, <const uint8_t *>packed, len(packed))
-    v6[0] = len(packed) == 16
-
 
 cdef class Stack:
     """A whole stack driven by hand: packets in with receive(), out with
@@ -235,12 +244,7 @@ cdef class Stack:
     cdef int next_handle
 
     def __cinit__(self, addresses, *, uint32_t mtu=DEFAULT_MTU, uint32_t buffer=0, size_t memory_max=0):
-        cdef Addr a
-        cdef bint v6
-        if mtu < MTU_MIN or mtu > 65535:
-            raise ValueError(f"MTU out of range: {mtu}")
-        if stack_init(&self.core, mtu) < 0:
-            raise MemoryError()
+        stack_setup(&self.core, addresses, mtu)
         self.sink.slot_size = mtu
         self.sink.capacity = OUTPUT_SLOTS
         self.sink.slots = <uint8_t *>malloc(<size_t>OUTPUT_SLOTS * mtu)
@@ -252,14 +256,6 @@ cdef class Stack:
             self.core.tcp.buffer = buffer
         if memory_max:
             self.core.tcp.memory_max = memory_max
-        for ip in addresses:
-            addr_from_python(ip, &a, &v6)
-            if v6 and self.core.netif.count6 < NETIF_ADDRS_MAX:
-                self.core.netif.addr6[self.core.netif.count6] = a
-                self.core.netif.count6 += 1
-            elif not v6 and self.core.netif.count4 < NETIF_ADDRS_MAX:
-                self.core.netif.addr4[self.core.netif.count4] = a
-                self.core.netif.count4 += 1
         self.handles = {}
         self.next_handle = 1
 
