@@ -476,8 +476,8 @@ def _loss_transfer(tunnel, percent: int, size: int, budget: float, upload: bool)
     return seconds, nft_counter(tunnel.far, "dropped_input") + nft_counter(tunnel.far, "dropped_output")
 
 
-# The stack's own sender recovers one loss per round trip (NewReno, no SACK-based
-# recovery yet), so it is not yet asked to cross 20 % loss in bounded time.
+# The stack's sender crosses 20 % loss too slowly still (a lost retransmission
+# costs a backed-off timeout), so it is not asked to within a bounded time yet.
 LOSS_CASES = [(1, True), (5, True), (1, False), (5, False), (20, False)]
 
 

@@ -5,8 +5,10 @@
 # RFC 5961's challenge ACKs (rate-limited) for RSTs, SYNs and old ACKs,
 # ISNs per RFC 6528, randomised ephemeral ports (RFC 6056, algorithm 3),
 # MSS (clamped to the MTU), window scaling and timestamps with PAWS
-# (RFC 7323), SACK blocks sent for out-of-order data (RFC 2018), RTO per
-# RFC 6298 with backoff, NewReno fast retransmit and recovery (RFC 6582),
+# (RFC 7323), SACK blocks sent for out-of-order data (RFC 2018) and those
+# received used in recovery (each duplicate ACK sends the next hole again,
+# as RFC 6675 does with its pipe), RTO per RFC 6298 with backoff, NewReno
+# fast retransmit and recovery (RFC 6582),
 # delayed ACKs, Nagle with TCP_NODELAY, zero-window probes, keepalives,
 # TIME_WAIT, listeners with a bounded accept queue and a capped half-open
 # queue.  Congestion control is NewReno (RFC 5681): see the README.
@@ -49,6 +51,7 @@ cdef enum:
 
 cdef enum:
     TCP_OOO_MAX = 8                # out-of-order ranges kept (the rest is dropped, resent later)
+    TCP_SACKED_MAX = 8             # ranges the peer reported received past snd_una (the scoreboard)
     TCP_BUFFER_DEFAULT = 4 << 20   # per ring, each direction (allocated as data needs it)
     TCP_MEMORY_DEFAULT = 256 << 20 # all rings of a stack
     TCP_BACKLOG_MAX = 4096
@@ -107,8 +110,14 @@ cdef struct Tcb:
     # congestion (RFC 5681, RFC 6582)
     uint32_t cwnd, ssthresh, dupacks, recover
     bint in_recovery
+    SeqRange sacked[TCP_SACKED_MAX]   # what the peer's SACK blocks say it holds, sorted, merged
+    uint32_t sacked_count
+    uint32_t high_rxt              # in recovery: holes below this were sent again
+    int64_t rxt_round              # when the holes were last walked from snd_una
     # timers: absolute ns, 0 = off
     int64_t rto_at, delack_at, persist_at, keepalive_at, close_at, trim_at
+    int64_t probe_at               # the tail loss probe, before the RTO
+    bint probed                    # a probe went since the last advance of snd_una
     int64_t deadline
     int32_t heap_at                # index in the timer heap, -1 = not in it
     int64_t last_heard

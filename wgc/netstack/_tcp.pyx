@@ -54,6 +54,8 @@ cdef int64_t RTO_INITIAL = SECOND             # RFC 6298 2.1
 cdef int64_t RTO_MIN = 200 * MS               # Linux's floor (RFC 6298 asks 1 s; see the README)
 cdef int64_t RTO_MAX = 120 * SECOND           # Linux's TCP_RTO_MAX
 cdef int64_t DELAYED_ACK = 40 * MS            # Linux's minimum delayed-ACK time
+cdef int64_t PROBE_MIN = 10 * MS              # the tail loss probe waits at least this (Linux's TLP floor)
+cdef int64_t WORST_DELAYED_ACK = 200 * MS     # RFC 8985's WCDelAckT
 cdef int64_t TIME_WAIT_TIME = 60 * SECOND     # 2 MSL, as Linux
 cdef int64_t TRIM_IDLE = SECOND               # empty rings are freed after this
 cdef int64_t FIN_WAIT_2_TIME = 60 * SECOND    # an orphaned FIN_WAIT_2 ends (Linux's tcp_fin_timeout)
@@ -328,7 +330,7 @@ cdef void heap_remove(TcpTable *t, Tcb *c) noexcept nogil:
 cdef void timer_update(TcpTable *t, Tcb *c) noexcept nogil:
     """Files the connection under its earliest armed timer."""
     cdef int64_t d = 0
-    cdef int64_t candidates[6]
+    cdef int64_t candidates[7]
     cdef int i
     cdef Tcb **heap
     candidates[0] = c.rto_at
@@ -337,7 +339,8 @@ cdef void timer_update(TcpTable *t, Tcb *c) noexcept nogil:
     candidates[3] = c.keepalive_at
     candidates[4] = c.close_at
     candidates[5] = c.trim_at
-    for i in range(6):
+    candidates[6] = c.probe_at
+    for i in range(7):
         if candidates[i] and (d == 0 or candidates[i] < d):
             d = candidates[i]
     if d == 0:
@@ -540,6 +543,8 @@ cdef struct Segment:
     bint sack_ok
     bint has_ts
     uint32_t tsval, tsecr
+    SeqRange sacks[4]              # SACK blocks (RFC 2018: at most four fit)
+    uint32_t nsacks
 
 cdef int parse_segment(const uint8_t *packet, const Parsed *p, Segment *s) noexcept nogil:
     cdef const uint8_t *h = packet + p.l4_at
@@ -559,6 +564,7 @@ cdef int parse_segment(const uint8_t *packet, const Parsed *p, Segment *s) noexc
     s.wscale = -1
     s.sack_ok = False
     s.has_ts = False
+    s.nsacks = 0
     i = HEADER
     while i < offset:
         kind = h[i]
@@ -582,6 +588,11 @@ cdef int parse_segment(const uint8_t *packet, const Parsed *p, Segment *s) noexc
             s.has_ts = True
             s.tsval = load_be32(h + i + 2)
             s.tsecr = load_be32(h + i + 6)
+        elif kind == OPT_SACK and size >= 10 and (size - 2) % 8 == 0:
+            while s.nsacks < (size - 2) // 8 and s.nsacks < 4:
+                s.sacks[s.nsacks].start = load_be32(h + i + 2 + 8 * s.nsacks)
+                s.sacks[s.nsacks].end = load_be32(h + i + 6 + 8 * s.nsacks)
+                s.nsacks += 1
         i += size
     return 0
 
@@ -739,6 +750,37 @@ cdef inline bint fin_sent(const Tcb *c) noexcept nogil:
 cdef void arm_rto(Tcb *c, int64_t now) noexcept nogil:
     c.rto_at = now + MIN64(c.rto << c.backoff, RTO_MAX)
 
+cdef void arm_probe(Tcb *c, int64_t now) noexcept nogil:
+    """A tail loss probe two round trips out (RACK-TLP, RFC 8985 7.2), if
+    that comes before the RTO: a lost last segment then costs a probe and a
+    fast recovery instead of a timeout."""
+    cdef int64_t wait = 2 * c.srtt if 2 * c.srtt > PROBE_MIN else PROBE_MIN
+    if flight(c) <= c.mss:
+        wait += WORST_DELAYED_ACK  # one segment out: its ACK may be a delayed one (RFC 8985 7.2)
+    c.probe_at = 0
+    if c.srtt and not c.probed and not c.in_recovery and c.snd_una != c.snd_max and now + wait < c.rto_at:
+        c.probe_at = now + wait
+
+cdef void on_probe(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    """RFC 8985 7.3: new data if the windows allow, else the last segment again."""
+    cdef uint32_t size, unsent, offset = c.snd_nxt - c.snd_una
+    c.probe_at = 0
+    if c.probed or c.in_recovery or c.snd_una == c.snd_max:
+        return
+    c.probed = True
+    unsent = c.snd.length - offset if offset < c.snd.length else 0
+    size = MINU(unsent, c.mss - options_size(c, ACK))
+    if size and c.snd_wnd > flight(c):
+        send_segment(t, c, c.snd_nxt, size, ACK | PSH, now)
+        c.snd_nxt += size
+        if gt(c.snd_nxt, c.snd_max):
+            c.snd_max = c.snd_nxt
+        return
+    size = MINU(c.snd_max - c.snd_una - (1 if fin_sent(c) else 0), c.mss - options_size(c, ACK))
+    if size:
+        send_segment(t, c, c.snd_max - (1 if fin_sent(c) else 0) - size, size, ACK, now)
+    c.rtt_time = 0
+
 cdef void output(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     """Sends what the windows allow: data, then a FIN, else a due ACK."""
     cdef uint32_t window, unsent, size, payload_max, offset
@@ -753,7 +795,10 @@ cdef void output(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     while True:
         offset = c.snd_nxt - c.snd_una
         unsent = c.snd.length - offset if offset < c.snd.length else 0
-        window = MINU(c.snd_wnd, c.cwnd)
+        # Limited Transmit (RFC 3042): a new segment for each of the first
+        # two duplicate ACKs keeps the ACK clock of a small window going.
+        window = MINU(c.snd_wnd, c.cwnd + (c.dupacks * c.mss if not c.in_recovery and c.dupacks < DUPACK_THRESHOLD
+                                            else 0))
         window = window - flight(c) if window > flight(c) else 0
         payload_max = c.mss - options_size(c, ACK)
         size = MINU(MINU(unsent, window), payload_max)
@@ -794,12 +839,91 @@ cdef void output(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     if sent:
         if c.rto_at == 0:
             arm_rto(c, now)
+        arm_probe(c, now)
         c.persist_at = 0
     elif c.ack_now:
         send_ack(t, c, now)
     if (c.snd_wnd == 0 and flight(c) == 0 and c.snd.length > c.snd_nxt - c.snd_una
             and c.rto_at == 0 and c.persist_at == 0):
         c.persist_at = now + MIN64(c.rto << c.backoff, RTO_MAX)
+
+cdef void scoreboard_update(Tcb *c, const Segment *s) noexcept nogil:
+    """Forgets what snd_una passed, then merges the segment's SACK blocks that
+    lie within (snd_una, snd_max] (others are stale or forged: ignored)."""
+    cdef uint32_t i, j, k
+    cdef SeqRange r
+    i = 0
+    while i < c.sacked_count:
+        if le(c.sacked[i].end, c.snd_una):
+            for j in range(i, c.sacked_count - 1):
+                c.sacked[j] = c.sacked[j + 1]
+            c.sacked_count -= 1
+        else:
+            if lt(c.sacked[i].start, c.snd_una):
+                c.sacked[i].start = c.snd_una
+            i += 1
+    if not c.sack_ok:
+        return
+    for k in range(s.nsacks):
+        r = s.sacks[k]
+        if not (lt(r.start, r.end) and gt(r.start, c.snd_una) and le(r.end, c.snd_max)):
+            continue
+        # Insert in order, then merge neighbours that touch.
+        i = 0
+        while i < c.sacked_count and lt(c.sacked[i].start, r.start):
+            i += 1
+        if c.sacked_count == TCP_SACKED_MAX:
+            if i == TCP_SACKED_MAX:
+                continue           # the highest ranges matter least for the holes below
+            c.sacked_count -= 1
+        for j in range(c.sacked_count, i, -1):
+            c.sacked[j] = c.sacked[j - 1]
+        c.sacked[i] = r
+        c.sacked_count += 1
+        i = 0
+        while i + 1 < c.sacked_count:
+            if ge(c.sacked[i].end, c.sacked[i + 1].start):
+                if gt(c.sacked[i + 1].end, c.sacked[i].end):
+                    c.sacked[i].end = c.sacked[i + 1].end
+                for j in range(i + 1, c.sacked_count - 1):
+                    c.sacked[j] = c.sacked[j + 1]
+                c.sacked_count -= 1
+            else:
+                i += 1
+
+cdef uint32_t dupack_threshold(const Tcb *c) noexcept nogil:
+    """Three, or fewer when fewer segments are out and none waits to go
+    (Early Retransmit, RFC 5827): a small window cannot bring three."""
+    cdef uint32_t segments = (flight(c) + c.mss - 1) // c.mss
+    cdef uint32_t offset = c.snd_nxt - c.snd_una
+    if segments < DUPACK_THRESHOLD + 1 and c.snd.length <= offset and segments > 1:
+        return segments - 1
+    return DUPACK_THRESHOLD
+
+cdef uint32_t sacked_bytes(const Tcb *c) noexcept nogil:
+    cdef uint32_t i, total = 0
+    for i in range(c.sacked_count):
+        total += c.sacked[i].end - c.sacked[i].start
+    return total
+
+cdef bint retransmit_hole(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    """Sends again the next hole below the highest SACKed byte that was not
+    sent again yet in this recovery (one segment); False when none is left."""
+    cdef uint32_t at = c.high_rxt, i, end, size
+    if lt(at, c.snd_una):
+        at = c.snd_una
+    for i in range(c.sacked_count):
+        if lt(at, c.sacked[i].start):
+            end = c.sacked[i].start
+            size = MINU(end - at, c.mss - options_size(c, ACK))
+            if send_segment(t, c, at, size, ACK, now) < 0:
+                return False
+            c.high_rxt = at + size
+            c.rtt_time = 0
+            return True
+        if lt(at, c.sacked[i].end):
+            at = c.sacked[i].end
+    return False
 
 cdef void retransmit_first(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     """Sends again the first unacknowledged segment (fast retransmit, partial ACKs)."""
@@ -810,6 +934,8 @@ cdef void retransmit_first(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     if size == 0 and not flags & FIN:
         return
     send_segment(t, c, c.snd_una, size, flags, now)
+    if lt(c.high_rxt, c.snd_una + size):
+        c.high_rxt = c.snd_una + size
     c.rtt_time = 0                 # Karn: no sample from a retransmission
 
 
@@ -959,6 +1085,8 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
     window = s.wnd << c.snd_wscale
     duplicate = (s.ack == c.snd_una and s.length == 0 and not s.flags & (SYN | FIN)
                  and window == c.snd_wnd and flight(c) > 0)
+    if c.sack_ok and s.nsacks and le(s.ack, c.snd_max):
+        duplicate = duplicate or (s.ack == c.snd_una and s.length == 0 and flight(c) > 0)
     if lt(c.snd_wl1, s.seq) or (c.snd_wl1 == s.seq and le(c.snd_wl2, s.ack)):
         c.snd_wnd = window
         c.snd_wl1 = s.seq
@@ -976,6 +1104,7 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
         ring_drop(&c.snd, data_acked)
         sample_ok = ge(c.snd_una, c.recover)   # nothing acked was sent before a retransmission
         c.snd_una = s.ack
+        scoreboard_update(c, s)
         if lt(c.snd_nxt, c.snd_una):
             c.snd_nxt = c.snd_una
         c.backoff = 0
@@ -1000,9 +1129,13 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
         else:
             newly_acked(t, c, acked, now)
         c.dupacks = 0
+        c.probed = False
         c.rto_at = 0
         if c.snd_una != c.snd_max:
             arm_rto(c, now)
+            arm_probe(c, now)
+        else:
+            c.probe_at = 0
         if c.snd.length == 0 and c.snd.data != NULL and c.trim_at == 0:
             c.trim_at = now + TRIM_IDLE
         notify(t, c, TCP_EV_WRITE)
@@ -1018,13 +1151,32 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
                 finish(t, c, 0)
                 return -1
     elif duplicate:
+        scoreboard_update(c, s)
         c.dupacks += 1
         if c.in_recovery:
-            c.cwnd += c.mss                            # RFC 6582 3.2 step 3 (inflation)
-        elif c.dupacks == DUPACK_THRESHOLD and gt(c.snd_una, c.recover - 1):
+            # Each duplicate ACK means a segment left the network: the next
+            # hole goes in its place (RFC 6675's pipe, counted by ACKs), or,
+            # with no hole left, new data through the inflated window.
+            if not retransmit_hole(t, c, now):
+                if c.sacked_count and now - c.rxt_round > c.srtt + c.srtt // 4:
+                    # Every hole went again more than a round trip ago, and
+                    # the peer still reports them: those retransmissions were
+                    # lost too.  Walk the holes again (RFC 8985's view of a
+                    # lost retransmission, by round rather than per segment).
+                    c.high_rxt = c.snd_una
+                    c.rxt_round = now
+                    retransmit_hole(t, c, now)
+                else:
+                    c.cwnd += c.mss                    # RFC 6582 3.2 step 3 (inflation)
+        elif (c.dupacks >= dupack_threshold(c) or sacked_bytes(c) >= DUPACK_THRESHOLD * c.mss
+              or (c.probed and c.sacked_count)) and gt(c.snd_una, c.recover - 1):
+            # (After a tail loss probe, a SACK of anything past snd_una shows
+            # the first segment lost: RFC 8985 7.4's detection, simplified.)
             c.ssthresh = MAXU(flight(c) // 2, 2 * c.mss)  # RFC 5681 (3.2) step 2
             c.recover = c.snd_max
             c.in_recovery = True
+            c.high_rxt = c.snd_una
+            c.rxt_round = now
             retransmit_first(t, c, now)
             c.cwnd = c.ssthresh + DUPACK_THRESHOLD * c.mss
     return 0
@@ -1283,6 +1435,9 @@ cdef void on_rto(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     c.ssthresh = MAXU(flight(c) // 2, 2 * c.mss)
     c.cwnd = c.mss
     c.in_recovery = False
+    c.sacked_count = 0             # the receiver may have dropped what it SACKed (RFC 2018 8)
+    c.probe_at = 0
+    c.probed = True                # no probe while the timeout's retransmissions go (RFC 8985 7.2)
     c.recover = c.snd_max
     c.dupacks = 0
     c.snd_nxt = c.snd_una          # go back: resend from the first unacknowledged byte
@@ -1337,6 +1492,8 @@ cdef int64_t tcp_timers(TcpTable *t, int64_t now) noexcept nogil:
             on_rto(t, c, now)
             if c.state == TCP_CLOSED:
                 continue
+        if c.probe_at and c.probe_at <= now:
+            on_probe(t, c, now)
         if c.persist_at and c.persist_at <= now:
             on_persist(t, c, now)
             if c.state == TCP_CLOSED:
