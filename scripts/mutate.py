@@ -384,6 +384,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--jobs", type=int, default=1, help="mutants judged at once")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))    # so that the copies are removed
     results = []
     with tempfile.TemporaryDirectory(prefix="wgc-mutate-") as tmp:
         copies = [copy_worktree(Path(tmp) / f"copy{i}") for i in range(max(args.jobs, 1))]
