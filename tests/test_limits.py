@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from protocol_net import SECOND, Pair, ipv4_packet, message_types
+from protocol_net import SECOND, Pair, ipv4_packet, ipv6_packet, message_types
 from wgc import constants as C
 from wgc._crypto import random, seal
 from wgc._dataplane import DataPlane
@@ -239,11 +239,6 @@ def test_the_largest_transport_message_udp_carries():
     assert pair.b.tun_received[-1] == packet
 
 
-def ipv6_packet(src: bytes, dst: bytes, payload_len: int) -> bytes:
-    """An IPv6 packet of 40 + payload_len bytes (next header: no next header)."""
-    return struct.pack("!IHBB16s16s", 6 << 28, payload_len, 59, 64, src, dst) + bytes(payload_len)
-
-
 SOURCE6 = bytes.fromhex("fd" + "00" * 14 + "02")
 
 
@@ -259,6 +254,15 @@ def test_an_inner_packet_longer_than_its_ip_header_says_is_trimmed_and_shorter_d
     assert keys.receive(keys.transport(0, packet)) == [packet]
     assert keys.receive(keys.transport(1, packet + bytes(16))) == [packet]
     assert keys.receive(keys.transport(2, packet[:-1])) == []
+
+
+def test_an_inner_packet_that_is_not_ip_is_dropped():
+    """Neither version 4 with a whole header nor version 6 with one: no source to check."""
+    keys = KnownKeys()
+    packet = ipv4_packet(KnownKeys.SOURCE, bytes([10, 0, 0, 1]), 28)
+    assert keys.receive(keys.transport(0, packet)) == [packet]
+    assert keys.receive(keys.transport(1, bytes([0x55]) + packet[1:])) == []
+    assert keys.receive(keys.transport(2, packet[:16])) == []
 
 
 SIZE_CHANGES = pytest.mark.parametrize("delta", [0, 1, -1], ids=["exact", "one-more", "one-less"])

@@ -6,7 +6,7 @@ timers and handshake on its exact boundary.
 """
 import pytest
 
-from protocol_net import SECOND, Pair, ipv4_packet, message_types
+from protocol_net import SECOND, Pair, ipv4_packet, ipv6_packet, message_types
 from wgc import constants as C
 from wgc._crypto import random
 from wgc._dataplane import HANDSHAKE_RETRY, DataPlane
@@ -265,6 +265,20 @@ def test_inner_source_must_belong_to_the_sending_peer():
     pair.a.device.core.inject_tun(spoofed, pair.clock.mono)
     pair.pump()
     assert spoofed not in pair.b.tun_received
+
+
+def test_ipv6_packets_go_by_destination_and_come_in_by_source():
+    pair = Pair()
+    inner6_a, inner6_b, nobody = (bytes.fromhex("fd" + "00" * 14) + bytes([n]) for n in (0xA, 0xB, 0xC))
+    pair.peer_of_b.add_allowed_ip(inner6_b, 128)
+    pair.peer_of_a.add_allowed_ip(inner6_a, 128)
+    handshake(pair)
+    before = len(pair.a.sent)
+    packet = ipv6_packet(inner6_a, inner6_b)
+    pair.a.device.core.inject_tun(packet, pair.clock.mono)
+    pair.a.device.core.inject_tun(ipv6_packet(inner6_a, nobody), pair.clock.mono)  # no peer: dropped
+    pair.pump()
+    assert len(pair.a.sent) == before + 1 and pair.b.tun_received[-1] == packet
 
 
 def test_private_key_change_rehandshakes_on_next_packet():
