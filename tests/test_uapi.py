@@ -77,50 +77,53 @@ def test_parse_prefix(text, address, bits):
 
 
 @pytest.mark.parametrize(
-    "text",
+    "text,reason",
     [
-        "fe80::1%eth0/64",
-        "01.2.3.4/32",
-        "1.2.3.4",
-        "1.2.3.4/33",
-        "::/129",
-        "1.2.3.4/32 ",
-        " 1.2.3.4/32",
-        "1.2.3.4/",
-        "/8",
-        "1.2.3.4/32/",
-        "-10.0.0.0/8",  # wireguard-go v0.0.20220316 has no "-" removal
-        "1.2.3.4/0x8",
-        "1.2.3.4/1_0",
-        "1.2.3.4/-1",
-        "1.2.3.4/+",
-        "1.2.3.4/" + "9" * 5000,
-        "1.2.3.4/٨",
-        "::ffff:01.2.3.4/128",
-        "1::2::3/64",
-        ":::/64",
-        "1:/64",
-        ":1/64",
-        "::%/64",
-        "1.2.3.4%x/32",
-        "1:2:3:4:5:6:7::8/128",
-        "1:2:3:4:5:6:7:8:9/128",
-        "::1.2.3.4.5/128",
-        "1:2:3:4:5:6:7:1.2.3.4/128",
-        "::12345/128",
-        "::fffff/128",
-        "1.2.3/32",
-        "1.2.3.4.5/32",
-        "256.1.1.1/32",
-        "1..2.3/32",
-        "::ffff:1.2.3/128",
-        "::ffff:1.2.3.4%lo/128",
+        ("fe80::1%eth0/64", "IPv6 zone in a prefix"),
+        ("01.2.3.4/32", "malformed IPv4 address"),
+        ("1.2.3.4", "no '/' in a prefix"),
+        ("1.2.3.4/33", "prefix length out of range"),
+        ("::/129", "prefix length out of range"),
+        ("1.2.3.4/32 ", "not a decimal number"),
+        (" 1.2.3.4/32", "malformed IPv4 address"),
+        ("1.2.3.4/", "not a decimal number"),
+        ("/8", "not an IP address"),
+        ("1.2.3.4/32/", "malformed IPv4 address"),
+        ("-10.0.0.0/8", "malformed IPv4 address"),  # wireguard-go v0.0.20220316 has no "-" removal
+        ("1.2.3.4/0x8", "not a decimal number"),
+        ("1.2.3.4/1_0", "not a decimal number"),
+        ("1.2.3.4/-1", "prefix length out of range"),
+        ("1.2.3.4/+", "not a decimal number"),
+        ("1.2.3.4/" + "9" * 5000, "prefix length out of range"),
+        ("1.2.3.4/٨", "not a decimal number"),
+        ("::ffff:01.2.3.4/128", "malformed IPv4 address"),
+        ("1::2::3/64", "two '::' in an IPv6 address"),
+        (":::/64", "empty IPv6 group"),
+        ("1:/64", "malformed IPv6 address"),
+        (":1/64", "empty IPv6 group"),
+        ("::%/64", "empty IPv6 zone"),
+        ("1.2.3.4%x/32", "malformed IPv4 address"),
+        ("1:2:3:4:5:6:7::8/128", "'::' stands for no group"),
+        ("1:2:3:4:5:6:7:8:9/128", "trailing characters after an IPv6 address"),
+        ("::1.2.3.4.5/128", "malformed IPv4 address"),
+        ("1:2:3:4:5:6:7:1.2.3.4/128", "misplaced IPv4 part in an IPv6 address"),
+        ("::12345/128", "IPv6 group above 0xffff"),
+        ("::fffff/128", "IPv6 group above 0xffff"),
+        ("1.2.3/32", "malformed IPv4 address"),
+        ("1.2.3.4.5/32", "malformed IPv4 address"),
+        ("256.1.1.1/32", "malformed IPv4 address"),
+        ("1..2.3/32", "malformed IPv4 address"),
+        ("::ffff:1.2.3/128", "malformed IPv4 address"),
+        ("::ffff:1.2.3.4%lo/128", "IPv6 zone in a prefix"),
+        ("::10000/128", "IPv6 group above 0xffff"),
     ],
 )
-def test_parse_prefix_refuses(text):
+def test_parse_prefix_refuses(text, reason):
+    """Refused with EINVAL and the reason, which the device logs."""
     with pytest.raises(uapi.UAPIError) as refused:
         uapi.parse_prefix(text)
     assert refused.value.errno == EINVAL
+    assert str(refused.value) == reason  # the log says why
 
 
 ENDPOINTS = [
@@ -150,30 +153,35 @@ def test_parse_endpoint(text, host, port, shown):
 
 
 @pytest.mark.parametrize(
-    "text",
+    "text,reason",
     [
-        "1.2.3.4:65536",
-        "1.2.3.4:+5",
-        "1.2.3.4:5 ",
-        "::1:5",
-        "[1.2.3.4]:5",
-        "[fe80::1%no-such-interface]:8",
-        "[fe80::1%99999999999]:8",
-        "[2001:db8::1%4294967296]:17",
-        "[fe80::1%]:5",
-        "host:5",
-        "[::1]:",
-        ":5",
-        "1.2.3.4",
-        "[::1]5",
-        "[:5",
-        "1.2.3.4%lo:5",
+        ("1.2.3.4:65536", "number out of range for 16 bits"),
+        ("1.2.3.4:+5", "not a decimal number"),
+        ("1.2.3.4:5 ", "not a decimal number"),
+        ("::1:5", "brackets go around IPv6 addresses only"),
+        ("[1.2.3.4]:5", "brackets go around IPv6 addresses only"),
+        ("[fe80::1%no-such-interface]:8", "not a decimal number"),
+        ("[fe80::1%99999999999]:8", "number out of range for 32 bits"),
+        ("[2001:db8::1%4294967296]:17", "number out of range for 32 bits"),
+        ("[fe80::1%]:5", "empty IPv6 zone"),
+        ("host:5", "not an IP address"),
+        ("[::1]:", "not an ip:port"),
+        (":5", "not an ip:port"),
+        ("1.2.3.4", "not an ip:port"),
+        ("[::1]5", "missing ']' after an IPv6 address"),
+        ("[:5", "missing ']' after an IPv6 address"),
+        ("1.2.3.4%lo:5", "malformed IPv4 address"),
+        ("1.2.3.4:", "not an ip:port"),
+        ("[1::2:5", "missing ']' after an IPv6 address"),
+        ("[]:1", "not an IP address"),
     ],
 )
-def test_parse_endpoint_refuses(text):
+def test_parse_endpoint_refuses(text, reason):
+    """Refused with EINVAL and the reason, which the device logs."""
     with pytest.raises(uapi.UAPIError) as refused:
         uapi.parse_endpoint(text)
     assert refused.value.errno == EINVAL
+    assert str(refused.value) == reason  # the log says why
 
 
 @given(st.binary(min_size=16, max_size=16))
@@ -543,6 +551,20 @@ def test_a_set_bigger_than_the_cap_is_refused_whole(device, monkeypatch):
     over = b"set=1\nfwmark=6\n" + b"replace_peers=true\n" * 5 + b"\n"
     assert exchange(device, over + GET + at_cap + GET) == (
         f"errno={uapi.ERRNO_TOO_BIG}\n\n".encode() + b"errno=0\n\n" + b"errno=-71\n\n" + b"fwmark=5\nerrno=0\n\n")
+
+
+@pytest.mark.parametrize(
+    "lines,reason",
+    [
+        (["replace_peers=false"], "replace_peers: takes only 'true'"),
+        ([f"public_key={K1}", "replace_allowed_ips=1"], "replace_allowed_ips: takes only 'true'"),
+        ([f"public_key={K1}", "protocol_version=2"], "protocol_version: protocol version other than 1"),
+        (["endpoint=1.2.3.4:5"], "invalid UAPI device key 'endpoint'"),
+    ],
+)
+def test_a_refused_set_logs_why(device, caplog, lines, reason):
+    assert uapi.handle_set(device, lines) == EINVAL
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [f"IPC error {EINVAL}: {reason}"]
 
 
 KEY = bytes(range(200, 232))
