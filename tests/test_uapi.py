@@ -478,6 +478,38 @@ def test_connection_applies_lines_before_a_too_long_one(device):
     assert uapi.handle_get(device) == "fwmark=14\n"
 
 
+def run(session) -> object:
+    """Steps a Session until it waits for input (INPUT) or is done (None)."""
+    while (waiting := session.step()) is uapi.ROOM:
+        pass
+    return waiting
+
+
+def test_a_too_long_operation_closes_once_its_newline_is_in(device):
+    session = uapi.Session(device)
+    session.feed(GET + b"x" * (uapi.MAX_LINE + 5))
+    assert run(session) is uapi.INPUT and session.output == b"errno=0\n\n"
+    session.feed(b"x" * 10)
+    assert run(session) is uapi.INPUT
+    session.feed(b"\n" + GET)
+    assert run(session) is None and session.output == b"errno=0\n\n"  # the get after it is not read
+
+
+def test_what_a_session_holds_and_when_it_is_idle(device):
+    """What the server counts against its memory cap, and when it may close a connection."""
+    session = uapi.Session(device)
+    assert (session.held(), session.idle()) == (0, True)
+    session.feed(b"se")
+    assert run(session) is uapi.INPUT and (session.held(), session.idle()) == (2, False)
+    session.feed(b"t=1\nfwmark=1\n")
+    assert run(session) is uapi.INPUT and (session.held(), session.idle()) == (len(b"fwmark=1\n"), False)
+    session.feed(b"\n")
+    assert run(session) is uapi.INPUT and session.output == b"errno=0\n\n"
+    assert (session.held(), session.idle()) == (0, False)  # the reply is not sent yet
+    session.output.clear()
+    assert session.idle()
+
+
 @settings(max_examples=40, deadline=None)
 @given(cuts=st.lists(st.integers(1, 4096), min_size=1, max_size=4))
 def test_replies_do_not_depend_on_how_the_bytes_arrive(cuts):
