@@ -599,6 +599,17 @@ def test_a_refused_set_logs_why(device, caplog, lines, reason):
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [f"IPC error {EINVAL}: {reason}"]
 
 
+def test_a_port_in_use_is_refused_with_its_own_errno(device, caplog, monkeypatch):
+    def in_use(port):
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    monkeypatch.setattr(device, "set_listen_port", in_use)
+    assert uapi.handle_set(device, ["listen_port=51820"]) == -errno.EADDRINUSE
+    reason = f"failed to set listen_port: [Errno {errno.EADDRINUSE}] Address already in use"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {-errno.EADDRINUSE}: listen_port: {reason}"]
+
+
 KEY = bytes(range(200, 232))
 # Lines that hold a key, or what may be one, in each place a client may put it.
 KEY_LINES = [
