@@ -265,6 +265,7 @@ def test_single_packets_are_marked_checksummed():
     ("ip_options", [1, 1]),
     ("fragment", [1, 1]),
     ("fragments", [1, 1]),
+    ("pure_acks", [1, 1]),
     ("other_ttl", [1, 1]),
     ("id_jump_without_df", [1, 1]),
 ])
@@ -308,6 +309,8 @@ def test_what_is_not_joined(case, groups):
         packets = [a, more_fragments(b)]
     elif case == "fragments":  # alike in every field, but fragments are never joined
         packets = [more_fragments(a), more_fragments(b)]
+    elif case == "pure_acks":  # headers only: nothing to join
+        packets = [tcp_packet(False, 1, b""), tcp_packet(False, 1, b"", ident=8)]
     elif case == "id_jump_without_df":
         packets = [tcp_packet(False, 1, payload(1000), df=False),
                    tcp_packet(False, 1001, payload(1000, 1000), ident=9, df=False)]
@@ -319,6 +322,14 @@ def test_what_is_not_joined(case, groups):
     sizes = [len(roundtrip([w])) if w[0][1] else 1 for w in written]
     assert sizes == groups
     assert [s for w in written for s in roundtrip([w])] == packets
+
+
+def test_a_segment_joins_its_flow_across_seven_other_flows():
+    """The newest item of the flow is searched for among the last eight (_offload's GRO_SEARCH)."""
+    first, second = flow(False, 2)
+    others = [tcp_packet(False, 1, payload(1000), sport=5000 + i) for i in range(7)]
+    written = coalesce([first, *others, second])
+    assert len(written) == 8 and roundtrip(written[:1]) == [first, second]
 
 
 def joinable(proto: int, ipv6: bool, size: int = 1000, **second) -> list[bytes]:
