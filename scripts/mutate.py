@@ -23,7 +23,8 @@ compile is `invalid` and counts for nothing.
 A mutant is killed when its tests fail (a crash counts), survives when they pass, and
 times out when they hang; the survival rate is survived / (killed + survived + timeout).
 mutmut's "no tests" (no chosen test reaches the function) counts as survived.  Survivors
-are printed as file:line with the change, then a table per module; the last line is JSON.
+are printed as file:line (file:line:column for the compiled modules) with the change, then
+a table per module; the last line is JSON.
 """
 import argparse
 import ast
@@ -365,7 +366,8 @@ def report(results: list[Result]) -> None:
         lines = (ROOT / result.path).read_text().splitlines()
         for m in sorted(survivors, key=lambda m: m.line):
             code = lines[m.line - 1].strip() if 0 < m.line <= len(lines) else ""
-            print(f"{result.path}:{m.line}: {m.what}    [{code}]")
+            column = f":{m.start + 1}" if m.end else ""     # the compiled modules' mutants know theirs
+            print(f"{result.path}:{m.line}{column}: {m.what}    [{code}]")
     print(f"{'module':10} {'mutants':>7} {'killed':>7} {'survived':>8} {'timeout':>7} {'invalid':>7} {'survival':>8}")
     for r in results:
         print(f"{r.module:10} {len(r.mutants):7} {r.count('killed'):7} {r.count('survived'):8} "
