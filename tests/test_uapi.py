@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from netns import unique_name
@@ -116,6 +116,8 @@ def test_parse_prefix(text, address, bits):
         ("::ffff:1.2.3/128", "malformed IPv4 address"),
         ("::ffff:1.2.3.4%lo/128", "IPv6 zone in a prefix"),
         ("::10000/128", "IPv6 group above 0xffff"),
+        ("1::2:3:4:5:6:7:1.2.3.4/128", "misplaced IPv4 part in an IPv6 address"),
+        ("%lo/8", "not an IP address"),
     ],
 )
 def test_parse_prefix_refuses(text, reason):
@@ -185,6 +187,8 @@ def test_parse_endpoint_refuses(text, reason):
 
 
 @given(st.binary(min_size=16, max_size=16))
+@example(bytes.fromhex("0001" + "0000" * 2 + "0002" * 5))  # the shortest run "::" stands for
+@example(bytes.fromhex("0001" + "0000" + "0002" * 6))      # one zero group stays
 def test_ipv6_text_round_trips_like_rfc5952(packed):
     text = uapi.format_addr(packed)
     assert uapi.parse_addr(text) == (packed, "")
@@ -442,6 +446,7 @@ CONNECTION_CASES = [
     ("get then another get", b"get=1\nget=1\n\n", b"errno=-22\n\n"),  # "et=1" is no operation
     ("get cut short", b"get=1\n", b""),
     ("get without its line end", b"get=1", b""),
+    ("set without its line end", b"set=1", b""),
     ("unknown operation", b"GET=1\n\n", b""),
     ("unknown operation after a request", GET + b"set=2\n\n" + GET, b"errno=0\n\n"),
     ("operation with CR", b"get=1\r\n\r\n", b""),
@@ -637,6 +642,16 @@ def test_an_error_never_quotes_the_request(device, caplog, lines):
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for text in (KEY.hex(), base64.b64encode(KEY).decode()):
         assert not any(text[i : i + 12] in logged for i in range(len(text) - 11)), logged
+
+
+def test_a_get_that_fails_is_answered_and_logged(device, caplog, monkeypatch):
+    def fail(device):
+        raise ValueError(f"cannot show {KEY.hex()}")
+
+    monkeypatch.setattr(uapi, "handle_get", fail)
+    assert exchange(device, GET) == f"errno={uapi.ERRNO_UNKNOWN}\n\n".encode()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {uapi.ERRNO_UNKNOWN} in get: unexpected ValueError"]
 
 
 def test_an_unexpected_failure_is_logged_without_its_message(device, caplog, monkeypatch):
