@@ -118,6 +118,7 @@ def test_parse_prefix(text, address, bits):
         ("::10000/128", "IPv6 group above 0xffff"),
         ("1::2:3:4:5:6:7:1.2.3.4/128", "misplaced IPv4 part in an IPv6 address"),
         ("%lo/8", "not an IP address"),
+        ("1:2:3/64", "IPv6 address too short"),
     ],
 )
 def test_parse_prefix_refuses(text, reason):
