@@ -309,19 +309,18 @@ def _function_lines(source: str) -> dict[str, int]:
     return found
 
 
-def _describe(diff: str, def_line: int) -> tuple[int, str]:
-    """The source line a mutmut diff changes and the change, from the diff of one function."""
-    line, removed, added = def_line, [], []
+def _describe(diff: str, source: list[str], def_line: int) -> tuple[int, str]:
+    """The source line a mutmut diff of one function changes, and the change.  The line is
+    found by its text from the function's def on: mutmut's copy of a function drops its
+    comments, so the diff's own line numbers drift."""
+    removed, added = [], []
     for text in diff.splitlines():
-        hunk = re.match(r"@@ -(\d+)", text)
-        if hunk:
-            line = def_line + int(hunk.group(1)) - 1
-        elif text.startswith("-") and not text.startswith("---"):
+        if text.startswith("-") and not text.startswith("---"):
             removed.append(text[1:].strip())
         elif text.startswith("+") and not text.startswith("+++"):
             added.append(text[1:].strip())
-        elif text.startswith(" ") and not removed:
-            line += 1
+    line = next((number for number in range(max(def_line, 1), len(source) + 1)
+                 if removed and source[number - 1].strip() == removed[0]), def_line)
     return line, f"{' '.join(removed)!r} -> {' '.join(added)!r}"
 
 
@@ -345,14 +344,15 @@ def run_python(name: str, path: str, tests: list[str], copy: Path, limit: int, s
     for text in _mutmut(copy, "results", "--all", "true").stdout.splitlines():
         key, _, status = text.strip().rpartition(": ")
         statuses[key] = status
-    functions = _function_lines((copy / path).read_text())
+    source = (copy / path).read_text()
+    functions = _function_lines(source)
     mutants = []
     for key in names:
         status = _STATUS.get(statuses.get(key, "not checked"), "")
         function = key.split(".")[-1].rsplit("__mutmut_", 1)[0]
         line, what = 0, key
         if status == "survived":
-            line, what = _describe(_mutmut(copy, "show", key).stdout, functions.get(function, 0))
+            line, what = _describe(_mutmut(copy, "show", key).stdout, source.splitlines(), functions.get(function, 0))
         mutants.append(Mutant(line, 0, 0, "", what, status or "invalid"))
     return Result(name, path, mutants)
 
