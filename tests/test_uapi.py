@@ -413,11 +413,13 @@ def test_update_only_changes_an_existing_peer(device):
     assert uapi.handle_get(device) == peer_block(K1, allowed=["3.0.0.0/8"])
 
 
-def test_peer_limit(device):
+def test_peer_limit(device, caplog):
     """wireguard-go refuses the 65537th peer with EINVAL."""
     keys = [i.to_bytes(32, "big").hex() for i in range(1, 65538)]
     assert uapi.handle_set(device, [f"public_key={key}" for key in keys[:65536]]) == 0
     assert uapi.handle_set(device, [f"public_key={keys[65536]}"]) == EINVAL
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {EINVAL}: public_key: failed to create new peer: too many peers"]
     assert len(device.peers()) == 65536
     # An existing peer can still be changed.
     assert uapi.handle_set(device, [f"public_key={keys[0]}", "allowed_ip=1.0.0.0/8"]) == 0
@@ -581,6 +583,15 @@ def test_hundred_thousand_allowed_ips(device):
 
 
 # -- size cap and logs --------------------------------------------------------------
+
+
+def test_a_request_past_the_cap_holds_nothing_while_the_rest_is_dropped(device, monkeypatch):
+    monkeypatch.setattr(uapi, "MAX_REQUEST", 100)
+    session = uapi.Session(device)
+    session.feed(b"set=1\n" + b"replace_peers=true\n" * 6)
+    assert run(session) is uapi.INPUT and session.held() == 0
+    session.feed(b"\n")
+    assert run(session) is uapi.INPUT and session.output == f"errno={uapi.ERRNO_TOO_BIG}\n\n".encode()
 
 
 def test_a_set_bigger_than_the_cap_is_refused_whole(device, monkeypatch):
