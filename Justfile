@@ -113,6 +113,14 @@ kernel-test *ARGS:
 fuzz SECONDS="60" NATIVE="": build
     {{python}} tests/fuzz/run.py {{SECONDS}} {{ if NATIVE == "asan" { "--asan" } else if NATIVE != "" { "--native" } else { "" } }}
 
+# Mutation testing of the protocol modules (scripts/mutate.py): noise, cookie and uapi through
+# mutmut, the compiled _replay, _trie, _offload and _session through the script's own mutator,
+# each mutant against the module's fast tests in a temporary copy.  Prints the survivors as
+# file:line and the survival rate per module, the last line JSON.  MAX mutants per module,
+# a fixed-seed sample (0: all); at the lowest CPU priority.
+mutate MAX="100" *ARGS: build
+    nice -n 19 {{python}} scripts/mutate.py --max-mutants {{MAX}} {{ARGS}}
+
 # Microbenchmarks of the per-packet C code (seal/open, TSO cut, coalescing, allowed IPs, replay) beside a libsodium-only loop.
 bench-micro *ARGS:
     {{python}} -m pytest -q tests/bench --benchmark-only --benchmark-max-time=0.5 --benchmark-group-by=group --benchmark-columns=min,median,iqr,rounds {{ARGS}}

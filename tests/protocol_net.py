@@ -38,6 +38,11 @@ def ipv4_packet(src: bytes, dst: bytes, payload_len: int = 64, proto: int = 1) -
     return header + (bytes(range(256)) * (payload_len // 256 + 1))[:payload_len]
 
 
+def ipv6_packet(src: bytes, dst: bytes, payload_len: int = 24) -> bytes:
+    """An IPv6 packet of 40 + payload_len bytes (next header: no next header)."""
+    return struct.pack("!IHBB16s16s", 6 << 28, payload_len, 59, 64, src, dst) + bytes(payload_len)
+
+
 class Side:
     def __init__(self, name, clock, address, inner):
         self.name = name

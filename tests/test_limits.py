@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from protocol_net import SECOND, Pair, ipv4_packet, message_types
+from protocol_net import SECOND, Pair, ipv4_packet, ipv6_packet, message_types
 from wgc import constants as C
 from wgc._crypto import random, seal
 from wgc._dataplane import DataPlane
@@ -292,11 +292,30 @@ def test_the_largest_transport_message_udp_carries():
     assert pair.b.tun_received[-1] == packet
 
 
-def test_an_inner_packet_longer_than_its_ip_header_says_is_trimmed_and_shorter_dropped():
+SOURCE6 = bytes.fromhex("fd" + "00" * 14 + "02")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_an_inner_packet_longer_than_its_ip_header_says_is_trimmed_and_shorter_dropped(family):
     keys = KnownKeys()
-    packet = ipv4_packet(KnownKeys.SOURCE, bytes([10, 0, 0, 1]), 44)
-    assert keys.receive(keys.transport(0, packet + bytes(16))) == [packet]
-    assert keys.receive(keys.transport(1, packet[:-1])) == []
+    if family == 4:
+        packet = ipv4_packet(KnownKeys.SOURCE, bytes([10, 0, 0, 1]), 44)
+    else:
+        keys.core.allowed_ip_insert(SOURCE6, 128, keys.slot)
+        packet = ipv6_packet(SOURCE6, bytes(15) + b"\1", 8)
+    assert len(packet) % 16 == 0                    # sent as it is, without padding
+    assert keys.receive(keys.transport(0, packet)) == [packet]
+    assert keys.receive(keys.transport(1, packet + bytes(16))) == [packet]
+    assert keys.receive(keys.transport(2, packet[:-1])) == []
+
+
+def test_an_inner_packet_that_is_not_ip_is_dropped():
+    """Neither version 4 with a whole header nor version 6 with one: no source to check."""
+    keys = KnownKeys()
+    packet = ipv4_packet(KnownKeys.SOURCE, bytes([10, 0, 0, 1]), 28)
+    assert keys.receive(keys.transport(0, packet)) == [packet]
+    assert keys.receive(keys.transport(1, bytes([0x55]) + packet[1:])) == []
+    assert keys.receive(keys.transport(2, packet[:16])) == []
 
 
 SIZE_CHANGES = pytest.mark.parametrize("delta", [0, 1, -1], ids=["exact", "one-more", "one-less"])

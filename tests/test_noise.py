@@ -1,4 +1,7 @@
 """The WireGuard handshake messages between two identities, in memory."""
+import hashlib
+import hmac
+
 import pytest
 
 from wgc import _crypto, noise
@@ -122,7 +125,7 @@ def test_response_only_for_an_initiation_in_flight():
     response = noise.create_response(s.hs_r, 2)
     s.hs_i.clear()
     assert noise.consume_response(s.i, bytes(response), s.by_index) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^no initiation to respond to$"):
         noise.create_response(noise.Handshake(s.r, s.i.public_key), 3)
 
 
@@ -131,6 +134,20 @@ def test_identity_refresh_and_low_order_peer_keys():
     assert s.hs_i.can_handshake()
     s.hs_i.refresh_identity(None)
     assert not s.hs_i.can_handshake()
+    with pytest.raises(ValueError, match=r"^no handshake can be made with this peer \(see can_handshake\)$"):
+        s.initiation()
     assert not noise.Handshake(s.i, bytes(32)).can_handshake()  # DH with it is all zeros
     s.hs_i.refresh_identity(s.i)
     assert s.consume_initiation(s.initiation())
+
+
+@pytest.mark.parametrize("key_length", [0, 32, 64, 65, 200])
+def test_hmac_is_rfc_2104_over_blake2s(key_length):
+    """The standard library's HMAC as the reference, keys longer than the block included."""
+    key, data = _crypto.random(key_length), _crypto.random(100)
+    assert noise.hmac(key, data) == hmac.new(key, data, hashlib.blake2s).digest()
+
+
+def test_indices_are_unsigned():
+    message = bytes(4) + (0xFFFFFFFF).to_bytes(4, "little") + bytes(C.INITIATION_SIZE - 8)
+    assert noise.sender_index(message) == noise.receiver_index(message) == 0xFFFFFFFF

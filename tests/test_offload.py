@@ -86,6 +86,15 @@ def udp_packet(ipv6: bool, payload: bytes, ident: int = 7, sport: int = 4000, pa
     return ip_header(ipv6, UDP, len(udp), ident, **ip) + udp
 
 
+def more_fragments(packet: bytes) -> bytes:
+    """An IPv4 packet with its more-fragments flag set (and its header checksum redone)."""
+    frag = bytearray(packet)
+    frag[6] |= 0x20
+    frag[10:12] = b"\0\0"
+    frag[10:12] = struct.pack("!H", ~reference_sum(bytes(frag[:20])) & 0xFFFF)
+    return bytes(frag)
+
+
 def vnet(flags=0, gso_type=GSO_NONE, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
     return struct.pack("=BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
 
@@ -192,6 +201,7 @@ def test_packet_without_offload_passes_unchanged():
     (vnet(NEEDS_CSUM, GSO_TCPV4, 40, 1000, 20, 16), b"\x45" + bytes(10)),                # truncated IP
     (vnet(NEEDS_CSUM, GSO_TCPV4, 64, 1000, 24, 16),
      tcp_packet(False, 1, payload(3000), ip_options=bytes([1, 1, 1, 0]))),               # IP options
+    (vnet(NEEDS_CSUM, GSO_TCPV4, 40, 1000, 20, 16), more_fragments(tcp_packet(False, 1, payload(3000)))),  # fragment
 ])
 def test_malformed_or_unexpected_super_packets_are_dropped(header, packet):
     assert split(header, packet) == []
@@ -254,6 +264,8 @@ def test_single_packets_are_marked_checksummed():
     ("other_reserved_ip_flag", [1, 1]),
     ("ip_options", [1, 1]),
     ("fragment", [1, 1]),
+    ("fragments", [1, 1]),
+    ("pure_acks", [1, 1]),
     ("other_ttl", [1, 1]),
     ("id_jump_without_df", [1, 1]),
 ])
@@ -294,11 +306,11 @@ def test_what_is_not_joined(case, groups):
     elif case == "ip_options":
         packets = [a, tcp_packet(False, 1001, payload(1000), ip_options=bytes([1, 1, 1, 0]))]
     elif case == "fragment":
-        frag = bytearray(b)
-        frag[6] |= 0x20
-        frag[10:12] = b"\0\0"
-        frag[10:12] = struct.pack("!H", ~reference_sum(bytes(frag[:20])) & 0xFFFF)
-        packets = [a, bytes(frag)]
+        packets = [a, more_fragments(b)]
+    elif case == "fragments":  # alike in every field, but fragments are never joined
+        packets = [more_fragments(a), more_fragments(b)]
+    elif case == "pure_acks":  # headers only: nothing to join
+        packets = [tcp_packet(False, 1, b""), tcp_packet(False, 1, b"", ident=8)]
     elif case == "id_jump_without_df":
         packets = [tcp_packet(False, 1, payload(1000), df=False),
                    tcp_packet(False, 1001, payload(1000, 1000), ident=9, df=False)]
@@ -310,6 +322,14 @@ def test_what_is_not_joined(case, groups):
     sizes = [len(roundtrip([w])) if w[0][1] else 1 for w in written]
     assert sizes == groups
     assert [s for w in written for s in roundtrip([w])] == packets
+
+
+def test_a_segment_joins_its_flow_across_seven_other_flows():
+    """The newest item of the flow is searched for among the last eight (_offload's GRO_SEARCH)."""
+    first, second = flow(False, 2)
+    others = [tcp_packet(False, 1, payload(1000), sport=5000 + i) for i in range(7)]
+    written = coalesce([first, *others, second])
+    assert len(written) == 8 and roundtrip(written[:1]) == [first, second]
 
 
 def joinable(proto: int, ipv6: bool, size: int = 1000, **second) -> list[bytes]:

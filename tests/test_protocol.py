@@ -6,10 +6,10 @@ timers and handshake on its exact boundary.
 """
 import pytest
 
-from protocol_net import SECOND, Pair, ipv4_packet, message_types
+from protocol_net import SECOND, Pair, ipv4_packet, ipv6_packet, message_types
 from wgc import constants as C
 from wgc._crypto import random
-from wgc._dataplane import HANDSHAKE_RETRY
+from wgc._dataplane import HANDSHAKE_RETRY, DataPlane
 
 INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
 KEEPALIVE_SIZE = 32
@@ -267,6 +267,20 @@ def test_inner_source_must_belong_to_the_sending_peer():
     assert spoofed not in pair.b.tun_received
 
 
+def test_ipv6_packets_go_by_destination_and_come_in_by_source():
+    pair = Pair()
+    inner6_a, inner6_b, nobody = (bytes.fromhex("fd" + "00" * 14) + bytes([n]) for n in (0xA, 0xB, 0xC))
+    pair.peer_of_b.add_allowed_ip(inner6_b, 128)
+    pair.peer_of_a.add_allowed_ip(inner6_a, 128)
+    handshake(pair)
+    before = len(pair.a.sent)
+    packet = ipv6_packet(inner6_a, inner6_b)
+    pair.a.device.core.inject_tun(packet, pair.clock.mono)
+    pair.a.device.core.inject_tun(ipv6_packet(inner6_a, nobody), pair.clock.mono)  # no peer: dropped
+    pair.pump()
+    assert len(pair.a.sent) == before + 1 and pair.b.tun_received[-1] == packet
+
+
 def test_private_key_change_rehandshakes_on_next_packet():
     pair = Pair()
     handshake(pair)
@@ -301,6 +315,36 @@ def test_core_owns_handshake_and_session_indices():
     handshake(pair)
     core, index = pair.a.device.core, core_local_index(pair)
     assert core.handshake_peer(index) == -1 and core.index_peer(index) == pair.peer_of_b.slot
+
+
+def colliding_indices(count: int, home: int) -> list[int]:
+    """count receiver indices that share one home slot (home, at the table's size of 256
+    and, as their low bits agree, at every smaller size) under _session's multiplicative
+    hash: the table must probe, grow and shift entries back on removal."""
+    low = next(b for b in range(256) if (b * 2654435761) & 255 == home)
+    return [k << 8 | low for k in range(1, count + 1)]
+
+
+def test_colliding_receiver_indices_are_all_found_through_growth_and_removal():
+    core = DataPlane(capture=True)
+    # Two chains, one wrapping round the end of the table into the other.
+    indices = [i for pair in zip(colliding_indices(50, 250), colliding_indices(50, 0), strict=True) for i in pair]
+    slots = {}
+    for index in indices:
+        slots[index] = core.add_peer()
+        core.install_keypair(slots[index], random(32), random(32), index, 1, True, SECOND, SECOND)
+    assert all(core.index_peer(index) == slot for index, slot in slots.items())
+    removed = indices[::3]
+    for index in removed:
+        core.reset_peer(slots[index])
+    assert [core.index_peer(index) for index in removed] == [-1] * len(removed)
+    assert all(core.index_peer(index) == slots[index] for index in indices if index not in removed)
+    for index in removed:  # the freed indices can be taken again
+        core.install_keypair(slots[index], random(32), random(32), index, 1, True, SECOND, SECOND)
+    assert all(core.index_peer(index) == slot for index, slot in slots.items())
+    for index in indices:
+        core.reset_peer(slots[index])
+    assert all(core.index_peer(index) == -1 for index in indices)
 
 
 def test_poll_reports_retries_with_their_count():

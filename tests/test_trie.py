@@ -100,6 +100,21 @@ def test_hundred_thousand_prefixes_then_remove_peer():
     assert t.lookup(v4("1.2.3.4")) == -1
 
 
+def test_a_thousand_peers_each_with_its_own_list():
+    """Peer ids grow the per-peer lists many times over; each list keeps only its own peer's."""
+    t = AllowedIPs()
+    for peer in range(1000):
+        t.insert(peer.to_bytes(4, "big"), 32, peer)
+        t.insert(bytes(12) + peer.to_bytes(4, "big"), 128, peer)
+    assert all(t.entries(peer) == [(peer.to_bytes(4, "big"), 32), (bytes(12) + peer.to_bytes(4, "big"), 128)]
+               for peer in range(1000))
+    for peer in range(0, 1000, 2):
+        t.remove_peer(peer)
+    assert len(t) == 1000
+    assert [t.lookup(peer.to_bytes(4, "big")) for peer in range(6)] == [-1, 1, -1, 3, -1, 5]
+    assert t.entries(998) == [] and t.entries(1000) == []
+
+
 class Model:
     def __init__(self):
         self.table = {}   # (bits, masked int, cidr) -> peer

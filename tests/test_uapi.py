@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from netns import unique_name
@@ -77,50 +77,56 @@ def test_parse_prefix(text, address, bits):
 
 
 @pytest.mark.parametrize(
-    "text",
+    "text,reason",
     [
-        "fe80::1%eth0/64",
-        "01.2.3.4/32",
-        "1.2.3.4",
-        "1.2.3.4/33",
-        "::/129",
-        "1.2.3.4/32 ",
-        " 1.2.3.4/32",
-        "1.2.3.4/",
-        "/8",
-        "1.2.3.4/32/",
-        "-10.0.0.0/8",  # wireguard-go v0.0.20220316 has no "-" removal
-        "1.2.3.4/0x8",
-        "1.2.3.4/1_0",
-        "1.2.3.4/-1",
-        "1.2.3.4/+",
-        "1.2.3.4/" + "9" * 5000,
-        "1.2.3.4/٨",
-        "::ffff:01.2.3.4/128",
-        "1::2::3/64",
-        ":::/64",
-        "1:/64",
-        ":1/64",
-        "::%/64",
-        "1.2.3.4%x/32",
-        "1:2:3:4:5:6:7::8/128",
-        "1:2:3:4:5:6:7:8:9/128",
-        "::1.2.3.4.5/128",
-        "1:2:3:4:5:6:7:1.2.3.4/128",
-        "::12345/128",
-        "::fffff/128",
-        "1.2.3/32",
-        "1.2.3.4.5/32",
-        "256.1.1.1/32",
-        "1..2.3/32",
-        "::ffff:1.2.3/128",
-        "::ffff:1.2.3.4%lo/128",
+        ("fe80::1%eth0/64", "IPv6 zone in a prefix"),
+        ("01.2.3.4/32", "malformed IPv4 address"),
+        ("1.2.3.4", "no '/' in a prefix"),
+        ("1.2.3.4/33", "prefix length out of range"),
+        ("::/129", "prefix length out of range"),
+        ("1.2.3.4/32 ", "not a decimal number"),
+        (" 1.2.3.4/32", "malformed IPv4 address"),
+        ("1.2.3.4/", "not a decimal number"),
+        ("/8", "not an IP address"),
+        ("1.2.3.4/32/", "malformed IPv4 address"),
+        ("-10.0.0.0/8", "malformed IPv4 address"),  # wireguard-go v0.0.20220316 has no "-" removal
+        ("1.2.3.4/0x8", "not a decimal number"),
+        ("1.2.3.4/1_0", "not a decimal number"),
+        ("1.2.3.4/-1", "prefix length out of range"),
+        ("1.2.3.4/+", "not a decimal number"),
+        ("1.2.3.4/" + "9" * 5000, "prefix length out of range"),
+        ("1.2.3.4/٨", "not a decimal number"),
+        ("::ffff:01.2.3.4/128", "malformed IPv4 address"),
+        ("1::2::3/64", "two '::' in an IPv6 address"),
+        (":::/64", "empty IPv6 group"),
+        ("1:/64", "malformed IPv6 address"),
+        (":1/64", "empty IPv6 group"),
+        ("::%/64", "empty IPv6 zone"),
+        ("1.2.3.4%x/32", "malformed IPv4 address"),
+        ("1:2:3:4:5:6:7::8/128", "'::' stands for no group"),
+        ("1:2:3:4:5:6:7:8:9/128", "trailing characters after an IPv6 address"),
+        ("::1.2.3.4.5/128", "malformed IPv4 address"),
+        ("1:2:3:4:5:6:7:1.2.3.4/128", "misplaced IPv4 part in an IPv6 address"),
+        ("::12345/128", "IPv6 group above 0xffff"),
+        ("::fffff/128", "IPv6 group above 0xffff"),
+        ("1.2.3/32", "malformed IPv4 address"),
+        ("1.2.3.4.5/32", "malformed IPv4 address"),
+        ("256.1.1.1/32", "malformed IPv4 address"),
+        ("1..2.3/32", "malformed IPv4 address"),
+        ("::ffff:1.2.3/128", "malformed IPv4 address"),
+        ("::ffff:1.2.3.4%lo/128", "IPv6 zone in a prefix"),
+        ("::10000/128", "IPv6 group above 0xffff"),
+        ("1::2:3:4:5:6:7:1.2.3.4/128", "misplaced IPv4 part in an IPv6 address"),
+        ("%lo/8", "not an IP address"),
+        ("1:2:3/64", "IPv6 address too short"),
     ],
 )
-def test_parse_prefix_refuses(text):
+def test_parse_prefix_refuses(text, reason):
+    """Refused with EINVAL and the reason, which the device logs."""
     with pytest.raises(uapi.UAPIError) as refused:
         uapi.parse_prefix(text)
     assert refused.value.errno == EINVAL
+    assert str(refused.value) == reason  # the log says why
 
 
 ENDPOINTS = [
@@ -150,33 +156,40 @@ def test_parse_endpoint(text, host, port, shown):
 
 
 @pytest.mark.parametrize(
-    "text",
+    "text,reason",
     [
-        "1.2.3.4:65536",
-        "1.2.3.4:+5",
-        "1.2.3.4:5 ",
-        "::1:5",
-        "[1.2.3.4]:5",
-        "[fe80::1%no-such-interface]:8",
-        "[fe80::1%99999999999]:8",
-        "[2001:db8::1%4294967296]:17",
-        "[fe80::1%]:5",
-        "host:5",
-        "[::1]:",
-        ":5",
-        "1.2.3.4",
-        "[::1]5",
-        "[:5",
-        "1.2.3.4%lo:5",
+        ("1.2.3.4:65536", "number out of range for 16 bits"),
+        ("1.2.3.4:+5", "not a decimal number"),
+        ("1.2.3.4:5 ", "not a decimal number"),
+        ("::1:5", "brackets go around IPv6 addresses only"),
+        ("[1.2.3.4]:5", "brackets go around IPv6 addresses only"),
+        ("[fe80::1%no-such-interface]:8", "not a decimal number"),
+        ("[fe80::1%99999999999]:8", "number out of range for 32 bits"),
+        ("[2001:db8::1%4294967296]:17", "number out of range for 32 bits"),
+        ("[fe80::1%]:5", "empty IPv6 zone"),
+        ("host:5", "not an IP address"),
+        ("[::1]:", "not an ip:port"),
+        (":5", "not an ip:port"),
+        ("1.2.3.4", "not an ip:port"),
+        ("[::1]5", "missing ']' after an IPv6 address"),
+        ("[:5", "missing ']' after an IPv6 address"),
+        ("1.2.3.4%lo:5", "malformed IPv4 address"),
+        ("1.2.3.4:", "not an ip:port"),
+        ("[1::2:5", "missing ']' after an IPv6 address"),
+        ("[]:1", "not an IP address"),
     ],
 )
-def test_parse_endpoint_refuses(text):
+def test_parse_endpoint_refuses(text, reason):
+    """Refused with EINVAL and the reason, which the device logs."""
     with pytest.raises(uapi.UAPIError) as refused:
         uapi.parse_endpoint(text)
     assert refused.value.errno == EINVAL
+    assert str(refused.value) == reason  # the log says why
 
 
 @given(st.binary(min_size=16, max_size=16))
+@example(bytes.fromhex("0001" + "0000" * 2 + "0002" * 5))  # the shortest run "::" stands for
+@example(bytes.fromhex("0001" + "0000" + "0002" * 6))      # one zero group stays
 def test_ipv6_text_round_trips_like_rfc5952(packed):
     text = uapi.format_addr(packed)
     assert uapi.parse_addr(text) == (packed, "")
@@ -400,11 +413,13 @@ def test_update_only_changes_an_existing_peer(device):
     assert uapi.handle_get(device) == peer_block(K1, allowed=["3.0.0.0/8"])
 
 
-def test_peer_limit(device):
+def test_peer_limit(device, caplog):
     """wireguard-go refuses the 65537th peer with EINVAL."""
     keys = [i.to_bytes(32, "big").hex() for i in range(1, 65538)]
     assert uapi.handle_set(device, [f"public_key={key}" for key in keys[:65536]]) == 0
     assert uapi.handle_set(device, [f"public_key={keys[65536]}"]) == EINVAL
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {EINVAL}: public_key: failed to create new peer: too many peers"]
     assert len(device.peers()) == 65536
     # An existing peer can still be changed.
     assert uapi.handle_set(device, [f"public_key={keys[0]}", "allowed_ip=1.0.0.0/8"]) == 0
@@ -434,6 +449,7 @@ CONNECTION_CASES = [
     ("get then another get", b"get=1\nget=1\n\n", b"errno=-22\n\n"),  # "et=1" is no operation
     ("get cut short", b"get=1\n", b""),
     ("get without its line end", b"get=1", b""),
+    ("set without its line end", b"set=1", b""),
     ("unknown operation", b"GET=1\n\n", b""),
     ("unknown operation after a request", GET + b"set=2\n\n" + GET, b"errno=0\n\n"),
     ("operation with CR", b"get=1\r\n\r\n", b""),
@@ -468,6 +484,38 @@ def test_connection(device, data, reply):
 def test_connection_applies_lines_before_a_too_long_one(device):
     assert exchange(device, b"set=1\nfwmark=14\nx=" + b"y" * 70000 + b"\n\n") == b"errno=-5\n\n"
     assert uapi.handle_get(device) == "fwmark=14\n"
+
+
+def run(session) -> object:
+    """Steps a Session until it waits for input (INPUT) or is done (None)."""
+    while (waiting := session.step()) is uapi.ROOM:
+        pass
+    return waiting
+
+
+def test_a_too_long_operation_closes_once_its_newline_is_in(device):
+    session = uapi.Session(device)
+    session.feed(GET + b"x" * (uapi.MAX_LINE + 5))
+    assert run(session) is uapi.INPUT and session.output == b"errno=0\n\n"
+    session.feed(b"x" * 10)
+    assert run(session) is uapi.INPUT
+    session.feed(b"\n" + GET)
+    assert run(session) is None and session.output == b"errno=0\n\n"  # the get after it is not read
+
+
+def test_what_a_session_holds_and_when_it_is_idle(device):
+    """What the server counts against its memory cap, and when it may close a connection."""
+    session = uapi.Session(device)
+    assert (session.held(), session.idle()) == (0, True)
+    session.feed(b"se")
+    assert run(session) is uapi.INPUT and (session.held(), session.idle()) == (2, False)
+    session.feed(b"t=1\nfwmark=1\n")
+    assert run(session) is uapi.INPUT and (session.held(), session.idle()) == (len(b"fwmark=1\n"), False)
+    session.feed(b"\n")
+    assert run(session) is uapi.INPUT and session.output == b"errno=0\n\n"
+    assert (session.held(), session.idle()) == (0, False)  # the reply is not sent yet
+    session.output.clear()
+    assert session.idle()
 
 
 @settings(max_examples=40, deadline=None)
@@ -537,12 +585,46 @@ def test_hundred_thousand_allowed_ips(device):
 # -- size cap and logs --------------------------------------------------------------
 
 
+def test_a_request_past_the_cap_holds_nothing_while_the_rest_is_dropped(device, monkeypatch):
+    monkeypatch.setattr(uapi, "MAX_REQUEST", 100)
+    session = uapi.Session(device)
+    session.feed(b"set=1\n" + b"replace_peers=true\n" * 6)
+    assert run(session) is uapi.INPUT and session.held() == 0
+    session.feed(b"\n")
+    assert run(session) is uapi.INPUT and session.output == f"errno={uapi.ERRNO_TOO_BIG}\n\n".encode()
+
+
 def test_a_set_bigger_than_the_cap_is_refused_whole(device, monkeypatch):
     monkeypatch.setattr(uapi, "MAX_REQUEST", 100)
     at_cap = b"set=1\nfwmark=5\n" + b"replace_peers=true\n" * 4 + b"x" * 14 + b"\n\n"  # 100 bytes of lines
     over = b"set=1\nfwmark=6\n" + b"replace_peers=true\n" * 5 + b"\n"
     assert exchange(device, over + GET + at_cap + GET) == (
         f"errno={uapi.ERRNO_TOO_BIG}\n\n".encode() + b"errno=0\n\n" + b"errno=-71\n\n" + b"fwmark=5\nerrno=0\n\n")
+
+
+@pytest.mark.parametrize(
+    "lines,reason",
+    [
+        (["replace_peers=false"], "replace_peers: takes only 'true'"),
+        ([f"public_key={K1}", "replace_allowed_ips=1"], "replace_allowed_ips: takes only 'true'"),
+        ([f"public_key={K1}", "protocol_version=2"], "protocol_version: protocol version other than 1"),
+        (["endpoint=1.2.3.4:5"], "invalid UAPI device key 'endpoint'"),
+    ],
+)
+def test_a_refused_set_logs_why(device, caplog, lines, reason):
+    assert uapi.handle_set(device, lines) == EINVAL
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [f"IPC error {EINVAL}: {reason}"]
+
+
+def test_a_port_in_use_is_refused_with_its_own_errno(device, caplog, monkeypatch):
+    def in_use(port):
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    monkeypatch.setattr(device, "set_listen_port", in_use)
+    assert uapi.handle_set(device, ["listen_port=51820"]) == -errno.EADDRINUSE
+    reason = f"failed to set listen_port: [Errno {errno.EADDRINUSE}] Address already in use"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {-errno.EADDRINUSE}: listen_port: {reason}"]
 
 
 KEY = bytes(range(200, 232))
@@ -572,6 +654,16 @@ def test_an_error_never_quotes_the_request(device, caplog, lines):
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for text in (KEY.hex(), base64.b64encode(KEY).decode()):
         assert not any(text[i : i + 12] in logged for i in range(len(text) - 11)), logged
+
+
+def test_a_get_that_fails_is_answered_and_logged(device, caplog, monkeypatch):
+    def fail(device):
+        raise ValueError(f"cannot show {KEY.hex()}")
+
+    monkeypatch.setattr(uapi, "handle_get", fail)
+    assert exchange(device, GET) == f"errno={uapi.ERRNO_UNKNOWN}\n\n".encode()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {uapi.ERRNO_UNKNOWN} in get: unexpected ValueError"]
 
 
 def test_an_unexpected_failure_is_logged_without_its_message(device, caplog, monkeypatch):

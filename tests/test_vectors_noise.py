@@ -60,8 +60,14 @@ def test_noise_ikpsk2_vector():
     enc_payload, h = noise.encrypt_and_hash(k, h, payloads[1])
     assert (E_r + enc_payload).hex() == v["messages"][1]["ciphertext"]
     assert h.hex() == v["handshake_hash"]
-    # Split: even messages go initiator -> responder with the first key.
-    k1, k2 = noise.kdf(ck, b"", 2)
+    # Split, as begin_session does it for each side: even messages go initiator -> responder
+    # with the first key.
+    initiator, responder = noise.Handshake(None, S_r), noise.Handshake(None, S_i)
+    initiator.state, responder.state = noise.RESPONSE_CONSUMED, noise.RESPONSE_CREATED
+    initiator.chaining_key = responder.chaining_key = ck
+    keys_i, keys_r = noise.begin_session(initiator), noise.begin_session(responder)
+    k1, k2 = keys_i.send_key, keys_i.recv_key
+    assert (keys_r.recv_key, keys_r.send_key) == (k1, k2)
     counters = [0, 0]
     for i, m in enumerate(v["messages"][2:]):
         direction = i % 2
