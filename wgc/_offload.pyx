@@ -77,7 +77,7 @@ cdef inline int parse_ip(const uint8_t *p, uint32_t length, bint *ipv6, uint32_t
 
 cdef uint32_t segmenter_init(Segmenter *s, const VnetHdr *h, uint8_t *packet,
                              uint32_t length) noexcept nogil:
-    cdef uint32_t proto, payload, end, field
+    cdef uint32_t proto = 0, payload, end, field
     cdef uint16_t sum
     cdef int gso = h.gso_type & ~VNET_GSO_ECN
     s.packet = packet
@@ -223,7 +223,7 @@ cdef inline void new_item(Gro *g, int32_t index, int kind, bint ipv6, uint32_t i
 cdef void gro_add(Gro *g, uint8_t *data, uint32_t length) noexcept nogil:
     cdef int32_t index = g.packet_count
     cdef bint ipv6
-    cdef uint32_t ip_len, proto, l4_len, payload, seq = 0, j, searched
+    cdef uint32_t ip_len = 0, proto = 0, l4_len, payload, seq = 0, j, searched
     cdef uint8_t flags = 0
     cdef uint8_t *l4
     cdef uint8_t *first
