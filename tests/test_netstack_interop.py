@@ -479,21 +479,24 @@ def _loss_transfer(tunnel, percent: int, size: int, budget: float, upload: bool)
 # The stack's sender crosses 20 % loss too slowly still (a lost retransmission
 # costs a backed-off timeout), so it is not asked to within a bounded time yet.
 LOSS_CASES = [(1, True), (5, True), (1, False), (5, False), (20, False)]
+through_loss = pytest.mark.parametrize(("percent", "upload"), LOSS_CASES,
+                                       ids=[f"{p}%-{'netstack' if u else 'kernel'}-sends" for p, u in LOSS_CASES])
 
 
-@pytest.mark.parametrize(("percent", "upload"), LOSS_CASES,
-                         ids=[f"{p}%-{'netstack' if u else 'kernel'}-sends" for p, u in LOSS_CASES])
+def _report(size: int, percent: int, upload: bool, seconds: float, dropped: int) -> None:
+    print(f"\n{size >> 20} MiB at {percent} % loss, {'netstack' if upload else 'kernel'} sending: "
+          f"{seconds:.1f} s, {dropped} datagrams dropped")
+
+
+@through_loss
 def test_intact_through_loss(tunnel, percent, upload):
     seconds, dropped = _loss_transfer(tunnel, percent, 4 << 20, 120, upload)
-    print(f"\n4 MiB at {percent} % loss, {'netstack' if upload else 'kernel'} sending: {seconds:.1f} s, "
-          f"{dropped} datagrams dropped")
+    _report(4 << 20, percent, upload, seconds, dropped)
     assert dropped > 0
 
 
 @pytest.mark.long
-@pytest.mark.parametrize(("percent", "upload"), LOSS_CASES,
-                         ids=[f"{p}%-{'netstack' if u else 'kernel'}-sends" for p, u in LOSS_CASES])
+@through_loss
 def test_100_mib_intact_through_loss(tunnel, percent, upload):
     seconds, dropped = _loss_transfer(tunnel, percent, 100 << 20, 1800, upload)
-    print(f"\n100 MiB at {percent} % loss, {'netstack' if upload else 'kernel'} sending: {seconds:.1f} s, "
-          f"{dropped} datagrams dropped")
+    _report(100 << 20, percent, upload, seconds, dropped)
