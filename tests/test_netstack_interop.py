@@ -217,6 +217,10 @@ def test_udp_with_a_kernel_socket(tunnel, v6):
         with pytest.raises(OSError) as too_big:
             s.sendto(b"y" * 1500, (far, 5005))
         assert too_big.value.errno == 90
+    for call in (lambda: s.sendto(b"late", (far, 5005)), lambda: s.connect((far, 5005))):
+        with pytest.raises(OSError) as closed:     # after close: an error, never the freed endpoint
+            call()
+        assert closed.value.errno == 9
     assert echo.wait(5) == 0
 
 

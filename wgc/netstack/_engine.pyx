@@ -492,12 +492,18 @@ cdef class Engine:
         cdef Tcb *l = <Tcb *>listener
         cdef Tcb *c
         cdef bint ok = False
+        cdef Addr remote
+        cdef bint v6 = False
+        cdef uint16_t rport = 0
         os.set_blocking(fd, False)
         with nogil:
             pthread_mutex_lock(&self.lock)
             c = tcp_accept(&self.core.tcp, l)
             if c != NULL:
                 (<Bridge *>l.user).announced -= 1
+                # Copied under the lock: once it is released, the engine may
+                # end the connection (a reset) and free it.
+                remote, v6, rport = c.remote, c.v6, c.rport
                 ok = self._bridge(fd, c, 0) != NULL
                 if not ok:
                     tcp_abort(&self.core.tcp, c, monotonic_ns())
@@ -507,7 +513,7 @@ cdef class Engine:
         if not ok:
             os.close(fd)
             return None
-        return addr_to_python(&c.remote, c.v6), c.rport
+        return addr_to_python(&remote, v6), rport
 
     def bind_datagram(self, int fd, bint echo, local, uint16_t port):
         """A UDP endpoint (echo: an ICMP echo endpoint, port its identifier)

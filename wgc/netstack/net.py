@@ -167,6 +167,8 @@ class DatagramSocket:
         self._app.setblocking(flag)
 
     def bind(self, address: tuple[str, int]) -> None:
+        if self._app.fileno() < 0:
+            raise OSError(9, "bad file descriptor")   # EBADF: closed
         if self._handle:
             raise OSError(22, "already bound")
         host = address[0] or ("::" if self._v6 else "0.0.0.0")
@@ -227,9 +229,12 @@ class DatagramSocket:
         return self.recvfrom(bufsize)[0]
 
     def close(self) -> None:
+        if self._app.fileno() < 0:
+            return
         self._app.close()          # the engine sees it and closes the endpoint
         if not self._handle:
             self._stack.close()
+        self._handle = 0           # the engine frees the endpoint: no call may reach it now
 
     def __enter__(self) -> DatagramSocket:
         return self
