@@ -504,3 +504,30 @@ def test_intact_through_loss(tunnel, percent, upload):
 def test_100_mib_intact_through_loss(tunnel, percent, upload):
     seconds, dropped = _loss_transfer(tunnel, percent, 100 << 20, 1800, upload)
     _report(100 << 20, percent, upload, seconds, dropped)
+
+
+def test_a_connection_reset_before_accept_does_not_hide_the_next(tunnel):
+    """The first client resets its connection while it waits in the accept
+    queue; accept() takes its announcement, finds nothing, and must still be
+    told of the second client."""
+    with tunnel.net.create_server(("", 5020)) as server:
+        clients = tunnel.far_python("""
+            import socket, struct, sys, time
+            first = socket.create_connection((sys.argv[1], 5020), timeout=10)
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            first.close()                       # a RST, while it waits to be accepted
+            print("reset", flush=True)
+            time.sleep(1.5)
+            with socket.create_connection((sys.argv[1], 5020), timeout=10) as second:
+                second.sendall(b"second")
+                second.recv(10)
+        """, NEAR4)
+        assert clients.stdout.readline().strip() == "reset"
+        time.sleep(0.5)                         # the RST crosses the tunnel: the queue is empty again
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            assert conn.recv(100) == b"second"
+            conn.sendall(b"ok")
+        assert clients.wait(10) == 0

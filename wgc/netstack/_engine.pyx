@@ -498,9 +498,13 @@ cdef class Engine:
         os.set_blocking(fd, False)
         with nogil:
             pthread_mutex_lock(&self.lock)
+            # The caller took one announcement byte: whether or not its
+            # connection is still there (a reset may have ended it in the
+            # queue), one fewer is outstanding.
+            if (<Bridge *>l.user).announced:
+                (<Bridge *>l.user).announced -= 1
             c = tcp_accept(&self.core.tcp, l)
             if c != NULL:
-                (<Bridge *>l.user).announced -= 1
                 # Copied under the lock: once it is released, the engine may
                 # end the connection (a reset) and free it.
                 remote, v6, rport = c.remote, c.v6, c.rport
