@@ -4,7 +4,9 @@ Near: a Net (wgc.netstack) made inside namespace `near`, so its UDP socket
 lives there.  Far: the wgc daemon with its TUN in namespace `far`, where the
 kernel's own TCP/IP stack and ordinary sockets are on the other side.
 """
+import base64
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 from netns import unique_name, veth, wait_for
 from wgc.control.model import AllowedIP, DeviceConfig, Endpoint, PeerConfig
 from wgc.netstack.net import Net
-from wgnet import new_key, start_daemon
+from wgnet import new_key, read_uapi_reply, start_daemon
 
 pytestmark = pytest.mark.netns
 
@@ -26,7 +28,7 @@ PORT = 51820
 
 
 class Tunnel:
-    def __init__(self, netns, dns=()):
+    def __init__(self, netns, dns=(), control_dir=None):
         self.near, self.far = netns("wgnn"), netns("wgnf")
         cable_near, cable_far = veth(self.near, self.far)
         subnet = 1 + (id(self) >> 4) % 250
@@ -43,13 +45,13 @@ class Tunnel:
         self.far.run("ip", "addr", "add", f"{FAR4}/24", "dev", self.iface)
         self.far.run("ip", "-6", "addr", "add", f"{FAR6}/64", "dev", self.iface, "nodad")
         self.far.run("ip", "link", "set", self.iface, "up")
-        import base64
         config = DeviceConfig(private_key=base64.b64decode(near_key), peers=[PeerConfig(
             public_key=base64.b64decode(far_public),
             endpoint=Endpoint(ipaddress_of(f"192.168.{subnet}.1"), PORT),
             persistent_keepalive_interval=25,      # so that the far end learns where we are
             allowed_ips=[AllowedIP.parse("0.0.0.0/0"), AllowedIP.parse("::/0")])])
-        self.net = self.near.inside(lambda: Net(config, [NEAR4, NEAR6], dns=list(dns)))
+        self.net = self.near.inside(lambda: Net(config, [NEAR4, NEAR6], dns=list(dns), control_dir=control_dir,
+                                                name=self.iface))
 
     def add_peer(self, address: str) -> str:
         """Another peer of the far end with inner address; its private key."""
@@ -531,3 +533,31 @@ def test_a_connection_reset_before_accept_does_not_hide_the_next(tunnel):
             assert conn.recv(100) == b"second"
             conn.sendall(b"ok")
         assert clients.wait(10) == 0
+
+
+
+def test_the_control_socket_speaks_wg_protocol(netns, tmp_path):
+    """With control_dir, the interface answers wg(8)'s get and set on
+    NAME.sock there (mode 0700), and the socket goes with the interface."""
+    directory = tmp_path / "run"
+    t = Tunnel(netns, control_dir=str(directory))
+    try:
+        path = t.net.control_path
+        assert path == str(directory / f"{t.iface}.sock")
+        assert oct(os.stat(path).st_mode & 0o777) == "0o700" and oct(os.stat(directory).st_mode & 0o777) == "0o700"
+        assert t.net.ping(FAR4, count=1, timeout=5)[0] is not None
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.sendall(b"get=1\n\n")
+            reply = read_uapi_reply(s).decode()
+        assert f"public_key={base64.b64decode(t.far_public).hex()}" in reply
+        assert "last_handshake_time_sec=0" not in reply and reply.endswith("errno=0\n\n")
+        _, extra = new_key()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.sendall(f"set=1\npublic_key={base64.b64decode(extra).hex()}\nallowed_ip=10.9.9.0/24\n\n".encode())
+            assert read_uapi_reply(s) == b"errno=0\n\n"
+        assert "allowed_ip=10.9.9.0/24" in t.net.uapi(b"get=1\n\n").decode()
+    finally:
+        t.close()
+    assert not os.path.exists(path)

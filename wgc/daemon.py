@@ -14,7 +14,6 @@ namespace: the UDP sockets stay where the daemon started.  The UAPI clients
 are served by wgc.uapi_server's thread, which holds the device lock per
 request.
 """
-import errno
 import fcntl
 import functools
 import os
@@ -35,7 +34,7 @@ from wgc.linkwatch import LinkWatch
 from wgc.log import make_logger
 from wgc.notify import Notifier
 from wgc.paths import SOCKET_DIRECTORY, socket_path
-from wgc.uapi_server import UAPIServer
+from wgc.uapi_server import UAPIServer, listen_control
 
 READY_TIMEOUT = 10.0
 ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
@@ -50,36 +49,9 @@ def offload() -> bool:
 
 
 def uapi_listen(iface: str) -> socket.socket:
-    """The control socket, mode 0700; a stale one is replaced, a live one refused."""
+    """The interface's control socket in /var/run/wireguard, as wg(8) looks for it."""
     os.makedirs(SOCKET_DIRECTORY, mode=0o755, exist_ok=True)
-    path = socket_path(iface)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o077)
-    try:
-        try:
-            listener.bind(path)
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                raise
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            try:
-                probe.connect(path)
-                raise OSError(errno.EADDRINUSE, "unix socket in use") from None
-            except (ConnectionRefusedError, FileNotFoundError):
-                pass  # nobody listens: a leftover of a daemon that died
-            finally:
-                probe.close()
-            os.unlink(path)
-            listener.bind(path)
-        # As deep a queue as the system allows (as Go's listen asks), so that a
-        # burst of clients waits there rather than failing to connect.
-        listener.listen(socket.SOMAXCONN)
-    except BaseException:
-        listener.close()
-        raise
-    finally:
-        os.umask(old_umask)
-    return listener
+    return listen_control(socket_path(iface))
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -258,3 +258,34 @@ class UAPIServer:
         self._watch(client, 0)
         client.sock.close()
         del self._clients[client.fd]
+
+
+def listen_control(path: str) -> socket.socket:
+    """A control socket at path, mode 0700; a stale one is replaced, a live one refused."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o077)
+    try:
+        try:
+            listener.bind(path)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                probe.connect(path)
+                raise OSError(errno.EADDRINUSE, "unix socket in use") from None
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # nobody listens: a leftover of a daemon that died
+            finally:
+                probe.close()
+            os.unlink(path)
+            listener.bind(path)
+        # As deep a queue as the system allows (as Go's listen asks), so that a
+        # burst of clients waits there rather than failing to connect.
+        listener.listen(socket.SOMAXCONN)
+    except BaseException:
+        listener.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return listener

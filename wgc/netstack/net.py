@@ -13,6 +13,7 @@ shutdown) at the cost of one copy through the kernel per direction.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -32,7 +33,9 @@ from wgc.device import Device
 from wgc.netstack import aio
 from wgc.netstack._engine import Engine
 from wgc.netstack.dns import Resolver
+from wgc.paths import SOCKET_SUFFIX
 from wgc.uapi import Session
+from wgc.uapi_server import UAPIServer, listen_control
 
 _STATUS_SIZE = 1
 _RECORD = struct.Struct("!BBH16s")   # a datagram's head between the engine and DatagramSocket
@@ -251,7 +254,10 @@ class Net:
     """
 
     def __init__(self, config: DeviceConfig, addresses: list[str], *, mtu: int = C.DEFAULT_MTU,
-                 dns: list[str] | None = None, name: str = "netstack"):
+                 dns: list[str] | None = None, name: str = "netstack", control_dir: str | None = None):
+        """control_dir: where to open NAME.sock, a control socket speaking wg(8)'s
+        protocol (mode 0700 in a directory made 0700), as a daemon's in
+        /var/run/wireguard; none by default."""
         self.addresses = addresses
         self.dns = list(dns or [])
         self.mtu = mtu
@@ -274,6 +280,14 @@ class Net:
             thread = threading.Thread(target=target, name=f"wgc-{name}-{role}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.control_path: str | None = None
+        self._uapi: UAPIServer | None = None
+        if control_dir is not None:
+            try:
+                self._serve_control(control_dir, name)
+            except BaseException:
+                self.close()
+                raise
 
     @classmethod
     def from_config(cls, path: str, *, name: str | None = None) -> Net:
@@ -300,6 +314,14 @@ class Net:
         reply = self.uapi(request)
         if not reply.endswith(b"errno=0\n\n"):
             raise ConfigError(reply.decode(errors="replace").strip())
+
+    def _serve_control(self, directory: str, name: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, name + SOCKET_SUFFIX)
+        listener = listen_control(path)
+        self._uapi = UAPIServer(self.device, listener, self._log)
+        self._uapi.start()
+        self.control_path = path
 
     def uapi(self, request: bytes) -> bytes:
         """One UAPI exchange (get=1 or set=1) with the interface, as through its socket."""
@@ -434,6 +456,12 @@ class Net:
         if self._stopping:
             return
         self._stopping = True
+        if self._uapi is not None:
+            self._uapi.close()
+            self._uapi.listener.close()
+            if self.control_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.control_path)
         self._stop_write.send(b"\0")
         self._engine.stop()
         self._engine.port.close()
