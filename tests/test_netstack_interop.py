@@ -482,11 +482,17 @@ def _loss_transfer(tunnel, percent: int, size: int, budget: float, upload: bool)
     return seconds, nft_counter(tunnel.far, "dropped_input") + nft_counter(tunnel.far, "dropped_output")
 
 
-# The stack's sender crosses 20 % loss too slowly still (a lost retransmission
-# costs a backed-off timeout), so it is not asked to within a bounded time yet.
-LOSS_CASES = [(1, True), (5, True), (1, False), (5, False), (20, False)]
-through_loss = pytest.mark.parametrize(("percent", "upload"), LOSS_CASES,
-                                       ids=[f"{p}%-{'netstack' if u else 'kernel'}-sends" for p, u in LOSS_CASES])
+# In the normal tier 1 % and 5 %: at 20 % a transfer's time swings by tens of
+# seconds with the machine's load, even with the kernel sending, so 20 % runs
+# behind `long` (and, with the stack sending, not yet: a lost retransmission
+# still costs it a backed-off timeout).
+QUICK_LOSS = [(1, True), (5, True), (1, False), (5, False)]
+LONG_LOSS = [*QUICK_LOSS, (20, False)]
+
+
+def through_loss(cases):
+    return pytest.mark.parametrize(("percent", "upload"), cases,
+                                   ids=[f"{p}%-{'netstack' if u else 'kernel'}-sends" for p, u in cases])
 
 
 def _report(size: int, percent: int, upload: bool, seconds: float, dropped: int) -> None:
@@ -494,7 +500,7 @@ def _report(size: int, percent: int, upload: bool, seconds: float, dropped: int)
           f"{seconds:.1f} s, {dropped} datagrams dropped")
 
 
-@through_loss
+@through_loss(QUICK_LOSS)
 def test_intact_through_loss(tunnel, percent, upload):
     seconds, dropped = _loss_transfer(tunnel, percent, 4 << 20, 120, upload)
     _report(4 << 20, percent, upload, seconds, dropped)
@@ -502,7 +508,7 @@ def test_intact_through_loss(tunnel, percent, upload):
 
 
 @pytest.mark.long
-@through_loss
+@through_loss(LONG_LOSS)
 def test_100_mib_intact_through_loss(tunnel, percent, upload):
     seconds, dropped = _loss_transfer(tunnel, percent, 100 << 20, 1800, upload)
     _report(100 << 20, percent, upload, seconds, dropped)
