@@ -27,7 +27,6 @@ cdef struct Binding:
     uint8_t *queue                 # oldest first: a record's length (4 bytes, host order), the record
                                    # (its head, then the payload)
     uint32_t queue_used
-    uint32_t records
     int error                      # an ICMP error for a connected endpoint, told once
     bint on_ready
     Binding *ready_next

@@ -147,7 +147,6 @@ cdef void enqueue(DgramTable *t, Binding *b, bint v6, const Addr *source, uint16
     memcpy(at + 4, source.b, 16)
     memcpy(at + DGRAM_RECORD, data, length)
     b.queue_used += 4 + record
-    b.records += 1
     mark_ready(t, b)
 
 

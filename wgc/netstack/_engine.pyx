@@ -434,7 +434,6 @@ cdef class Engine:
                 send(b.fd, d.queue + at + 4, length, MSG_DONTWAIT | MSG_NOSIGNAL)
                 at += 4 + length
             d.queue_used = 0
-            d.records = 0
 
     # -- the application's calls (Python threads) ---------------------------
 

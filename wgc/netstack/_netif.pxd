@@ -71,5 +71,3 @@ cdef inline void netif_finish(Netif *n, uint8_t *slot, bint v6, uint8_t proto, u
     n.sink.lengths[n.sink.count] = <uint32_t>(l4 - slot) + l4_length
     n.sink.count += 1
 
-cdef inline bint netif_has_room(const Netif *n) noexcept nogil:
-    return n.sink != NULL and n.sink.count < n.sink.capacity

@@ -9,7 +9,7 @@ from wgc._bytes cimport load_be16, store_be16, load_be32, store_be32
 from wgc._checksum cimport PROTO_TCP
 from wgc._crypto cimport siphash
 from wgc.netstack._ip cimport Addr, Parsed, l4_checksum_ok
-from wgc.netstack._netif cimport Netif, netif_begin, netif_finish, netif_has_room
+from wgc.netstack._netif cimport Netif, netif_begin, netif_finish
 
 cdef extern from * nogil:
     """
@@ -1000,13 +1000,6 @@ cdef void ooo_add(Tcb *c, uint32_t start, uint32_t end) noexcept nogil:
         c.ooo[j] = c.ooo[j - 1]
     c.ooo[0] = merged
     c.ooo_count += 1
-
-cdef bint ooo_has(const Tcb *c, uint32_t start, uint32_t end) noexcept nogil:
-    cdef uint32_t i
-    for i in range(c.ooo_count):
-        if le(c.ooo[i].start, start) and ge(c.ooo[i].end, end):
-            return True
-    return False
 
 cdef void take_data(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept nogil:
     """Stores the payload (in order or not) and schedules the ACK."""
