@@ -35,7 +35,7 @@ lint:
 # then stubtest holds each stub against its built module (names, parameters, defaults).
 typecheck: build
     {{python}} -m mypy
-    {{python}} -m mypy.stubtest --allowlist stubtest-allowlist.txt $(ls wgc/_*.pyi wgc/netstack/_*.pyi | sed 's|/|.|g; s|\.pyi$||')
+    {{python}} -m mypy.stubtest --mypy-config-file pyproject.toml --allowlist stubtest-allowlist.txt $(ls wgc/_*.pyi wgc/netstack/_*.pyi | sed 's|/|.|g; s|\.pyi$||')
 
 # The C safety net: the compiled modules built apart in build/asan (-O0 -g, AddressSanitizer,
 # UndefinedBehaviorSanitizer, Cython's bounds/index/initialisation checks; see setup.py), then
