@@ -208,3 +208,29 @@ def test_stale_socket_is_removed():
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_sockets_in_the_users_runtime_directory_are_found(tmp_path, monkeypatch):
+    """An interface run by an unprivileged user (wgc --proxy, a Net with a
+    control directory) has its socket in $XDG_RUNTIME_DIR/wireguard: wgc.control
+    and wgc --wg find it there, after /var/run/wireguard."""
+    from wgc._crypto import clamp
+    from wgc.netstack import Net
+    from wgc.paths import user_socket_directory
+
+    name = unique_name("wgusr")
+    private = clamp(os.urandom(32))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    directory = user_socket_directory()
+    assert directory == str(tmp_path / "wireguard")
+    with Net(DeviceConfig(private_key=private, listen_port=0), ["10.77.0.2"], name=name,
+             control_dir=directory):
+        assert name in control.device_names()
+        assert control.device(name).private_key == private
+        shown = subprocess.run([sys.executable, "-m", "wgc", "--wg", "show", name, "listen-port"],
+                               capture_output=True, text=True, timeout=30, env=dict(os.environ))
+        assert shown.returncode == 0, shown.stderr
+        assert int(shown.stdout) > 0
+    assert name not in control.device_names()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert user_socket_directory() is None

@@ -57,7 +57,8 @@ __all__ = [
 
 def device_names() -> list[str]:
     """Every WireGuard device: kernel links of kind wireguard first, then the
-    live UAPI sockets in /var/run/wireguard (stale ones are removed)."""
+    live UAPI sockets in /var/run/wireguard and $XDG_RUNTIME_DIR/wireguard
+    (stale ones are removed)."""
     return kernel.device_names() + userspace.device_names()
 
 

@@ -27,50 +27,61 @@ from wgc.control.model import (
 from wgc.errors import WireGuardError
 
 
-def has_device(name: str) -> bool:
-    """Whether NAME has a live UAPI socket.  A socket nobody listens on any
-    more (ECONNREFUSED) is removed, as wg(8) does."""
-    path = paths.socket_path(name)
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return False
-    except (OSError, ValueError):
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+def _live_socket(name: str) -> str | None:
+    """NAME's socket that someone listens on, in the first directory that has
+    one.  A socket nobody listens on any more (ECONNREFUSED) is removed, as
+    wg(8) does."""
+    for path in paths.socket_paths(name):
         try:
-            conn.connect(path)
-        except ConnectionRefusedError:
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                continue
+        except (OSError, ValueError):
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             try:
-                os.unlink(path)
+                conn.connect(path)
+            except ConnectionRefusedError:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+                continue
             except OSError:
                 pass
-            return False
-        except OSError:
-            pass
-    return True
+        return path
+    return None
+
+
+def has_device(name: str) -> bool:
+    """Whether NAME has a live UAPI socket."""
+    return _live_socket(name) is not None
 
 
 def device_names() -> list[str]:
-    """Names with a live socket in the socket directory, in directory order."""
-    try:
-        entries = os.listdir(paths.SOCKET_DIRECTORY)
-    except FileNotFoundError:
-        return []
-    except OSError as error:
-        raise WireGuardError(error.errno, f"cannot list {paths.SOCKET_DIRECTORY}") from None
-    names = []
-    for entry in entries:
-        if len(entry) <= len(paths.SOCKET_SUFFIX) or not entry.endswith(paths.SOCKET_SUFFIX):
+    """Names with a live socket in the socket directories, in directory order
+    (a name in both counts once: the shared directory's socket is the one used)."""
+    names: list[str] = []
+    for directory in paths.socket_directories():
+        try:
+            entries = os.listdir(directory)
+        except FileNotFoundError:
             continue
-        name = entry[: -len(paths.SOCKET_SUFFIX)]
-        if has_device(name):
-            names.append(name)
+        except OSError as error:
+            if directory != paths.SOCKET_DIRECTORY:
+                continue           # the user's directory is a convenience: never an error
+            raise WireGuardError(error.errno, f"cannot list {directory}") from None
+        for entry in entries:
+            if len(entry) <= len(paths.SOCKET_SUFFIX) or not entry.endswith(paths.SOCKET_SUFFIX):
+                continue
+            name = entry[: -len(paths.SOCKET_SUFFIX)]
+            if name not in names and has_device(name):
+                names.append(name)
     return names
 
 
 def _request(name: str, request: bytes) -> bytes:
     """Sends one request and returns the whole answer, ending in a blank line."""
-    path = paths.socket_path(name)
+    path = _live_socket(name) or paths.socket_path(name)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         try:
             conn.connect(path)
