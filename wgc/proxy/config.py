@@ -47,6 +47,7 @@ from wgc.control.wgquick import Config, Failure, parse_text
 from wgc.netstack.net import ConfigError, device_config, interface_addresses
 
 MAX_CREDENTIAL = 255  # bytes of a SOCKS5 username or password (RFC 1929)
+MAX_FILE = 1 << 20    # bytes of a configuration file: more is not one (WGConfig = /dev/zero)
 _NAME = re.compile(r"[A-Za-z0-9._-]+")          # a host name (IDNs in their ASCII form)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -205,9 +206,11 @@ def _of(services: list[Service], kind: type[_S]) -> tuple[_S, ...]:
 def _read(path: str) -> str:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_FILE + 1)
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror}") from None
+    if len(data) > MAX_FILE:
+        raise ConfigError(f"{path}: larger than {MAX_FILE} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -308,7 +311,9 @@ def _service(section: _Section, path: str) -> Service:
         key, equals, value = content.partition("=")
         name = by_lower.get(key.strip().lower())
         where = f"{path}:{number}: [{section.name}]"
-        if not equals or name is None:
+        if not equals:  # (not quoted: it may be a password on a line of its own)
+            raise ConfigError(f"{where}: not KEY = VALUE")
+        if name is None:
             raise ConfigError(f"{where}: unknown key {_shown(key.strip())}; known: {', '.join(keys)}")
         if name in values:
             raise ConfigError(f"{where} {name}: given twice")

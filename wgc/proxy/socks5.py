@@ -11,8 +11,10 @@ the handshake keeps at most one incomplete message buffered.
 
 Input the protocol refuses raises SocksError, whose .reply is what to send
 before closing (b"" where the protocol has no answer, as for a client that
-is not SOCKS5 at all).  The reserved byte of a request is not checked, as
-RFC 1928 gives it no meaning.  BIND is answered "command not supported".
+is not SOCKS5 at all), preceded by the answers to the messages the same
+call completed (a greeting and a refused request in one read get both).
+The reserved byte of a request is not checked, as RFC 1928 gives it no
+meaning.  BIND is answered "command not supported".
 
 UDP ASSOCIATE's datagrams carry the header of RFC 1928 section 7
 (parse_udp, build_udp).  Fragments (FRAG != 0) are dropped, as most servers
@@ -238,6 +240,10 @@ class Server:
             except _Incomplete:
                 del self._buffer[:mark]  # keeping the incomplete message only
                 return events, len(data)
+            except SocksError as error:
+                # What this call completed is answered too, in order, before the refusal.
+                error.reply = b"".join(event.reply for event in events) + error.reply
+                raise
             events.append(event)
             if isinstance(event, Request):
                 self.request = event
