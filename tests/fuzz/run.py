@@ -20,7 +20,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(ROOT, "build", "fuzz")
-TARGETS = ("udp", "tun", "cookie", "uapi", "config", "netlink", "offload", "dns", "frag", "netstack")
+TARGETS = ("udp", "tun", "cookie", "uapi", "config", "netlink", "offload", "dns", "frag", "netstack", "socks5", "http",
+           "proxyconfig")
 _STAT = re.compile(rb"stat::(number_of_executed_units|average_exec_per_sec|new_units_added):\s*(\d+)")
 _COVERAGE = re.compile(rb"#\d+\s+(?:DONE|INITED)\s+cov: (\d+) ft: (\d+)")
 

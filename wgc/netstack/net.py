@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterable
 
 from wgc import constants as C
 from wgc.control.config import ConfigFile, Parser
@@ -46,7 +47,8 @@ class ConfigError(ValueError):
     """A configuration file or value Net cannot use."""
 
 
-def _interface_addresses(texts: list[str]) -> list[str]:
+def interface_addresses(texts: list[str]) -> list[str]:
+    """The interface's addresses from wg-quick's Address values (with or without a prefix length)."""
     addresses = []
     for text in texts:
         try:
@@ -58,15 +60,38 @@ def _interface_addresses(texts: list[str]) -> list[str]:
     return addresses
 
 
-def _device_config(wg_text: str) -> DeviceConfig:
+# wg(8)'s fields, and whether its messages may quote their values: never a
+# private or preshared key's, even a mistyped one.
+_FIELDS = {"privatekey": ("PrivateKey", False), "listenport": ("ListenPort", True), "fwmark": ("FwMark", True),
+           "publickey": ("PublicKey", True), "presharedkey": ("PresharedKey", False),
+           "endpoint": ("Endpoint", True), "allowedips": ("AllowedIPs", True),
+           "persistentkeepalive": ("PersistentKeepalive", True)}
+
+
+def _line_error(place: str, section: str | None, line: str, message: str) -> ConfigError:
+    """An error on line, naming its place, section and field.  wg(8)'s
+    messages quote what they refuse (`like this'); only a known field's value
+    is quoted, as any other line may be a key pasted on its own."""
+    key, equals, _ = line.split("#", 1)[0].partition("=")
+    name, quotable = _FIELDS.get("".join(key.split()).lower(), ("", False)) if equals else ("", False)
+    where = " ".join(filter(None, (f"[{section.capitalize()}]" if section else "", name)))
+    if not quotable:
+        message = message.split("`", 1)[0].rstrip(": ")
+    return ConfigError(f"{place}: {where}: {message}" if where else f"{place}: {message}")
+
+
+def device_config(lines: Iterable[tuple[str, str]], source: str) -> DeviceConfig:
+    """wg setconf's reading of the lines wg-quick leaves for wg, given as
+    (place, line) pairs: an error names its line's place ("wg0.conf:3"), or
+    source for what is missing at the end, and never quotes a key."""
     errors: list[str] = []
     reader = ConfigFile(Parser(errors.append), append=False)
-    for number, line in enumerate(wg_text.split("\n"), 1):
+    for place, line in lines:
         if not reader.read_line(line + "\n"):
-            raise ConfigError(f"line {number}: " + "".join(errors).strip())
+            raise _line_error(place, reader.section, line, "".join(errors).strip())
     draft = reader.finish()
     if draft is None:
-        raise ConfigError("".join(errors).strip())
+        raise ConfigError(f"{source}: " + "".join(errors).strip())
     return draft.to_config()
 
 
@@ -304,7 +329,8 @@ class Net:
             mtu = int(parsed.mtu) if parsed.mtu else C.DEFAULT_MTU
         except ValueError:
             raise ConfigError(f"MTU is not a number: {parsed.mtu!r}") from None
-        return cls(_device_config(parsed.wg_config), _interface_addresses(parsed.addresses), mtu=mtu,
+        lines = ((f"line {number}", line) for number, line in enumerate(parsed.wg_config.split("\n"), 1))
+        return cls(device_config(lines, path), interface_addresses(parsed.addresses), mtu=mtu,
                    dns=parsed.dns, name=name or "netstack")
 
     # -- configuration, as wg(8) speaks it -------------------------------------------
