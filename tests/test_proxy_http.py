@@ -246,5 +246,6 @@ def test_curl_connect():
 def test_curl_basic_authentication():
     done, seen = curl(["--proxy-user", "user:secret", "--proxytunnel", "http://a.test/"], CREDENTIALS)
     assert done.stdout == b"through", done.stderr
-    done, seen = curl(["--proxytunnel", "http://a.test/"], CREDENTIALS)
-    assert done.returncode != 0 and seen[0].status == 407
+    for refused_user in ([], ["--proxy-user", "user:wrong"]):
+        done, seen = curl([*refused_user, "--proxytunnel", "http://a.test/"], CREDENTIALS)
+        assert done.returncode != 0 and seen[0].status == 407
