@@ -186,6 +186,7 @@ def parse(text: str, path: str) -> ProxyConfig:
     else:
         net = _net(wg_sections, path)
     services = [_service(section, path) for section in sections if section.name not in _WG_SECTIONS]
+    _check_unique([section for section in sections if section.name not in _WG_SECTIONS], services, path)
     if not services:
         raise ConfigError(f"{path}: no service: add a [Socks5], [http] or tunnel section")
     stdio = _of(services, StdioTunnel)
@@ -197,6 +198,26 @@ def parse(text: str, path: str) -> ProxyConfig:
         tcp_client_tunnels=_of(services, TcpClientTunnel), tcp_server_tunnels=_of(services, TcpServerTunnel),
         udp_client_tunnels=_of(services, UdpClientTunnel), udp_server_tunnels=_of(services, UdpServerTunnel),
         stdio=stdio[0] if stdio else None)
+
+
+def _check_unique(sections: list[_Section], services: list[Service], path: str) -> None:
+    """No two services listen on the same protocol, address and port (here,
+    or on the tunnel's addresses)."""
+    taken: dict[tuple[str, object], str] = {}
+    for section, service in zip(sections, services, strict=True):
+        if isinstance(service, Socks5 | HttpProxy | TcpClientTunnel):
+            where: tuple[str, object] = ("tcp", service.bind)
+        elif isinstance(service, UdpClientTunnel):
+            where = ("udp", service.bind)
+        elif isinstance(service, TcpServerTunnel):
+            where = ("tcp on the tunnel", service.listen_port)
+        elif isinstance(service, UdpServerTunnel):
+            where = ("udp on the tunnel", service.listen_port)
+        else:
+            continue
+        if where in taken:
+            raise ConfigError(f"{path}:{section.number}: [{section.name}]: listens where {taken[where]} does")
+        taken[where] = f"[{section.name}] of line {section.number}"
 
 
 def _of(services: list[Service], kind: type[_S]) -> tuple[_S, ...]:
