@@ -186,6 +186,7 @@ def parse(text: str, path: str) -> ProxyConfig:
     else:
         net = _net(wg_sections, path)
     services = [_service(section, path) for section in sections if section.name not in _WG_SECTIONS]
+    _check_unique([section for section in sections if section.name not in _WG_SECTIONS], services, path)
     if not services:
         raise ConfigError(f"{path}: no service: add a [Socks5], [http] or tunnel section")
     stdio = _of(services, StdioTunnel)
@@ -199,6 +200,26 @@ def parse(text: str, path: str) -> ProxyConfig:
         stdio=stdio[0] if stdio else None)
 
 
+def _check_unique(sections: list[_Section], services: list[Service], path: str) -> None:
+    """No two services listen on the same protocol, address and port (here,
+    or on the tunnel's addresses)."""
+    taken: dict[tuple[str, object], str] = {}
+    for section, service in zip(sections, services, strict=True):
+        if isinstance(service, Socks5 | HttpProxy | TcpClientTunnel):
+            where: tuple[str, object] = ("tcp", service.bind)
+        elif isinstance(service, UdpClientTunnel):
+            where = ("udp", service.bind)
+        elif isinstance(service, TcpServerTunnel):
+            where = ("tcp on the tunnel", service.listen_port)
+        elif isinstance(service, UdpServerTunnel):
+            where = ("udp on the tunnel", service.listen_port)
+        else:
+            continue
+        if where in taken:
+            raise ConfigError(f"{path}:{section.number}: [{section.name}]: listens where {taken[where]} does")
+        taken[where] = f"[{section.name}] of line {section.number}"
+
+
 def _of(services: list[Service], kind: type[_S]) -> tuple[_S, ...]:
     return tuple(service for service in services if isinstance(service, kind))
 
@@ -209,6 +230,8 @@ def _read(path: str) -> str:
             data = f.read(MAX_FILE + 1)
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror}") from None
+    except ValueError:  # a NUL in the name
+        raise ConfigError(f"{path}: not a file name (it holds a NUL)") from None
     if len(data) > MAX_FILE:
         raise ConfigError(f"{path}: larger than {MAX_FILE} bytes")
     try:
@@ -229,7 +252,10 @@ def _split(text: str, path: str, wg_only: bool = False) -> tuple[dict[str, _Valu
         if content.startswith("["):
             name = _SECTION_NAMES.get(content[1:-1].strip().lower()) if content.endswith("]") else None
             if name is None or (wg_only and name not in _WG_SECTIONS):
-                raise ConfigError(f"{path}:{number}: unknown section {_shown(content)}")
+                known = ", ".join(f"[{known}]" for known in _SECTION_NAMES.values()
+                                  if not wg_only or known in _WG_SECTIONS)
+                # (The line is not quoted: it may hold a key pasted in the wrong place.)
+                raise ConfigError(f"{path}:{number}: unknown section; known: {known}")
             if name == "Interface" and any(section.name == name for section in sections):
                 raise ConfigError(f"{path}:{number}: a second [Interface]")
             sections.append(_Section(name, number))
@@ -311,10 +337,11 @@ def _service(section: _Section, path: str) -> Service:
         key, equals, value = content.partition("=")
         name = by_lower.get(key.strip().lower())
         where = f"{path}:{number}: [{section.name}]"
-        if not equals:  # (not quoted: it may be a password on a line of its own)
+        # (An unknown line is not quoted: it may be a password in the wrong place.)
+        if not equals:
             raise ConfigError(f"{where}: not KEY = VALUE")
         if name is None:
-            raise ConfigError(f"{where}: unknown key {_shown(key.strip())}; known: {', '.join(keys)}")
+            raise ConfigError(f"{where}: unknown key; known: {', '.join(keys)}")
         if name in values:
             raise ConfigError(f"{where} {name}: given twice")
         value = value.strip()

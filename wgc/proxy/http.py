@@ -167,7 +167,8 @@ class RequestReader:
             self._connection.receive_data(data)
             event = self._connection.next_event()
         except h11.RemoteProtocolError as error:
-            raise HttpError(error.error_status_hint, f"bad request: {error}") from None
+            # h11's words without the bytes it quotes, which may be a Proxy-Authorization line.
+            raise HttpError(error.error_status_hint, f"bad request: {str(error).split(':', 1)[0]}") from None
         if event is h11.NEED_DATA:
             return None, len(data)
         assert isinstance(event, h11.Request), event  # what else a server's first event can be needs an end of input
