@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -540,6 +541,282 @@ def test_a_connection_reset_before_accept_does_not_hide_the_next(tunnel):
             conn.sendall(b"ok")
         assert clients.wait(10) == 0
 
+
+
+# -- resets and splices ----------------------------------------------------------------
+
+RESETTER = """
+    import fcntl, socket, struct, sys, termios, time
+    data = bytes(range(256)) * int(sys.argv[3])
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((sys.argv[1], int(sys.argv[2])))
+        server.listen()
+        print("listening", flush=True)
+        conn, _ = server.accept()
+        conn.sendall(data)
+        if sys.argv[4] == "acked":         # every byte acknowledged: they are on the near side
+            while struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, b"\\0" * 4))[0]:
+                time.sleep(0.01)
+        else:                               # the near side says it read them
+            conn.recv(1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()                        # a RST
+        print("reset", flush=True)
+"""
+
+
+def _read_until_reset(sock: socket.socket) -> bytes:
+    """What sock reads before its ConnectionResetError (an end of stream fails the test)."""
+    received = b""
+    with pytest.raises(ConnectionResetError):
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+    return received
+
+
+def test_a_reset_reads_as_connection_reset_after_the_bytes_before_it(tunnel):
+    """As with a kernel socket: every byte that came before the peer's RST,
+    then ConnectionResetError, then the end of stream; sending fails."""
+    far = tunnel.far_python(RESETTER, FAR4, "5030", "40", "acked")
+    wait_listening(far)
+    with tunnel.net.create_connection((FAR4, 5030), timeout=10) as conn:
+        assert far.stdout.readline().strip() == "reset", far.stderr.read()
+        conn.settimeout(10)
+        assert _read_until_reset(conn) == bytes(range(256)) * 40
+        assert conn.recv(100) == b""
+        with pytest.raises(OSError):
+            conn.sendall(b"too late")
+    assert far.wait(10) == 0
+
+
+def test_a_reset_reaches_asyncio_streams(tunnel):
+    import asyncio
+
+    async def main():
+        reader, writer = await tunnel.net.open_connection(FAR4, 5031, timeout=10)
+        assert await asyncio.wait_for(reader.readexactly(256 * 10), 10) == bytes(range(256)) * 10
+        writer.write(b"k")
+        await writer.drain()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(100), 10)
+        writer.close()
+
+    far = tunnel.far_python(RESETTER, FAR4, "5031", "10", "told")
+    wait_listening(far)
+    asyncio.run(main())
+    assert far.wait(10) == 0
+
+
+def _loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """A kernel TCP connection on loopback: (a proxy's socket, its client's)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        proxied, _ = listener.accept()
+    return proxied, client
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    received = bytearray()
+    while chunk := sock.recv(1 << 16):
+        received += chunk
+    return bytes(received)
+
+
+SPLICED_FAR = """
+    import hashlib, socket, sys
+    data = hashlib.shake_256(b"far").digest(int(sys.argv[3]))
+    def drain(conn):
+        digest, total = hashlib.sha256(), 0
+        while chunk := conn.recv(1 << 16):
+            digest.update(chunk)
+            total += len(chunk)
+        return f"{total} {digest.hexdigest()}"
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((sys.argv[1], 5032))
+        server.listen()
+        print("listening", flush=True)
+        conn, _ = server.accept()
+        if sys.argv[2] == "far":            # half-closes first, then hears the near side out
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            print(drain(conn), flush=True)
+        else:                               # hears the near side out, then answers
+            heard = drain(conn)
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            print(heard, flush=True)
+        conn.close()
+"""
+
+
+@pytest.mark.parametrize("first", ["far", "near"], ids=["far-half-closes-first", "near-half-closes-first"])
+def test_a_spliced_kernel_client_moves_bytes_and_half_closes_both_ways(tunnel, first):
+    """A local kernel TCP client spliced to a far kernel server: a few MiB
+    each way intact, and each side's half-close reaches the other while the
+    other direction goes on."""
+    size = 3 << 20
+    far = tunnel.far_python(SPLICED_FAR, FAR4, first, str(size))
+    wait_listening(far)
+    proxied, client = _loopback_pair()
+    with client:
+        splice = tunnel.net.splice_connection(proxied, (FAR4, 5032), timeout=10)
+        assert splice.peer == (FAR4, 5032) and splice.local[0] == NEAR4 and splice.local[1] > 0
+        splice.start()
+        assert proxied.fileno() == -1       # the engine's now
+        data = hashlib.shake_256(b"near").digest(size)
+        client.settimeout(30)
+        if first == "far":
+            received = _read_all(client)
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""
+        else:
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+            received = _read_all(client)
+        out, err = far.communicate(timeout=30)
+    assert out.strip() == f"{size} {hashlib.sha256(data).hexdigest()}", err
+    assert hashlib.sha256(received).digest() == hashlib.sha256(hashlib.shake_256(b"far").digest(size)).digest()
+    wait_for(lambda: set(tunnel.net._engine.states()) <= {"TIME_WAIT"}, timeout=10, what="the connection over")
+
+
+def test_a_far_reset_reaches_the_spliced_client_as_a_reset(tunnel):
+    far = tunnel.far_python(RESETTER, FAR4, "5033", "20", "acked")
+    wait_listening(far)
+    proxied, client = _loopback_pair()
+    with client:
+        tunnel.net.splice_connection(proxied, (FAR4, 5033), timeout=10).start()
+        client.settimeout(10)
+        assert _read_until_reset(client) == bytes(range(256)) * 20
+    assert far.wait(10) == 0
+
+
+def test_a_spliced_client_reset_reaches_the_far_side_as_a_reset(tunnel):
+    far = tunnel.far_python("""
+        import socket, sys
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind((sys.argv[1], 5034))
+            server.listen()
+            print("listening", flush=True)
+            conn, _ = server.accept()
+            conn.settimeout(10)
+            print(conn.recv(100).decode(), flush=True)
+            try:
+                print(repr(conn.recv(100)), flush=True)
+            except ConnectionResetError:
+                print("reset", flush=True)
+    """, FAR4)
+    wait_listening(far)
+    proxied, client = _loopback_pair()
+    tunnel.net.splice_connection(proxied, (FAR4, 5034), timeout=10).start()
+    client.sendall(b"hello")
+    assert far.stdout.readline().strip() == "hello"
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()                          # a RST
+    out, err = far.communicate(timeout=10)
+    assert out.strip() == "reset", err
+
+
+def _still_the_callers(proxied: socket.socket, client: socket.socket) -> None:
+    """After a failed splice: the socket is as it was (blocking), works, and
+    is the only reference to its connection (closing it ends it)."""
+    assert proxied.fileno() >= 0 and proxied.getblocking()
+    proxied.sendall(b"still mine")
+    assert client.recv(100) == b"still mine"
+    proxied.close()
+    assert client.recv(100) == b""
+
+
+def test_a_refused_splice_leaves_the_socket_to_its_caller(tunnel):
+    proxied, client = _loopback_pair()
+    with client:
+        with pytest.raises(ConnectionRefusedError):
+            tunnel.net.splice_connection(proxied, (FAR4, 5999), timeout=10)
+        _still_the_callers(proxied, client)
+
+
+def test_a_splice_that_times_out_is_reset_and_the_socket_left_to_its_caller(tunnel):
+    """Nothing answers 10.9.0.77 (the far namespace does not forward): the
+    wait ends, the half-open connection goes, the socket is the caller's."""
+    proxied, client = _loopback_pair()
+    with client:
+        with pytest.raises(TimeoutError):
+            tunnel.net.splice_connection(proxied, ("10.9.0.77", 80), timeout=0.5)
+        assert tunnel.net._engine.states() == {}
+        _still_the_callers(proxied, client)
+
+
+def test_a_held_splice_lets_the_proxy_answer_first_on_asyncio(tunnel):
+    """The far server's banner, there at once, waits while the splice is
+    held: the client reads the proxy's own reply first.  What the client
+    sent early waits too, and reaches the far server after start().  A
+    refused attempt first leaves the socket usable for the next."""
+    import asyncio
+
+    from wgc.netstack import aio
+
+    far = tunnel.far_python("""
+        import fcntl, socket, struct, sys, termios, time
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind((sys.argv[1], 5035))
+            server.listen()
+            print("listening", flush=True)
+            conn, _ = server.accept()
+            conn.sendall(b"220 banner\\r\\n")
+            while struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, b"\\0" * 4))[0]:
+                time.sleep(0.01)
+            print("banner acked", flush=True)
+            conn.settimeout(10)
+            print(conn.recv(100).decode(), flush=True)
+            conn.sendall(b"bye")
+    """, FAR4)
+    wait_listening(far)
+    proxied, client = _loopback_pair()
+
+    async def proxy():
+        loop = asyncio.get_running_loop()
+        proxied.setblocking(False)
+        with pytest.raises(ConnectionRefusedError):
+            await aio.splice_connection(tunnel.net, proxied, FAR4, 5999, timeout=10)
+        splice = await aio.splice_connection(tunnel.net, proxied, FAR4, 5035, timeout=10)
+        assert (await loop.run_in_executor(None, far.stdout.readline)).strip() == "banner acked"
+        await loop.sock_sendall(proxied, b"proxy reply\r\n")
+        splice.start()
+
+    with client:
+        client.sendall(b"early")
+        asyncio.run(proxy())
+        expected = b"proxy reply\r\n220 banner\r\nbye"
+        received = b""
+        while len(received) < len(expected) and (chunk := client.recv(100)):
+            received += chunk
+        assert received == expected
+    out, err = far.communicate(timeout=10)
+    assert out.strip() == "early", err
+
+
+def test_a_tunnel_connection_accepted_into_a_local_kernel_socket(tunnel):
+    """Listener.accept_into: a far client's connection spliced to a local
+    service's kernel TCP socket, bytes both ways."""
+    size = 1 << 20
+    with tunnel.net.create_server(("", 5036)) as server:
+        source = tunnel.far_python(SOURCE, NEAR4, "5036", str(size))
+        service, proxied = _loopback_pair()
+        with service:
+            server.settimeout(20)
+            peer = server.accept_into(proxied)
+            assert peer[0] == FAR4 and proxied.fileno() == -1
+            service.settimeout(30)
+            received = _read_all(service)
+            service.sendall(b"thanks")
+            service.shutdown(socket.SHUT_WR)
+            out, err = source.communicate(timeout=20)
+    assert received == hashlib.shake_256(b"kernel").digest(size)
+    assert out.strip() == "thanks", err
 
 
 def test_the_control_socket_speaks_wg_protocol(netns, tmp_path):

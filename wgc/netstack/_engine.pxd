@@ -1,7 +1,9 @@
 # The network stack's thread: it runs the sans-I/O stack (wgc/netstack/_stack)
 # against the data plane (through a StackPort, wgc/netstack/_link) and the
-# application (through bridges: each TCP connection is one end of a Unix
-# socketpair whose other end is the application's socket object).
+# application (through bridges: each TCP connection is bridged to a stream
+# socket: one end of a Unix socketpair whose other end is the application's
+# socket object, or a caller's own socket, say a local TCP client of a proxy,
+# spliced to the tunnel connection).
 #
 # Who calls whom, on which thread, under which lock:
 #   - the engine's thread (Engine.run, GIL released) waits in epoll for the
@@ -13,7 +15,15 @@
 #     engine's thread to finish the round;
 #   - the data-plane thread only ever touches the StackPort, under its own
 #     mutex (wgc/netstack/_link.pxd).
-from libc.stdint cimport uint32_t, int64_t
+#
+# Bridges are the engine's: it frees them (and may free their Tcb) whenever
+# a connection ends, so Python holds no pointer to one.  A held bridge (a
+# splice whose caller still writes its own reply first) is named by its id,
+# which resume() and cancel() look up under the lock: a bridge that is gone
+# is simply not found.  The engine's I/O on bridge sockets always passes
+# MSG_DONTWAIT: it does not depend on O_NONBLOCK, which a spliced socket's
+# caller shares with it until the splice starts.
+from libc.stdint cimport uint32_t, uint64_t, int64_t
 from wgc.netstack._link cimport StackPort
 from wgc.netstack._stack cimport StackCore
 from wgc.netstack._dgram cimport Binding
@@ -31,6 +41,7 @@ cdef enum:
     BRIDGE_EOF_SENT = 16           # the application was told the peer's end
     BRIDGE_LISTENER = 32
     BRIDGE_DATAGRAM = 64           # a datagram endpoint (SOCK_DGRAM socketpair): records both ways
+    BRIDGE_HELD = 128              # a splice not started: fd is not watched, read or written
 
 cdef struct Bridge:
     int fd                         # the stack's end of the socketpair, non-blocking
@@ -39,6 +50,10 @@ cdef struct Bridge:
     uint32_t flags
     uint32_t interest              # the epoll events asked for now
     uint32_t announced             # listeners: connections announced by a byte
+    uint64_t id                    # how Python names it (resume, cancel)
+    int status_fd                  # a held connection's status byte goes here (-1: to fd, or sent)
+    int peer_fd                    # the application's end of the socketpair (-1: unknown)
+    uint64_t peer_dev, peer_ino    # and its identity, checked before a reset reaches it (_reset)
     Bridge *next                   # all bridges of the engine
     Bridge *prev
 
@@ -47,6 +62,8 @@ cdef class Engine:
     cdef pthread_mutex_t lock
     cdef readonly StackPort port
     cdef int epoll_fd
+    cdef int pidfd                 # this process, to reach an application's socket (-1: refused)
+    cdef uint64_t last_id
     cdef Bridge *bridges
     cdef bint stopping
     cdef bint datagrams_paused     # a datagram bridge waits for room in the sink
@@ -60,8 +77,10 @@ cdef class Engine:
     cdef void _finish(self, int64_t now) noexcept nogil
     cdef void _interest(self, Bridge *b) noexcept nogil
     cdef Bridge *_bridge(self, int fd, Tcb *c, uint32_t flags) noexcept nogil
+    cdef Bridge *_find(self, uint64_t id) noexcept nogil
     cdef void _add_datagram_bridge(self, Bridge *b, int fd, Binding *d) noexcept nogil
     cdef void _drop(self, Bridge *b) noexcept nogil
+    cdef void _reset(self, Bridge *b) noexcept nogil
     cdef void _socket_event(self, Bridge *b, uint32_t events, int64_t now) noexcept nogil
     cdef int _take(self, Bridge *b, int64_t now) noexcept nogil
     cdef int _deliver(self, Bridge *b, int64_t now) noexcept nogil

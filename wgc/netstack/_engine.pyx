@@ -1,10 +1,11 @@
 # cython: language_level=3
 """The network stack's thread and its bridges to application sockets (see _engine.pxd)."""
-from libc.errno cimport errno, EAGAIN, EINTR, EPIPE, ECONNRESET, ENOBUFS
+from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, ENOMEM
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 from posix.unistd cimport read, write, close
+from posix.stat cimport struct_stat, fstat
 
 from wgc._epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
                         EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR, EPOLLRDHUP)
@@ -30,10 +31,26 @@ cdef extern from "<pthread.h>" nogil:
 
 
 cdef extern from "<sys/socket.h>" nogil:
+    struct linger:
+        int l_onoff
+        int l_linger
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     int shutdown(int fd, int how)
-    int MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, SHUT_RDWR
+    int setsockopt(int fd, int level, int name, const void *value, unsigned int length)
+    int MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, SOL_SOCKET, SO_LINGER
+
+cdef extern from *:
+    """
+    #include <sys/syscall.h>
+    #ifndef SYS_pidfd_getfd
+    #define SYS_pidfd_getfd 438     /* the same number on every architecture */
+    #endif
+    /* A descriptor of ours for another process's fd (Linux >= 5.6): glibc's
+       wrapper is newer than the call. */
+    static int wgc_pidfd_getfd(int pidfd, int fd) { return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); }
+    """
+    int wgc_pidfd_getfd(int pidfd, int fd) nogil
 
 cdef extern from "<time.h>" nogil:
     struct timespec:
@@ -54,13 +71,32 @@ cdef inline int64_t monotonic_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+def _identity(int fd):
+    """(device, inode) of a descriptor, (0, 0) for none (-1)."""
+    if fd < 0:
+        return 0, 0
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _close(int fd, int status_fd):
+    os.close(fd)
+    if status_fd >= 0:
+        os.close(status_fd)
+
+
 cdef class Engine:
     """One in-process interface: the stack, its link to the data plane and
     its thread's loop.  wgc.netstack.net.Net is the user's face of it."""
 
     def __cinit__(self, addresses, uint32_t mtu):
+        self.pidfd = self.epoll_fd = -1
         stack_setup(&self.core, addresses, mtu)
         pthread_mutex_init(&self.lock, NULL)
+        try:
+            self.pidfd = os.pidfd_open(os.getpid())
+        except OSError:
+            pass                   # no pidfds: a reset reaches applications as an end of stream (_reset)
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         if self.epoll_fd < 0:
             raise OSError(errno, "epoll_create1")
@@ -74,11 +110,15 @@ cdef class Engine:
             next = b.next
             if b.fd >= 0:
                 close(b.fd)
+            if b.status_fd >= 0:
+                close(b.status_fd)
             free(b)
             b = next
         stack_free(&self.core)
         if self.epoll_fd >= 0:
             close(self.epoll_fd)
+        if self.pidfd >= 0:
+            close(self.pidfd)
         pthread_mutex_destroy(&self.lock)
 
     cdef void _watch_wake(self) except *:
@@ -187,6 +227,8 @@ cdef class Engine:
     cdef void _interest(self, Bridge *b) noexcept nogil:
         cdef epoll_event ev
         cdef uint32_t want = 0 if b.flags & BRIDGE_DATAGRAM else EPOLLRDHUP
+        if b.flags & BRIDGE_HELD:
+            return                 # not in the epoll set until resume()
         if not b.flags & (BRIDGE_READ_PAUSED | BRIDGE_APP_EOF | BRIDGE_LISTENER):
             want |= EPOLLIN
         if b.flags & BRIDGE_WRITE_WAIT:
@@ -201,6 +243,7 @@ cdef class Engine:
     cdef void _add_datagram_bridge(self, Bridge *b, int fd, Binding *d) noexcept nogil:
         cdef epoll_event ev
         b.fd = fd
+        b.status_fd = b.peer_fd = -1
         b.binding = d
         b.flags = BRIDGE_DATAGRAM
         b.interest = EPOLLIN
@@ -221,12 +264,16 @@ cdef class Engine:
         b.fd = fd
         b.tcb = c
         b.flags = flags
-        b.interest = EPOLLRDHUP | (0 if flags & BRIDGE_LISTENER else EPOLLIN)
-        ev.events = b.interest
-        ev.data.ptr = b
-        if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0:
-            free(b)
-            return NULL
+        b.status_fd = b.peer_fd = -1
+        self.last_id += 1
+        b.id = self.last_id
+        if not flags & BRIDGE_HELD:
+            b.interest = EPOLLRDHUP | (0 if flags & BRIDGE_LISTENER else EPOLLIN)
+            ev.events = b.interest
+            ev.data.ptr = b
+            if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0:
+                free(b)
+                return NULL
         b.next = self.bridges
         if self.bridges != NULL:
             self.bridges.prev = b
@@ -234,11 +281,20 @@ cdef class Engine:
         c.user = b
         return b
 
+    cdef Bridge *_find(self, uint64_t id) noexcept nogil:
+        cdef Bridge *b = self.bridges
+        while b != NULL and b.id != id:
+            b = b.next
+        return b
+
     cdef void _drop(self, Bridge *b) noexcept nogil:
         """The bridge ends: its socket closes and the connection is the stack's alone."""
         cdef epoll_event ev
-        epoll_ctl(self.epoll_fd, EPOLL_CTL_DEL, b.fd, &ev)
+        if not b.flags & BRIDGE_HELD:
+            epoll_ctl(self.epoll_fd, EPOLL_CTL_DEL, b.fd, &ev)
         close(b.fd)
+        if b.status_fd >= 0:
+            close(b.status_fd)     # its reader hears of the end: no status will come
         if b.binding != NULL:
             dgram_close(&self.core.dgram, b.binding)
         if b.tcb != NULL:
@@ -251,6 +307,40 @@ cdef class Engine:
         if b.next != NULL:
             b.next.prev = b.prev
         free(b)
+
+    cdef void _reset(self, Bridge *b) noexcept nogil:
+        """The connection failed (a RST, a timeout) and every byte that came
+        before is in the bridge's socket: the bridge ends so that the other
+        side's next read, once those bytes are read, fails as after a reset.
+
+        A TCP socket (a splice) closes with SO_LINGER {1, 0}: its kernel sends
+        a RST.  A Unix socketpair has no such thing, but Linux gives a stream
+        socket's peer ECONNRESET when the socket closes with unread bytes in
+        its own receive queue (unix_release_sock), reported once the peer's
+        queue is empty, before its end of stream.  Our end has nothing unread,
+        so a byte goes into it from the application's end, which this process
+        holds: pidfd_getfd gives us a descriptor for it, checked to be the
+        same socket (device and inode) as when the bridge was made, since the
+        application may have closed it and the number been reused.  Where
+        pidfd_getfd is refused (Linux < 5.6, seccomp), the application's end
+        is unknown or gone, or it shut its sending side (so nothing can go in
+        through it), the reset reaches it as an end of stream."""
+        cdef linger lg
+        cdef struct_stat st
+        cdef int theirs
+        cdef uint8_t byte = 0
+        if b.peer_fd >= 0:
+            theirs = wgc_pidfd_getfd(self.pidfd, b.peer_fd) if self.pidfd >= 0 else -1
+            if theirs >= 0:
+                if (fstat(theirs, &st) == 0 and <uint64_t>st.st_dev == b.peer_dev
+                        and <uint64_t>st.st_ino == b.peer_ino):
+                    send(theirs, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+                close(theirs)
+        else:
+            lg.l_onoff = 1
+            lg.l_linger = 0
+            setsockopt(b.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+        self._drop(b)
 
     cdef void _socket_event(self, Bridge *b, uint32_t events, int64_t now) noexcept nogil:
         if b.flags & BRIDGE_DATAGRAM:
@@ -272,8 +362,13 @@ cdef class Engine:
             if self._take(b, now) < 0:
                 return
         if events & (EPOLLHUP | EPOLLERR):
-            # The application closed its socket: close(2) on the connection.
-            tcp_close(&self.core.tcp, b.tcb, now)
+            # The other side closed: close(2) on the connection, or an abort
+            # when it went with an error (a TCP client's RST, or the
+            # application closed its socketpair end with bytes unread).
+            if events & EPOLLERR:
+                tcp_abort(&self.core.tcp, b.tcb, now)
+            else:
+                tcp_close(&self.core.tcp, b.tcb, now)
             self._drop(b)
             return
         self._interest(b)
@@ -328,8 +423,11 @@ cdef class Engine:
             self._drop(b)
             return -1
         if tcp_eof(b.tcb) and not b.flags & BRIDGE_EOF_SENT:
+            if b.tcb.error:
+                self._reset(b)
+                return -1
             b.flags |= BRIDGE_EOF_SENT
-            shutdown(b.fd, SHUT_WR if b.tcb.error == 0 else SHUT_RDWR)
+            shutdown(b.fd, SHUT_WR)
         return 0
 
     cdef void _service(self, Bridge *b, Tcb *c, int64_t now) noexcept nogil:
@@ -337,6 +435,7 @@ cdef class Engine:
         cdef uint32_t events = c.events
         cdef uint8_t status
         cdef uint32_t i, count
+        cdef int report
         c.events = 0
         if b == NULL:
             return
@@ -357,10 +456,19 @@ cdef class Engine:
             else:
                 return
             b.flags &= ~BRIDGE_CONNECTING
-            send(b.fd, &status, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+            report = b.status_fd
+            b.status_fd = -1
+            if report < 0:
+                send(b.fd, &status, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
             if status:
-                self._drop(b)
+                self._drop(b)      # first: a splice's caller reading the failure has its socket alone
+            if report >= 0:
+                send(report, &status, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+                close(report)
+            if status:
                 return
+        if b.flags & BRIDGE_HELD:
+            return                 # resume() looks at everything that happened meanwhile
         if events & (TCP_EV_READ | TCP_EV_CLOSED) and not b.flags & BRIDGE_WRITE_WAIT:
             if self._deliver(b, now) < 0:
                 return
@@ -369,7 +477,10 @@ cdef class Engine:
             if self._take(b, now) < 0:
                 return
         if (c.state == TCP_CLOSED or c.state == TCP_TIME_WAIT) and b.flags & BRIDGE_EOF_SENT:
-            if c.error or b.flags & BRIDGE_APP_EOF:
+            if c.error:
+                self._reset(b)     # a failure after the peer's end: the next read reports it
+                return
+            if b.flags & BRIDGE_APP_EOF:
                 self._drop(b)      # nothing more can pass either way
                 return
         self._interest(b)
@@ -437,32 +548,93 @@ cdef class Engine:
 
     # -- the application's calls (Python threads) ---------------------------
 
-    def connect(self, int fd, local, remote, uint16_t port):
-        """Opens a connection bridged to fd (the stack's end of a socketpair,
-        now the engine's); the other end reads one status byte: 0 or an errno."""
+    def connect(self, int fd, local, remote, uint16_t port, int peer_fd=-1, int status_fd=-1):
+        """Opens a connection bridged to fd, a stream socket that is the
+        engine's from now on (it closes fd, and status_fd, when the bridge
+        ends or this call fails).
+
+        The status byte (0, or the errno of the failure) goes through fd to
+        its other end, or with status_fd (a stream socket) to status_fd; the
+        bridge is then held: the engine neither reads nor writes fd until
+        resume(handle), and the bytes from the peer wait in the connection's
+        receive ring.  peer_fd: the application's end when fd is one end of a
+        socketpair (see _reset).  Returns (handle, the local port)."""
         cdef Addr l, r
         cdef bint v6, v6r
         cdef int error = 0
         cdef Tcb *c
         cdef Bridge *b
-        addr_from_python(local, &l, &v6)
-        addr_from_python(remote, &r, &v6r)
-        os.set_blocking(fd, False)
+        cdef uint64_t handle = 0, peer_dev, peer_ino
+        cdef uint16_t lport = 0
+        cdef uint32_t flags = BRIDGE_CONNECTING | (BRIDGE_HELD if status_fd >= 0 else 0)
+        try:
+            addr_from_python(local, &l, &v6)
+            addr_from_python(remote, &r, &v6r)
+            peer_dev, peer_ino = _identity(peer_fd)
+        except BaseException:
+            _close(fd, status_fd)
+            raise
         with nogil:
             pthread_mutex_lock(&self.lock)
             self._begin()
             c = tcp_connect(&self.core.tcp, v6, &l, &r, port, 0, monotonic_ns(), &error)
             if c != NULL:
-                b = self._bridge(fd, c, BRIDGE_CONNECTING)
+                b = self._bridge(fd, c, flags)
                 if b == NULL:
                     tcp_abort(&self.core.tcp, c, monotonic_ns())
                     tcp_release(&self.core.tcp, c)
-                    error = 12      # ENOMEM
+                    error = ENOMEM
+                else:
+                    b.status_fd = status_fd
+                    b.peer_fd, b.peer_dev, b.peer_ino = peer_fd, peer_dev, peer_ino
+                    handle, lport = b.id, c.lport
             pthread_mutex_unlock(&self.lock)
             self._wake()
         if error:
-            os.close(fd)
+            _close(fd, status_fd)
             raise OSError(error, os.strerror(error))
+        return handle, lport
+
+    def resume(self, uint64_t handle):
+        """A held bridge starts moving bytes (from what waits on either side);
+        False when there is no such held bridge (cancelled, already resumed)."""
+        cdef Bridge *b
+        cdef epoll_event ev
+        cdef bint ok = False
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            b = self._find(handle)
+            if b != NULL and b.flags & BRIDGE_HELD:
+                # EPOLLOUT at once: what arrived meanwhile is delivered (and
+                # an end or a failure passed on) as the socket takes it.
+                b.flags = (b.flags & ~BRIDGE_HELD) | BRIDGE_WRITE_WAIT
+                b.interest = ev.events = EPOLLRDHUP | EPOLLIN | EPOLLOUT
+                ev.data.ptr = b
+                ok = epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, b.fd, &ev) == 0
+                if not ok:
+                    self._begin()
+                    tcp_abort(&self.core.tcp, b.tcb, monotonic_ns())
+                    self._drop(b)
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+        return ok
+
+    def cancel(self, uint64_t handle):
+        """A held bridge's connection is aborted (a RST once it is open) and
+        the bridge dropped; False when there is no such held bridge."""
+        cdef Bridge *b
+        cdef bint ok = False
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            b = self._find(handle)
+            if b != NULL and b.flags & BRIDGE_HELD:
+                self._begin()
+                tcp_abort(&self.core.tcp, b.tcb, monotonic_ns())
+                self._drop(b)
+                ok = True
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+        return ok
 
     def listen(self, int fd, local, uint16_t port, uint32_t backlog):
         """A listener announcing each connection to accept by a byte on fd."""
@@ -478,23 +650,29 @@ cdef class Engine:
             if c != NULL and self._bridge(fd, c, BRIDGE_LISTENER) == NULL:
                 tcp_close(&self.core.tcp, c, monotonic_ns())
                 tcp_release(&self.core.tcp, c)
-                error = 12
+                error = ENOMEM
             pthread_mutex_unlock(&self.lock)
         if error:
             os.close(fd)
             raise OSError(error, os.strerror(error))
         return <uintptr_t>c
 
-    def accept(self, uintptr_t listener, int fd):
-        """The next connection of a listener bridged to fd, with its peer's
+    def accept(self, uintptr_t listener, int fd, int peer_fd=-1):
+        """The next connection of a listener bridged to fd (a stream socket,
+        the engine's from now on; peer_fd as for connect), with its peer's
         (address, port); None when none waits (fd is then closed)."""
         cdef Tcb *l = <Tcb *>listener
         cdef Tcb *c
-        cdef bint ok = False
+        cdef Bridge *b = NULL
         cdef Addr remote
         cdef bint v6 = False
         cdef uint16_t rport = 0
-        os.set_blocking(fd, False)
+        cdef uint64_t peer_dev, peer_ino
+        try:
+            peer_dev, peer_ino = _identity(peer_fd)
+        except BaseException:
+            _close(fd, -1)
+            raise
         with nogil:
             pthread_mutex_lock(&self.lock)
             # The caller took one announcement byte: whether or not its
@@ -507,13 +685,15 @@ cdef class Engine:
                 # Copied under the lock: once it is released, the engine may
                 # end the connection (a reset) and free it.
                 remote, v6, rport = c.remote, c.v6, c.rport
-                ok = self._bridge(fd, c, 0) != NULL
-                if not ok:
+                b = self._bridge(fd, c, 0)
+                if b == NULL:
                     tcp_abort(&self.core.tcp, c, monotonic_ns())
                     tcp_release(&self.core.tcp, c)
+                else:
+                    b.peer_fd, b.peer_dev, b.peer_ino = peer_fd, peer_dev, peer_ino
             pthread_mutex_unlock(&self.lock)
             self._wake()
-        if not ok:
+        if b == NULL:
             os.close(fd)
             return None
         return addr_to_python(&remote, v6), rport
@@ -536,7 +716,7 @@ cdef class Engine:
                 b = <Bridge *>calloc(1, sizeof(Bridge))
                 if b == NULL:
                     dgram_close(&self.core.dgram, d)
-                    error = 12
+                    error = ENOMEM
                 else:
                     self._add_datagram_bridge(b, fd, d)
             pthread_mutex_unlock(&self.lock)

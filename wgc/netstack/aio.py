@@ -3,6 +3,8 @@
 Connections are the Net's real sockets (socketpair ends), so asyncio's own
 streams, transports and TLS (ssl=) run on them unchanged; what blocks (the
 TCP handshake, a DNS lookup) runs in the loop's default executor.
+splice_connection is the proxy's: a local client's socket spliced to a
+tunnel connection by the engine.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wgc.netstack.net import DatagramSocket, Listener, Net
+    from wgc.netstack.net import DatagramSocket, Listener, Net, Splice
 
 ClientCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
 
@@ -26,6 +28,35 @@ async def open_connection(net: Net, host: str, port: int, *, timeout: float | No
     if kwargs.get("ssl") and "server_hostname" not in kwargs:
         kwargs["server_hostname"] = host
     return await asyncio.open_connection(sock=sock, **kwargs)
+
+
+async def splice_connection(net: Net, sock: socket.socket, host: str, port: int, *,
+                            timeout: float | None = None) -> Splice:
+    """Net.splice_connection for a proxy on asyncio: the connection through
+    the tunnel opened for sock (a connected stream socket of the caller's,
+    not registered with the loop), returned held; call start() after writing
+    any reply to sock (loop.sock_sendall).  On failure (the last address's
+    OSError, TimeoutError, or a cancellation) sock is still the caller's."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.run_in_executor(None, lambda: net.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+    error: OSError | None = None
+    for family, _, _, _, sockaddr in infos:
+        splice = net._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+        try:
+            splice.status.setblocking(False)
+            status = await asyncio.wait_for(loop.sock_recv(splice.status, 1), timeout)
+        except BaseException as e:
+            splice._give_up()
+            if not isinstance(e, TimeoutError):
+                raise
+            error = TimeoutError("timed out")
+            continue
+        try:
+            splice._opened(status)
+            return splice
+        except OSError as e:
+            error = e
+    raise error if error is not None else OSError(f"getaddrinfo returns nothing for {host!r}")
 
 
 class Server:

@@ -9,7 +9,15 @@ Connections are real socket objects.  Each TCP connection is one end of a
 Unix socketpair whose other end the engine moves bytes through, so the
 objects work wherever Python programs use sockets (ssl.wrap_socket,
 http.client, makefile, selectors, asyncio's sock= arguments, timeouts,
-shutdown) at the cost of one copy through the kernel per direction.
+shutdown) at the cost of one copy through the kernel per direction.  A
+connection the peer resets reads as a kernel socket's does: the bytes that
+came first, then ConnectionResetError (see _engine's _reset for the one case
+where it is an end of stream instead).
+
+A proxy can also hand the engine a socket of its own, say a local TCP client,
+to splice to a tunnel connection (Net.splice_connection, Listener.accept_into):
+the engine then moves the bytes between them with no Python per byte, and
+passes on half-closes and resets both ways.
 """
 from __future__ import annotations
 
@@ -115,21 +123,47 @@ class Listener:
     def settimeout(self, timeout: float | None) -> None:
         self._timeout = timeout
 
+    def _announced(self, deadline: float | None) -> None:
+        """Takes the byte of a connection waiting to be accepted."""
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._announcements.settimeout(remaining)
+        try:
+            if not self._announcements.recv(1):
+                raise OSError("the listener is closed")
+        except TimeoutError:
+            raise TimeoutError("timed out") from None
+
     def accept(self) -> tuple[socket.socket, tuple[str, int]]:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._announcements.settimeout(remaining)
-            try:
-                if not self._announcements.recv(1):
-                    raise OSError("the listener is closed")
-            except TimeoutError:
-                raise TimeoutError("timed out") from None
+            self._announced(deadline)
             app, stack = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            peer = self._net._engine.accept(self._handle, stack.detach())
+            peer = self._net._engine.accept(self._handle, stack.detach(), app.fileno())
             if peer is not None:
                 return app, peer
             app.close()            # it went away before we took it: wait for the next
+
+    def accept_into(self, sock: socket.socket) -> tuple[str, int]:
+        """Accepts the next connection into sock, a connected stream socket of
+        the caller's (a TCP connection to a local service, say), and returns
+        the peer's (address, port).  On return the engine owns the connection
+        and sock's descriptor (sock is detached, its number closed; the engine
+        holds its own) and moves the bytes both ways, half-closes and resets
+        included.  sock must not be registered with a selector or event loop.
+        The listener's timeout applies as for accept() (0.0: BlockingIOError
+        when none waits); on any error sock is still the caller's."""
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            fd = os.dup(sock.fileno())      # first: a bad sock must not cost an announcement
+            try:
+                self._announced(deadline)
+            except BaseException:
+                os.close(fd)
+                raise
+            peer = self._net._engine.accept(self._handle, fd)
+            if peer is not None:
+                os.close(sock.detach())
+                return peer
 
     def close(self) -> None:
         if self._handle:
@@ -142,6 +176,75 @@ class Listener:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Splice:
+    """A tunnel connection spliced to a caller's stream socket: what
+    Net.splice_connection and aio.splice_connection return once the
+    connection is open.
+
+    It is held: the engine leaves the socket alone (the peer's bytes wait in
+    the stack's receive window, the client's in its socket) so that the
+    caller may first write a reply of its own to the socket (a SOCKS or HTTP
+    CONNECT answer), but not read from it.  Then exactly one of start() (the
+    engine takes the socket and moves the bytes) or abort() (the connection
+    is reset and the socket stays the caller's).  local is the connection's
+    (address, port) on the tunnel, peer the address it reached."""
+
+    def __init__(self, net: Net, sock: socket.socket, family: int, host: str, port: int):
+        """Starts connecting; the status byte then comes on .status (see _opened)."""
+        self._held = False
+        self._engine = net._engine
+        self._sock = sock
+        self.peer = (host, port)
+        source = net._source(family)
+        self.status, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._handle, lport = self._engine.connect(os.dup(sock.fileno()), source, host, port, -1,
+                                                       theirs.detach())
+        except BaseException:
+            self.status.close()
+            theirs.close()         # unless the engine took it
+            raise
+        self.local = (source, lport)
+
+    def _opened(self, status: bytes) -> None:
+        """The engine's status byte (b"" when it dropped the connection):
+        raises the connection's failure, after which the engine has let go
+        of sock (it dropped the bridge before the byte could be read)."""
+        self.status.close()
+        if status == b"\0":
+            self._held = True
+            return
+        if not status:
+            raise ConnectionAbortedError("the stack closed the connection")
+        raise OSError(status[0], os.strerror(status[0]))
+
+    def _give_up(self) -> None:
+        """Waiting for the status failed (a timeout, a cancellation): the
+        connection is reset and sock stays the caller's."""
+        self.status.close()
+        self._engine.cancel(self._handle)
+
+    def start(self) -> None:
+        """The engine takes the socket (detached, its number closed: the
+        engine holds its own descriptor) and moves bytes both ways until both
+        sides are done; a reset on either side reaches the other as a reset."""
+        if not self._held:
+            raise RuntimeError("the splice is not held (started, aborted or not open)")
+        self._held = False
+        os.close(self._sock.detach())
+        if not self._engine.resume(self._handle):
+            raise ConnectionAbortedError("the stack dropped the connection")
+
+    def abort(self) -> None:
+        """Resets the tunnel connection instead of starting; the socket stays the caller's."""
+        if self._held:
+            self._held = False
+            self._engine.cancel(self._handle)
+
+    def __del__(self) -> None:
+        self.abort()               # one forgotten, neither started nor aborted, must not hold on
 
 
 def _raise_file_limit() -> None:
@@ -406,7 +509,7 @@ class Net:
     def _connect(self, family: int, host: str, port: int, timeout: float | None) -> socket.socket:
         app, stack = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._engine.connect(stack.detach(), self._source(family), host, port)
+            self._engine.connect(stack.detach(), self._source(family), host, port, app.fileno())
             app.settimeout(timeout)
             try:
                 status = app.recv(_STATUS_SIZE)
@@ -421,6 +524,38 @@ class Net:
         except BaseException:
             app.close()            # the engine sees the close and ends the connection
             raise
+
+    def splice_connection(self, sock: socket.socket, address: tuple[str, int],
+                          timeout: float | None = None) -> Splice:
+        """Opens a TCP connection through the tunnel for sock, a connected
+        stream socket of the caller's (a proxy's local client), and returns
+        it held (see Splice): call start() after writing any reply to sock.
+
+        Each address of the host in turn, as create_connection; timeout for
+        each.  On failure the last OSError (ConnectionRefusedError,
+        TimeoutError, ...) is raised and sock is untouched, still the caller's."""
+        host, port = address[0], address[1]
+        error: OSError | None = None
+        for family, _, _, _, sockaddr in self.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            splice = self._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+            try:
+                splice.status.settimeout(timeout)
+                status = splice.status.recv(_STATUS_SIZE)
+            except BaseException as e:
+                splice._give_up()
+                if not isinstance(e, TimeoutError):
+                    raise
+                error = TimeoutError("timed out")
+                continue
+            try:
+                splice._opened(status)
+                return splice
+            except OSError as e:
+                error = e
+        raise error if error is not None else OSError(f"getaddrinfo returns nothing for {host!r}")
+
+    def _splice(self, sock: socket.socket, family: int, host: str, port: int) -> Splice:
+        return Splice(self, sock, family, host, port)
 
     def udp_socket(self, family: int = socket.AF_INET) -> DatagramSocket:
         """An unbound UDP socket of the interface (bound on first use, like the kernel's)."""
