@@ -94,6 +94,11 @@ bench ROUNDS="3":
 bench-netstack RUNS="3": build
     {{python}} scripts/bench_netstack.py --runs {{RUNS}}
 
+# wgc --proxy (SOCKS5 and a TCP forward) beside the TUN path and gVisor's netstack, one run;
+# the last line: proxy: ratio to the TUN path R1, to the gVisor netstack R2.
+bench-proxy RUNS="3": build
+    {{python}} scripts/bench_proxy.py --runs {{RUNS}}
+
 # Memory of wgc and wireguard-go under SECONDS of TCP load both ways, sampled every 10 s.
 bench-soak SECONDS="300":
     {{python}} scripts/bench.py --soak {{SECONDS}}

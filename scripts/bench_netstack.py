@@ -139,6 +139,9 @@ def only_pid(ns) -> int:
 class Client:
     name: str
     command: list[str]          # everything before the mode
+    address: str = FAR          # where it connects: the far servers' ports, plus port_offset
+    port_offset: int = 0
+    companion: int = 0          # a process whose CPU and RSS count as the client's (a daemon, a proxy)
 
 
 class Bench:
@@ -149,6 +152,7 @@ class Bench:
         self.far.run("ip", "addr", "add", f"{FAR_OUTER}/24", "dev", cable_far)
         far_key, far_public = new_key()
         keys = {name: new_key() for name in ("netstack", "gvnet", "tun")}
+        self.keys, self.far_public = keys, far_public
         self.far_iface = unique_name("wbf")
         start_daemon(self.far, "wgc", self.far_iface)
         self.far_daemon = only_pid(self.far)
@@ -178,7 +182,7 @@ class Bench:
 
         python = [sys.executable, str(CLIENT)]
         self.clients = {"netstack": tunnel_client(python, "netstack", NETSTACK),
-                        "tun": Client("tun", [*python, "-kernel", "-timeout", "10s"])}
+                        "tun": Client("tun", [*python, "-kernel", "-timeout", "10s"], companion=self.near_daemon)}
         if with_gvnet:
             self.clients["gvnet"] = tunnel_client([str(GVNET)], "gvnet", GVNET_ADDR)
         # The TUN path answers before any case is timed (its handshake done).
@@ -210,11 +214,12 @@ class Bench:
     def transfer(self, client: str, mode: str, streams: int, seconds: float) -> dict:
         """One client run; raises RuntimeError with the client's words when it fails."""
         port = SINK if mode == "send" else SOURCE
-        command = list(self.clients[client].command)
+        who = self.clients[client]
+        command = list(who.command)
         if streams > 1:
             command += ["-streams", str(streams)]
-        command += [mode, f"{FAR}:{port}", str(seconds)]
-        near_before = cpu_of(self.near_daemon)
+        command += [mode, f"{who.address}:{port + who.port_offset}", str(seconds)]
+        companion_before = cpu_of(who.companion) if who.companion else 0.0
         far_before, far_tcp = cpu_of(self.far_daemon), self._far_tcp()
         started = time.monotonic()
         proc = self.near.popen(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -230,9 +235,9 @@ class Bench:
         window = TRANSFER_CPU.search(err)
         cpu = float(window.group(1)) if window else float(usage.group(2))
         rss = int(usage.group(1))
-        if client == "tun":
-            cpu += cpu_of(self.near_daemon) - near_before
-            rss += rss_of(self.near_daemon)
+        if who.companion:
+            cpu += cpu_of(who.companion) - companion_before
+            rss += rss_of(who.companion)
         if mode == "send":
             records = self._sink_records(streams, started, timeout=15)
             moved = sum(r[0] for r in records)
@@ -271,6 +276,37 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
+Case = tuple[str, str, int]     # (client, "send" or "recv", connections)
+
+
+def run_cases(bench: Bench, cases: list[Case], runs: int, seconds: float) -> tuple[dict, dict]:
+    """Every case `runs` times, the order rotated each run: (figures, failures) per case."""
+    results: dict[Case, list[dict]] = {case: [] for case in cases}
+    failures: dict[Case, list[str]] = {case: [] for case in cases}
+    for run in range(runs):
+        shift = run * 3 % len(cases)
+        for case in cases[shift:] + cases[:shift]:
+            label = f"run {run + 1} {case[0]} {case[1]} x{case[2]}"
+            try:
+                figures = bench.transfer(*case, seconds)
+            except RuntimeError as e:
+                failures[case].append(str(e))
+                print(f"{label}: FAILED {e}", flush=True)
+                continue
+            results[case].append(figures)
+            print(f"{label}: " + ", ".join(f"{k}={v:.1f}" for k, v in figures.items()), flush=True)
+    return results, failures
+
+
+def print_table(results: dict, failures: dict, runs: int) -> None:
+    print(f"\n{'case':22} {'Mbit/s median (min-max)':>28} {'CPU s/GB':>20} {'far CPU s/GB':>20} {'RSS MiB':>20}")
+    for case, figures in results.items():
+        name = f"{case[0]} {case[1]} x{case[2]}"
+        cells = [spread([r[k] for r in figures]) for k in ("mbit", "cpu_per_gb", "far_cpu_per_gb", "rss_mib")]
+        note = f"  ({len(failures[case])} of {runs} failed)" if failures[case] else ""
+        print(f"{name:22} {cells[0]:>28} {cells[1]:>20} {cells[2]:>20} {cells[3]:>20}{note}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -288,22 +324,9 @@ def main():
              for mode in ("send", "recv")]
     if with_gvnet:
         cases += [("gvnet", mode, 1) for mode in ("send", "recv")]
-    results: dict[tuple, list[dict]] = {case: [] for case in cases}
-    failures: dict[tuple, list[str]] = {case: [] for case in cases}
     with Namespaces() as factory:
         bench = Bench(factory, with_gvnet)
-        for run in range(args.runs):
-            shift = run * 3 % len(cases)
-            for case in cases[shift:] + cases[:shift]:
-                label = f"run {run + 1} {case[0]} {case[1]} x{case[2]}"
-                try:
-                    figures = bench.transfer(*case, args.seconds)
-                except RuntimeError as e:
-                    failures[case].append(str(e))
-                    print(f"{label}: FAILED {e}", flush=True)
-                    continue
-                results[case].append(figures)
-                print(f"{label}: " + ", ".join(f"{k}={v:.1f}" for k, v in figures.items()), flush=True)
+        results, failures = run_cases(bench, cases, args.runs, args.seconds)
         try:
             per_connection, total = bench.idle(args.idle)
             idle_line = (f"idle connections: {per_connection:.1f} KiB each, "
@@ -311,30 +334,26 @@ def main():
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             idle_line = f"idle connections: FAILED {e}"
 
-    print(f"\n{'case':22} {'Mbit/s median (min-max)':>28} {'CPU s/GB':>20} {'far CPU s/GB':>20} {'RSS MiB':>20}")
-    for case, runs in results.items():
-        name = f"{case[0]} {case[1]} x{case[2]}"
-        cells = [spread([r[k] for r in runs]) for k in ("mbit", "cpu_per_gb", "far_cpu_per_gb", "rss_mib")]
-        note = f"  ({len(failures[case])} of {args.runs} failed)" if failures[case] else ""
-        print(f"{name:22} {cells[0]:>28} {cells[1]:>20} {cells[2]:>20} {cells[3]:>20}{note}")
+    print_table(results, failures, args.runs)
     print("(tun: CPU is the client's and the near daemon's, RSS the client's peak plus the daemon's)")
     print(idle_line)
     print(ratio_line(results, with_gvnet))
 
 
-def ratio_line(results: dict, with_gvnet: bool) -> str:
-    """Single-connection throughput ratios, send and recv averaged."""
+def ratio(results: dict, ours: str, other: str) -> float:
+    """ours' single-connection throughput over other's, send and recv averaged (each printed)."""
     def median(client, mode):
         runs = results[(client, mode, 1)]
         return statistics.median(r["mbit"] for r in runs) if runs else float("nan")
 
-    def ratio(other):
-        parts = [median("netstack", mode) / median(other, mode) for mode in ("send", "recv")]
-        print(f"netstack / {other}, one connection: send {parts[0]:.2f}, recv {parts[1]:.2f}")
-        return f"{sum(parts) / 2:.2f}"
+    parts = [median(ours, mode) / median(other, mode) for mode in ("send", "recv")]
+    print(f"{ours} / {other}, one connection: send {parts[0]:.2f}, recv {parts[1]:.2f}")
+    return sum(parts) / 2
 
-    line = f"netstack: ratio to the TUN path {ratio('tun')}"
-    return line + (f", to the gVisor netstack {ratio('gvnet')}" if with_gvnet else "")
+
+def ratio_line(results: dict, with_gvnet: bool) -> str:
+    line = f"netstack: ratio to the TUN path {ratio(results, 'netstack', 'tun'):.2f}"
+    return line + (f", to the gVisor netstack {ratio(results, 'netstack', 'gvnet'):.2f}" if with_gvnet else "")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Beyond gvnet's: -streams N runs send and recv over N connections at once (one
 result line, the total); `hold HOST:PORT COUNT` opens COUNT idle connections and
 prints the RSS before and after; -kernel uses the kernel's sockets (through
 whatever TUN routes there) instead of a Net, so the TUN path is measured by the
-same loops.  Besides getrusage's totals, stderr has the CPU seconds of the
+same loops, and with -socks HOST:PORT through a SOCKS5 proxy (the bench of
+wgc --proxy).  Besides getrusage's totals, stderr has the CPU seconds of the
 transfer itself (setup and interpreter start left out).
 """
 import argparse
@@ -76,6 +77,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-timeout", type=duration, default=10.0, help="connect and request timeout")
     p.add_argument("-streams", type=int, default=1, help="connections at once for send and recv")
     p.add_argument("-kernel", action="store_true", help="the kernel's sockets instead of a Net")
+    p.add_argument("-socks", type=host_port, help="with -kernel: connect through this SOCKS5 proxy (no auth)")
     p.add_argument("mode", choices=("send", "recv", "sink", "get", "ping", "hold"))
     p.add_argument("args", nargs="*")
     args = p.parse_args(argv)
@@ -87,10 +89,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 class Kernel:
-    """The few Net methods the modes use, on the kernel's sockets."""
+    """The few Net methods the modes use, on the kernel's sockets (through a
+    SOCKS5 proxy when socks is its address)."""
+
+    def __init__(self, socks: tuple[str, int] | None = None):
+        self.socks = socks
 
     def create_connection(self, address, timeout=None):
-        return socket.create_connection(address, timeout)
+        if self.socks is None:
+            return socket.create_connection(address, timeout)
+        conn = socket.create_connection(self.socks, timeout)
+        try:
+            conn.sendall(b"\5\1\0")                          # version 5, one method: no authentication
+            if recv_exactly(conn, 2) != b"\5\0":
+                raise OSError("the SOCKS5 proxy wants authentication")
+            ip = ipaddress.ip_address(address[0])
+            conn.sendall(b"\5\1\0" + (b"\1" if ip.version == 4 else b"\4") + ip.packed
+                         + int(address[1]).to_bytes(2, "big"))
+            head = recv_exactly(conn, 4)
+            if head[1] != 0:
+                raise OSError(f"the SOCKS5 proxy answered {head[1]}")
+            recv_exactly(conn, (4 if head[3] == 1 else 16) + 2)  # its bound address and port
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def create_server(self, address, family=socket.AF_INET):
         return socket.create_server(address, family=family)
@@ -99,9 +122,19 @@ class Kernel:
         pass
 
 
+def recv_exactly(conn: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise OSError("the SOCKS5 proxy closed the connection")
+        data += chunk
+    return data
+
+
 def open_net(args):
     if args.kernel:
-        return Kernel()
+        return Kernel(args.socks)
     from wgc.control.model import AllowedIP, DeviceConfig, Endpoint, PeerConfig
     from wgc.netstack.net import Net
     host, port = host_port(args.endpoint)

@@ -1,5 +1,5 @@
 """wgc [-f|--foreground] IFACE | wgc --version | wgc --wg [wg(8) arguments]
-| wgc --wg-quick [wg-quick(8) arguments]
+| wgc --wg-quick [wg-quick(8) arguments] | wgc --proxy CONFIG
 
 Run under the name `wg` (a symlink to wgc), or as `wgc --wg ...`, wgc is
 wg(8); under the name `wg-quick`, or as `wgc --wg-quick ...`, wg-quick(8).
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from wgc.control.wgtool import main as wg_main
 
         return wg_main(args[1:], "wgc --wg")
+    if args[:1] == ["--proxy"]:
+        from wgc.proxy.main import main as proxy_main
+
+        return proxy_main(args[1:])
     if args == ["--version"]:
         print(f"wgc v{__version__}\n\nUserspace WireGuard daemon for linux-{platform.machine()}.\n"
               "Information available at https://www.wireguard.com.")

@@ -34,14 +34,15 @@ def level_from_environment() -> int:
     return LEVELS.get(os.environ.get("LOG_LEVEL", "error").lower(), logging.ERROR)
 
 
-def make_logger(iface: str) -> logging.Logger:
-    """The logger for one interface, configured from LOG_LEVEL."""
+def make_logger(iface: str, *, stdout: bool = True) -> logging.Logger:
+    """The logger for one interface, configured from LOG_LEVEL; with stdout
+    False (standard output carries data) every line goes to standard error."""
     logger = logging.getLogger(f"wgc.{iface}")
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(level_from_environment())
     formatter = _Formatter(iface)
-    out = logging.StreamHandler(sys.stdout)
+    out = logging.StreamHandler(sys.stdout if stdout else sys.stderr)
     out.addFilter(_BelowError())
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.ERROR)

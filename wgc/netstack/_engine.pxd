@@ -23,7 +23,7 @@
 # is simply not found.  The engine's I/O on bridge sockets always passes
 # MSG_DONTWAIT: it does not depend on O_NONBLOCK, which a spliced socket's
 # caller shares with it until the splice starts.
-from libc.stdint cimport uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from wgc.netstack._link cimport StackPort
 from wgc.netstack._stack cimport StackCore
 from wgc.netstack._dgram cimport Binding
@@ -42,6 +42,7 @@ cdef enum:
     BRIDGE_LISTENER = 32
     BRIDGE_DATAGRAM = 64           # a datagram endpoint (SOCK_DGRAM socketpair): records both ways
     BRIDGE_HELD = 128              # a splice not started: fd is not watched, read or written
+    BRIDGE_SPLICED = 256           # fd is a caller's own socket (a proxy's client), not a socketpair end
 
 cdef struct Bridge:
     int fd                         # the stack's end of the socketpair, non-blocking
@@ -64,6 +65,7 @@ cdef class Engine:
     cdef int epoll_fd
     cdef int pidfd                 # this process, to reach an application's socket (-1: refused)
     cdef uint64_t last_id
+    cdef readonly uint32_t spliced # bridges of BRIDGE_SPLICED now (what a proxy counts against its limit)
     cdef Bridge *bridges
     cdef bint stopping
     cdef bint datagrams_paused     # a datagram bridge waits for room in the sink
@@ -78,6 +80,7 @@ cdef class Engine:
     cdef void _interest(self, Bridge *b) noexcept nogil
     cdef Bridge *_bridge(self, int fd, Tcb *c, uint32_t flags) noexcept nogil
     cdef Bridge *_find(self, uint64_t id) noexcept nogil
+    cdef bint _queue(self, Bridge *b, const uint8_t *data, uint32_t count) noexcept nogil
     cdef void _add_datagram_bridge(self, Bridge *b, int fd, Binding *d) noexcept nogil
     cdef void _drop(self, Bridge *b) noexcept nogil
     cdef void _reset(self, Bridge *b) noexcept nogil

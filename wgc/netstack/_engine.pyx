@@ -279,6 +279,8 @@ cdef class Engine:
             self.bridges.prev = b
         self.bridges = b
         c.user = b
+        if flags & BRIDGE_SPLICED:
+            self.spliced += 1
         return b
 
     cdef Bridge *_find(self, uint64_t id) noexcept nogil:
@@ -306,6 +308,8 @@ cdef class Engine:
             self.bridges = b.next
         if b.next != NULL:
             b.next.prev = b.prev
+        if b.flags & BRIDGE_SPLICED:
+            self.spliced -= 1
         free(b)
 
     cdef void _reset(self, Bridge *b) noexcept nogil:
@@ -558,7 +562,8 @@ cdef class Engine:
         bridge is then held: the engine neither reads nor writes fd until
         resume(handle), and the bytes from the peer wait in the connection's
         receive ring.  peer_fd: the application's end when fd is one end of a
-        socketpair (see _reset).  Returns (handle, the local port)."""
+        socketpair (see _reset), -1 when fd is a caller's own socket (a
+        splice).  Returns (handle, the local port)."""
         cdef Addr l, r
         cdef bint v6, v6r
         cdef int error = 0
@@ -566,7 +571,8 @@ cdef class Engine:
         cdef Bridge *b
         cdef uint64_t handle = 0, peer_dev, peer_ino
         cdef uint16_t lport = 0
-        cdef uint32_t flags = BRIDGE_CONNECTING | (BRIDGE_HELD if status_fd >= 0 else 0)
+        cdef uint32_t flags = (BRIDGE_CONNECTING | (BRIDGE_HELD if status_fd >= 0 else 0)
+                               | (BRIDGE_SPLICED if peer_fd < 0 else 0))
         try:
             addr_from_python(local, &l, &v6)
             addr_from_python(remote, &r, &v6r)
@@ -595,15 +601,25 @@ cdef class Engine:
             raise OSError(error, os.strerror(error))
         return handle, lport
 
-    def resume(self, uint64_t handle):
-        """A held bridge starts moving bytes (from what waits on either side);
-        False when there is no such held bridge (cancelled, already resumed)."""
+    def resume(self, uint64_t handle, bytes first=b""):
+        """A held bridge starts moving bytes (from what waits on either side),
+        `first` sent before any byte read from its socket (a request the
+        caller read and rewrote, say); False when there is no such held
+        bridge (cancelled, already resumed), or no room in the send ring for
+        `first` (the connection is then aborted)."""
         cdef Bridge *b
         cdef epoll_event ev
         cdef bint ok = False
+        cdef const uint8_t *data = first
+        cdef uint32_t left = <uint32_t>len(first)
         with nogil:
             pthread_mutex_lock(&self.lock)
             b = self._find(handle)
+            if b != NULL and b.flags & BRIDGE_HELD and left and not self._queue(b, data, left):
+                self._begin()
+                tcp_abort(&self.core.tcp, b.tcb, monotonic_ns())
+                self._drop(b)
+                b = NULL
             if b != NULL and b.flags & BRIDGE_HELD:
                 # EPOLLOUT at once: what arrived meanwhile is delivered (and
                 # an end or a failure passed on) as the socket takes it.
@@ -618,6 +634,23 @@ cdef class Engine:
             pthread_mutex_unlock(&self.lock)
             self._wake()
         return ok
+
+    cdef bint _queue(self, Bridge *b, const uint8_t *data, uint32_t count) noexcept nogil:
+        """Appends count bytes to the bridge's send ring; False when they do not fit."""
+        cdef uint8_t *span
+        cdef uint32_t room
+        cdef int64_t now = monotonic_ns()
+        self._begin()
+        while count:
+            room = tcp_send_span(&self.core.tcp, b.tcb, &span)
+            if room == 0:
+                return False
+            room = room if room < count else count
+            memcpy(span, data, room)
+            tcp_sent(&self.core.tcp, b.tcb, room, now)
+            data += room
+            count -= room
+        return True
 
     def cancel(self, uint64_t handle):
         """A held bridge's connection is aborted (a RST once it is open) and
@@ -685,7 +718,7 @@ cdef class Engine:
                 # Copied under the lock: once it is released, the engine may
                 # end the connection (a reset) and free it.
                 remote, v6, rport = c.remote, c.v6, c.rport
-                b = self._bridge(fd, c, 0)
+                b = self._bridge(fd, c, BRIDGE_SPLICED if peer_fd < 0 else 0)
                 if b == NULL:
                     tcp_abort(&self.core.tcp, c, monotonic_ns())
                     tcp_release(&self.core.tcp, c)

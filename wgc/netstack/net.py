@@ -226,15 +226,17 @@ class Splice:
         self.status.close()
         self._engine.cancel(self._handle)
 
-    def start(self) -> None:
+    def start(self, first: bytes = b"") -> None:
         """The engine takes the socket (detached, its number closed: the
         engine holds its own descriptor) and moves bytes both ways until both
-        sides are done; a reset on either side reaches the other as a reset."""
+        sides are done; a reset on either side reaches the other as a reset.
+        `first` goes through the tunnel before anything read from the socket
+        (bytes the caller read past a request, or a request it rewrote)."""
         if not self._held:
             raise RuntimeError("the splice is not held (started, aborted or not open)")
         self._held = False
         os.close(self._sock.detach())
-        if not self._engine.resume(self._handle):
+        if not self._engine.resume(self._handle, bytes(first)):
             raise ConnectionAbortedError("the stack dropped the connection")
 
     def abort(self) -> None:
@@ -524,6 +526,12 @@ class Net:
         except BaseException:
             app.close()            # the engine sees the close and ends the connection
             raise
+
+    @property
+    def spliced(self) -> int:
+        """Connections the engine moves for callers' own sockets now
+        (splice_connection, Listener.accept_into), held ones included."""
+        return self._engine.spliced
 
     def splice_connection(self, sock: socket.socket, address: tuple[str, int],
                           timeout: float | None = None) -> Splice:
