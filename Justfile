@@ -72,7 +72,7 @@ ci: lint typecheck test-asan
     if [ "$binary" = on ]; then {{just_executable()}} python={{python}} binary; fi
     {{python}} -m pytest -q -rs
     if [ "$binary" = on ]; then
-        WGC_COMMAND=dist/wgc {{python}} -m pytest -q -rs tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_namespaces.py tests/test_wg_tool.py tests/test_wg_quick.py
+        WGC_COMMAND=dist/wgc {{python}} -m pytest -q -rs tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_namespaces.py tests/test_wg_tool.py tests/test_wg_quick.py tests/test_proxy_interop.py
         WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q -rs tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
     fi
 
