@@ -5,6 +5,7 @@ no capabilities and no /dev/net/tun, as nobody in the binary tier
 (tests/proxy_site.py)."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -369,3 +370,33 @@ def test_malformed_requests_get_their_protocols_error(wgc_site):
     assert lines[1] == ""                                               # not SOCKS5: closed without a word
     assert lines[2].startswith("HTTP/1.1 400")
     assert lines[3].startswith("HTTP/1.1 400")
+
+
+def test_as_a_containers_pid_1_it_ends_on_sigterm(wgc_site):
+    """A container's init gets no default signal actions: the proxy must
+    handle SIGTERM itself (docker stop), here as PID 1 of a PID namespace."""
+    site = wgc_site
+    config = site.write_config(site.interface_section() + SERVICES)
+    init = site.near.popen("unshare", "--pid", "--fork", "--mount-proc", *site.proxy_command(config),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: init.poll() is not None or _children(init.pid), timeout=10, what="the namespace's init")
+        pid1 = _children(init.pid)[0]
+        wait_for(lambda: init.poll() is not None or site._accepts("127.0.0.1", 1080), timeout=30,
+                 what="the proxy listening")
+        with open(f"/proc/{pid1}/status") as f:
+            assert next(line for line in f if line.startswith("NSpid:")).split()[-1] == "1"
+        os.kill(pid1, signal.SIGTERM)
+        assert init.wait(10) == 0, init.stderr.read()
+    finally:
+        if init.poll() is None:
+            init.kill()
+            init.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except FileNotFoundError:
+        return []
