@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -400,3 +401,19 @@ def _children(pid: int) -> list[int]:
             return [int(child) for child in f.read().split()]
     except FileNotFoundError:
         return []
+
+
+def test_a_far_side_that_never_answers_times_out(wgc_site):
+    """SYNs to a port the far side drops: after the connect timeout (10 s),
+    SOCKS5 answers 6 (TTL expired, as curl words a timeout) and HTTP 504."""
+    site = wgc_site
+    site.far.run("nft", "add table inet blackhole")
+    site.far.run("nft", "add chain inet blackhole input { type filter hook input priority 0 ; }")
+    site.far.run("nft", "add rule inet blackhole input tcp dport 9999 drop")
+    site.start(SERVICES, [("127.0.0.1", 1080), ("127.0.0.1", 3128)])
+    started = time.monotonic()
+    socks = curl(site, "--socks5", "127.0.0.1:1080", f"http://{FAR4}:9999/")
+    assert socks.returncode == 97 and "(6)" in socks.stderr, socks.stderr
+    http = curl(site, "-x", "http://127.0.0.1:3128", "-o", "/dev/null", "-w", "%{http_code}", f"http://{FAR4}:9999/")
+    assert http.stdout == "504"
+    assert time.monotonic() - started > 2 * 9
