@@ -24,6 +24,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from wgc.log import log_failure
 from wgc.netstack import Listener, Net
 from wgc.netstack.aio import splice_connection
 from wgc.netstack.net import Splice
@@ -100,6 +101,8 @@ async def serve_clients(listener: socket.socket, handle: Handler, clients: Clien
         except (OSError, TimeoutError) as error:
             log.debug("client %s: %s", _peer(sock), error.strerror if isinstance(error, OSError) and
                       error.strerror else type(error).__name__)
+        except Exception as error:     # a bug of ours: this client ends, the others go on
+            log_failure(log, "proxy client", error)
         finally:
             clients.handshaking -= 1
             if sock.fileno() >= 0:
