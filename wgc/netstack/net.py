@@ -204,7 +204,9 @@ class Splice:
     def start(self) -> None:
         """The engine takes the socket (detached, its number closed: the
         engine holds its own descriptor) and moves bytes both ways until both
-        sides are done; a reset on either side reaches the other as a reset."""
+        sides are done; a reset on either side reaches the other as a reset.
+        Should the engine fail to watch the socket (epoll refuses), the
+        connection is reset and ConnectionAbortedError raised."""
         if not self._held:
             raise RuntimeError("the splice is not held (started, aborted or not open)")
         self._held = False
