@@ -513,7 +513,11 @@ class Net:
         host, port = address[0], address[1]
         error: OSError | None = None
         for family, _, _, _, sockaddr in self.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-            splice = self._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+            try:
+                splice = self._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+            except OSError as e:           # this address cannot be tried (no source address, ...)
+                error = e
+                continue
             try:
                 splice.status.settimeout(timeout)
                 status = splice.status.recv(_STATUS_SIZE)
