@@ -720,6 +720,39 @@ def test_a_spliced_client_reset_reaches_the_far_side_as_a_reset(tunnel):
     assert out.strip() == "reset", err
 
 
+def test_a_spliced_client_reset_after_its_half_close_reaches_the_far_side(tunnel):
+    """The client shuts its sending side, then resets: the far side, which
+    has read the end of stream, gets the RST (an error on its socket)."""
+    far = tunnel.far_python("""
+        import socket, sys, time
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind((sys.argv[1], 5037))
+            server.listen()
+            print("listening", flush=True)
+            conn, _ = server.accept()
+            conn.settimeout(10)
+            print(conn.recv(100).decode(), repr(conn.recv(100)), flush=True)
+            for _ in range(200):            # not sending: only a RST can set an error
+                if conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    print("reset", flush=True)
+                    break
+                time.sleep(0.05)
+            else:
+                print("no reset", flush=True)
+    """, FAR4)
+    wait_listening(far)
+    proxied, client = _loopback_pair()
+    tunnel.net.splice_connection(proxied, (FAR4, 5037), timeout=10).start()
+    client.sendall(b"hello")
+    client.shutdown(socket.SHUT_WR)
+    assert far.stdout.readline().strip() == "hello b''"
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()                          # a RST
+    out, err = far.communicate(timeout=20)
+    assert out.strip() == "reset", err
+
+
 def _still_the_callers(proxied: socket.socket, client: socket.socket) -> None:
     """After a failed splice: the socket is as it was (blocking), works, and
     is the only reference to its connection (closing it ends it)."""

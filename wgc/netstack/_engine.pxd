@@ -20,9 +20,10 @@
 # a connection ends, so Python holds no pointer to one.  A held bridge (a
 # splice whose caller still writes its own reply first) is named by its id,
 # which resume() and cancel() look up under the lock: a bridge that is gone
-# is simply not found.  The engine's I/O on bridge sockets always passes
-# MSG_DONTWAIT: it does not depend on O_NONBLOCK, which a spliced socket's
-# caller shares with it until the splice starts.
+# is simply not found.  A splice's fd is the engine's own dup of the caller's
+# socket, so the caller keeps its socket when the splice fails.  The engine's
+# I/O on bridge sockets always passes MSG_DONTWAIT: it does not depend on
+# O_NONBLOCK, a flag of the open file that the caller's descriptor shares.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from wgc.netstack._link cimport StackPort
 from wgc.netstack._stack cimport StackCore
@@ -45,7 +46,7 @@ cdef enum:
     BRIDGE_SPLICED = 256           # fd is a caller's own socket (a proxy's client), not a socketpair end
 
 cdef struct Bridge:
-    int fd                         # the stack's end of the socketpair, non-blocking
+    int fd                         # the stack's end of the socketpair, or a splice's socket
     Tcb *tcb                       # a TCP connection or listener, or
     Binding *binding               # a datagram endpoint
     uint32_t flags

@@ -41,7 +41,11 @@ async def splice_connection(net: Net, sock: socket.socket, host: str, port: int,
     infos = await loop.run_in_executor(None, lambda: net.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
     error: OSError | None = None
     for family, _, _, _, sockaddr in infos:
-        splice = net._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+        try:
+            splice = net._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+        except OSError as e:           # this address cannot be tried (no source address, ...)
+            error = e
+            continue
         try:
             splice.status.setblocking(False)
             status = await asyncio.wait_for(loop.sock_recv(splice.status, 1), timeout)

@@ -231,7 +231,10 @@ class Splice:
         engine holds its own descriptor) and moves bytes both ways until both
         sides are done; a reset on either side reaches the other as a reset.
         `first` goes through the tunnel before anything read from the socket
-        (bytes the caller read past a request, or a request it rewrote)."""
+        (bytes the caller read past a request, or a request it rewrote).
+        Should the engine fail to watch the socket (epoll refuses) or find no
+        room for `first`, the connection is reset and ConnectionAbortedError
+        raised."""
         if not self._held:
             raise RuntimeError("the splice is not held (started, aborted or not open)")
         self._held = False
@@ -545,7 +548,11 @@ class Net:
         host, port = address[0], address[1]
         error: OSError | None = None
         for family, _, _, _, sockaddr in self.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-            splice = self._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+            try:
+                splice = self._splice(sock, family, sockaddr[0], int(sockaddr[1]))
+            except OSError as e:           # this address cannot be tried (no source address, ...)
+                error = e
+                continue
             try:
                 splice.status.settimeout(timeout)
                 status = splice.status.recv(_STATUS_SIZE)
