@@ -449,7 +449,7 @@ cdef Tcb *tcb_new(TcpTable *t, bint v6, const Addr *local, uint16_t lport, const
     c.keep_count = 9
     c.last_heard = now
     c.iss = <uint32_t>(now // 4000) + <uint32_t>flow_hash(t.netif, HASH_ISN, v6, local, lport, remote, rport)
-    c.recover = c.iss
+    c.recover = c.high_rxt = c.iss
     c.ts_offset = <uint32_t>flow_hash(t.netif, HASH_TS, v6, local, lport, remote, rport)
     return c
 
@@ -1099,9 +1099,14 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
             data_acked = c.snd.length
         ring_drop(&c.snd, data_acked)
         sample_ok = ge(c.snd_una, c.recover)   # nothing acked was sent before a retransmission
-        if sample_ok and c.sacked_count:
+        if sample_ok and c.sacked_count and ge(c.snd_una, c.high_rxt):
             c.reordering_seen = True           # a hole below SACKed data filled by its first copy
         c.snd_una = s.ack
+        # Marks left behind stay within reach of sequence comparisons (2^31 apart).
+        if lt(c.recover, c.snd_una):
+            c.recover = c.snd_una
+        if lt(c.high_rxt, c.snd_una):
+            c.high_rxt = c.snd_una
         scoreboard_update(c, s)
         if lt(c.snd_nxt, c.snd_una):
             c.snd_nxt = c.snd_una
@@ -1168,10 +1173,12 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
                     retransmit_hole(t, c, now)
                 else:
                     c.cwnd += c.mss                    # RFC 6582 3.2 step 3 (inflation)
-        elif (c.dupacks >= dupack_threshold(c) or sacked_bytes(c) >= DUPACK_THRESHOLD * c.mss
-              or (c.probed and c.sacked_count)) and gt(c.snd_una, c.recover - 1):
+        elif (not c.reordering_seen and gt(c.snd_una, c.recover - 1)
+              and (c.dupacks >= dupack_threshold(c) or sacked_bytes(c) >= DUPACK_THRESHOLD * c.mss
+                   or (c.probed and c.sacked_count))):
             # (After a tail loss probe, a SACK of anything past snd_una shows
             # the first segment lost: RFC 8985 7.4's detection, simplified.)
+            # On a path that reorders, counts mean little: RACK's window decides.
             enter_recovery(t, c, now)
         else:
             arm_reorder(c, now)
