@@ -15,9 +15,10 @@ run IFACE="wg0": build
 
 # WireGuard across a bad path, the long runs: 100 MiB over TCP at 5 % loss and through
 # 50 ± 20 ms jitter with reordering, ten handshakes at 20 % and 50 % loss, the give-up after
-# Rekey-Attempt-Time.  Prints the figures.
+# Rekey-Attempt-Time; the in-process stack's 100 MiB through loss and through the relay's
+# delay, reordering and duplicates.  Prints the figures.
 loss *ARGS: build
-    {{python}} -m pytest -q -s -m long tests/test_loss.py {{ARGS}}
+    {{python}} -m pytest -q -s -m long tests/test_loss.py tests/test_netstack_interop.py {{ARGS}}
 
 # The frozen executables: dist/wgc (one file) and dist/wgc-dir/ (one directory).
 # First, once per environment, PyInstaller's bootloader is rebuilt with wgc's

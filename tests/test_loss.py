@@ -219,30 +219,42 @@ def test_unanswered_handshake_is_given_up_after_rekey_attempt_time(netns, implem
 
 # -- bulk TCP through a relay ------------------------------------------------------------
 
-def relayed_tunnel(netns, left: str, right: str, relay_args: list[str], seconds: float):
-    """A (192.168.1.1) — R (.1.254 | .2.254, the relay) — B (192.168.2.1), no
-    forwarding in R: A's endpoint is the relay's listen address, B's its via
-    address.  Returns the two ends and the relay process."""
+# Where relay_path puts things: the near end A, the relay R's two sides, the far end B.
+NEAR_OUTER, RELAY_LISTEN, RELAY_VIA, FAR_OUTER = "192.168.1.1", "192.168.1.254", "192.168.2.254", "192.168.2.1"
+
+
+def relay_path(netns, relay_args: list[str], seconds: float, far_port: int):
+    """A (NEAR_OUTER) — R (RELAY_LISTEN | RELAY_VIA, the relay) — B (FAR_OUTER),
+    no forwarding in R: A's endpoint is RELAY_LISTEN:LISTEN_PORT, which the
+    relay forwards to B's far_port from RELAY_VIA:VIA_PORT.  Returns the
+    three namespaces and the relay process."""
     ns_a, ns_r, ns_b = netns("wgl"), netns("wgm"), netns("wgr")
     a_cable, r_left = veth(ns_a, ns_r)
     r_right, b_cable = veth(ns_r, ns_b)
-    for ns, cable, address in ((ns_a, a_cable, "192.168.1.1"), (ns_r, r_left, "192.168.1.254"),
-                               (ns_r, r_right, "192.168.2.254"), (ns_b, b_cable, "192.168.2.1")):
+    for ns, cable, address in ((ns_a, a_cable, NEAR_OUTER), (ns_r, r_left, RELAY_LISTEN),
+                               (ns_r, r_right, RELAY_VIA), (ns_b, b_cable, FAR_OUTER)):
         ns.run("ip", "addr", "add", f"{address}/24", "dev", cable)
-    relay = ns_r.popen(sys.executable, RELAY, "--listen", f"192.168.1.254:{LISTEN_PORT}",
-                       "--to", "192.168.2.1:51822", "--via", f"192.168.2.254:{VIA_PORT}",
+    relay = ns_r.popen(sys.executable, RELAY, "--listen", f"{RELAY_LISTEN}:{LISTEN_PORT}",
+                       "--to", f"{FAR_OUTER}:{far_port}", "--via", f"{RELAY_VIA}:{VIA_PORT}",
                        "--seconds", str(seconds), *relay_args, stdout=subprocess.PIPE, text=True)
     json.loads(relay.stdout.readline())
+    return ns_a, ns_r, ns_b, relay
+
+
+def relayed_tunnel(netns, left: str, right: str, relay_args: list[str], seconds: float):
+    """Two ends on relay_path: A's endpoint is the relay's listen address, B's
+    its via address.  Returns the two ends and the relay process."""
+    ns_a, ns_r, ns_b, relay = relay_path(netns, relay_args, seconds, far_port=51822)
     ends = []
     for side, (ns, implementation, outer) in enumerate(
-            ((ns_a, left, "192.168.1.1"), (ns_b, right, "192.168.2.1")), start=1):
+            ((ns_a, left, NEAR_OUTER), (ns_b, right, FAR_OUTER)), start=1):
         private, public = new_key()
         end = End(ns, implementation, unique_name("wgt"), private, public, outer,
                   f"10.77.0.{side}", f"fd77::{side}", 51820 + side)
         start_daemon(ns, implementation, end.iface)
         ends.append(end)
     a, b = ends
-    for end, other, endpoint in ((a, b, f"192.168.1.254:{LISTEN_PORT}"), (b, a, f"192.168.2.254:{VIA_PORT}")):
+    for end, other, endpoint in ((a, b, f"{RELAY_LISTEN}:{LISTEN_PORT}"), (b, a, f"{RELAY_VIA}:{VIA_PORT}")):
         end.wg("set", end.iface, "private-key", "/dev/stdin", "listen-port", str(end.port),
                "peer", other.public_key, "endpoint", endpoint, "allowed-ips", f"{other.inner4}/32",
                input=end.private_key + "\n")

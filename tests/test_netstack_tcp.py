@@ -527,3 +527,98 @@ def test_a_long_batch_still_acks_every_32_segments():
     assert len(segments) >= 64
     b.receive_batch(segments, link.now)
     assert len(b.take_output(link.now)) == len(segments) // 32 + (1 if len(segments) % 32 else 0)
+
+
+def test_a_sack_past_a_lost_first_segment_sends_it_again_after_a_reordering_window():
+    """At heavy loss most duplicate ACKs are lost too: one that SACKs data
+    sent after the first segment shows that segment lost once a reordering
+    window (RACK, RFC 8985 6.2: a quarter of the round trip) has passed, with
+    no wait for two more, for a tail loss probe or for the timeout."""
+    a, b, link = pair(delay=10 * MS)
+    c, _, _ = connected(link)
+    a.set_nodelay(c, True)
+    a.send(c, bytes(20 * 1368), link.now)           # ten go, ten wait (no Early Retransmit)
+    segments = a.take_output(link.now)
+    assert len(segments) == 10
+    first = tcp_fields(segments[0])[0]
+    b.receive(segments[1], link.now)                # the first was lost, the second arrives
+    (dupack,) = b.take_output(link.now)
+    assert tcp_fields(dupack)[1] == first
+    a.receive(dupack, link.now)
+    limited = a.take_output(link.now)               # Limited Transmit: new data, not the first again
+    assert [tcp_fields(p)[0] for p in limited] == [first + 10 * 1368]
+    srtt = a.info(c)["srtt_ns"]
+    due = a.next_deadline
+    assert link.now < due <= link.now + srtt // 4 + 1
+    a.advance(due)
+    again = a.take_output(due)
+    assert [tcp_fields(p)[0] for p in again] == [first] and a.info(c)["backoff"] == 0
+
+
+
+
+def test_once_the_path_reorders_only_a_round_trip_without_the_segment_makes_it_lost():
+    """A hole below SACKed data filled by its first transmission was
+    reordering, not loss: from then on neither duplicate ACKs (four, SACKing
+    four segments) nor a quarter of the round trip make the first segment
+    lost, only a whole round trip (RACK's window, RFC 8985 6.2: on such a
+    path counts mean little)."""
+    a, b, link = pair(delay=10 * MS)
+    c, _, _ = connected(link)
+    a.set_nodelay(c, True)
+    a.send(c, bytes(60 * 1368), link.now)
+    for overtaking in (1, 4):
+        segments = a.take_output(link.now)
+        first = tcp_fields(segments[0])[0]
+        limited = []
+        for segment in segments[1:1 + overtaking]:
+            b.receive(segment, link.now)
+            for dupack in b.take_output(link.now):
+                a.receive(dupack, link.now)
+                limited += a.take_output(link.now)
+        assert first not in [tcp_fields(p)[0] for p in limited]
+        srtt = a.info(c)["srtt_ns"]
+        assert a.next_deadline == link.now + (srtt // 4 if overtaking == 1 else srtt) + 1
+        for segment in [segments[0], *segments[1 + overtaking:], *limited]:   # the first, late, then the rest
+            b.receive(segment, link.now)
+        for ack in b.take_output(link.now):
+            a.receive(ack, link.now)
+
+
+def test_a_retransmission_lost_after_a_timeout_is_found_without_another():
+    """The first flight and its tail loss probe are lost: a timeout.  Slow
+    start sends the rest again, and the second segment is lost once more;
+    the third's SACK shows it (RACK finds lost retransmissions, RFC 8985
+    2.2), so it goes again a reordering window later, not after a second
+    timeout."""
+    a, b, link = pair(delay=10 * MS)
+    c, s, _ = connected(link)
+    a.set_nodelay(c, True)
+    second = a.info(c)["snd_nxt"] + 1368
+    seen = {"timeout": False, "second lost again": False}
+    timeouts = []
+
+    def tap(side, packet):
+        if side == 0 and tcp_fields(packet)[3]:
+            seen["timeout"] = seen["timeout"] or a.info(c)["backoff"] > 0
+            if not seen["timeout"]:
+                return None                         # the first flight and the probe
+            if tcp_fields(packet)[0] == second and not seen["second lost again"]:
+                seen["second lost again"] = True
+                return None
+        return packet
+
+    link.taps.append(tap)
+    up = Stream(link, a, c, b, s, bytes(4 * 1368), close=False)
+
+    def act():
+        backoff = a.info(c)["backoff"]
+        if backoff and (not timeouts or backoff > timeouts[-1]):
+            timeouts.append(backoff)
+        elif not backoff and timeouts and timeouts[-1]:
+            timeouts.append(0)
+        return up.act()
+
+    assert link.run(up.done, 60 * SECOND, act)
+    assert seen["second lost again"] and bytes(up.received) == up.data
+    assert timeouts.count(1) == 1, timeouts

@@ -7,8 +7,9 @@
 # MSS (clamped to the MTU), window scaling and timestamps with PAWS
 # (RFC 7323), SACK blocks sent for out-of-order data (RFC 2018) and those
 # received used in recovery (each duplicate ACK sends the next hole again,
-# as RFC 6675 does with its pipe), RTO per RFC 6298 with backoff, NewReno
-# fast retransmit and recovery (RFC 6582),
+# as RFC 6675 does with its pipe), RACK's time-based detection of a lost
+# first segment, also a retransmission lost after a timeout (RFC 8985 6.2),
+# RTO per RFC 6298 with backoff, NewReno fast retransmit and recovery (RFC 6582),
 # delayed ACKs, Nagle with TCP_NODELAY, zero-window probes, keepalives,
 # TIME_WAIT, listeners with a bounded accept queue and a capped half-open
 # queue.  Congestion control is NewReno (RFC 5681): see the README.
@@ -117,6 +118,8 @@ cdef struct Tcb:
     # timers: absolute ns, 0 = off
     int64_t rto_at, delack_at, persist_at, keepalive_at, close_at, trim_at
     int64_t probe_at               # the tail loss probe, before the RTO
+    int64_t reorder_at             # RACK's reordering window after a SACK past snd_una (RFC 8985 6.2)
+    bint reordering_seen           # a hole below SACKed data filled without a retransmission
     bint probed                    # a probe went since the last advance of snd_una
     int64_t deadline
     int32_t heap_at                # index in the timer heap, -1 = not in it

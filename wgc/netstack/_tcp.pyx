@@ -56,6 +56,7 @@ cdef int64_t RTO_MAX = 120 * SECOND           # Linux's TCP_RTO_MAX
 cdef int64_t DELAYED_ACK = 40 * MS            # Linux's minimum delayed-ACK time
 cdef int64_t PROBE_MIN = 10 * MS              # the tail loss probe waits at least this (Linux's TLP floor)
 cdef int64_t WORST_DELAYED_ACK = 200 * MS     # RFC 8985's WCDelAckT
+cdef int64_t REORDER_MAX = 100 * MS           # the most RACK's reordering window waits
 cdef int64_t TIME_WAIT_TIME = 60 * SECOND     # 2 MSL, as Linux
 cdef int64_t TRIM_IDLE = SECOND               # empty rings are freed after this
 cdef int64_t FIN_WAIT_2_TIME = 60 * SECOND    # an orphaned FIN_WAIT_2 ends (Linux's tcp_fin_timeout)
@@ -330,7 +331,7 @@ cdef void heap_remove(TcpTable *t, Tcb *c) noexcept nogil:
 cdef void timer_update(TcpTable *t, Tcb *c) noexcept nogil:
     """Files the connection under its earliest armed timer."""
     cdef int64_t d = 0
-    cdef int64_t candidates[7]
+    cdef int64_t candidates[8]
     cdef int i
     cdef Tcb **heap
     candidates[0] = c.rto_at
@@ -340,7 +341,8 @@ cdef void timer_update(TcpTable *t, Tcb *c) noexcept nogil:
     candidates[4] = c.close_at
     candidates[5] = c.trim_at
     candidates[6] = c.probe_at
-    for i in range(7):
+    candidates[7] = c.reorder_at
+    for i in range(8):
         if candidates[i] and (d == 0 or candidates[i] < d):
             d = candidates[i]
     if d == 0:
@@ -447,7 +449,7 @@ cdef Tcb *tcb_new(TcpTable *t, bint v6, const Addr *local, uint16_t lport, const
     c.keep_count = 9
     c.last_heard = now
     c.iss = <uint32_t>(now // 4000) + <uint32_t>flow_hash(t.netif, HASH_ISN, v6, local, lport, remote, rport)
-    c.recover = c.iss
+    c.recover = c.high_rxt = c.iss
     c.ts_offset = <uint32_t>flow_hash(t.netif, HASH_TS, v6, local, lport, remote, rport)
     return c
 
@@ -475,6 +477,7 @@ cdef void finish(TcpTable *t, Tcb *c, int error) noexcept nogil:
         c.parent = NULL
     table_remove(t, c)
     c.rto_at = c.delack_at = c.persist_at = c.keepalive_at = c.close_at = c.trim_at = 0
+    c.probe_at = c.reorder_at = 0
     heap_remove(t, c)
     c.state = TCP_CLOSED
     if error and not c.error:
@@ -1096,7 +1099,14 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
             data_acked = c.snd.length
         ring_drop(&c.snd, data_acked)
         sample_ok = ge(c.snd_una, c.recover)   # nothing acked was sent before a retransmission
+        if sample_ok and c.sacked_count and ge(c.snd_una, c.high_rxt):
+            c.reordering_seen = True           # a hole below SACKed data filled by its first copy
         c.snd_una = s.ack
+        # Marks left behind stay within reach of sequence comparisons (2^31 apart).
+        if lt(c.recover, c.snd_una):
+            c.recover = c.snd_una
+        if lt(c.high_rxt, c.snd_una):
+            c.high_rxt = c.snd_una
         scoreboard_update(c, s)
         if lt(c.snd_nxt, c.snd_una):
             c.snd_nxt = c.snd_una
@@ -1124,6 +1134,8 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
         c.dupacks = 0
         c.probed = False
         c.rto_at = 0
+        c.reorder_at = 0
+        arm_reorder(c, now)                            # SACKed data past the new snd_una
         if c.snd_una != c.snd_max:
             arm_rto(c, now)
             arm_probe(c, now)
@@ -1161,18 +1173,48 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
                     retransmit_hole(t, c, now)
                 else:
                     c.cwnd += c.mss                    # RFC 6582 3.2 step 3 (inflation)
-        elif (c.dupacks >= dupack_threshold(c) or sacked_bytes(c) >= DUPACK_THRESHOLD * c.mss
-              or (c.probed and c.sacked_count)) and gt(c.snd_una, c.recover - 1):
+        elif (not c.reordering_seen and gt(c.snd_una, c.recover - 1)
+              and (c.dupacks >= dupack_threshold(c) or sacked_bytes(c) >= DUPACK_THRESHOLD * c.mss
+                   or (c.probed and c.sacked_count))):
             # (After a tail loss probe, a SACK of anything past snd_una shows
             # the first segment lost: RFC 8985 7.4's detection, simplified.)
-            c.ssthresh = MAXU(flight(c) // 2, 2 * c.mss)  # RFC 5681 (3.2) step 2
-            c.recover = c.snd_max
-            c.in_recovery = True
-            c.high_rxt = c.snd_una
-            c.rxt_round = now
-            retransmit_first(t, c, now)
-            c.cwnd = c.ssthresh + DUPACK_THRESHOLD * c.mss
+            # On a path that reorders, counts mean little: RACK's window decides.
+            enter_recovery(t, c, now)
+        else:
+            arm_reorder(c, now)
     return 0
+
+cdef void enter_recovery(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    """The first unacknowledged segment is lost: fast retransmit and recovery
+    (RFC 5681 3.2, RFC 6582 3.2)."""
+    c.ssthresh = MAXU(flight(c) // 2, 2 * c.mss)  # step 2
+    c.recover = c.snd_max
+    c.in_recovery = True
+    c.reorder_at = 0
+    c.high_rxt = c.snd_una
+    c.rxt_round = now
+    retransmit_first(t, c, now)
+    c.cwnd = c.ssthresh + DUPACK_THRESHOLD * c.mss
+
+cdef void arm_reorder(Tcb *c, int64_t now) noexcept nogil:
+    """RACK's time-based detection (RFC 8985 6.2), for the first segment: the
+    peer SACKed data sent after it, so a round trip has passed since it went;
+    if it is still not acknowledged a reordering window later, it is lost,
+    however few duplicate ACKs came back (at heavy loss, most do not).  The
+    window is a quarter of the smoothed round trip, or all of it once the
+    path was seen to reorder (RFC 8985 widens it on DSACKs; we see reordering
+    when a hole below SACKed data is filled without a retransmission).
+    After a timeout too: the segments slow start sends again can be lost
+    again, and RACK finds lost retransmissions (RFC 8985 2.2) where RFC 6675
+    5.1 would wait for another, longer timeout."""
+    cdef int64_t window = c.srtt if c.reordering_seen else c.srtt // 4
+    if c.reorder_at == 0 and c.srtt and c.sacked_count and not c.in_recovery:
+        c.reorder_at = now + MIN64(window, REORDER_MAX) + 1
+
+cdef void on_reorder(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    c.reorder_at = 0
+    if c.sacked_count and not c.in_recovery and c.snd_una != c.snd_max:
+        enter_recovery(t, c, now)
 
 cdef void take_fin(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept nogil:
     """A FIN counts once every byte before it arrived."""
@@ -1429,7 +1471,7 @@ cdef void on_rto(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     c.cwnd = c.mss
     c.in_recovery = False
     c.sacked_count = 0             # the receiver may have dropped what it SACKed (RFC 2018 8)
-    c.probe_at = 0
+    c.probe_at = c.reorder_at = 0
     c.probed = True                # no probe while the timeout's retransmissions go (RFC 8985 7.2)
     c.recover = c.snd_max
     c.dupacks = 0
@@ -1487,6 +1529,8 @@ cdef int64_t tcp_timers(TcpTable *t, int64_t now) noexcept nogil:
                 continue
         if c.probe_at and c.probe_at <= now:
             on_probe(t, c, now)
+        if c.reorder_at and c.reorder_at <= now:
+            on_reorder(t, c, now)
         if c.persist_at and c.persist_at <= now:
             on_persist(t, c, now)
             if c.state == TCP_CLOSED:
