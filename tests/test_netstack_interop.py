@@ -911,7 +911,7 @@ def test_a_tunnel_connection_accepted_into_a_local_kernel_socket(tunnel):
     service's kernel TCP socket, bytes both ways."""
     size = 1 << 20
     with tunnel.net.create_server(("", 5036)) as server:
-        source = tunnel.far_python(SOURCE, NEAR4, "5036", str(size))
+        source = tunnel.far_python(SOURCE, NEAR4, "5036", str(size), "30")
         service, proxied = _loopback_pair()
         with service:
             server.settimeout(20)
