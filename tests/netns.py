@@ -170,3 +170,11 @@ def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def start_dnsmasq(ns: Netns, listen: str, *options: str) -> subprocess.Popen:
+    """Debian's dnsmasq in ns answering on listen alone, from no configuration
+    but options (such as --addn-hosts=FILE and --local=/test/); it ends with ns."""
+    return ns.popen("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                    "--bind-interfaces", f"--listen-address={listen}", "--pid-file=", "--user=root", "--group=root",
+                    *options, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,7 +10,6 @@ import ast
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from netns import wait_for
+from netns import start_dnsmasq, wait_for
 from wgc.netstack.dns import DNS_PORT, Resolver
 
 DNSMASQ = "127.0.0.1"
@@ -33,12 +32,6 @@ HOSTS = "\n".join(["10.1.0.1 web.test", "fd00::1:1 web.test", "10.1.0.2 only4.te
                    *(f"{address} many.test" for address in MANY)]) + "\n"
 
 
-def dnsmasq(ns, listen, *options):
-    ns.popen("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-             "--bind-interfaces", f"--listen-address={listen}", "--pid-file=", "--user=root", "--group=root",
-             *options, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 class Zone:
     """A namespace with dnsmasq on 127.0.0.1 and fd00::53 (the zone), another on 127.0.0.4
     refusing everything, and a silent UDP socket bound on 127.0.0.2:53."""
@@ -49,9 +42,9 @@ class Zone:
         hosts = os.path.join(directory, "hosts")
         with open(hosts, "w") as f:
             f.write(HOSTS)
-        dnsmasq(ns, f"{DNSMASQ},{DNSMASQ6}", f"--addn-hosts={hosts}", "--local=/test/",
-                "--cname=alias.test,web.test", "--cname=alias2.test,alias.test")
-        dnsmasq(ns, REFUSER)
+        start_dnsmasq(ns, f"{DNSMASQ},{DNSMASQ6}", f"--addn-hosts={hosts}", "--local=/test/",
+                      "--cname=alias.test,web.test", "--cname=alias2.test,alias.test")
+        start_dnsmasq(ns, REFUSER)
         self.silent = self.bound(SILENT)
         for server in (DNSMASQ, DNSMASQ6, REFUSER):
             wait_for(lambda server=server: self.answers(server), what=f"dnsmasq on {server}")

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from netns import unique_name, veth, wait_for
+from netns import start_dnsmasq, unique_name, veth, wait_for
 from test_loss import LISTEN_PORT, RELAY_LISTEN, add_loss, nft_counter, random_loss, relay_counters, relay_path
 from wgc.control.model import AllowedIP, DeviceConfig, Endpoint, PeerConfig
 from wgc.netstack.net import Net
@@ -275,10 +275,7 @@ def test_names_resolve_through_the_tunnel(netns, tmp_path):
     try:
         hosts = tmp_path / "hosts"
         hosts.write_text(f"{FAR4} far.test\n{FAR6} far.test\n")
-        t.far.popen("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                    "--bind-interfaces", f"--listen-address={FAR4}", "--pid-file=", "--user=root",
-                    "--group=root", f"--addn-hosts={hosts}", "--local=/test/",
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_dnsmasq(t.far, FAR4, f"--addn-hosts={hosts}", "--local=/test/")
         wait_for(lambda: _answers(t.net), timeout=10, what="dnsmasq through the tunnel")
         assert sorted(info[4][0] for info in t.net.getaddrinfo("far.test", 80, type=socket.SOCK_STREAM)) == \
             sorted([FAR4, FAR6])

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from netns import wait_for
+from netns import start_dnsmasq, wait_for
 from proxy_site import FAR4, FAR6, NEAR4, UNPRIVILEGED, Site
 from wgnet import WGC, have, new_key, rss_kib
 
@@ -72,9 +72,7 @@ def _dnsmasq(site: Site) -> None:
     hosts = os.path.join(site.home, "hosts")
     with open(hosts, "w") as f:
         f.write(f"{FAR4} far.test\n{FAR6} far.test\n")
-    site.far.popen("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                   "--bind-interfaces", f"--listen-address={FAR4}", "--pid-file=", "--user=root", "--group=root",
-                   f"--addn-hosts={hosts}", "--local=/test/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_dnsmasq(site.far, FAR4, f"--addn-hosts={hosts}", "--local=/test/")
 
 
 @pytest.fixture(params=["wgc", "wireguard-go"])
