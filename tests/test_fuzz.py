@@ -104,9 +104,9 @@ def test_link_messages(entries, tail):
 def test_uapi_set_lines(lines):
     device = Device("fuzz", None, logging.getLogger("fuzz"))
     try:
-        result = uapi.handle_set(device, lines)
+        result = uapi.handle_set(device, "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
         assert isinstance(result, int) and result <= 0
-        assert all("=" in line for line in uapi.handle_get(device).splitlines())
+        assert all("=" in line for line in uapi.handle_get(device).decode("ascii").splitlines())
     finally:
         device.close()
 

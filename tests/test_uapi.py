@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from netns import unique_name
-from wgc import _crypto, uapi
+from wgc import _crypto, _uapi_set, uapi
 from wgc.device import Device
 
 K1, K2, K3 = ("11" * 32, "22" * 32, "33" * 32)
@@ -27,6 +27,17 @@ PRIVATE = bytes(range(1, 33))
 OWN_PUBLIC = _crypto.public_key(_crypto.clamp(PRIVATE)).hex()
 
 EINVAL, EPROTO, EIO = -errno.EINVAL, -errno.EPROTO, -errno.EIO
+
+
+def apply(device, lines) -> int:
+    """uapi.handle_set on a request given as its lines (str or bytes, without line ends)."""
+    return uapi.handle_set(device, b"".join((line.encode() if isinstance(line, str) else line) + b"\n"
+                                            for line in lines))
+
+
+def shown(device) -> str:
+    """The body of a `get` reply, as text."""
+    return uapi.handle_get(device).decode("ascii")
 
 
 @pytest.fixture
@@ -233,7 +244,7 @@ def test_parse_key_takes_either_case():
 
 
 def test_fresh_device_gets_nothing(device):
-    assert uapi.handle_get(device) == ""
+    assert shown(device) == ""
 
 
 # (name, request lines, errno, the `get` that follows)
@@ -253,7 +264,8 @@ SET_CASES = [
         f"private_key=f8{'f' * 60}7f\nlisten_port=4\nfwmark=3\n",
     ),
     ("stops at the blank line", ["fwmark=1", "", "fwmark=2"], 0, "fwmark=1\n"),
-    ("CR is part of the value", ["fwmark=4\r"], EINVAL, ""),
+    # One CR before the line end goes (as Go's bufio.ScanLines drops it); a second one stays.
+    ("CR is part of the value", ["fwmark=4\r\r"], EINVAL, ""),
     # malformed device lines: every one refused, the ones before it applied
     ("listen port with sign", ["listen_port=+5"], EINVAL, ""),
     ("listen port in hex", ["listen_port=0x10"], EINVAL, ""),
@@ -386,43 +398,43 @@ SET_CASES = [
 
 @pytest.mark.parametrize("lines,status,state", [c[1:] for c in SET_CASES], ids=[c[0] for c in SET_CASES])
 def test_set(device, lines, status, state):
-    assert uapi.handle_set(device, lines) == status
-    assert uapi.handle_get(device) == state
+    assert apply(device, lines) == status
+    assert shown(device) == state
 
 
 def test_set_takes_bytes(device):
-    assert uapi.handle_set(device, [b"fwmark=7", b"listen_port=\xd9\xa1"]) == EINVAL
-    assert uapi.handle_get(device) == "fwmark=7\n"
+    assert apply(device, [b"fwmark=7", b"listen_port=\xd9\xa1"]) == EINVAL
+    assert shown(device) == "fwmark=7\n"
 
 
 def test_a_new_private_key_removes_the_peer_with_its_public_key(device):
-    assert uapi.handle_set(device, [f"public_key={OWN_PUBLIC}", f"public_key={K1}"]) == 0
-    assert uapi.handle_set(device, [f"private_key={PRIVATE.hex()}"]) == 0
-    assert uapi.handle_get(device) == f"private_key={_crypto.clamp(PRIVATE).hex()}\n" + peer_block(K1)
+    assert apply(device, [f"public_key={OWN_PUBLIC}", f"public_key={K1}"]) == 0
+    assert apply(device, [f"private_key={PRIVATE.hex()}"]) == 0
+    assert shown(device) == f"private_key={_crypto.clamp(PRIVATE).hex()}\n" + peer_block(K1)
 
 
 def test_replace_peers(device):
-    assert uapi.handle_set(device, [f"public_key={K1}", f"public_key={K2}"]) == 0
-    assert uapi.handle_set(device, ["replace_peers=true", "fwmark=1"]) == 0
-    assert uapi.handle_get(device) == "fwmark=1\n"
+    assert apply(device, [f"public_key={K1}", f"public_key={K2}"]) == 0
+    assert apply(device, ["replace_peers=true", "fwmark=1"]) == 0
+    assert shown(device) == "fwmark=1\n"
 
 
 def test_update_only_changes_an_existing_peer(device):
-    assert uapi.handle_set(device, [f"public_key={K1}"]) == 0
-    assert uapi.handle_set(device, [f"public_key={K1}", "update_only=true", "allowed_ip=3.0.0.0/8"]) == 0
-    assert uapi.handle_get(device) == peer_block(K1, allowed=["3.0.0.0/8"])
+    assert apply(device, [f"public_key={K1}"]) == 0
+    assert apply(device, [f"public_key={K1}", "update_only=true", "allowed_ip=3.0.0.0/8"]) == 0
+    assert shown(device) == peer_block(K1, allowed=["3.0.0.0/8"])
 
 
 def test_peer_limit(device, caplog):
     """wireguard-go refuses the 65537th peer with EINVAL."""
     keys = [i.to_bytes(32, "big").hex() for i in range(1, 65538)]
-    assert uapi.handle_set(device, [f"public_key={key}" for key in keys[:65536]]) == 0
-    assert uapi.handle_set(device, [f"public_key={keys[65536]}"]) == EINVAL
+    assert apply(device, [f"public_key={key}" for key in keys[:65536]]) == 0
+    assert apply(device, [f"public_key={keys[65536]}"]) == EINVAL
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"IPC error {EINVAL}: public_key: failed to create new peer: too many peers"]
     assert len(device.peers()) == 65536
     # An existing peer can still be changed.
-    assert uapi.handle_set(device, [f"public_key={keys[0]}", "allowed_ip=1.0.0.0/8"]) == 0
+    assert apply(device, [f"public_key={keys[0]}", "allowed_ip=1.0.0.0/8"]) == 0
 
 
 # -- the connection -----------------------------------------------------------------
@@ -483,7 +495,7 @@ def test_connection(device, data, reply):
 
 def test_connection_applies_lines_before_a_too_long_one(device):
     assert exchange(device, b"set=1\nfwmark=14\nx=" + b"y" * 70000 + b"\n\n") == b"errno=-5\n\n"
-    assert uapi.handle_get(device) == "fwmark=14\n"
+    assert shown(device) == "fwmark=14\n"
 
 
 def run(session) -> object:
@@ -568,6 +580,83 @@ def test_set_holds_the_device_lock(device):
     assert device.fwmark == 3
 
 
+# -- the compiled set path (wgc._uapi_set) ------------------------------------------------
+
+_PREFIX_ALPHABET = "0123456789abcdefABCDEF:./%+- x"
+
+
+def _prefix_texts():
+    """Prefixes as wg(8) writes them, the same bent (leading zeros, long
+    groups, zones, signs, dotted tails), and noise of their characters."""
+    v4 = st.builds(lambda a, n: f"{ipaddress.IPv4Address(a)}/{n}", st.integers(0, 2**32 - 1), st.integers(0, 40))
+    v6 = st.builds(lambda a, n: f"{ipaddress.IPv6Address(a)}/{n}", st.integers(0, 2**128 - 1), st.integers(0, 140))
+    zeros = st.builds(lambda g, n: ":".join(f"{x:x}" for x in g) + f"/{n}",
+                      st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF]), min_size=1, max_size=9), st.integers(0, 128))
+    bent = st.builds(lambda text, i, extra: text[:i] + extra + text[i:], st.one_of(v4, v6), st.integers(0, 40),
+                     st.sampled_from(["0", "00", ":", "::", ".", "%1", "+", "f"]))
+    return st.one_of(v4, v6, zeros, bent, st.text(_PREFIX_ALPHABET, max_size=45))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=_prefix_texts())
+@example(text="::/0")
+@example(text="1::/128")
+@example(text="::ffff:1.2.3.4/128")
+@example(text="01.2.3.4/32")
+@example(text="1:2:3:4:5:6:7::8/128")
+def test_the_compiled_prefix_parser_reads_as_the_python_one(text):
+    """_uapi_set parses a prefix only when uapi.parse_prefix (Go's netip rules)
+    reads it the same way; everything else it hands over."""
+    record = _uapi_set.parse_prefix_record(text.encode())
+    try:
+        expected = uapi.parse_prefix(text)
+    except uapi.UAPIError:
+        expected = None
+    if record is not None:
+        size = record[0]
+        assert expected == (record[2 : 2 + size], record[1]) and not any(record[2 + size :])
+
+
+@pytest.mark.parametrize("text", ["10.20.30.40/32", "0.0.0.0/0", "fd00::1/128", "2001:db8:0:1::/64", "::/0",
+                                  "FD00:AB::/32", "255.255.255.255/8"])
+def test_the_compiled_parser_takes_what_wg_writes(text):
+    assert _uapi_set.parse_prefix_record(text.encode()) is not None
+
+
+def test_allowed_ips_keep_their_order_across_batches_and_handed_over_lines(device):
+    """Prefixes parsed in C and the ones handed to Python (a sign, a zone-free
+    dotted IPv6 tail) reach the peer in the request's order, past a batch's end."""
+    prefixes = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(2500)]
+    prefixes[700] = "::ffff:1.2.3.4/128"
+    prefixes[1024] = "1.2.3.4/+32"
+    prefixes[1025] = "fd00::7/128"
+    assert apply(device, [f"public_key={K1}", *(f"allowed_ip={p}" for p in prefixes)]) == 0
+    shown_prefixes = [line.removeprefix("allowed_ip=") for line in shown(device).splitlines()
+                      if line.startswith("allowed_ip=")]
+    expected = [str(ipaddress.ip_network(p.replace("+", ""), strict=False)) for p in prefixes]
+    expected[700] = "::ffff:1.2.3.4/128"  # Go prints a mapped address dotted
+    assert shown_prefixes == expected
+
+
+def test_a_refused_prefix_keeps_the_ones_before_it(device):
+    """Not transactional, as wireguard-go: the prefixes before a refused line
+    are in (a batch parsed in C is added before the refusal), none after."""
+    good = [f"10.0.{i >> 8}.{i & 255}/32" for i in range(1500)]
+    lines = [f"public_key={K1}", *(f"allowed_ip={p}" for p in good),
+             "allowed_ip=10.0.0.300/32", "allowed_ip=9.9.9.9/32"]
+    assert apply(device, lines) == EINVAL
+    assert shown(device) == peer_block(K1, allowed=good)
+
+
+def test_allowed_ips_of_a_peer_that_is_not_kept_are_checked_and_dropped(device):
+    """update_only for an unknown peer: its prefixes are parsed (and refused
+    when malformed), then go nowhere."""
+    assert apply(device, [f"public_key={K1}", "update_only=true",
+                          *(f"allowed_ip=10.{i >> 8}.{i & 255}.0/24" for i in range(2000))]) == 0
+    assert shown(device) == ""
+    assert apply(device, [f"public_key={K1}", "update_only=true", "allowed_ip=10.0.0.0/24", "allowed_ip=x"]) == EINVAL
+
+
 def test_hundred_thousand_allowed_ips(device):
     """wg(8) sends a whole configuration in one request; 100,000 allowed IPs apply
     within the exchange's timeout, reading and parsing included.  The time is
@@ -579,7 +668,7 @@ def test_hundred_thousand_allowed_ips(device):
     assert exchange(device, request.encode()) == b"errno=0\n\n"
     elapsed = time.monotonic() - started
     print(f"100,000 allowed IPs applied in {elapsed:.2f} s")
-    assert uapi.handle_get(device) == peer_block(K1, allowed=prefixes)
+    assert shown(device) == peer_block(K1, allowed=prefixes)
 
 
 # -- size cap and logs --------------------------------------------------------------
@@ -612,7 +701,7 @@ def test_a_set_bigger_than_the_cap_is_refused_whole(device, monkeypatch):
     ],
 )
 def test_a_refused_set_logs_why(device, caplog, lines, reason):
-    assert uapi.handle_set(device, lines) == EINVAL
+    assert apply(device, lines) == EINVAL
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [f"IPC error {EINVAL}: {reason}"]
 
 
@@ -621,7 +710,7 @@ def test_a_port_in_use_is_refused_with_its_own_errno(device, caplog, monkeypatch
         raise OSError(errno.EADDRINUSE, "Address already in use")
 
     monkeypatch.setattr(device, "set_listen_port", in_use)
-    assert uapi.handle_set(device, ["listen_port=51820"]) == -errno.EADDRINUSE
+    assert apply(device, ["listen_port=51820"]) == -errno.EADDRINUSE
     reason = f"failed to set listen_port: [Errno {errno.EADDRINUSE}] Address already in use"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"IPC error {-errno.EADDRINUSE}: listen_port: {reason}"]
@@ -648,7 +737,7 @@ KEY_LINES = [
 @pytest.mark.parametrize("lines", KEY_LINES)
 def test_an_error_never_quotes_the_request(device, caplog, lines):
     caplog.set_level(logging.DEBUG)
-    assert uapi.handle_set(device, lines.split("\n")) in (EINVAL, EPROTO)
+    assert apply(device, lines.split("\n")) in (EINVAL, EPROTO)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors and all(r.name == device.log.name for r in errors)  # the device's logger: its level applies
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -671,5 +760,5 @@ def test_an_unexpected_failure_is_logged_without_its_message(device, caplog, mon
         raise ValueError(f"cannot use {value}")
 
     monkeypatch.setitem(uapi._SetRequest._DEVICE_KEYS, "fwmark", fail)
-    assert uapi.handle_set(device, [f"fwmark={KEY.hex()}"]) == -errno.ENOANO
+    assert apply(device, [f"fwmark={KEY.hex()}"]) == -errno.ENOANO
     assert "ValueError" in caplog.text and KEY.hex() not in caplog.text

@@ -95,7 +95,7 @@ def test_a_client_that_does_not_read_holds_one_reply(served):
     """Replies to requests sent in a row are built one at a time, as each goes out."""
     path, device, server = served
     prefixes = "".join(f"allowed_ip=10.{i >> 8}.{i & 255}.0/24\n" for i in range(4000))
-    assert uapi.handle_set(device, f"public_key={'11' * 32}\n{prefixes}".splitlines()) == 0
+    assert uapi.handle_set(device, f"public_key={'11' * 32}\n{prefixes}".encode()) == 0
     one_reply = len(uapi.handle_get(device)) + len("errno=0\n\n")
     sock = connect(path)
     sock.sendall(GET * 200)
@@ -105,7 +105,7 @@ def test_a_client_that_does_not_read_holds_one_reply(served):
     received = b""
     while len(received) < 200 * one_reply and (chunk := sock.recv(1 << 20)):
         received += chunk
-    assert received == (uapi.handle_get(device) + "errno=0\n\n").encode() * 200
+    assert received == (bytes(uapi.handle_get(device)) + b"errno=0\n\n") * 200
 
 
 def test_buffered_requests_stay_within_the_limit(served, monkeypatch):

@@ -23,6 +23,7 @@ cdef class AllowedIPs:
     cdef int peers_capacity
     cdef Py_ssize_t count
 
+    cdef int insert_raw(self, const uint8_t *key, int bits, int cidr, int peer) noexcept nogil
     cdef int lookup4(self, const uint8_t *addr) noexcept nogil
     cdef int lookup6(self, const uint8_t *addr) noexcept nogil
     cdef int _lookup(self, Node *node, const uint8_t *addr) noexcept nogil

@@ -131,6 +131,14 @@ cdef class AllowedIPs:
     cdef Node **_root(self, int bits):
         return &self.root4 if bits == 32 else &self.root6
 
+    cdef int insert_raw(self, const uint8_t *key, int bits, int cidr, int peer) noexcept nogil:
+        with gil:
+            try:
+                self.insert(key[:bits // 8], cidr, peer)
+            except MemoryError:
+                return -1
+        return 0
+
     def insert(self, bytes addr, int cidr, int peer):
         """Maps addr/cidr (host bits ignored) to peer, taking it from any other peer."""
         cdef int bits = len(addr) * 8, common, b
@@ -252,6 +260,11 @@ cdef class AllowedIPs:
                 result.append((node.key[:node.bits // 8], node.cidr))
                 node = node.peer_next
         return result
+
+    def format_into(self, int peer, bytearray out):
+        from wgc.uapi import format_addr
+        for key, cidr in self.entries(peer):
+            out += f"allowed_ip={format_addr(key)}/{cidr}\n".encode()
 
     def __len__(self):
         return self.count

@@ -108,6 +108,10 @@ class Peer:
     def add_allowed_ip(self, addr: bytes, cidr: int) -> None:
         self._device.core.allowed_ip_insert(bytes(addr), cidr, self.slot)
 
+    def add_allowed_ips(self, records: bytes) -> None:
+        """Prefixes as wgc._uapi_set parses them, in order."""
+        self._device.core.allowed_ips_insert_records(records, self.slot)
+
     def remove_allowed_ip(self, addr: bytes, cidr: int) -> bool:
         return self._device.core.allowed_ip_remove(bytes(addr), cidr, self.slot)
 
@@ -116,6 +120,10 @@ class Peer:
 
     def allowed_ips(self) -> list[tuple[bytes, int]]:
         return self._device.core.allowed_ips_of(self.slot)
+
+    def format_allowed_ips(self, out: bytearray) -> None:
+        """Appends this peer's `allowed_ip=` lines of a UAPI `get` to out."""
+        self._device.core.format_allowed_ips(self.slot, out)
 
     # statistics --------------------------------------------------------------
 

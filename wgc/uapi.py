@@ -34,6 +34,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from wgc import _uapi_set
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
 from wgc.log import log_failure
@@ -73,6 +74,10 @@ class UAPIError(Exception):
     def __init__(self, errno_value: int, message: str):
         super().__init__(message)
         self.errno = errno_value
+
+
+class _LoggedFailure(UAPIError):
+    """A failure of ours while applying a line, logged with its cause already."""
 
 
 def _invalid(message: str) -> UAPIError:
@@ -300,35 +305,38 @@ def format_endpoint(host: str, port: int) -> str:
 # -- get ----------------------------------------------------------------------------
 
 
-def handle_get(device) -> str:
+def handle_get(device) -> bytearray:
     """The body of a `get` reply: key=value lines, each ending in "\\n".
 
     Device keys come first, each omitted when unset; then per peer, every key,
-    the endpoint only when known."""
-    lines = []
+    the endpoint only when known, and its allowed IPs, whose lines the data
+    plane writes (a million of them take a fraction of a second)."""
+    body = bytearray()
     with device.lock:
+        lines = []
         if device.private_key is not None:
-            lines.append(f"private_key={device.private_key.hex()}")
+            lines.append(f"private_key={device.private_key.hex()}\n")
         if device.listen_port:
-            lines.append(f"listen_port={device.listen_port}")
+            lines.append(f"listen_port={device.listen_port}\n")
         if device.fwmark:
-            lines.append(f"fwmark={device.fwmark}")
+            lines.append(f"fwmark={device.fwmark}\n")
+        body += "".join(lines).encode("ascii")
         for peer in device.peers():
-            lines.append(f"public_key={peer.public_key.hex()}")
-            lines.append(f"preshared_key={peer.preshared_key.hex()}")
-            lines.append("protocol_version=1")
             endpoint = peer.endpoint
-            if endpoint is not None:
-                lines.append(f"endpoint={format_endpoint(*endpoint)}")
             seconds, nanoseconds = peer.last_handshake
-            lines.append(f"last_handshake_time_sec={seconds}")
-            lines.append(f"last_handshake_time_nsec={nanoseconds}")
-            lines.append(f"tx_bytes={peer.tx_bytes}")
-            lines.append(f"rx_bytes={peer.rx_bytes}")
-            lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
-            for address, cidr in peer.allowed_ips():
-                lines.append(f"allowed_ip={format_addr(address)}/{cidr}")
-    return "".join(line + "\n" for line in lines)
+            body += (
+                f"public_key={peer.public_key.hex()}\n"
+                f"preshared_key={peer.preshared_key.hex()}\n"
+                "protocol_version=1\n"
+                + ("" if endpoint is None else f"endpoint={format_endpoint(*endpoint)}\n")
+                + f"last_handshake_time_sec={seconds}\n"
+                f"last_handshake_time_nsec={nanoseconds}\n"
+                f"tx_bytes={peer.tx_bytes}\n"
+                f"rx_bytes={peer.rx_bytes}\n"
+                f"persistent_keepalive_interval={peer.persistent_keepalive}\n"
+            ).encode("ascii")
+            peer.format_allowed_ips(body)
+    return body
 
 
 # -- set ----------------------------------------------------------------------------
@@ -352,6 +360,33 @@ class _SetRequest:
         self.in_peer_section = False
         self.peer = None  # the Peer being configured; None in a dummy section
         self.created = False  # whether this request created self.peer
+
+    def line(self, raw: bytes) -> None:
+        """Applies one line of the request (without its line end); raises
+        UAPIError, also for a failure the protocol has no errno for."""
+        line = raw.decode("latin-1")  # Go compares bytes; Latin-1 maps each byte to one character and back
+        key, equals, value = line.partition("=")
+        if not equals:
+            raise UAPIError(ERRNO_PROTOCOL, f"failed to parse a line {_shown(line)}: no '='")
+        try:
+            self.apply(key, value)
+        except UAPIError:
+            raise
+        except Exception as error:
+            log_failure(self.device.log, f"IPC error {ERRNO_UNKNOWN} on a line with key {_shown(key)}", error)
+            raise _LoggedFailure(ERRNO_UNKNOWN, "") from None
+
+    def collects(self) -> int:
+        """What wgc._uapi_set may do with the `allowed_ip=` lines it parses itself now."""
+        if not self.in_peer_section:
+            return _uapi_set.TO_HANDLER
+        return _uapi_set.VALIDATE if self.peer is None else _uapi_set.COLLECT
+
+    def add_allowed_ips(self, records: bytes) -> None:
+        """Prefixes wgc._uapi_set parsed from this peer's `allowed_ip=` lines
+        (it calls this only while collects() says COLLECT: there is a peer)."""
+        assert self.peer is not None
+        self.peer.add_allowed_ips(records)
 
     def apply(self, key: str, value: str) -> None:
         handler: _SetRequest._Handler | None
@@ -478,34 +513,19 @@ class _SetRequest:
     }
 
 
-def _text(line) -> str:
-    # Go compares bytes; Latin-1 maps each byte to one character and back.
-    return line.decode("latin-1") if isinstance(line, (bytes, bytearray)) else line
-
-
-def handle_set(device, lines) -> int:
-    """Applies the lines of a `set` request (without the "set=1" line and
-    without line ends) up to the first blank line; returns 0 or the negative
+def handle_set(device, body: bytes) -> int:
+    """Applies the lines of a `set` request (without the "set=1" line, each
+    ending in "\\n") up to the first blank line; returns 0 or the negative
     errno of the first line refused.  Not transactional: the lines before a
     refused one stay applied, the ones after it are ignored.  Errors go to
     the device's log."""
     with device.lock:
-        request = _SetRequest(device)
-        for raw in lines:
-            line = _text(raw)
-            if not line:
-                break
-            key, equals, value = line.partition("=")
-            try:
-                if not equals:
-                    raise UAPIError(ERRNO_PROTOCOL, f"failed to parse a line {_shown(line)}: no '='")
-                request.apply(key, value)
-            except UAPIError as error:
+        try:
+            _uapi_set.apply_lines(body, _SetRequest(device))
+        except UAPIError as error:
+            if not isinstance(error, _LoggedFailure):
                 device.log.error("IPC error %d: %s", error.errno, error)
-                return error.errno
-            except Exception as error:
-                log_failure(device.log, f"IPC error {ERRNO_UNKNOWN} on a line with key {_shown(key)}", error)
-                return ERRNO_UNKNOWN
+            return error.errno
     return 0
 
 
@@ -543,7 +563,7 @@ class _LineReader:
     def buffered(self) -> int:
         return len(self._buffer) - self._start
 
-    def _more(self):
+    def more(self):
         """Waits for the next feed; False once the stream has ended."""
         if self._at_eof:
             return False
@@ -569,12 +589,32 @@ class _LineReader:
                 self._start = limit
                 raise _LineTooLong
             scanned = len(self._buffer) - self._start
-            if not (yield from self._more()):
+            if not (yield from self.more()):
                 if scanned == 0:
                     return None
                 line = bytes(self._buffer[self._start :])
                 self._start = len(self._buffer)
                 return line, False
+
+    def take_lines(self, into: bytearray | None) -> int:
+        """Moves the complete lines of a `set` request that are buffered to
+        into (None: drops them) and says what stopped it: _uapi_set's
+        LINES_BLANK (the blank line ending the request, consumed),
+        LINES_MORE (more input is needed) or LINES_LONG (a line too long
+        comes next: read_line raises _LineTooLong for it).  Line ends and
+        "\\r"s stay in the text, as wgc._uapi_set reads it."""
+        stop, resume, what = _uapi_set.scan_lines(self._buffer, self._start, MAX_LINE)
+        if into is not None:
+            with memoryview(self._buffer) as view:
+                into += view[self._start : stop]
+        self._start = resume
+        return what
+
+    def take_rest(self) -> bytes:
+        """Whatever is left unread (at the end of the stream: a last line without its "\\n")."""
+        rest = bytes(self._buffer[self._start :])
+        self._start = len(self._buffer)
+        return rest
 
     def skip_line(self):
         """Discards input up to and including the next "\\n", or to the end."""
@@ -584,12 +624,12 @@ class _LineReader:
                 self._start = newline + 1
                 return
             self._start = len(self._buffer)
-            if not (yield from self._more()):
+            if not (yield from self.more()):
                 return
 
     def read_byte(self):
         while self._start == len(self._buffer):
-            if not (yield from self._more()):
+            if not (yield from self.more()):
                 return None
         byte = self._buffer[self._start]
         self._start += 1
@@ -630,8 +670,9 @@ class Session:
         """Whether it waits for a new request with nothing of it in hand."""
         return self._between_requests and not self._reader.buffered() and not self.output
 
-    def _reply(self, body: str, status: int) -> None:
-        self.output += f"{body}errno={status}\n\n".encode("ascii")
+    def _reply(self, body: bytes | bytearray, status: int) -> None:
+        self.output += body
+        self.output += f"errno={status}\n\n".encode("ascii")
 
     def _converse(self):
         log = self.device.log
@@ -653,24 +694,24 @@ class Session:
                 lines, status = yield from self._read_set_request()
                 if lines is not None:
                     status = handle_set(self.device, lines) or status
-                self._reply("", status)
+                self._reply(b"", status)
             elif operation == b"get=1":
                 following = yield from reader.read_byte()
                 if following is None:
                     return
                 if following != ord("\n"):
                     log.error("IPC error %d: trailing character in UAPI get: %r", ERRNO_INVALID, chr(following))
-                    self._reply("", ERRNO_INVALID)
+                    self._reply(b"", ERRNO_INVALID)
                     continue
                 yield ROOM
                 try:
                     body, status = handle_get(self.device), 0
                 except Exception as error:
                     log_failure(log, f"IPC error {ERRNO_UNKNOWN} in get", error)
-                    body, status = "", ERRNO_UNKNOWN
+                    body, status = bytearray(), ERRNO_UNKNOWN
                 self._reply(body, status)
             else:
-                log.error("invalid UAPI operation %s", _shown(_text(operation)))
+                log.error("invalid UAPI operation %s", _shown(operation.decode("latin-1")))
                 return
 
     def _read_set_request(self):
@@ -681,34 +722,33 @@ class Session:
 
         The whole request is read before any of it is applied, so that a slow
         client never holds the device lock; wg(8) sends a whole configuration
-        (100,000 lines and more) in one request."""
-        # Held as one buffer while it arrives: an object per line would take
-        # two to three times the room, for every client at once.  Only the
-        # request being applied is split into lines.
+        (a million lines and more) in one request.  It is held as one buffer
+        while it arrives, whole lines moved over as they come."""
+        reader = self._reader
         text: bytearray | None = bytearray()
         status = 0
         while True:
-            try:
-                item = yield from self._reader.read_line()
-            except _LineTooLong:
-                status = status or ERRNO_IO
+            what = reader.take_lines(text)
+            if text is not None:
+                self._pending = len(text)
+                if self._pending > MAX_REQUEST:
+                    self.device.log.error("IPC error %d: a set request of more than %d bytes, not applied",
+                                          ERRNO_TOO_BIG, MAX_REQUEST)
+                    text, status = None, ERRNO_TOO_BIG
+                    self._pending = 0
+            if what == _uapi_set.LINES_BLANK:
                 break
-            if item is None:
+            if what == _uapi_set.LINES_LONG:
+                try:
+                    yield from reader.read_line()
+                except _LineTooLong:
+                    status = status or ERRNO_IO
+                    break
+            if not (yield from reader.more()):
+                if text is not None:
+                    text += reader.take_rest()
+                else:
+                    reader.take_rest()
                 break
-            line = item[0]
-            if line.endswith(b"\r"):  # bufio.ScanLines drops one "\r" before the "\n"
-                line = line[:-1]
-            if not line:
-                break
-            if text is None:
-                continue
-            text += line
-            text += b"\n"
-            self._pending = len(text)
-            if self._pending > MAX_REQUEST:
-                self.device.log.error("IPC error %d: a set request of more than %d bytes, not applied",
-                                      ERRNO_TOO_BIG, MAX_REQUEST)
-                text, status = None, ERRNO_TOO_BIG
-                self._pending = 0
         self._pending = 0
-        return (None if text is None else text.split(b"\n")[:-1]), status
+        return text, status

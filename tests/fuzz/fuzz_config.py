@@ -65,11 +65,11 @@ def one_input(data: bytes) -> None:
     if device_config is None:
         return
     request = userspace.build_set(device_config, replace_peers=True)
-    lines = request.split(b"\n")
-    assert lines[0] == b"set=1"
+    operation, _, body = request.partition(b"\n")
+    assert operation == b"set=1"
     device = Device("fuzz", None, LOG)
     try:
-        assert uapi.handle_set(device, lines[1:]) == 0, request
+        assert uapi.handle_set(device, body) == 0, request
     finally:
         device.close()
 

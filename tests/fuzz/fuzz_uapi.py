@@ -64,7 +64,7 @@ def check_replies(output: bytes) -> None:
 
 def configuration(device) -> str:
     """The `get` answer without the statistics nobody can set."""
-    lines = uapi.handle_get(device).splitlines(keepends=True)
+    lines = uapi.handle_get(device).decode("ascii").splitlines(keepends=True)
     return "".join(line for line in lines if not line.startswith(STATISTICS))
 
 
@@ -81,8 +81,8 @@ def one_input(data: bytes) -> None:
     copy = Device("copy", None, LOG)
     try:
         check_replies(serve(device, data[1:]))
-        answer = uapi.handle_get(device) + "errno=0\n\n"
-        read = userspace.parse_get("fuzz", answer.encode())
+        answer = bytes(uapi.handle_get(device)) + b"errno=0\n\n"
+        read = userspace.parse_get("fuzz", answer)
         request = userspace.build_set(read.config(), replace_peers=True)
         assert serve(copy, request) == b"errno=0\n\n"
         assert configuration(copy) == configuration(device)
@@ -103,7 +103,7 @@ def seeds() -> list[bytes]:
     peer.add_allowed_ip(socket.inet_pton(socket.AF_INET6, "fd00::"), 64)
     pair.a.device.set_listen_port(51820)
     pair.a.device.set_fwmark(0x1234)
-    answer = (uapi.handle_get(pair.a.device) + "errno=0\n\n").encode()
+    answer = bytes(uapi.handle_get(pair.a.device)) + b"errno=0\n\n"
     request = userspace.build_set(userspace.parse_get("a", answer).config(), replace_peers=True)
     scoped = request.replace(b"endpoint=127.0.0.2:51002", b"endpoint=[fe80::1%1]:51002")
     return [b"\0" + request + b"get=1\n\n", b"\0" + scoped + b"get=1\n\n", b"\0get=1\n\n", b"\1" + answer]
