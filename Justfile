@@ -100,6 +100,11 @@ bench-netstack RUNS="3": build
 bench-proxy RUNS="3": build
     {{python}} scripts/bench_proxy.py --runs {{RUNS}}
 
+# One big UAPI set (10,000 peers x 100 /32s, 1,000 x 1,000) and a get, wgc beside the newest wireguard-go
+# (../shared/anchors), alternating for ROUNDS: times, RSS after, medians with their spread, ratios last.
+bench-config ROUNDS="3": build
+    {{python}} scripts/bench_config.py --rounds {{ROUNDS}}
+
 # Memory of wgc and wireguard-go under SECONDS of TCP load both ways, sampled every 10 s.
 bench-soak SECONDS="300":
     {{python}} scripts/bench.py --soak {{SECONDS}}
