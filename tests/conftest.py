@@ -42,7 +42,7 @@ class TierGate:
     def __init__(self, off: set[str]):
         self.off = off
         self.tier: dict[str, str] = {}        # nodeid -> tier
-        self.outcome: dict[str, str] = {}     # nodeid -> passed, failed or skipped
+        self.outcome: dict[str, str] = {}     # nodeid -> passed, failed, skipped or xfailed
         self.reason: dict[str, str] = {}      # nodeid -> why it skipped
 
     @pytest.hookimpl(trylast=True)
@@ -57,8 +57,11 @@ class TierGate:
 
     def pytest_runtest_logreport(self, report):
         # One outcome per test: a failure in any phase wins, then a skip, then the call's pass.
+        # An expected failure (xfail) ran, and failed as it was marked to: not a skip.
         if report.failed:
             self.outcome[report.nodeid] = "failed"
+        elif hasattr(report, "wasxfail") and report.when == "call":
+            self.outcome[report.nodeid] = "xfailed"
         elif report.skipped and self.outcome.get(report.nodeid) != "failed":
             self.outcome[report.nodeid] = "skipped"
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
@@ -86,7 +89,7 @@ class TierGate:
             count = counts[tier]
             note = f" (switched off by {SKIP_TIERS_VARIABLE})" if tier in self.off else ""
             terminalreporter.write_line(f"{tier:6} {count['passed']:5} passed {count['failed']:5} failed "
-                                        f"{count['skipped']:5} skipped{note}")
+                                        f"{count['skipped']:5} skipped {count['xfailed']:5} xfailed{note}")
         unasked = self.unasked_skips()
         if unasked:
             terminalreporter.write_line(f"{len(unasked)} test(s) of a guarded tier skipped without "

@@ -83,6 +83,16 @@ def test_a_switched_off_tier_does_not_run(synthetic):
     result.assert_outcomes(passed=2, skipped=2)
 
 
+def test_an_expected_failure_in_a_guarded_tier_is_not_a_skip(synthetic):
+    result = synthetic(SYNTHETIC.replace("def test_namespace():\n    pass",
+                                         "@pytest.mark.xfail(strict=True, reason='not yet')\n"
+                                         "def test_namespace():\n    assert False"),
+                       skip_tiers="kernel")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=2, skipped=1, xfailed=1)
+    assert tier_lines(result)["netns"].split()[1:9] == ["0", "passed", "0", "failed", "0", "skipped", "1", "xfailed"]
+
+
 def test_a_skip_in_the_unit_tier_is_allowed(synthetic):
     result = synthetic("import pytest\n\ndef test_unit():\n    pytest.skip('not here')\n")
     assert result.ret == pytest.ExitCode.OK
