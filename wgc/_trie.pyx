@@ -74,6 +74,13 @@ cdef inline uint64_t load64(const uint8_t *p) noexcept nogil:
 
 # -- nodes ------------------------------------------------------------------------------
 
+cdef inline size_t node_size(uint32_t kind, size_t key_size) noexcept nogil:
+    """A kind's bytes per node, for a 4- or 16-byte key (see _trie.pxd)."""
+    if kind == PREFIX:
+        return sizeof(Fork) + key_size + sizeof(Links)
+    return (sizeof(Links) if kind == HOST else sizeof(Fork)) + key_size
+
+
 cdef inline uint8_t *at(Table *t, uint32_t ref) noexcept nogil:
     cdef Pool *pool = &t.pools[ref >> 29]
     return pool.base + <size_t>(ref & INDEX_MASK) * pool.stride
@@ -155,24 +162,28 @@ cdef uint32_t alloc(Table *t, uint32_t kind, int family) noexcept nogil:
     return ref
 
 
+cdef int path_to(Table *t, uint32_t target, uint32_t *path, uint8_t *sides) noexcept nogil:
+    """Fills path and sides with the inner nodes above target, a node in the
+    trie, and the side taken at each (its key spells them out); returns how
+    many there are."""
+    cdef const uint8_t *key = key_of(t, target)
+    cdef uint32_t ref = t.roots[family_of(target)]
+    cdef int depth = 0
+    while ref != target:
+        path[depth] = ref
+        sides[depth] = bit_at(key, fork_of(t, ref).cidr)
+        ref = fork_of(t, ref).child[sides[depth]]
+        depth += 1
+    return depth
+
+
 cdef void moved(Table *t, uint32_t old, uint32_t new) noexcept nogil:
     """Repoints whatever referred to the node copied from old to new."""
-    cdef int family = family_of(new), side
-    cdef const uint8_t *key = key_of(t, new)
-    cdef uint32_t ref = t.roots[family]
-    cdef Fork *fork
+    cdef uint32_t path[MAX_DEPTH]
+    cdef uint8_t sides[MAX_DEPTH]
+    cdef int depth = path_to(t, old, path, sides)
     cdef Links *links = links_of(t, new)
-    if ref == old:
-        t.roots[family] = new
-    else:
-        # Its parent lies on the path its key spells out.
-        while ref != 0 and ref >> 30 != HOST:
-            fork = fork_of(t, ref)
-            side = bit_at(key, fork.cidr)
-            if fork.child[side] == old:
-                fork.child[side] = new
-                break
-            ref = fork.child[side]
+    set_child(t, family_of(new), path[depth - 1] if depth else 0, sides[depth - 1] if depth else 0, new)
     if links != NULL and links.peer >= 0:
         if links.prev:
             links_of(t, links.prev).next = new
@@ -336,11 +347,7 @@ cdef void remove_head(Table *t, int peer) noexcept nogil:
     cdef uint32_t ref = t.heads[peer]
     cdef uint32_t path[MAX_DEPTH]
     cdef uint8_t sides[MAX_DEPTH]
-    cdef uint8_t key[16]
-    cdef int depth
-    memcpy(key, key_of(t, ref), 16 if family_of(ref) else 4)
-    ref = find(t, family_of(ref), key, cidr_of(t, ref), path, sides, &depth)
-    remove_found(t, ref, path, sides, depth)
+    remove_found(t, ref, path, sides, path_to(t, ref, path, sides))
 
 
 # -- addresses as text (netip.Addr.String) --------------------------------------------
@@ -421,12 +428,10 @@ cdef class AllowedIPs:
     """Prefix -> peer id, with a list of each peer's prefixes in insertion order."""
 
     def __cinit__(self):
-        cdef int family, size
-        for family in range(2):
-            size = 16 if family else 4
-            self.t.pools[BRANCH * 2 + family].stride = sizeof(Fork) + size
-            self.t.pools[PREFIX * 2 + family].stride = sizeof(Fork) + size + sizeof(Links)
-            self.t.pools[HOST * 2 + family].stride = sizeof(Links) + size
+        cdef uint32_t kind
+        for kind in range(BRANCH, HOST + 1):
+            self.t.pools[kind * 2].stride = node_size(kind, 4)
+            self.t.pools[kind * 2 + 1].stride = node_size(kind, 16)
 
     def __dealloc__(self):
         cdef int i
@@ -438,22 +443,32 @@ cdef class AllowedIPs:
 
     # -- lookups (the data plane's) -------------------------------------------
 
+    # Each step costs one dependent load: a child ref becomes a node address
+    # by arithmetic on the pool bases, read once per lookup (changes, which
+    # may move the pools, hold the same lock as the data plane's lookups).
+
     cdef int lookup4(self, const uint8_t *addr) noexcept nogil:
-        cdef uint32_t a = load32(addr), ref = self.t.roots[0], kind
-        cdef const Pool *pool
+        cdef uint32_t a = load32(addr), ref = self.t.roots[0]
+        cdef const uint8_t *branches = self.t.pools[BRANCH * 2].base
+        cdef const uint8_t *prefixes = self.t.pools[PREFIX * 2].base
+        cdef const uint8_t *hosts = self.t.pools[HOST * 2].base
         cdef const uint8_t *node
         cdef const Fork *fork
+        cdef size_t index
         cdef int found = -1, peer
         while ref:
-            kind = ref >> 30
-            pool = &self.t.pools[ref >> 29]
-            node = pool.base + <size_t>(ref & INDEX_MASK) * pool.stride
-            if kind == HOST:
+            index = ref & INDEX_MASK
+            if ref >> 30 == HOST:
+                node = hosts + index * node_size(HOST, 4)
                 return (<const Links *>node).peer if load32(node + sizeof(Fork)) == a else found
+            if ref >> 30 == PREFIX:
+                node = prefixes + index * node_size(PREFIX, 4)
+            else:
+                node = branches + index * node_size(BRANCH, 4)
             fork = <const Fork *>node
             if (load32(node + sizeof(Fork)) ^ a) & ~(<uint32_t>0xFFFFFFFF >> fork.cidr):
                 break
-            if kind == PREFIX:
+            if ref >> 30 == PREFIX:
                 peer = (<const Links *>(node + sizeof(Fork) + 4)).peer
                 if peer >= 0:
                     found = peer
@@ -462,19 +477,26 @@ cdef class AllowedIPs:
 
     cdef int lookup6(self, const uint8_t *addr) noexcept nogil:
         cdef uint64_t high = load64(addr), low = load64(addr + 8)
-        cdef uint32_t ref = self.t.roots[1], kind
-        cdef const Pool *pool
+        cdef uint32_t ref = self.t.roots[1]
+        cdef const uint8_t *branches = self.t.pools[BRANCH * 2 + 1].base
+        cdef const uint8_t *prefixes = self.t.pools[PREFIX * 2 + 1].base
+        cdef const uint8_t *hosts = self.t.pools[HOST * 2 + 1].base
         cdef const uint8_t *node
         cdef const uint8_t *key
         cdef const Fork *fork
+        cdef size_t index
         cdef int found = -1, peer, cidr, side
         while ref:
-            kind = ref >> 30
-            pool = &self.t.pools[ref >> 29]
-            node = pool.base + <size_t>(ref & INDEX_MASK) * pool.stride
-            key = node + sizeof(Fork)
-            if kind == HOST:
+            index = ref & INDEX_MASK
+            if ref >> 30 == HOST:
+                node = hosts + index * node_size(HOST, 16)
+                key = node + sizeof(Fork)
                 return (<const Links *>node).peer if load64(key) == high and load64(key + 8) == low else found
+            if ref >> 30 == PREFIX:
+                node = prefixes + index * node_size(PREFIX, 16)
+            else:
+                node = branches + index * node_size(BRANCH, 16)
+            key = node + sizeof(Fork)
             fork = <const Fork *>node
             cidr = fork.cidr
             if cidr < 64:
@@ -485,7 +507,7 @@ cdef class AllowedIPs:
                 if load64(key) != high or (load64(key + 8) ^ low) & ~(~<uint64_t>0 >> (cidr - 64)):
                     break
                 side = (low >> (127 - cidr)) & 1
-            if kind == PREFIX:
+            if ref >> 30 == PREFIX:
                 peer = (<const Links *>(key + 16)).peer
                 if peer >= 0:
                     found = peer
