@@ -217,8 +217,8 @@ cdef void free_two(Table *t, uint32_t a, uint32_t b) noexcept nogil:
 
 
 cdef void trim(Table *t) noexcept nogil:
-    """Gives back memory: a pool at most a quarter full is halved until it
-    is about half full; an empty one is unmapped."""
+    """Gives back memory: a pool at most a quarter full is halved as long as
+    it stays at most half full; an empty one is unmapped."""
     cdef Pool *pool
     cdef size_t need, size
     cdef void *base
