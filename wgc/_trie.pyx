@@ -342,9 +342,10 @@ cdef void remove_found(Table *t, uint32_t ref, const uint32_t *path, const uint8
         free_node(t, ref)
 
 
-cdef void remove_head(Table *t, int peer) noexcept nogil:
-    """Removes the first of peer's prefixes."""
-    cdef uint32_t ref = t.heads[peer]
+cdef void remove_last(Table *t, int peer) noexcept nogil:
+    """Removes the last of peer's prefixes.  From the end, the nodes freed are
+    mostly the last ones of their pools, which then need not move."""
+    cdef uint32_t ref = t.tails[peer]
     cdef uint32_t path[MAX_DEPTH]
     cdef uint8_t sides[MAX_DEPTH]
     remove_found(t, ref, path, sides, path_to(t, ref, path, sides))
@@ -635,8 +636,8 @@ cdef class AllowedIPs:
     def remove_peer(self, int peer):
         """Removes every prefix of peer."""
         if 0 <= peer < <Py_ssize_t>self.t.peers_capacity:
-            while self.t.heads[peer]:
-                remove_head(&self.t, peer)
+            while self.t.tails[peer]:
+                remove_last(&self.t, peer)
             trim(&self.t)
 
     # -- reading --------------------------------------------------------------------
