@@ -168,11 +168,14 @@ cdef int path_to(Table *t, uint32_t target, uint32_t *path, uint8_t *sides) noex
     many there are."""
     cdef const uint8_t *key = key_of(t, target)
     cdef uint32_t ref = t.roots[family_of(target)]
-    cdef int depth = 0
+    cdef const Fork *fork
+    cdef int depth = 0, side
     while ref != target:
+        fork = fork_of(t, ref)
+        side = bit_at(key, fork.cidr)
         path[depth] = ref
-        sides[depth] = bit_at(key, fork_of(t, ref).cidr)
-        ref = fork_of(t, ref).child[sides[depth]]
+        sides[depth] = side
+        ref = fork.child[side]
         depth += 1
     return depth
 
