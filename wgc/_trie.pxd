@@ -33,7 +33,7 @@ cdef struct Links:
 
 
 cdef struct Pool:
-    uint8_t *base                # mmap'd: grows with mremap, without copying
+    uint8_t *base                # mmap'd (huge pages advised): grows with mremap, without copying
     size_t size                  # bytes mapped
     uint32_t used                # nodes
     uint32_t stride              # bytes per node

@@ -4,7 +4,8 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
-from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, mremap, munmap
+from posix.mman cimport (MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap,
+                         mremap, munmap)
 
 
 cdef extern from "<sys/mman.h>":
@@ -150,6 +151,9 @@ cdef int reserve(Table *t, int pool_id, uint32_t count) noexcept nogil:
         return -1
     pool.base = <uint8_t *>base
     pool.size = size
+    # Advice only, where the kernel leaves huge pages to it: a lookup in a big
+    # table misses the TLB at nearly every step without them.
+    madvise(base, size, MADV_HUGEPAGE)
     return 0
 
 
