@@ -10,7 +10,8 @@ small one, the memory it took is given back.
 
 The bounds in time are the issue's demands, not speed: no gap over 100 ms in
 the ping stream (24 to 69 ms were seen on a shared 2-core machine while the
-set took 5 to 7 s), and a wait that ends.
+set still took 5 to 7 s in Python; 28 to 44 ms with the compiled set path, 0.3
+to 0.6 s), and a wait that ends.
 """
 import fcntl
 import itertools
@@ -164,7 +165,21 @@ def test_other_control_clients_are_served_in_turn_during_a_million_entry_set(net
     it (so it is applying it), B asks `get=1` and D sets another listen port, while
     C connected before them says nothing and C' left a request half sent.  B sees
     A's set whole or not at all, and within the set's time and a margin; D's set
-    comes after A's, so its port is the one that stays.  (B's reply may come after D's set.)"""
+    comes after A's, so its port is the one that stays.  (B's reply may come after D's set.)
+
+    The set takes a few tenths of a second: should A's reply be there before B
+    and D have asked (the test was not scheduled in time), the round goes again
+    with a fresh daemon, at most ATTEMPTS times."""
+    for _ in range(ATTEMPTS):
+        if _clients_during_a_big_set(netns, big_peers):
+            return
+    pytest.fail(f"A's set was answered before B and D asked, {ATTEMPTS} times: they never asked during it")
+
+
+ATTEMPTS = 3
+
+
+def _clients_during_a_big_set(netns, big_peers) -> bool:
     ns = netns("scale")
     iface = unique_name("wgs")
     start_daemon(ns, "wgc", iface)
@@ -176,15 +191,20 @@ def test_other_control_clients_are_served_in_turn_during_a_million_entry_set(net
     client_a = connect(path, timeout=REPLY_DEADLINE)
     began = time.monotonic()
     client_a.sendall(f"set=1\nlisten_port={first_port}\n".encode() + big_peers)
-    wait_for(lambda: unsent(client_a) == 0, timeout=30, interval=0.005, what="the daemon to read all of A's set")
+    wait_for(lambda: unsent(client_a) == 0, timeout=30, interval=0.002, what="the daemon to read all of A's set")
     client_b, client_d = connect(path), connect(path)
     client_b.sendall(b"get=1\n\n")
     asked = time.monotonic()
     client_d.sendall(f"set=1\nlisten_port={second_port}\n\n".encode())
     with selectors.DefaultSelector() as selector:
         selector.register(client_a, selectors.EVENT_READ)
-        assert not selector.select(0), "A's set was answered before B and D asked: they did not ask during it"
+        answered_already = bool(selector.select(0))
     replies = replies_with_times([client_a, client_b, client_d])
+    for sock in (silent, half_sent, client_a, client_b, client_d):
+        sock.close()
+    if answered_already:
+        print("\nA's set was answered before B and D asked: once more")
+        return False
     (a_done, a_reply), (b_done, b_reply), (_, d_reply) = (replies[s] for s in (client_a, client_b, client_d))
     set_seconds, b_wait = a_done - began, b_done - asked
     seen = peer_keys(b_reply) & peer_keys(big_peers)
@@ -202,25 +222,22 @@ def test_other_control_clients_are_served_in_turn_during_a_million_entry_set(net
     assert b_wait <= set_seconds + STARVATION_ALLOWANCE
     _, final = bench_config.converse(path, b"get=1\n\n")
     assert listen_port(final) == second_port, "D's set was not applied after A's"
-    for sock in (silent, half_sent, client_a, client_b, client_d):
-        sock.close()
+    return True
 
 
 # ---- memory given back -----------------------------------------------------------
 
-# The daemon idles at about 17 MiB and holds some 250 MiB more with the big
-# configuration.  Once it is replaced by one peer, what may stay is what the
-# allocators keep of freed memory for reuse (glibc's heap, Python's pools): a few
-# MiB in fragments.  40 MiB is a sixth of what a million entries take, so a trie,
-# peer table or request left behind fails, and well above the allocators' slack.
-RSS_MARGIN_MIB = 40.0
+# The daemon idles at about 17 MiB and holds some 60 MiB more with the big
+# configuration (the trie alone about 32 MiB).  Once it is replaced by one peer,
+# what may stay is what the allocators keep of freed memory for reuse (glibc's
+# heap, Python's pools): a MiB or two.  8 MiB is a quarter of the trie, so a
+# trie, peer table or request left behind fails.
+RSS_MARGIN_MIB = 8.0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: trie memory not yet given back")
 def test_the_memory_of_a_million_entry_set_is_given_back_when_it_is_replaced(netns, big_peers):
-    """Some 156 MiB stayed when this was written: the trie's nodes and the request's
-    line objects were freed into glibc's heap, which kept them (a malloc_trim(0) after
-    the set, tried by hand, brought the daemon back to 21 MiB)."""
+    """The trie's node pools are mmap'd and unmapped as they empty, and the request
+    is one buffer, not an object per line: none of it stays in the heap."""
     ns = netns("scale")
     iface = unique_name("wgs")
     start_daemon(ns, "wgc", iface)

@@ -24,8 +24,8 @@ from wgc._port cimport PacketPort, TunPort, MemoryPort
 from wgc._session cimport (IndexEntry, index_entry, index_claim, keypairs_install, keypairs_clear,
                            keypairs_expire_sending, keypair_sendable)
 from wgc._staged cimport staged_clear
+from wgc._trie cimport RECORD_SIZE
 from wgc._timers cimport timers_next, timers_expired, timers_stop
-from wgc._uapi_set cimport RECORD_SIZE
 from wgc._udp cimport (BATCH, Endpoint, endpoint_from_python, endpoint_to_python, udp_set_sockets, udp_memory_take,
                        NOT_SENT, SENT_FROM_ANOTHER_SOURCE)
 
@@ -226,21 +226,20 @@ cdef class DataPlane(Core):
             self._unlock()
 
     def allowed_ips_insert_records(self, const uint8_t[::1] records, uint32_t slot):
-        """Inserts a batch of prefixes parsed by wgc._uapi_set (RECORD_SIZE
-        bytes each: address length, prefix length, 16 address bytes, all
-        checked there), in order, under one taking of the lock."""
-        cdef Py_ssize_t i, n = records.shape[0] // RECORD_SIZE
-        cdef const uint8_t *r
-        if n == 0:
+        """Inserts a batch of prefixes parsed by wgc._uapi_set (_trie's
+        RECORD_SIZE-byte records, checked there), in order, under one taking
+        of the lock."""
+        cdef Py_ssize_t count = records.shape[0] // RECORD_SIZE
+        cdef int failed = 0
+        if count == 0:
             return
         self._lock()
         try:
-            for i in range(n):
-                r = &records[i * RECORD_SIZE]
-                if self.allowed_ips.insert_raw(r + 2, r[0] * 8, r[1], slot) < 0:
-                    raise MemoryError()
+            failed = self.allowed_ips.insert_records(&records[0], count, slot)
         finally:
             self._unlock()
+        if failed:
+            raise MemoryError()
 
     def format_allowed_ips(self, uint32_t slot, bytearray out):
         """Appends the peer's `allowed_ip=` lines of a UAPI `get` to out."""

@@ -19,7 +19,10 @@ uapi.handle_set on the control server's thread, under the device's lock.
 from libc.stdint cimport uint8_t
 from libc.string cimport memchr, memcmp, memmove, memset
 
+from wgc._trie cimport RECORD_SIZE
+
 cdef enum:
+    RECORDS_PER_BATCH = 1024    # the data plane's lock is taken once for these
     BATCH_BYTES = RECORD_SIZE * RECORDS_PER_BATCH
 
 # What scan_lines found after the complete lines it passed over.
