@@ -685,7 +685,10 @@ cdef class AllowedIPs:
             while ref:
                 n = format_line(line, &self.t, ref)
                 if length + n > PyByteArray_GET_SIZE(out):
-                    PyByteArray_Resize(out, max(length + LINE_MAX, length * 2))
+                    # An eighth more, as bytearray grows itself: a get calls
+                    # this once per peer on one growing body, and the shrink
+                    # to length at the end then costs nothing.
+                    PyByteArray_Resize(out, length + LINE_MAX + (length >> 3))
                 memcpy(PyByteArray_AS_STRING(out) + length, line, n)
                 length += n
                 ref = links_of(&self.t, ref).next
