@@ -84,3 +84,34 @@ def test_a_bad_allowed_ip_in_a_reply_is_a_protocol_error(spelled):
     with pytest.raises(OSError) as raised:
         from_reply(spelled)
     assert raised.value.errno == errno.EPROTO
+
+
+K2_HEX = "22" * 32
+
+
+@pytest.mark.parametrize("nul", ["", "future_key=a\0b\n"])  # a NUL anywhere: read line by line
+def test_runs_of_allowed_ips_in_a_reply(nul):
+    """Runs of allowed_ip lines between other lines, in two peers, one of them
+    IPv6 (read one by one); lines before the first peer and after the blank
+    line count for nothing."""
+    reply = (f"allowed_ip=9.9.9.9/32\nlisten_port=7\n{nul}public_key={PEER_HEX}\nallowed_ip=10.0.0.1/32\n"
+             f"allowed_ip=10.0.0.2/31\nrx_bytes=5\nallowed_ip=10.0.0.3/32\npublic_key={K2_HEX}\n"
+             f"allowed_ip=fd00::1/128\nallowed_ip=10.0.0.4/32\nerrno=0\n\nallowed_ip=10.0.0.5/32\n")
+    device = parse_get("x", reply.encode())
+    assert device.listen_port == 7 and device.peers[0].rx_bytes == 5
+    assert [[str(ip) for ip in peer.allowed_ips] for peer in device.peers] == [
+        ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.3/32"], ["fd00::1/128", "10.0.0.4/32"]]
+
+
+@pytest.mark.parametrize("lines", [
+    ["allowed_ip=10.0.0.1/32", "allowed_ip="],
+    ["allowed_ip=", "allowed_ip=10.0.0.1/32"],
+    ["allowed_ip=10.0.0.1/32", "allowed_ip=10.0.0.1", "allowed_ip=10.0.0.2/32"],
+    ["rx_bytes=1", "allowed_ip=10.0.0.1/32\0"],
+    ["rx_bytes=1", "allowed_ip="],
+])
+def test_a_bad_value_in_a_run_is_a_protocol_error(lines):
+    reply = "\n".join([f"public_key={PEER_HEX}", *lines, "errno=0", "", ""])
+    with pytest.raises(OSError) as raised:
+        parse_get("x", reply.encode())
+    assert raised.value.errno == errno.EPROTO

@@ -22,6 +22,7 @@ from wgc.control.model import (
     Endpoint,
     PeerConfig,
     allowed_ip_of_text,
+    ipv4_allowed_ips_of_texts,
     key_from_base64,
     split_endpoint,
 )
@@ -156,14 +157,19 @@ class Parser:
 
     def allowed_ips(self, peer: PeerDraft, value: str) -> bool:
         """Adds a comma-separated list to the peer.  A line may hold a million
-        entries: each costs one inet_pton and, for the usual spelling of an
-        IPv4 prefix, no other conversion."""
+        entries: IPv4 prefixes as wg(8) prints them, without host bits to warn
+        about, are read in bulk; any other list one by one."""
         value = c_string(value)
         peer.replace_allowed_ips = True
         if not value:
             return True
+        entries = value.split(",")
+        bulk = ipv4_allowed_ips_of_texts(entries, shortest=32)  # (a shorter prefix may have host bits)
+        if bulk is not None:
+            peer.allowed_ips += bulk
+            return True
         append = peer.allowed_ips.append
-        for entry in value.split(","):
+        for entry in entries:
             ip_text, slash, mask = entry.partition("/")
             family = socket.AF_INET6 if ":" in ip_text else socket.AF_INET
             try:

@@ -15,8 +15,10 @@ import ipaddress
 import re
 import socket
 import struct
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from itertools import repeat
+from typing import TYPE_CHECKING, cast
 
 KEY_LEN = 32
 ZERO_KEY = bytes(KEY_LEN)
@@ -163,6 +165,32 @@ def allowed_ip_of_text(text: str, cidr: int) -> AllowedIP:
     _set_text(allowed, text)
     _set_cidr(allowed, cidr)
     return allowed
+
+
+def ipv4_allowed_ips_of_texts(texts: list[str], shortest: int = 0) -> list[AllowedIP] | None:
+    """AllowedIPs for texts that are all IPv4 prefixes as wg(8) prints them
+    ("10.0.0.1/32": inet_pton takes the address, the prefix length is
+    shortest-32 in CANONICAL_PREFIXES' spelling); None when one is not, for
+    the caller to read them one by one with its own errors and spellings.
+    Every step is a loop in C (map): half the time of reading them one by one."""
+    joined = "/".join(texts)
+    parts = joined.split("/")
+    if ":" in joined or len(parts) != 2 * len(texts):
+        return None  # IPv6, or a text without exactly one "/"
+    found = list(map(CANONICAL_PREFIXES.get, parts[1::2]))
+    if None in found:
+        return None
+    cidrs = cast(list[int], found)
+    if cidrs and not shortest <= min(cidrs) <= max(cidrs) <= 32:
+        return None
+    try:
+        deque(map(socket.inet_pton, repeat(socket.AF_INET), parts[0::2]), maxlen=0)
+    except (OSError, ValueError):
+        return None
+    made = list(map(_new, repeat(AllowedIP, len(texts))))
+    deque(map(_set_text, made, texts), maxlen=0)
+    deque(map(_set_cidr, made, cidrs), maxlen=0)
+    return made
 
 
 @contextlib.contextmanager

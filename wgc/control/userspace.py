@@ -23,6 +23,7 @@ from wgc.control.model import (
     allowed_ip_of_text,
     format_allowed_ips,
     gc_paused,
+    ipv4_allowed_ips_of_texts,
     key_from_hex,
     key_to_hex,
     split_endpoint,
@@ -144,21 +145,43 @@ def _allowed_ip(value: str) -> AllowedIP:
     return allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}", cidr)
 
 
+class _MalformedLine(ValueError):
+    """A line of the answer that wg(8) could not read; args[0] is the line."""
+
+
+def _add_allowed_ips(peer: Peer | None, values: list[str]) -> None:
+    """A run of the peer's `allowed_ip` values, read in bulk when they are
+    all IPv4 as wg(8) prints them, one by one otherwise (none without a peer)."""
+    if peer is None:
+        return
+    bulk = ipv4_allowed_ips_of_texts(values)
+    if bulk is not None:
+        peer.allowed_ips += bulk
+        return
+    for value in values:
+        try:
+            peer.allowed_ips.append(_allowed_ip(value))
+        except (ValueError, OSError):
+            raise _MalformedLine(f"allowed_ip={value}") from None
+
+
 def parse_get(name: str, answer: bytes) -> Device:
     """The Device a `get=1` answer describes; raises WireGuardError with the
-    daemon's errno, or EPROTO for an answer wg(8) could not read either."""
+    daemon's errno, or EPROTO for an answer wg(8) could not read either.
+
+    A big answer is almost all allowed_ip lines: unless the answer holds a
+    NUL, each run of them is first folded into the line before it, the values
+    NUL-separated, so that the run is split off and read in bulk, not line by line."""
     device = Device(name=name, kind="userspace")
     peer = None
-    peer_ips: list[AllowedIP] = []  # peer's allowed IPs
     status = None
     text = answer.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
+    folded = "\0" not in text
+    lines = (text.replace("\nallowed_ip=", "\0") if folded else text).split("\n")
     try:
         with gc_paused():
             for line in lines:
-                if line[:11] == "allowed_ip=" and peer is not None:
-                    peer_ips.append(_allowed_ip(line[11:]))  # most lines of a big device: first
-                    continue
+                line, fold, run = line.partition("\0") if folded else (line, "", "")
                 if line == "":
                     break
                 key, equals, value = line.partition("=")
@@ -176,7 +199,6 @@ def parse_get(name: str, answer: bytes) -> Device:
                 elif key == "public_key":
                     peer = Peer(public_key=key_from_hex(value))
                     device.peers.append(peer)
-                    peer_ips = peer.allowed_ips
                 elif peer is not None and key == "preshared_key":
                     psk = key_from_hex(value)
                     peer.preshared_key = psk if any(psk) else None
@@ -184,6 +206,8 @@ def parse_get(name: str, answer: bytes) -> Device:
                     peer.endpoint = _endpoint(value)
                 elif peer is not None and key == "persistent_keepalive_interval":
                     peer.persistent_keepalive_interval = _number(value, 0xFFFF)
+                elif peer is not None and key == "allowed_ip":
+                    peer.allowed_ips.append(_allowed_ip(value))
                 elif peer is not None and key == "last_handshake_time_sec":
                     peer.last_handshake_time_sec = _number(value, (1 << 63) - 1)
                 elif peer is not None and key == "last_handshake_time_nsec":
@@ -198,10 +222,13 @@ def parse_get(name: str, answer: bytes) -> Device:
                     # As wg(8) reads it: digits only, so a daemon's "errno=-5"
                     # answering get is a protocol error.
                     status = _number(value, 0x7FFFFFFF)
+                if fold:
+                    _add_allowed_ips(peer, run.split("\0"))
     except (ValueError, OSError) as error:
         if isinstance(error, WireGuardError):
             raise
-        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {line!r}") from None
+        bad = error.args[0] if isinstance(error, _MalformedLine) else line
+        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {bad!r}") from None
     if status is None:
         raise WireGuardError(errno.EPROTO, f"{name}: UAPI answer without errno")
     if status:
