@@ -188,9 +188,9 @@ class Parser:
                 # wg(8) prints "(null)" for a missing mask, which a nonzero host part cannot have.
                 self.err(f"Warning: AllowedIP has nonzero host part: {ip_text}/{mask}\n")
             if family == socket.AF_INET and slash and mask in CANONICAL_PREFIXES:
-                append(allowed_ip_of_text(entry, cidr))  # inet_pton took it: inet_ntop prints it the same
+                append(allowed_ip_of_text(entry))  # inet_pton took it: inet_ntop prints it the same
             else:
-                append(allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}", cidr))
+                append(allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}"))
         return True
 
     def endpoint(self, value: str) -> Endpoint | None:

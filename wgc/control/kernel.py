@@ -284,7 +284,7 @@ def _parse_allowed_ip(data: bytes) -> AllowedIP:
     expected = _ADDRESS_SIZES.get(family)
     if expected is None or address is None or len(address) != expected or cidr is None or cidr > expected * 8:
         raise WireGuardError(errno.EPROTO, "a malformed allowed IP in the kernel's answer")
-    return allowed_ip_of_text(f"{socket.inet_ntop(family, address)}/{cidr}", cidr)
+    return allowed_ip_of_text(f"{socket.inet_ntop(family, address)}/{cidr}")
 
 
 def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:

@@ -18,7 +18,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 KEY_LEN = 32
 ZERO_KEY = bytes(KEY_LEN)
@@ -85,10 +85,10 @@ class AllowedIP:
     Held as the text wg(8) prints ("10.0.0.1/32", the address as inet_ntop
     prints it): a device can have a million of these, and reading, writing
     and printing them then never builds an ipaddress object; `address` is
-    made on first use.
+    made on first use, `cidr` read from the text on each use.
     """
 
-    __slots__ = ("_address", "_text", "cidr")
+    __slots__ = ("_address", "_text")
     address: IPAddress
     cidr: int
     if TYPE_CHECKING:  # the slots that are not fields
@@ -102,7 +102,6 @@ class AllowedIP:
         if not 0 <= cidr <= address.max_prefixlen:
             raise ValueError(f"prefix length {cidr} out of range for {address}")
         _set_text(self, f"{format_ip(address)}/{cidr}")
-        _set_cidr(self, cidr)
         _set_address(self, address)
 
     @classmethod
@@ -125,6 +124,9 @@ class AllowedIP:
             address = ipaddress.ip_address(socket.inet_pton(family, text))
             _set_address(self, address)
             return address
+
+    def _cidr_of_text(self) -> int:
+        return int(self._text.rpartition("/")[2])
 
     @property
     def family(self) -> int:
@@ -150,21 +152,25 @@ class AllowedIP:
         return AllowedIP, (self.address, self.cidr)
 
 
-# `address` is a property, set after the class is made so that the dataclass
-# still lists it as a field (fields(), asdict() and replace() work as before).
+# `address` and `cidr` are properties, set after the class is made so that the dataclass
+# still lists them as fields (fields(), asdict() and replace() work as before).
 AllowedIP.address = property(AllowedIP._address_of_text, doc="An IPv4Address or IPv6Address.")  # type: ignore[assignment]
+AllowedIP.cidr = property(AllowedIP._cidr_of_text, doc="The prefix length.")  # type: ignore[assignment]
 # The slots' own setters: how this module fills an AllowedIP that is frozen to everyone else.
-_set_address, _set_text, _set_cidr = (vars(AllowedIP)[slot].__set__ for slot in AllowedIP.__slots__)
+_set_address, _set_text = (vars(AllowedIP)[slot].__set__ for slot in AllowedIP.__slots__)
 _new = object.__new__
 
 
-def allowed_ip_of_text(text: str, cidr: int) -> AllowedIP:
+def allowed_ip_of_text(text: str) -> AllowedIP:
     """An AllowedIP from its text, already checked: the address as inet_ntop
-    prints it, "/", and cidr, in range, as CANONICAL_PREFIXES spells it."""
+    prints it, "/", and the prefix length, in range, as CANONICAL_PREFIXES spells it."""
     allowed = _new(AllowedIP)
     _set_text(allowed, text)
-    _set_cidr(allowed, cidr)
     return allowed
+
+
+# IPv4 prefix lengths from [n] to 32, spelled as CANONICAL_PREFIXES spells them.
+_IPV4_PREFIXES = [frozenset(str(length) for length in range(shortest, 33)) for shortest in range(33)]
 
 
 def ipv4_allowed_ips_of_texts(texts: list[str], shortest: int = 0) -> list[AllowedIP] | None:
@@ -177,11 +183,7 @@ def ipv4_allowed_ips_of_texts(texts: list[str], shortest: int = 0) -> list[Allow
     parts = joined.split("/")
     if ":" in joined or len(parts) != 2 * len(texts):
         return None  # IPv6, or a text without exactly one "/"
-    found = list(map(CANONICAL_PREFIXES.get, parts[1::2]))
-    if None in found:
-        return None
-    cidrs = cast(list[int], found)
-    if cidrs and not shortest <= min(cidrs) <= max(cidrs) <= 32:
+    if not _IPV4_PREFIXES[shortest].issuperset(parts[1::2]):
         return None
     try:
         deque(map(socket.inet_pton, repeat(socket.AF_INET), parts[0::2]), maxlen=0)
@@ -189,7 +191,6 @@ def ipv4_allowed_ips_of_texts(texts: list[str], shortest: int = 0) -> list[Allow
         return None
     made = list(map(_new, repeat(AllowedIP, len(texts))))
     deque(map(_set_text, made, texts), maxlen=0)
-    deque(map(_set_cidr, made, cidrs), maxlen=0)
     return made
 
 

@@ -141,8 +141,8 @@ def _allowed_ip(value: str) -> AllowedIP:
     elif cidr > bits:
         raise ValueError(value)
     if family == socket.AF_INET and mask in CANONICAL_PREFIXES:
-        return allowed_ip_of_text(value, cidr)  # inet_pton took it: inet_ntop prints it the same
-    return allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}", cidr)
+        return allowed_ip_of_text(value)  # inet_pton took it: inet_ntop prints it the same
+    return allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}")
 
 
 class _MalformedLine(ValueError):
