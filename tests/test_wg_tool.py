@@ -492,6 +492,37 @@ def test_large_device(quiet, tmp_path):
     quiet.reset(quiet.wgc, WGC_PORT + 5)
 
 
+
+def test_large_setconf_round_trips(quiet, tmp_path):
+    """200 peers x 500 allowed IPs through the built-in setconf: the built-in
+    showconf gives the file back byte for byte, and Debian's prints the same
+    (every field showconf has, IPv6 in inet_ntop's spelling, some prefixes
+    not /32)."""
+    sections = [f"[Interface]\nListenPort = {WGC_PORT + 7}\nPrivateKey = {PRIVATE}\n"]
+    for n in range(200):
+        ips = [f"10.{n}.{i >> 8}.{i & 255}/32" for i in range(440)] + [f"11.{n}.{i}.0/24" for i in range(10)]
+        ips += [f"fd00:{n + 1:x}::{i + 1:x}/128" for i in range(40)]
+        ips += [f"fd01:0:{n + 1:x}:{i + 1:x}::/64" for i in range(10)]
+        lines = [f"[Peer]\nPublicKey = {base64.b64encode(bytes([3, n]) + bytes(30)).decode()}\n"]
+        if n % 3 == 0:
+            lines.append(f"PresharedKey = {PSK}\n")
+        lines.append(f"AllowedIPs = {', '.join(ips)}\n")
+        if n % 2:
+            lines.append(f"Endpoint = 192.0.2.{n % 250 + 1}:{1024 + n}\n")
+        if n % 5 == 0:
+            lines.append(f"PersistentKeepalive = {n + 1}\n")
+        sections.append("".join(lines))
+    text = "\n".join(sections)
+    conf = write(tmp_path / "large.conf", text)
+    try:
+        setconf = quiet.run(quiet.ours, "setconf", quiet.wgc, conf)
+        assert (setconf.stdout, setconf.stderr, setconf.returncode) == (b"", b"", 0)
+        ours = quiet.run(quiet.ours, "showconf", quiet.wgc, check=True).stdout.decode()
+        assert ours == text
+        assert quiet.run("wg", "showconf", quiet.wgc, check=True).stdout.decode() == ours
+    finally:
+        quiet.reset(quiet.wgc, WGC_PORT + 5)
+
 FAKE_DAEMON = """
 import os, socket, sys
 path, reply = sys.argv[1], sys.argv[2].encode().decode("unicode_escape").encode("latin-1")

@@ -10,17 +10,19 @@ parse failure returns None.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import time
 
 from wgc.control.model import (
+    CANONICAL_PREFIXES,
     ZERO_KEY,
     AllowedIP,
     DeviceConfig,
     Endpoint,
     PeerConfig,
+    allowed_ip_of_text,
+    ipv4_allowed_ips_of_texts,
     key_from_base64,
     split_endpoint,
 )
@@ -154,36 +156,42 @@ class Parser:
         return number
 
     def allowed_ips(self, peer: PeerDraft, value: str) -> bool:
+        """Adds a comma-separated list to the peer.  A line may hold a million
+        entries: IPv4 prefixes as wg(8) prints them, without host bits to warn
+        about, are read in bulk; any other list one by one."""
         value = c_string(value)
         peer.replace_allowed_ips = True
         if not value:
             return True
-        for entry in value.split(","):
+        entries = value.split(",")
+        bulk = ipv4_allowed_ips_of_texts(entries, shortest=32)  # (a shorter prefix may have host bits)
+        if bulk is not None:
+            peer.allowed_ips += bulk
+            return True
+        append = peer.allowed_ips.append
+        for entry in entries:
             ip_text, slash, mask = entry.partition("/")
-            address = self._ip(ip_text)
-            if address is None:
+            family = socket.AF_INET6 if ":" in ip_text else socket.AF_INET
+            try:
+                packed = socket.inet_pton(family, ip_text)
+            except (OSError, ValueError):
+                self.err(f"Unable to parse IP address: `{ip_text}'\n")
                 return False
-            if slash:
-                cidr = _strtoul(mask, 10)
-                if cidr is None or cidr > address.max_prefixlen:
-                    self.err(f"AllowedIP is not in the correct format: `{entry}'\n")
-                    return False
-            else:
-                cidr = address.max_prefixlen
-            allowed = AllowedIP(address, cidr)
-            if int(address) & ((1 << (address.max_prefixlen - cidr)) - 1):
+            bits = 32 if family == socket.AF_INET else 128
+            cidr = CANONICAL_PREFIXES.get(mask) if slash else bits
+            if cidr is None:
+                cidr = _strtoul(mask, 10)  # another spelling strtoul takes, such as 032
+            if cidr is None or cidr > bits:
+                self.err(f"AllowedIP is not in the correct format: `{entry}'\n")
+                return False
+            if cidr < bits and int.from_bytes(packed, "big") & ((1 << (bits - cidr)) - 1):
                 # wg(8) prints "(null)" for a missing mask, which a nonzero host part cannot have.
                 self.err(f"Warning: AllowedIP has nonzero host part: {ip_text}/{mask}\n")
-            peer.allowed_ips.append(allowed)
+            if family == socket.AF_INET and slash and mask in CANONICAL_PREFIXES:
+                append(allowed_ip_of_text(entry))  # inet_pton took it: inet_ntop prints it the same
+            else:
+                append(allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}"))
         return True
-
-    def _ip(self, text: str):
-        family = socket.AF_INET6 if ":" in text else socket.AF_INET
-        try:
-            return ipaddress.ip_address(socket.inet_pton(family, text))
-        except (OSError, ValueError):
-            self.err(f"Unable to parse IP address: `{text}'\n")
-            return None
 
     def endpoint(self, value: str) -> Endpoint | None:
         value = c_string(value)

@@ -21,7 +21,6 @@ the same key that follow each other are joined.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -32,6 +31,7 @@ from wgc.control.model import (
     DeviceConfig,
     Endpoint,
     Peer,
+    allowed_ip_of_text,
 )
 from wgc.errors import WireGuardError
 from wgc.netlink import (
@@ -284,7 +284,7 @@ def _parse_allowed_ip(data: bytes) -> AllowedIP:
     expected = _ADDRESS_SIZES.get(family)
     if expected is None or address is None or len(address) != expected or cidr is None or cidr > expected * 8:
         raise WireGuardError(errno.EPROTO, "a malformed allowed IP in the kernel's answer")
-    return AllowedIP(ipaddress.ip_address(address), cidr)
+    return allowed_ip_of_text(f"{socket.inet_ntop(family, address)}/{cidr}")
 
 
 def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:

@@ -8,18 +8,22 @@ whole answer a protocol error (EPROTO).
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import stat
 
 from wgc import paths
 from wgc.control.model import (
+    CANONICAL_PREFIXES,
     AllowedIP,
     Device,
     DeviceConfig,
     Endpoint,
     Peer,
+    allowed_ip_of_text,
+    format_allowed_ips,
+    gc_paused,
+    ipv4_allowed_ips_of_texts,
     key_from_hex,
     key_to_hex,
     split_endpoint,
@@ -122,72 +126,109 @@ def _endpoint(value: str) -> Endpoint:
 
 
 def _allowed_ip(value: str) -> AllowedIP:
+    """An `allowed_ip` value: address (through inet_pton, as wg(8) reads it), "/", prefix length."""
     address, slash, mask = value.partition("/")
-    if not slash or not mask[:1].isdigit():
+    if not slash:
         raise ValueError(value)
-    ip = ipaddress.ip_address(_pton(address)[1])
-    return AllowedIP(ip, _number(mask, ip.max_prefixlen))
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    packed = socket.inet_pton(family, address)
+    bits = 32 if family == socket.AF_INET else 128
+    cidr = CANONICAL_PREFIXES.get(mask)
+    if cidr is None:
+        if not mask[:1].isdigit():
+            raise ValueError(value)
+        cidr = _number(mask, bits)  # another spelling strtoull takes, such as 032
+    elif cidr > bits:
+        raise ValueError(value)
+    if family == socket.AF_INET and mask in CANONICAL_PREFIXES:
+        return allowed_ip_of_text(value)  # inet_pton took it: inet_ntop prints it the same
+    return allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}")
 
 
-def _pton(text: str) -> tuple[int, bytes]:
-    family = socket.AF_INET6 if ":" in text else socket.AF_INET
-    return family, socket.inet_pton(family, text)
+class _MalformedLine(ValueError):
+    """A line of the answer that wg(8) could not read; args[0] is the line."""
+
+
+def _add_allowed_ips(peer: Peer | None, values: list[str]) -> None:
+    """A run of the peer's `allowed_ip` values, read in bulk when they are
+    all IPv4 as wg(8) prints them, one by one otherwise (none without a peer)."""
+    if peer is None:
+        return
+    bulk = ipv4_allowed_ips_of_texts(values)
+    if bulk is not None:
+        peer.allowed_ips += bulk
+        return
+    for value in values:
+        try:
+            peer.allowed_ips.append(_allowed_ip(value))
+        except (ValueError, OSError):
+            raise _MalformedLine(f"allowed_ip={value}") from None
 
 
 def parse_get(name: str, answer: bytes) -> Device:
     """The Device a `get=1` answer describes; raises WireGuardError with the
-    daemon's errno, or EPROTO for an answer wg(8) could not read either."""
+    daemon's errno, or EPROTO for an answer wg(8) could not read either.
+
+    A big answer is almost all allowed_ip lines: unless the answer holds a
+    NUL, each run of them is first folded into the line before it, the values
+    NUL-separated, so that the run is split off and read in bulk, not line by line."""
     device = Device(name=name, kind="userspace")
     peer = None
     status = None
     text = answer.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
+    folded = "\0" not in text
+    lines = (text.replace("\nallowed_ip=", "\0") if folded else text).split("\n")
     try:
-        for line in lines:
-            if line == "":
-                break
-            key, equals, value = line.partition("=")
-            if not equals:
-                raise ValueError(line)
-            if peer is None and key == "private_key":
-                from wgc import _crypto
+        with gc_paused():
+            for line in lines:
+                line, fold, run = line.partition("\0") if folded else (line, "", "")
+                if line == "":
+                    break
+                key, equals, value = line.partition("=")
+                if not equals:
+                    raise ValueError(line)
+                if peer is None and key == "private_key":
+                    from wgc import _crypto
 
-                device.private_key = key_from_hex(value)
-                device.public_key = _crypto.public_key(device.private_key)
-            elif peer is None and key == "listen_port":
-                device.listen_port = _number(value, 0xFFFF)
-            elif peer is None and key == "fwmark":
-                device.fwmark = _number(value, 0xFFFFFFFF)
-            elif key == "public_key":
-                peer = Peer(public_key=key_from_hex(value))
-                device.peers.append(peer)
-            elif peer is not None and key == "preshared_key":
-                psk = key_from_hex(value)
-                peer.preshared_key = psk if any(psk) else None
-            elif peer is not None and key == "endpoint":
-                peer.endpoint = _endpoint(value)
-            elif peer is not None and key == "persistent_keepalive_interval":
-                peer.persistent_keepalive_interval = _number(value, 0xFFFF)
-            elif peer is not None and key == "allowed_ip":
-                peer.allowed_ips.append(_allowed_ip(value))
-            elif peer is not None and key == "last_handshake_time_sec":
-                peer.last_handshake_time_sec = _number(value, (1 << 63) - 1)
-            elif peer is not None and key == "last_handshake_time_nsec":
-                peer.last_handshake_time_nsec = _number(value, (1 << 63) - 1)
-            elif peer is not None and key == "rx_bytes":
-                peer.rx_bytes = _number(value, (1 << 64) - 1)
-            elif peer is not None and key == "tx_bytes":
-                peer.tx_bytes = _number(value, (1 << 64) - 1)
-            elif peer is not None and key == "protocol_version":
-                peer.protocol_version = _number(value, 0xFFFFFFFF)
-            elif key == "errno":
-                # As wg(8) reads it: digits only, so a daemon's "errno=-5"
-                # answering get is a protocol error.
-                status = _number(value, 0x7FFFFFFF)
+                    device.private_key = key_from_hex(value)
+                    device.public_key = _crypto.public_key(device.private_key)
+                elif peer is None and key == "listen_port":
+                    device.listen_port = _number(value, 0xFFFF)
+                elif peer is None and key == "fwmark":
+                    device.fwmark = _number(value, 0xFFFFFFFF)
+                elif key == "public_key":
+                    peer = Peer(public_key=key_from_hex(value))
+                    device.peers.append(peer)
+                elif peer is not None and key == "preshared_key":
+                    psk = key_from_hex(value)
+                    peer.preshared_key = psk if any(psk) else None
+                elif peer is not None and key == "endpoint":
+                    peer.endpoint = _endpoint(value)
+                elif peer is not None and key == "persistent_keepalive_interval":
+                    peer.persistent_keepalive_interval = _number(value, 0xFFFF)
+                elif peer is not None and key == "allowed_ip":
+                    peer.allowed_ips.append(_allowed_ip(value))
+                elif peer is not None and key == "last_handshake_time_sec":
+                    peer.last_handshake_time_sec = _number(value, (1 << 63) - 1)
+                elif peer is not None and key == "last_handshake_time_nsec":
+                    peer.last_handshake_time_nsec = _number(value, (1 << 63) - 1)
+                elif peer is not None and key == "rx_bytes":
+                    peer.rx_bytes = _number(value, (1 << 64) - 1)
+                elif peer is not None and key == "tx_bytes":
+                    peer.tx_bytes = _number(value, (1 << 64) - 1)
+                elif peer is not None and key == "protocol_version":
+                    peer.protocol_version = _number(value, 0xFFFFFFFF)
+                elif key == "errno":
+                    # As wg(8) reads it: digits only, so a daemon's "errno=-5"
+                    # answering get is a protocol error.
+                    status = _number(value, 0x7FFFFFFF)
+                if fold:
+                    _add_allowed_ips(peer, run.split("\0"))
     except (ValueError, OSError) as error:
         if isinstance(error, WireGuardError):
             raise
-        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {line!r}") from None
+        bad = error.args[0] if isinstance(error, _MalformedLine) else line
+        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {bad!r}") from None
     if status is None:
         raise WireGuardError(errno.EPROTO, f"{name}: UAPI answer without errno")
     if status:
@@ -225,7 +266,8 @@ def build_set(config: DeviceConfig, replace_peers: bool) -> bytes:
             lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive_interval}")
         if peer.replace_allowed_ips:
             lines.append("replace_allowed_ips=true")
-        lines.extend(f"allowed_ip={ip}" for ip in peer.allowed_ips)
+        if peer.allowed_ips:
+            lines.append("allowed_ip=" + format_allowed_ips(peer.allowed_ips, "\nallowed_ip="))
     lines.append("\n")
     return "\n".join(lines).encode("utf-8", "surrogateescape")
 

@@ -28,7 +28,8 @@ from wgc.control.config import (
 from wgc.control.model import (
     KEY_LEN,
     Device,
-    format_ip,
+    format_allowed_ips,
+    gc_paused,
     key_from_base64,
 )
 from wgc.errors import WireGuardError
@@ -219,7 +220,7 @@ class Tool:
                 term(f"  {BOLD}endpoint{RESET}: {endpoint_text(peer.endpoint)}\n")
             term(f"  {BOLD}allowed ips{RESET}: ")
             if peer.allowed_ips:
-                term(", ".join(f"{ip_text(ip)}{CYAN}/{RESET}{ip.cidr}" for ip in peer.allowed_ips) + "\n")
+                term(format_allowed_ips(peer.allowed_ips, ", ").replace("/", f"{CYAN}/{RESET}") + "\n")
             else:
                 term("(none)\n")
             if peer.last_handshake_time_sec:
@@ -253,7 +254,7 @@ class Tool:
                 out(f"{b64(peer.public_key)}\t{where}\n")
         elif param == "allowed-ips":
             for peer in device.peers:
-                ips = " ".join(f"{ip_text(ip)}/{ip.cidr}" for ip in peer.allowed_ips) or "(none)"
+                ips = format_allowed_ips(peer.allowed_ips, " ") or "(none)"
                 out(f"{prefix}{b64(peer.public_key)}\t{ips}\n")
         elif param == "latest-handshakes":
             for peer in device.peers:
@@ -275,7 +276,7 @@ class Tool:
                 f"{device.listen_port}\t{fwmark_text(device.fwmark)}\n")
             for peer in device.peers:
                 where = endpoint_text(peer.endpoint) if peer.endpoint is not None else "(none)"
-                ips = ",".join(f"{ip_text(ip)}/{ip.cidr}" for ip in peer.allowed_ips) or "(none)"
+                ips = format_allowed_ips(peer.allowed_ips, ",") or "(none)"
                 out(f"{prefix}{b64(peer.public_key)}\t{maybe_key(peer.preshared_key)}\t{where}\t{ips}\t"
                     f"{peer.last_handshake_time_sec}\t{peer.rx_bytes}\t{peer.tx_bytes}\t"
                     f"{peer.persistent_keepalive_interval or 'off'}\n")
@@ -309,7 +310,7 @@ class Tool:
             if peer.preshared_key is not None:
                 lines.append(f"PresharedKey = {b64(peer.preshared_key)}\n")
             if peer.allowed_ips:
-                lines.append("AllowedIPs = " + ", ".join(f"{ip_text(ip)}/{ip.cidr}" for ip in peer.allowed_ips) + "\n")
+                lines.append(f"AllowedIPs = {format_allowed_ips(peer.allowed_ips, ', ')}\n")
             if peer.endpoint is not None:
                 try:
                     lines.append(f"Endpoint = {peer.endpoint}\n")
@@ -348,10 +349,11 @@ class Tool:
         finally:
             os.close(fd)
         config = ConfigFile(Parser(self.err), append=command == "addconf")
-        for line in read_config_lines(data):
-            if not config.read_line(line):
-                self.err("Configuration parsing error\n")
-                return 1
+        with gc_paused():
+            for line in read_config_lines(data):
+                if not config.read_line(line):
+                    self.err("Configuration parsing error\n")
+                    return 1
         draft = config.finish()
         if draft is None:
             self.err("Invalid configuration\n")
@@ -446,7 +448,8 @@ def fwmark_text(mark: int) -> str:
 
 
 def ip_text(ip) -> str:
-    return format_ip(ip.address)
+    """The address part of an allowed IP, as inet_ntop prints it."""
+    return str(ip).rpartition("/")[0]
 
 
 def endpoint_text(endpoint) -> str:
