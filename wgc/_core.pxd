@@ -38,8 +38,9 @@ cdef enum:
     EVENT_HANDSHAKE_MESSAGE = 32   # a handshake message arrived (no peer yet)
     EVENT_PORT_GONE = 64           # the TUN is gone: the device cannot go on
 
-# What the data plane counts (wgc/counters.py names them: COUNT_NAMES and
-# PEER_COUNT_NAMES in wgc/_dataplane.pyx).  Plain increments under Core.mutex.
+# What the data plane counts, by Core.counts and Peer.counts index (their
+# wgc/counters.py names: DEVICE_COUNTER_NAMES and PEER_COUNTER_NAMES in
+# wgc/_dataplane.pyx).  Plain increments under Core.mutex.
 cdef enum:
     COUNT_HANDSHAKE_QUEUE_OVERFLOW  # handshake messages dropped: the queue to the control plane was full
     COUNT_UNKNOWN_RECEIVER_INDEX    # transport messages for no session's index
