@@ -38,6 +38,25 @@ cdef enum:
     EVENT_HANDSHAKE_MESSAGE = 32   # a handshake message arrived (no peer yet)
     EVENT_PORT_GONE = 64           # the TUN is gone: the device cannot go on
 
+# What the data plane counts, by Core.counts and Peer.counts index (their
+# wgc/counters.py names: DEVICE_COUNTER_NAMES and PEER_COUNTER_NAMES in
+# wgc/_dataplane.pyx).  Plain increments under Core.mutex.
+cdef enum:
+    COUNT_HANDSHAKE_QUEUE_OVERFLOW  # handshake messages dropped: the queue to the control plane was full
+    COUNT_UNKNOWN_RECEIVER_INDEX    # transport messages for no session's index
+    COUNT_MALFORMED                 # datagrams of no message type and size
+    COUNT_NO_ROUTE                  # packets from the port for no peer, or one without an endpoint
+    COUNT_TUN_WRITE_FAILURES        # decrypted packets the port refused
+    DEVICE_COUNTS
+
+cdef enum:
+    PEER_COUNT_AUTHENTICATION_FAILURES
+    PEER_COUNT_REPLAYED
+    PEER_COUNT_EXPIRED_SESSION      # Reject-After-Time or Reject-After-Messages
+    PEER_COUNT_SOURCE_NOT_ALLOWED
+    PEER_COUNT_STAGED_OVERFLOW
+    PEER_COUNTS
+
 cdef struct Peer:
     uint32_t slot
     Keypairs keypairs
@@ -51,6 +70,7 @@ cdef struct Peer:
     uint32_t handshake_index       # the index our handshake in progress announced (in Core.index)
     bint has_handshake_index
     StagedQueue staged             # packets waiting for a session
+    uint64_t counts[PEER_COUNTS]   # PEER_COUNT_*
 
 cdef struct HandshakeMsg:
     uint32_t length
@@ -76,6 +96,7 @@ cdef class Core:
     cdef uint32_t events_head, events_count
     cdef int64_t control_wake      # when the control loop will next look at timers
     cdef bint tun_gone
+    cdef uint64_t counts[DEVICE_COUNTS]    # COUNT_*
 
     cdef int notify_fd             # eventfd the control plane polls on (-1 in sans-I/O mode)
     cdef PacketPort port           # the inner side: the TUN, or a MemoryPort in sans-I/O mode
@@ -108,6 +129,7 @@ cdef class Core:
     cdef uint32_t _timers_fired(self, Peer *p, int fired, int64_t now, uint32_t *attempts) noexcept nogil
     cdef void _release_handshake_index(self, Peer *p) noexcept nogil
     cdef void _send_keepalive(self, Peer *p, int64_t now) noexcept nogil
+    cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil
     cdef uint8_t *_out_buffer(self) noexcept nogil
     cdef void _out_commit(self, uint32_t length, Peer *p, const Endpoint *dst) noexcept nogil
     cdef void _flush(self) noexcept nogil
@@ -121,6 +143,7 @@ cdef class Core:
     cdef void _tx_vnet(self, uint8_t *buffer, uint32_t length, int64_t now) noexcept nogil
     cdef void _queue_handshake(self, const uint8_t *data, uint32_t length, const Endpoint *source) noexcept nogil
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
+    cdef void _count_unopened(self, int reason, const Keypair *kp) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
     cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count, int64_t now) noexcept nogil
     cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,

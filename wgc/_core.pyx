@@ -31,7 +31,8 @@ from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segme
 from wgc._port cimport PacketPort, MemoryPort
 from wgc._session cimport (index_init, index_free, index_remove, keypairs_confirm, keypairs_clear,
                            transport_seal, transport_open, transport_inner_source, transport_destination,
-                           keypair_sendable, rekey_after_send, rekey_after_receive)
+                           keypair_sendable, rekey_after_send, rekey_after_receive, OPEN_OK, OPEN_MALFORMED,
+                           OPEN_UNKNOWN_INDEX, OPEN_EXPIRED, OPEN_AUTHENTICATION_FAILED, OPEN_REPLAYED)
 from wgc._staged cimport Staged, staged_push, staged_pop, staged_clear
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
@@ -253,9 +254,14 @@ cdef class Core:
         already waiting (they confirm the session as well), so that without a
         session it waits for the handshake this asks for."""
         if p.staged.count == 0:
-            staged_push(&p.staged, &self.staged_total, NULL, 0)
+            self._stage(p, NULL, 0)
         self._send_staged(p, now)
         self._flush()
+
+    cdef void _stage(self, Peer *p, const uint8_t *packet, uint32_t length) noexcept nogil:
+        """Queues the packet until p has a session, counting what that drops."""
+        if staged_push(&p.staged, &self.staged_total, packet, length):
+            p.counts[PEER_COUNT_STAGED_OVERFLOW] += 1
 
     # -- sending ------------------------------------------------------------
 
@@ -323,7 +329,8 @@ cdef class Core:
         self._timers_changed(p)
 
     cdef Peer *_route(self, const uint8_t *packet, uint32_t length) noexcept nogil:
-        """The peer whose allowed IPs hold the packet's destination, if it has an endpoint."""
+        """The peer whose allowed IPs hold the packet's destination, if it has
+        an endpoint; the callers count the packets dropped for want of one."""
         cdef int slot = transport_destination(self.allowed_ips, packet, length)
         cdef Peer *p
         if slot < 0:
@@ -340,7 +347,7 @@ cdef class Core:
             self._keep_key_fresh_on_send(p, kp, now)
             self._timers_changed(p)
         else:
-            staged_push(&p.staged, &self.staged_total, out + TRANSPORT_HEADER_SIZE, length)
+            self._stage(p, out + TRANSPORT_HEADER_SIZE, length)
             self._send_staged(p, now)
 
     cdef void _tx_packet(self, uint8_t *packet, uint32_t length, int64_t now) noexcept nogil:
@@ -348,6 +355,7 @@ cdef class Core:
         cdef Peer *p = self._route(packet, length)
         cdef uint8_t *out
         if p == NULL:
+            self.counts[COUNT_NO_ROUTE] += 1
             return
         out = self._out_buffer()
         memcpy(out + TRANSPORT_HEADER_SIZE, packet, length)
@@ -369,6 +377,7 @@ cdef class Core:
             return
         p = self._route(buffer + VNET_HDR_LEN, length - VNET_HDR_LEN)
         if p == NULL:
+            self.counts[COUNT_NO_ROUTE] += count     # every segment of the read
             return
         for i in range(count):
             out = self._out_buffer()
@@ -403,7 +412,7 @@ cdef class Core:
             while offset < lengths[i]:
                 self._rx_packet(data + offset, min(chunk, lengths[i] - offset), &sources[i], now, wall)
                 offset += chunk
-        self.port.flush()
+        self.counts[COUNT_TUN_WRITE_FAILURES] += self.port.flush()
         self._flush()
 
     # -- receiving ----------------------------------------------------------
@@ -412,6 +421,7 @@ cdef class Core:
                                const Endpoint *source) noexcept nogil:
         cdef HandshakeMsg *m
         if self.handshakes_count == HANDSHAKE_QUEUE_SIZE:
+            self.counts[COUNT_HANDSHAKE_QUEUE_OVERFLOW] += 1
             return
         m = &self.handshakes[(self.handshakes_head + self.handshakes_count) % HANDSHAKE_QUEUE_SIZE]
         m.length = length
@@ -431,10 +441,12 @@ cdef class Core:
                          int64_t now, int64_t wall) noexcept nogil:
         """One UDP datagram: queue handshakes, open transport data."""
         cdef uint32_t kind, inner, inner_len
+        cdef int opened
         cdef Keypair *kp
         cdef Peer *p
         cdef uint8_t *plain = data + TRANSPORT_HEADER_SIZE
         if length < 4:
+            self.counts[COUNT_MALFORMED] += 1
             return
         kind = load_le32(data)
         if ((kind == MESSAGE_INITIATION and length == INITIATION_SIZE)
@@ -442,8 +454,9 @@ cdef class Core:
                 or (kind == MESSAGE_COOKIE_REPLY and length == COOKIE_REPLY_SIZE)):
             self._queue_handshake(data, length, source)
             return
-        kp = transport_open(&self.index, plain, data, length, now)
-        if kp == NULL:
+        opened = transport_open(&self.index, plain, data, length, now, &kp)
+        if opened != OPEN_OK:
+            self._count_unopened(opened, kp)
             return
         p = self.peers[kp.slot]
         # Authenticated: roam to wherever it came from.
@@ -458,6 +471,21 @@ cdef class Core:
             return
         # The source address must be one this peer may use.
         if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
+            p.counts[PEER_COUNT_SOURCE_NOT_ALLOWED] += 1
             return
-        self.port.write(plain, inner_len)
+        self.counts[COUNT_TUN_WRITE_FAILURES] += self.port.write(plain, inner_len)
         p.rx_bytes += length
+
+    cdef void _count_unopened(self, int reason, const Keypair *kp) noexcept nogil:
+        """Counts a transport message transport_open dropped (an OPEN_* reason),
+        against kp's peer once its receiver index found one."""
+        if reason == OPEN_MALFORMED:
+            self.counts[COUNT_MALFORMED] += 1
+        elif reason == OPEN_UNKNOWN_INDEX:
+            self.counts[COUNT_UNKNOWN_RECEIVER_INDEX] += 1
+        elif reason == OPEN_EXPIRED:
+            self.peers[kp.slot].counts[PEER_COUNT_EXPIRED_SESSION] += 1
+        elif reason == OPEN_AUTHENTICATION_FAILED:
+            self.peers[kp.slot].counts[PEER_COUNT_AUTHENTICATION_FAILURES] += 1
+        elif reason == OPEN_REPLAYED:
+            self.peers[kp.slot].counts[PEER_COUNT_REPLAYED] += 1

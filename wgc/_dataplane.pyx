@@ -17,7 +17,11 @@ from posix.unistd cimport read
 from wgc._constants cimport HANDSHAKE_QUEUE_SIZE, KEY_SIZE
 from wgc._core cimport (Core, Peer, HandshakeMsg, SLOT_SIZE, EVENT_WANT_HANDSHAKE, EVENT_HANDSHAKE_RETRY,
                         EVENT_HANDSHAKE_GIVEN_UP, EVENT_PEER_SILENT, EVENT_KEYS_ZEROED,
-                        EVENT_HANDSHAKE_MESSAGE, EVENT_PORT_GONE)
+                        EVENT_HANDSHAKE_MESSAGE, EVENT_PORT_GONE,
+                        COUNT_HANDSHAKE_QUEUE_OVERFLOW, COUNT_UNKNOWN_RECEIVER_INDEX, COUNT_MALFORMED,
+                        COUNT_NO_ROUTE, COUNT_TUN_WRITE_FAILURES, DEVICE_COUNTS,
+                        PEER_COUNT_AUTHENTICATION_FAILURES, PEER_COUNT_REPLAYED, PEER_COUNT_EXPIRED_SESSION,
+                        PEER_COUNT_SOURCE_NOT_ALLOWED, PEER_COUNT_STAGED_OVERFLOW, PEER_COUNTS)
 from wgc._crypto cimport random_u64
 from wgc._loop cimport Loop
 from wgc._port cimport PacketPort, TunPort, MemoryPort
@@ -63,6 +67,28 @@ HANDSHAKE_MESSAGE = EVENT_HANDSHAKE_MESSAGE
 PORT_GONE = EVENT_PORT_GONE
 
 
+def _by_index(names, count):
+    """names {index: name} as a tuple in index order; fails at import if an
+    index below count has no name."""
+    return tuple(names[i] for i in range(count))
+
+# The catalogue's names (wgc/counters.py) of Core's COUNT_* and a Peer's PEER_COUNT_*.
+DEVICE_COUNTER_NAMES = _by_index({
+    COUNT_HANDSHAKE_QUEUE_OVERFLOW: "handshake_queue_overflow_total",
+    COUNT_UNKNOWN_RECEIVER_INDEX: "unknown_receiver_index_total",
+    COUNT_MALFORMED: "malformed_packets_total",
+    COUNT_NO_ROUTE: "no_route_total",
+    COUNT_TUN_WRITE_FAILURES: "tun_write_failures_total",
+}, DEVICE_COUNTS)
+PEER_COUNTER_NAMES = _by_index({
+    PEER_COUNT_AUTHENTICATION_FAILURES: "authentication_failures_total",
+    PEER_COUNT_REPLAYED: "replayed_packets_total",
+    PEER_COUNT_EXPIRED_SESSION: "expired_session_packets_total",
+    PEER_COUNT_SOURCE_NOT_ALLOWED: "source_not_allowed_total",
+    PEER_COUNT_STAGED_OVERFLOW: "staged_overflow_total",
+}, PEER_COUNTS)
+
+
 cdef class DataPlane(Core):
     """The data plane of one device.  Create with capture=True for sans-I/O use."""
     cdef Loop loop                 # None in sans-I/O mode
@@ -92,7 +118,7 @@ cdef class DataPlane(Core):
         MemoryPort for tests).  Before run()."""
         self._lock()
         try:
-            self.port.flush()
+            self.counts[COUNT_TUN_WRITE_FAILURES] += self.port.flush()
             self.port = port
         finally:
             self._unlock()
@@ -215,6 +241,23 @@ cdef class DataPlane(Core):
             return (p.tx_bytes, p.rx_bytes, p.last_handshake_sec, p.last_handshake_nsec)
         finally:
             self._unlock()
+
+    def counters(self, int slot=-1):
+        """What the data plane counted, by name (DEVICE_COUNTER_NAMES), or
+        with a slot that peer's (PEER_COUNTER_NAMES): copied under one
+        taking of the lock."""
+        cdef uint64_t values[DEVICE_COUNTS + PEER_COUNTS]
+        cdef uint32_t i
+        names = DEVICE_COUNTER_NAMES if slot < 0 else PEER_COUNTER_NAMES
+        self._lock()
+        try:
+            if slot < 0:
+                memcpy(values, self.counts, sizeof(self.counts))
+            else:
+                memcpy(values, self._peer(slot).counts, PEER_COUNTS * sizeof(uint64_t))
+        finally:
+            self._unlock()
+        return {names[i]: values[i] for i in range(len(names))}
 
     # -- allowed IPs (mutated under the lock the loop reads under) --
 

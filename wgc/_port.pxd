@@ -45,11 +45,12 @@ cdef class PacketPort:
     cdef int take(self, uint8_t **slots, uint32_t **lengths) noexcept nogil
     cdef void release(self) noexcept nogil
     cdef bint gone(self) noexcept nogil          # no more packets will come
-    cdef void write(self, uint8_t *packet, uint32_t length) noexcept nogil
-    cdef void flush(self) noexcept nogil
+    # write and flush return how many packets the port refused (emit said no).
+    cdef uint32_t write(self, uint8_t *packet, uint32_t length) noexcept nogil
+    cdef uint32_t flush(self) noexcept nogil
     # One packet out, gathered from count pieces (with vnet_hdr, the first is
-    # its virtio_net_hdr).
-    cdef void emit(self, const iovec *iov, uint32_t count) noexcept nogil
+    # its virtio_net_hdr); False if the port could not take it.
+    cdef bint emit(self, const iovec *iov, uint32_t count) noexcept nogil
 
 cdef class TunPort(PacketPort):
     cdef int fd

@@ -44,23 +44,26 @@ cdef class PacketPort:
     cdef bint gone(self) noexcept nogil:
         return False
 
-    cdef void write(self, uint8_t *packet, uint32_t length) noexcept nogil:
+    cdef uint32_t write(self, uint8_t *packet, uint32_t length) noexcept nogil:
         """Without vnet_hdr, the packet goes at once; with it, it waits in the
-        coalescer for flush (and so must stay valid until then)."""
+        coalescer for flush (and so must stay valid until then).  Returns the
+        packets refused: this one, or those a flush to make room refused."""
+        cdef uint32_t refused = 0
         if not self.vnet_hdr:
             self.iov[0].iov_base = packet
             self.iov[0].iov_len = length
-            self.emit(self.iov, 1)
-            return
+            return not self.emit(self.iov, 1)
         if gro_full(&self.gro):
-            self.flush()
+            refused = self.flush()
         gro_add(&self.gro, packet, length)
+        return refused
 
-    cdef void flush(self) noexcept nogil:
-        """Emits the coalesced packets, one per super-packet, behind its header."""
+    cdef uint32_t flush(self) noexcept nogil:
+        """Emits the coalesced packets, one per super-packet, behind its
+        header; returns how many of the packets written the port refused."""
         cdef uint8_t header[VNET_HDR_LEN]
         cdef VnetHdr h
-        cdef uint32_t i, n, skip
+        cdef uint32_t i, n, skip, refused = 0
         cdef int32_t m
         for i in range(self.gro.item_count):
             gro_finish(&self.gro, i, &h)
@@ -78,11 +81,13 @@ cdef class PacketPort:
                 self.iov[n].iov_len = self.gro.packets[m].length - skip
                 n += 1
                 m = self.gro.packets[m].next
-            self.emit(self.iov, n)
+            if not self.emit(self.iov, n):
+                refused += n - 1       # every member of the super-packet
         gro_reset(&self.gro)
+        return refused
 
-    cdef void emit(self, const iovec *iov, uint32_t count) noexcept nogil:
-        pass
+    cdef bint emit(self, const iovec *iov, uint32_t count) noexcept nogil:
+        return False
 
 
 cdef class TunPort(PacketPort):
@@ -115,11 +120,10 @@ cdef class TunPort(PacketPort):
     cdef bint gone(self) noexcept nogil:
         return reader_gone(&self.reader)
 
-    cdef void emit(self, const iovec *iov, uint32_t count) noexcept nogil:
+    cdef bint emit(self, const iovec *iov, uint32_t count) noexcept nogil:
         if count == 1:
-            c_write(self.fd, iov[0].iov_base, iov[0].iov_len)
-        else:
-            writev(self.fd, iov, count)
+            return c_write(self.fd, iov[0].iov_base, iov[0].iov_len) >= 0
+        return writev(self.fd, iov, count) >= 0
 
 
 cdef class MemoryPort(PacketPort):
@@ -137,22 +141,24 @@ cdef class MemoryPort(PacketPort):
             free(self.written[i].data)
         free(self.written)
 
-    cdef void emit(self, const iovec *iov, uint32_t count) noexcept nogil:
+    cdef bint emit(self, const iovec *iov, uint32_t count) noexcept nogil:
+        """Refuses the packet once MEMORY_PORT_MAX wait to be taken."""
         cdef uint32_t i, length = 0
         cdef uint8_t *copy
         if self.written_count == MEMORY_PORT_MAX:
-            return
+            return False
         for i in range(count):
             length += iov[i].iov_len
         copy = <uint8_t *>malloc(length + 1)
         if copy == NULL:
-            return
+            return False
         self.written[self.written_count].data = copy
         self.written[self.written_count].length = length
         for i in range(count):
             memcpy(copy, iov[i].iov_base, iov[i].iov_len)
             copy += iov[i].iov_len
         self.written_count += 1
+        return True
 
     def take_written(self):
         """The packets written so far (each behind its virtio_net_hdr with

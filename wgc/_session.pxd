@@ -82,12 +82,22 @@ cdef void keypairs_expire_sending(Keypairs *k) noexcept nogil
 # datagram's length, or 0 (nothing written) when kp cannot send at now.
 cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
                              uint32_t mtu, int64_t now) noexcept nogil
+# What transport_open decided: OPEN_OK, or why the message is to be dropped.
+cdef enum:
+    OPEN_OK
+    OPEN_MALFORMED                 # not a transport message of at least TRANSPORT_MIN_SIZE bytes
+    OPEN_UNKNOWN_INDEX             # no keypair holds its receiver index
+    OPEN_EXPIRED                   # its keypair is past Reject-After-Time, or its counter past Reject-After-Messages
+    OPEN_AUTHENTICATION_FAILED
+    OPEN_REPLAYED                  # authentic, but replayed or too old for the replay window
+
 # Authenticates a transport message of length bytes received at now: finds its
 # keypair, opens it into plain (length - TRANSPORT_MIN_SIZE bytes; plain may
-# be data + TRANSPORT_HEADER_SIZE) and checks the replay window.  Returns the keypair,
-# or NULL when the message is to be dropped.
-cdef Keypair *transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
-                             uint32_t length, int64_t now) noexcept nogil
+# be data + TRANSPORT_HEADER_SIZE) and checks the replay window.  Returns
+# OPEN_OK or the reason to drop it; kp[0] is the keypair its receiver index
+# found (NULL before that), so that a drop is known to be that peer's.
+cdef int transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
+                        uint32_t length, int64_t now, Keypair **kp) noexcept nogil
 # The peer slot allowed IPs give for the source of the opened packet (inner
 # bytes, padding included), and in inner_len its length without the
 # padding; -1 when it is not a well-formed IP packet or has no owner.

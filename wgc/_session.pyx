@@ -198,23 +198,24 @@ cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
     aead_seal(out + TRANSPORT_HEADER_SIZE, out + TRANSPORT_HEADER_SIZE, padded, NULL, 0, counter, kp.send_key)
     return TRANSPORT_HEADER_SIZE + padded + TAG_SIZE
 
-cdef Keypair *transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
-                             uint32_t length, int64_t now) noexcept nogil:
-    cdef Keypair *kp
+cdef int transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
+                        uint32_t length, int64_t now, Keypair **kp) noexcept nogil:
     cdef uint64_t counter
+    kp[0] = NULL
     if length < TRANSPORT_MIN_SIZE or load_le32(data) != MESSAGE_TRANSPORT:
-        return NULL
-    kp = index_find(t, load_le32(data + 4))
-    if kp == NULL or now - kp.created >= REJECT_AFTER_TIME:
-        return NULL
+        return OPEN_MALFORMED
+    kp[0] = index_find(t, load_le32(data + 4))
+    if kp[0] == NULL:
+        return OPEN_UNKNOWN_INDEX
     counter = load_le64(data + 8)
-    if counter >= REJECT_AFTER_MESSAGES:
-        return NULL
-    if aead_open(plain, data + TRANSPORT_HEADER_SIZE, length - TRANSPORT_HEADER_SIZE, NULL, 0, counter, kp.recv_key) != 0:
-        return NULL
-    if not replay_accept(&kp.replay, counter):
-        return NULL
-    return kp
+    if now - kp[0].created >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
+        return OPEN_EXPIRED
+    if aead_open(plain, data + TRANSPORT_HEADER_SIZE, length - TRANSPORT_HEADER_SIZE, NULL, 0, counter,
+                 kp[0].recv_key) != 0:
+        return OPEN_AUTHENTICATION_FAILED
+    if not replay_accept(&kp[0].replay, counter):
+        return OPEN_REPLAYED
+    return OPEN_OK
 
 cdef int transport_inner_source(AllowedIPs allowed_ips, const uint8_t *plain, uint32_t inner,
                                 uint32_t *inner_len) noexcept nogil:

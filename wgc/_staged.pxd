@@ -33,17 +33,21 @@ cdef inline Staged *staged_pop(StagedQueue *q, uint32_t *total) noexcept nogil:
     total[0] -= 1
     return s
 
-cdef inline void staged_push(StagedQueue *q, uint32_t *total, const uint8_t *packet,
+cdef inline bint staged_push(StagedQueue *q, uint32_t *total, const uint8_t *packet,
                              uint32_t length) noexcept nogil:
-    """Queues a copy of the packet (length 0: a keepalive); dropped without memory."""
+    """Queues a copy of the packet (length 0: a keepalive); dropped without
+    memory.  True when a packet was dropped for it: the oldest (the queue
+    was full) or this one (all queues together were full, or no memory)."""
     cdef Staged *s
+    cdef bint dropped = False
     if q.count >= MAX_STAGED_PACKETS:
         free(staged_pop(q, total))
+        dropped = True
     elif total[0] >= MAX_STAGED_TOTAL:
-        return
+        return True
     s = <Staged *>malloc(sizeof(Staged) + length)
     if s == NULL:
-        return
+        return True
     s.next = NULL
     s.length = length
     if length:
@@ -55,6 +59,7 @@ cdef inline void staged_push(StagedQueue *q, uint32_t *total, const uint8_t *pac
     q.tail = s
     q.count += 1
     total[0] += 1
+    return dropped
 
 cdef inline void staged_clear(StagedQueue *q, uint32_t *total) noexcept nogil:
     while q.head != NULL:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from wgc import constants as C
-from wgc import noise
+from wgc import counters, noise
 from wgc._crypto import clamp
 from wgc._dataplane import (
     HANDSHAKE_GIVEN_UP,
@@ -70,7 +70,15 @@ class Peer:
         self.handshake.owner = self
         self.cookies = CookieGenerator(public_key)
         self.last_sent_handshake = -(1 << 62)
+        self.last_sent_initiation = 0     # when the initiation a response would answer left
         self.name = short_key(public_key)
+        # The control plane's figures for this peer (wgc/counters.py's PEER names).
+        self.counts: dict[str, float] = {
+            "handshake_initiations_sent_total": 0,
+            "handshake_responses_sent_total": 0,
+            "handshakes_completed_total": 0,
+            "handshake_rtt_seconds": 0.0,
+        }
 
     # configuration -----------------------------------------------------------
 
@@ -140,6 +148,17 @@ class Peer:
     def rx_bytes(self) -> int:
         return self._device.core.stats(self.slot)[1]
 
+    def snapshot(self) -> counters.PeerSnapshot:
+        """A copy of the peer's figures; call with the device's lock held."""
+        core = self._device.core
+        tx_bytes, rx_bytes, seconds, _ = core.stats(self.slot)
+        lines = bytearray()
+        core.format_allowed_ips(self.slot, lines)
+        allowed_ips = [line.partition("=")[2] for line in lines.decode("ascii").splitlines()]
+        values: dict[str, float] = {**core.counters(self.slot), **self.counts}
+        return counters.PeerSnapshot(self.public_key, self.endpoint, allowed_ips, rx_bytes, tx_bytes,
+                                     seconds, values)
+
 
 class Device:
     """A WireGuard interface: give it a TUN (or None for sans-I/O use)."""
@@ -168,6 +187,12 @@ class Device:
         self._sockets: list[socket.socket] = []
         self._under_load_until = 0
         self._thread = None
+        # The control plane's figures for the device (wgc/counters.py's DEVICE names).
+        self.counts = {
+            "invalid_mac1_total": 0,
+            "cookie_replies_sent_total": 0,
+            "handshakes_rate_limited_total": 0,
+        }
         if tun is not None:
             self.core.set_tun(tun.fd, tun.vnet_hdr)
             self.core.set_mtu(tun.mtu)
@@ -345,6 +370,15 @@ class Device:
 
     # sockets --------------------------------------------------------------------------
 
+    def snapshot(self) -> counters.DeviceSnapshot:
+        """A copy of every figure wgc/counters.py names, the device's and its
+        peers' (in the order `get` lists them), taken under the device's lock."""
+        with self.lock:
+            values = self.core.counters()
+            values.update(self.counts)
+            peers = [peer.snapshot() for peer in self.peers()]
+        return counters.DeviceSnapshot(self.name, values, peers)
+
     def _bind(self, port: int) -> None:
         """Opens IPv4 and IPv6 sockets on one port (random when 0), then swaps
         them in; on failure the old sockets stay."""
@@ -405,12 +439,13 @@ class Device:
             return
         if not self.is_up or self._identity is None or not peer.handshake.can_handshake():
             return
-        peer.last_sent_handshake = now
+        peer.last_sent_handshake = peer.last_sent_initiation = now
         index = self.core.new_handshake_index(peer.slot)
         message = noise.create_initiation(peer.handshake, index, wall)
         peer.cookies.add_macs(message, now)
         self.log.debug("%s - Sending handshake initiation", peer.name)
-        self.core.send_handshake(peer.slot, message, now, initiation=True)
+        if self.core.send_handshake(peer.slot, message, now, initiation=True):
+            peer.counts["handshake_initiations_sent_total"] += 1
 
     def _send_response(self, peer: Peer, now: int, wall: int) -> None:
         peer.last_sent_handshake = now
@@ -419,7 +454,8 @@ class Device:
         peer.cookies.add_macs(message, now)
         self._begin_session(peer, now, wall)
         self.log.debug("%s - Sending handshake response", peer.name)
-        self.core.send_handshake(peer.slot, message, now)
+        if self.core.send_handshake(peer.slot, message, now):
+            peer.counts["handshake_responses_sent_total"] += 1
 
     def _begin_session(self, peer: Peer, now: int, wall: int) -> None:
         keys = noise.begin_session(peer.handshake)
@@ -427,6 +463,7 @@ class Device:
             peer.slot, keys.send_key, keys.recv_key, keys.local_index, keys.remote_index,
             keys.is_initiator, now, wall,
         )
+        peer.counts["handshakes_completed_total"] += 1
 
     def _under_load(self, backlog: int, now: int) -> bool:
         if backlog >= C.UNDER_LOAD_THRESHOLD:
@@ -442,14 +479,19 @@ class Device:
             if peer is not None and peer.cookies.consume_reply(message, now):
                 self.log.debug("%s - Received cookie reply", peer.name)
             return
-        if self._identity is None or not self._checker.check_mac1(message):
+        if self._identity is None:
+            return
+        if not self._checker.check_mac1(message):
+            self.counts["invalid_mac1_total"] += 1
             return
         if self._under_load(backlog, now):
             ip, src = _packed_source(source)
             if not self._checker.check_mac2(message, src, now):
-                self.core.send_to(source, self._checker.create_reply(message, src, now))
+                if self.core.send_to(source, self._checker.create_reply(message, src, now)):
+                    self.counts["cookie_replies_sent_total"] += 1
                 return
             if not self._ratelimiter.allow(ip, now):
+                self.counts["handshakes_rate_limited_total"] += 1
                 return
         if kind == C.MESSAGE_INITIATION:
             handshake = noise.consume_initiation(self._identity, message, self._find_handshake, now)
@@ -466,6 +508,7 @@ class Device:
                 return
             peer = handshake.owner
             self.log.debug("%s - Received handshake response", peer.name)
+            peer.counts["handshake_rtt_seconds"] = (now - peer.last_sent_initiation) / C.SECOND
             self._authenticated_handshake(peer, message, source, now)
             self._begin_session(peer, now, wall)
             self.core.send_keepalive(peer.slot, now)

@@ -21,7 +21,7 @@ from wgc._bytes cimport load_le64, store_le64
 from wgc._replay cimport ReplayWindow, replay_reset, replay_accept
 from wgc._constants cimport TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, TAG_SIZE
 from wgc._session cimport (Keypair, Keypairs, IndexTable, index_init, index_free,
-                           keypairs_install, keypairs_clear, transport_seal, transport_open,
+                           keypairs_install, keypairs_clear, transport_seal, transport_open, OPEN_OK,
                            transport_inner_source, transport_destination)
 from wgc._trie cimport AllowedIPs
 from wgc._offload cimport (
@@ -209,13 +209,14 @@ def wgc_open(Receiver receiver, Slots udp, Slots plain):
     replay window is reset first.  Returns the packets delivered; their
     lengths are recorded in plain."""
     cdef uint32_t i, n = min(udp.count, plain.count), length, inner_len
+    cdef Keypair *kp
     cdef uint32_t delivered = 0
     with nogil:
         replay_reset(&receiver.keypairs.current.replay)
         for i in range(n):
             plain.lengths[i] = 0
             length = udp.lengths[i]
-            if transport_open(&receiver.table, plain.at(i), udp.at(i), length, 0) == NULL:
+            if transport_open(&receiver.table, plain.at(i), udp.at(i), length, 0, &kp) != OPEN_OK:
                 continue
             if transport_inner_source(receiver.allowed_ips, plain.at(i), length - TRANSPORT_MIN_SIZE,
                                       &inner_len) != receiver.peer:

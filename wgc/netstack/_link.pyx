@@ -95,7 +95,7 @@ cdef class StackPort(PacketPort):
     cdef bint gone(self) noexcept nogil:
         return self.closed
 
-    cdef void emit(self, const iovec *iov, uint32_t count) noexcept nogil:
+    cdef bint emit(self, const iovec *iov, uint32_t count) noexcept nogil:
         cdef uint32_t i, length = 0
         cdef Inbox *box
         cdef uint8_t *at
@@ -107,7 +107,7 @@ cdef class StackPort(PacketPort):
         if box.used + 4 + length > LINK_INBOX_BYTES:
             self.inbox_dropped += 1
             pthread_mutex_unlock(&self.mutex)
-            return
+            return False
         was_empty = box.used == 0
         at = box.data + box.used
         memcpy(at, &length, 4)
@@ -119,6 +119,7 @@ cdef class StackPort(PacketPort):
         pthread_mutex_unlock(&self.mutex)
         if was_empty:
             signal_fd(self.wake_fd)
+        return True
 
     def close(self):
         """No more packets: the data plane's loop ends at its next look."""
