@@ -95,7 +95,7 @@ def test_the_exporter_lines_are_byte_for_byte_its_own():
 
 
 def test_odd_label_values_are_escaped():
-    odd = 'w"g\\0\nx'
+    odd = 'w"g\\n0\nx\\'  # a backslash before an n, a newline, a backslash last
     parsed = families(metrics.render(snapshot(odd), NOW).decode())
     for family in parsed.values():
         assert {s.labels["interface"] for s in family.samples} == {odd}
