@@ -267,6 +267,26 @@ def test_close_ends_the_thread_and_every_connection():
         assert closed_by_server(sock)
 
 
+@pytest.mark.netns
+def test_all_addresses_take_ipv4_and_ipv6(netns):
+    """":PORT" is one socket for both families (inside a namespace: it listens on every address)."""
+    ns = netns("wgma")
+    ns.run("ip", "link", "set", "lo", "up")
+    served = metrics.MetricsServer(StandInDevice(), metrics.parse_address(":9586"), logging.getLogger("t"))
+    ns.inside(served.start)
+    try:
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            def get(family=family, host=host):
+                with socket.socket(family, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(10)
+                    sock.connect((host, 9586))
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+                    return sock.recv(12)
+            assert ns.inside(get) == b"HTTP/1.1 200", host
+    finally:
+        served.close()
+
+
 # the daemon -------------------------------------------------------------------------
 
 @pytest.mark.netns
