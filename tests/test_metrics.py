@@ -219,6 +219,18 @@ def test_an_oversize_request_is_refused_and_the_server_goes_on(server, monkeypat
     assert status_of(exchange(server.port, b"GET /metrics HTTP/1.1\r\n\r\n")) == 200
 
 
+def test_a_reply_larger_than_the_socket_buffers_arrives_whole(server):
+    """Megabytes (3,000 peers) go out in many sends, none lost or repeated."""
+    base = snapshot()
+    peers = [base.peers[i % 2]._replace(public_key=i.to_bytes(32, "big"), tx_bytes=i) for i in range(3000)]
+    server.device.snapshot = lambda: base._replace(peers=peers)
+    reply = exchange(server.port, b"GET /metrics HTTP/1.1\r\n\r\n")
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert len(body) > 3 << 20 and f"\r\nContent-Length: {len(body)}\r\n".encode() in head
+    sent = samples(families(body.decode())["wireguard_sent_bytes"])
+    assert sorted(sent.values()) == list(range(3000))
+
+
 def test_a_failing_snapshot_is_a_500_and_the_server_goes_on(server):
     server.device.fail_next = True
     assert status_of(exchange(server.port, b"GET /metrics HTTP/1.1\r\n\r\n")) == 500

@@ -49,7 +49,6 @@ MAX_REQUEST = 8192
 REQUEST_TIMEOUT = 5.0  # s from accept() until the reply has gone, or the connection is closed
 MAX_CONNECTIONS = 8  # the next one closes the connection accepted longest ago
 _RECV_SIZE = 4096
-_SEND_SIZE = 1 << 20
 
 
 # the address -----------------------------------------------------------------------
@@ -125,36 +124,39 @@ def _number(value) -> str:
     return repr(float(value))
 
 
-def _family(out: list[str], name: str, kind: str, help_: str, samples) -> None:
-    out.append(f"# HELP {name} {_escape_help(help_)}\n# TYPE {name} {kind}\n")
-    out.extend(f"{name}{{{labels}}} {_number(value)}\n" for labels, value in samples)
+def _family(name: str, kind: str, help_: str, samples) -> bytes:
+    """One family's lines, encoded at once: the many small strings of a large
+    device live one family at a time, not all together beside their copy."""
+    lines = "".join(f"{name}{{{labels}}} {_number(value)}\n" for labels, value in samples)
+    return f"# HELP {name} {_escape_help(help_)}\n# TYPE {name} {kind}\n{lines}".encode()
 
 
 def render(snapshot, now: float) -> bytes:
     """The exposition of a DeviceSnapshot; now (unix seconds) dates the handshake delays."""
-    out: list[str] = []
     device = f'interface="{_escape_label(snapshot.interface)}"'
     peers = []  # (exporter's labels, ours, the snapshot)
     for peer in snapshot.peers:
         key = f'{device},public_key="{base64.b64encode(peer.public_key).decode()}"'
         allowed = _escape_label(",".join(peer.allowed_ips) or "(none)")
         peers.append((f'{key},allowed_ips="{allowed}"', key, peer))
-    _family(out, "wireguard_sent_bytes_total", "counter", "Bytes sent to the peer",
-            ((labels, p.tx_bytes) for labels, _, p in peers))
-    _family(out, "wireguard_received_bytes_total", "counter", "Bytes received from the peer",
-            ((labels, p.rx_bytes) for labels, _, p in peers))
-    _family(out, "wireguard_latest_handshake_seconds", "gauge",
-            "Unix time of the last handshake with the peer (0: never)",
-            ((labels, p.latest_handshake) for labels, _, p in peers))
-    _family(out, "wireguard_latest_handshake_delay_seconds", "gauge", "Seconds since the last handshake",
-            ((labels, int(now) - p.latest_handshake) for labels, _, p in peers))
-    _family(out, "wireguard_peers_total", "gauge", "Number of peers", [(device, len(peers))])
-    for figure in DEVICE:
-        _family(out, f"wgc_{figure.name}", figure.kind, figure.help, [(device, snapshot.values[figure.name])])
-    for figure in PEER:
-        _family(out, f"wgc_{figure.name}", figure.kind, figure.help,
-                ((key, p.values[figure.name]) for _, key, p in peers))
-    return "".join(out).encode()
+    out = [
+        _family("wireguard_sent_bytes_total", "counter", "Bytes sent to the peer",
+                ((labels, p.tx_bytes) for labels, _, p in peers)),
+        _family("wireguard_received_bytes_total", "counter", "Bytes received from the peer",
+                ((labels, p.rx_bytes) for labels, _, p in peers)),
+        _family("wireguard_latest_handshake_seconds", "gauge",
+                "Unix time of the last handshake with the peer (0: never)",
+                ((labels, p.latest_handshake) for labels, _, p in peers)),
+        _family("wireguard_latest_handshake_delay_seconds", "gauge", "Seconds since the last handshake",
+                ((labels, int(now) - p.latest_handshake) for labels, _, p in peers)),
+        _family("wireguard_peers_total", "gauge", "Number of peers", [(device, len(peers))]),
+    ]
+    out.extend(_family(f"wgc_{figure.name}", figure.kind, figure.help, [(device, snapshot.values[figure.name])])
+               for figure in DEVICE)
+    out.extend(_family(f"wgc_{figure.name}", figure.kind, figure.help,
+                       ((key, p.values[figure.name]) for _, key, p in peers))
+               for figure in PEER)
+    return b"".join(out)
 
 
 # the requests ----------------------------------------------------------------------
@@ -164,12 +166,13 @@ _STATUS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def response(status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8") -> bytes:
+def response(status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8") -> list[memoryview]:
+    """The reply as its head and body (sent together, never copied into one)."""
     head = (f"HTTP/1.1 {status} {_STATUS[status]}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n")
     if status == 405:
         head += "Allow: GET\r\n"
-    return head.encode() + b"\r\n" + body
+    return [memoryview(part) for part in ((head + "\r\n").encode(), body) if part]
 
 
 def request_status(head: bytes) -> int:
@@ -203,7 +206,17 @@ class _Connection:
         self.sock = sock
         self.since = now
         self.received = b""
-        self.output: memoryview | None = None  # the reply, once the request is whole
+        self.output: list[memoryview] | None = None  # the reply's parts left, once the request is whole
+
+    def sent(self, count: int) -> None:
+        """Drops count bytes from the front of output."""
+        assert self.output is not None
+        while count:
+            first = self.output[0]
+            self.output[0] = first[count:]
+            count -= min(count, len(first))
+            if not self.output[0]:
+                del self.output[0]
 
 
 class MetricsServer:
@@ -301,9 +314,8 @@ class MetricsServer:
                     return
                 connection.received += data
                 self._read(connection)
-            if connection.output is not None:
-                sent = sock.send(connection.output[:_SEND_SIZE])
-                connection.output = connection.output[sent:]
+            if connection.output:
+                connection.sent(sock.sendmsg(connection.output))
         except BlockingIOError:
             return
         except OSError as error:
@@ -329,14 +341,14 @@ class MetricsServer:
                 log_failure(self.log, "Metrics request", error)
                 status = 400
         connection.received = b""
-        reply = response(status)
         if status == 200:
             try:
-                reply = response(200, render(self.device.snapshot(), time.time()), CONTENT_TYPE)
+                connection.output = response(200, render(self.device.snapshot(), time.time()), CONTENT_TYPE)
+                return
             except Exception as error:  # a bug in a snapshot or the rendering: say so, serve on
                 log_failure(self.log, "Metrics scrape", error)
-                reply = response(500)
-        connection.output = memoryview(reply)
+                status = 500
+        connection.output = response(status)
 
     def _drop(self, sock: socket.socket) -> None:
         if self._connections.pop(sock, None) is None:
