@@ -28,7 +28,8 @@ and public_key.
 The server is hand-written, one thread and a selector: the standard
 library's http.server would bring 43 modules (email, http.client, ...) and
 5.3 MiB of resident memory to a daemon that idles at 17.4 MiB and must stay
-under 20.  It answers one request per connection and closes it.  A scrape
+under 20.  Measured (`python -m wgc -f` in a namespace): 17.6 MiB idle
+without WGC_METRICS, 17.7 MiB with it.  It answers one request per connection and closes it.  A scrape
 copies the figures under the device lock (Device.snapshot) and renders them
 outside it; the data plane's thread never waits on a scrape.
 """
