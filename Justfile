@@ -86,8 +86,9 @@ demo: build
     PYTHON={{python}} bash scripts/demo.sh
 
 # wgc against wireguard-go side by side: TCP, UDP, ping, memory; medians and ratios.
-bench ROUNDS="3":
-    {{python}} scripts/bench.py --rounds {{ROUNDS}}
+# `just bench 3 --scrape`: instead, wgc<->wgc TCP without and with a /metrics scraper every 100 ms.
+bench ROUNDS="3" *ARGS:
+    {{python}} scripts/bench.py --rounds {{ROUNDS}} {{ARGS}}
 
 # wgc's in-process stack (wgc.netstack) beside the TUN path and gVisor's netstack (../shared/anchors'
 # gvnet-netstack-latest, when there), through one far wgc daemon: TCP one and eight connections each way,

@@ -11,20 +11,30 @@ With --soak S, it instead keeps one tunnel of each kind under TCP load in
 both directions for S seconds and samples the daemons' memory every 10 s:
 after the warm-up (the first 30 s) it must not grow.
 
+With --scrape, it instead measures what being watched costs: the wgc<->wgc
+TCP stream, both daemons with the metrics endpoint on, alternately without
+and with a scraper fetching each daemon's /metrics every 100 ms (from inside
+its namespace) for the whole iperf3 run; the medians and their ratio.
+
     python scripts/bench.py [--rounds N] [--seconds S]
     python scripts/bench.py --soak 300
+    python scripts/bench.py --scrape [--rounds N] [--seconds S]
 """
 import argparse
+import contextlib
 import json
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 from netns import Namespaces
+from wgc.daemon import ENV_METRICS
 from wgnet import iperf3, tunnel
 
 PAIRS = [("wgc", "wgc"), ("wireguard-go", "wireguard-go"), ("wgc", "wireguard-go")]
@@ -85,12 +95,86 @@ def soak(implementation: str, seconds: float, warmup: float = 30, every: float =
         return samples
 
 
+METRICS_PORT = 9586
+SCRAPE_EVERY = 0.1  # s
+
+
+class Scraper:
+    """GET /metrics every SCRAPE_EVERY s from inside a namespace, until stopped."""
+
+    def __init__(self, ns):
+        self.answers: dict[int, int] = {}  # HTTP status -> how many
+        self.failures = 0  # no answer at all
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=ns.inside, args=(self._loop,))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SCRAPE_EVERY):
+            try:
+                with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=5) as sock:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    reply = b""
+                    while chunk := sock.recv(65536):
+                        reply += chunk
+                status = int(reply.split(b" ", 2)[1])
+                self.answers[status] = self.answers.get(status, 0) + 1
+            except (OSError, ValueError, IndexError):
+                self.failures += 1
+
+
+def scraped_tcp(scrape: bool, seconds: float) -> tuple[float, list[Scraper]]:
+    """wgc<->wgc TCP Gbit/s with the metrics endpoint on, and the scrapers if scrape."""
+    with Namespaces() as factory:
+        a, b = tunnel(factory, "wgc", "wgc", with_ipv6=False, env={ENV_METRICS: f"127.0.0.1:{METRICS_PORT}"})
+        for end in (a, b):
+            end.ns.run("ip", "link", "set", "lo", "up")
+        a.ping(b.inner4, count=3, interval=0.1)
+        with contextlib.ExitStack() as stack:
+            scrapers = [stack.enter_context(Scraper(end.ns)) for end in (a, b)] if scrape else []
+            run = json.loads(iperf3(a, b, seconds).stdout)
+        return run["end"]["sum_received"]["bits_per_second"] / 1e9, scrapers
+
+
+def scrape_bench(rounds: int, seconds: float) -> None:
+    results: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(rounds):
+        for scrape in (False, True) if round_ % 2 == 0 else (True, False):
+            gbps, scrapers = scraped_tcp(scrape, seconds)
+            results[scrape].append(gbps)
+            seen = ""
+            if scrapers:
+                answers: dict[int, int] = {}
+                for scraper in scrapers:
+                    for status, count in scraper.answers.items():
+                        answers[status] = answers.get(status, 0) + count
+                seen = (", scrapes " + ", ".join(f"{n}x{status}" for status, n in sorted(answers.items()))
+                        + f", {sum(s.failures for s in scrapers)} unanswered")
+            print(f"round {round_ + 1} wgc<->wgc tcp {'with' if scrape else 'without'} a scraper: "
+                  f"{gbps:.3f} Gbit/s{seen}", flush=True)
+    without, with_ = (statistics.median(results[s]) for s in (False, True))
+    print(f"\nmedians: without a scraper {without:.3f} Gbit/s, with one every {SCRAPE_EVERY * 1000:.0f} ms "
+          f"{with_:.3f} Gbit/s\nratio (with / without): {with_ / without:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--soak", type=float, metavar="S", help="memory under S seconds of load instead")
+    parser.add_argument("--scrape", action="store_true",
+                        help="wgc<->wgc TCP without and with a /metrics scraper every 100 ms instead")
     args = parser.parse_args()
+    if args.scrape:
+        scrape_bench(args.rounds, args.seconds)
+        return
     if args.soak:
         for implementation in ("wgc", "wireguard-go"):
             soak(implementation, args.soak)

@@ -12,7 +12,8 @@ there), signals and the three other shutdown triggers: the socket file
 removed, the interface deleted, the TUN gone.  This thread never changes
 namespace: the UDP sockets stay where the daemon started.  The UAPI clients
 are served by wgc.uapi_server's thread, which holds the device lock per
-request.
+request; with WGC_METRICS set, the scrapes by wgc.metrics's thread, which
+holds it while it copies the figures.
 """
 import fcntl
 import functools
@@ -42,10 +43,23 @@ ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
 # WGC_OFFLOAD=off turns the offloads off: the TUN without segmentation (one
 # packet per read or write) and the UDP sockets without GSO and GRO.
 ENV_OFFLOAD = "WGC_OFFLOAD"
+# WGC_METRICS=ADDR:PORT serves GET /metrics there (wgc.metrics); unset, nothing listens.
+ENV_METRICS = "WGC_METRICS"
 
 
 def offload() -> bool:
     return os.environ.get(ENV_OFFLOAD, "on") != "off"
+
+
+def metrics_address() -> tuple[int, tuple] | None:
+    """WGC_METRICS parsed (ValueError if malformed); None when unset.  wgc.metrics
+    is imported only then: an endpoint nobody asked for costs no memory."""
+    text = os.environ.get(ENV_METRICS)
+    if not text:
+        return None
+    from wgc.metrics import parse_address
+
+    return parse_address(text)
 
 
 def uapi_listen(iface: str) -> socket.socket:
@@ -65,6 +79,11 @@ def main(iface: str, foreground: bool) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     foreground = foreground or os.environ.get(ENV_FOREGROUND) == "1"
     log = make_logger(iface)
+    try:
+        metrics = metrics_address()
+    except ValueError as e:
+        log.error("%s: %s", ENV_METRICS, e)
+        return 1
     try:
         inherited = os.environ.get(ENV_TUN_FD)
         tun = Tun.adopt(int(inherited)) if inherited else Tun.create(iface, DEFAULT_MTU, offload=offload())
@@ -87,7 +106,7 @@ def main(iface: str, foreground: bool) -> int:
         return 1
     if not foreground:
         return _daemonize(tun, listener, log)
-    return Daemon(iface, tun, listener, log).run()
+    return Daemon(iface, tun, listener, log, metrics).run()
 
 
 def _daemonize(tun: Tun, listener: socket.socket, log) -> int:
@@ -143,7 +162,8 @@ def _child_ready(ready_read: int) -> bool:
 
 
 class Daemon:
-    def __init__(self, iface: str, tun: Tun, listener: socket.socket, log):
+    def __init__(self, iface: str, tun: Tun, listener: socket.socket, log,
+                 metrics: tuple[int, tuple] | None = None):
         self.iface = iface
         self.tun = tun
         self.listener = listener
@@ -153,6 +173,12 @@ class Daemon:
         self.stopping = False
         self.device = Device(iface, tun, log, udp_offload=offload())
         self.uapi = UAPIServer(self.device, listener, log)
+        if metrics is not None:
+            from wgc.metrics import MetricsServer
+
+            self.metrics: MetricsServer | None = MetricsServer(self.device, metrics, log)
+        else:
+            self.metrics = None
         self.device.on_fatal = self._fatal
         self.links = LinkWatch(tun)
         self.ever_running = False
@@ -181,6 +207,14 @@ class Daemon:
         self.log.debug("Device started")
         self.uapi.start()
         self.log.debug("UAPI listener started")
+        if self.metrics is not None:
+            try:
+                self.metrics.start()
+            except OSError as e:
+                self.log.error("Metrics listen error: %s", e.strerror or e)
+                self._shutdown()
+                return 1
+            self.log.debug("Metrics listener started on port %d", self.metrics.port)
         self.log.debug("Following the interface into other namespaces by %s",
                        "events" if self.links.hears_everywhere else "polling once a second")
         self._tell_parent()
@@ -282,6 +316,8 @@ class Daemon:
         except OSError:
             pass  # already removed: that may be why we stop
         self.uapi.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.listener.close()
         self.device.close()
         self.tun.close()
