@@ -1,11 +1,24 @@
-"""wgc against Debian's wireguard-go, side by side on this machine.
+"""wgc against wireguard-go, side by side on this machine, in one run.
 
-For N rounds, alternating which goes first, each pair of implementations
-gets a fresh tunnel between two namespaces and is measured for one iperf3
-TCP stream, iperf3 UDP at full speed (-b 0 -l 1300, rate received and
-loss), ping RTT through the idle tunnel, and the daemons' memory (idle and
-at the end of the load).  Prints every figure, the medians, and the ratios
-wgc / wireguard-go.  Everything runs in namespaces it creates and removes.
+The baselines: Debian's wireguard-go (0.0.20220316, without TUN or UDP
+offloads) and the newest wireguard-go (../shared/anchors/wireguard-go-0.0.20250522,
+with them), the latter left out with a line saying so when the file is missing.
+Cases: each implementation with itself, then wgc with each wireguard-go.  For N
+rounds (the order of the cases reversed every other round) each case gets a
+fresh tunnel between two namespaces and is measured for:
+
+- ping RTT through the idle tunnel (median of 20), and the daemons' RSS idle;
+- one iperf3 TCP stream (Mbit/s received) while a ping every 20 ms crosses the
+  tunnel (median and 99th percentile RTT under load), and the CPU seconds both
+  tunnel daemons used (utime + stime of every daemon process, all threads, from
+  /proc/PID/stat; not iperf3's) per GB received;
+- iperf3 UDP at full speed (-b 0 -l 1300): Mbit/s received and loss;
+- the daemons' RSS under load: the most of samples every 0.5 s during both
+  iperf3 runs, each sample the larger end's (all processes of its daemon).
+
+Prints every figure per round, per case the median with its spread (min-max),
+then wgc's ratios to each baseline, each line naming it with its version.
+Everything runs in namespaces it creates and removes.
 
 With --soak S, it instead keeps one tunnel of each kind under TCP load in
 both directions for S seconds and samples the daemons' memory every 10 s:
@@ -16,13 +29,15 @@ TCP stream, both daemons with the metrics endpoint on, alternately without
 and with a scraper fetching each daemon's /metrics every 100 ms (from inside
 its namespace) for the whole iperf3 run; the medians and their ratio.
 
-    python scripts/bench.py [--rounds N] [--seconds S]
+    python scripts/bench.py [--rounds 5] [--seconds 5]
     python scripts/bench.py --soak 300
     python scripts/bench.py --scrape [--rounds N] [--seconds S]
 """
 import argparse
 import contextlib
 import json
+import math
+import re
 import socket
 import statistics
 import subprocess
@@ -31,40 +46,158 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's wgc, and the tests' namespace helpers
 
-from netns import Namespaces
-from wgc.daemon import ENV_METRICS
-from wgnet import iperf3, tunnel
+from bench_netstack import cpu_of  # noqa: E402
 
-PAIRS = [("wgc", "wgc"), ("wireguard-go", "wireguard-go"), ("wgc", "wireguard-go")]
+from netns import Namespaces, wait_for  # noqa: E402
+from wgc.daemon import ENV_METRICS  # noqa: E402
+from wgnet import IMPLEMENTATIONS, End, iperf3, rss_kib, tunnel  # noqa: E402
+
+DEBIAN_GO = "wireguard-go"  # Debian's package, on PATH (wgnet.IMPLEMENTATIONS)
+NEWEST_GO = "wireguard-go-newest"
+NEWEST_GO_PATH = ROOT.parent / "shared" / "anchors" / "wireguard-go-0.0.20250522"
+OFFLOADS = {DEBIAN_GO: "Debian's wireguard-go {version} (no offloads)",
+            NEWEST_GO: "wireguard-go {version} (offloads)"}
+UDP_ARGS = ("-u", "-b", "0", "-l", "1300")
+IDLE_PINGS, IDLE_PING_EVERY = 20, 0.05  # s
+LOAD_PING_EVERY = 0.02  # s
+RSS_EVERY = 0.5  # s
+
+# key: (what, unit, format); the order they are printed in.
+FIGURES = {
+    "tcp_mbit": ("TCP one stream, received", "Mbit/s", ".0f"),
+    "udp_mbit": ("UDP -b 0 -l 1300, received", "Mbit/s", ".0f"),
+    "udp_loss_pct": ("UDP loss", "%", ".1f"),
+    "rtt_idle_ms": ("ping RTT idle", "ms", ".3f"),
+    "rtt_load_p50_ms": ("ping RTT under TCP load, median", "ms", ".3f"),
+    "rtt_load_p99_ms": ("ping RTT under TCP load, 99th percentile", "ms", ".3f"),
+    "load_pings_lost": ("pings lost under load", "", ".0f"),
+    "cpu_s_per_gb": ("CPU of both daemons per GB received (TCP)", "s/GB", ".2f"),
+    "rss_idle_mib": ("RSS idle, larger end", "MiB", ".1f"),
+    "rss_load_mib": ("RSS under load, larger end", "MiB", ".1f"),
+}
+# The ratios printed against each baseline (wgc<->wgc over baseline<->baseline).
+RATIOS = {"tcp_mbit": "TCP", "udp_mbit": "UDP received", "cpu_s_per_gb": "CPU s/GB",
+          "rtt_load_p50_ms": "RTT under load p50", "rtt_load_p99_ms": "p99"}
 
 
-def rss_mib(end) -> float:
-    total = 0
-    for pid in end.ns.pids():
-        with open(f"/proc/{pid}/status") as f:
-            total += int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
-    return total / 1024
+def version(implementation: str) -> str:
+    """What `IMPLEMENTATION --version` says its version is (wireguard-go prints "wireguard-go vX ...")."""
+    out = subprocess.run([*IMPLEMENTATIONS[implementation], "--version"], capture_output=True, text=True,
+                         timeout=10).stdout
+    return out.split()[1].removeprefix("v")
+
+
+def rtts_ms(ping_output: str) -> list[float]:
+    """Each reply's RTT from ping's output, in the order they came."""
+    return [float(t) for t in re.findall(r" time=([\d.]+) ms", ping_output)]
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile: the smallest value at least share of the values do not exceed."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_of(pid) for pid in pids)
+
+
+def larger_end_mib(daemons: list[list[int]]) -> float:
+    """The RSS of the larger of the two daemons, each counted over all its processes."""
+    return max(rss_kib(pids) for pids in daemons) / 1024
+
+
+class RssSampler:
+    """While open, the larger end's RSS (all its daemon's processes) every RSS_EVERY s; `most` in MiB."""
+
+    def __init__(self, daemons: list[list[int]]):
+        self.daemons = daemons
+        self.most = 0.0
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(RSS_EVERY):
+                self.most = max(self.most, larger_end_mib(self.daemons))
+        except BaseException as failure:  # handed to the caller on close
+            self._failure = failure
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        if self._failure and not exc[0]:
+            raise self._failure
+
+
+class LoadPing:
+    """A ping every LOAD_PING_EVERY s from `source` to `target` through the tunnel, started
+    once the iperf3 client has appeared in source's namespace and lasting for the
+    rest of its run (seconds less half a second, so it ends before the load does)."""
+
+    def __init__(self, source: End, target: str, daemons: list[int], seconds: float):
+        self.source, self.target, self.daemons, self.seconds = source, target, set(daemons), seconds
+        self.output = ""
+        self.sent = 0
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        try:
+            wait_for(lambda: set(self.source.ns.pids()) - self.daemons, timeout=30, interval=0.05,
+                     what="the iperf3 client")
+            self.sent = max(1, int((self.seconds - 0.5) / LOAD_PING_EVERY))
+            self.output = self.source.ping(self.target, count=self.sent, interval=LOAD_PING_EVERY,
+                                           check=False).stdout
+        except BaseException as failure:  # handed to the caller on close
+            self._failure = failure
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._thread.join()
+        if self._failure and not exc[0]:
+            raise self._failure
 
 
 def measure(left: str, right: str, seconds: float) -> dict:
     with Namespaces() as factory:
         a, b = tunnel(factory, left, right, with_ipv6=False)
         a.ping(b.inner4, count=3, interval=0.1)
-        idle = max(rss_mib(a), rss_mib(b))
-        out = a.ping(b.inner4, count=20, interval=0.05).stdout
-        rtt = float(out.strip().splitlines()[-1].split("=")[1].split("/")[1])
-        tcp = json.loads(iperf3(a, b, seconds).stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-        udp_run = json.loads(iperf3(a, b, seconds, extra=("-u", "-b", "0", "-l", "1300")).stdout)["end"]["sum"]
-        loaded = max(rss_mib(a), rss_mib(b))
+        # Taken now, while each namespace holds its daemon alone.
+        daemons = [a.ns.pids(), b.ns.pids()]
+        idle_rss = larger_end_mib(daemons)
+        idle = rtts_ms(a.ping(b.inner4, count=IDLE_PINGS, interval=IDLE_PING_EVERY).stdout)
+        with RssSampler(daemons) as rss:
+            cpu_before = cpu_seconds(daemons[0] + daemons[1])
+            with LoadPing(a, b.inner4, daemons[0], seconds) as load_ping:
+                tcp = json.loads(iperf3(a, b, seconds).stdout)["end"]["sum_received"]
+            cpu = cpu_seconds(daemons[0] + daemons[1]) - cpu_before
+            udp = json.loads(iperf3(a, b, seconds, extra=UDP_ARGS).stdout)["end"]["sum"]
+        loaded = rtts_ms(load_ping.output)
+        if not idle or not loaded:
+            raise RuntimeError(f"{left}<->{right}: no ping answered ({len(idle)} idle, {len(loaded)} under load)")
         return {
-            "tcp_gbps": tcp,
-            "udp_gbps": udp_run["bits_per_second"] / 1e9 * (1 - udp_run["lost_percent"] / 100),
-            "udp_loss_pct": udp_run["lost_percent"],
-            "rtt_ms": rtt,
-            "idle_rss_mib": idle,
-            "loaded_rss_mib": loaded,
+            "tcp_mbit": tcp["bits_per_second"] / 1e6,
+            "udp_mbit": udp["bits_per_second"] / 1e6 * (1 - udp["lost_percent"] / 100),
+            "udp_loss_pct": udp["lost_percent"],
+            "rtt_idle_ms": statistics.median(idle),
+            "rtt_load_p50_ms": statistics.median(loaded),
+            "rtt_load_p99_ms": percentile(loaded, 0.99),
+            "load_pings_lost": load_ping.sent - len(loaded),
+            "cpu_s_per_gb": cpu / (tcp["bytes"] / 1e9),
+            "rss_idle_mib": idle_rss,
+            "rss_load_mib": rss.most,
         }
 
 
@@ -73,6 +206,7 @@ def soak(implementation: str, seconds: float, warmup: float = 30, every: float =
     with Namespaces() as factory:
         a, b = tunnel(factory, implementation, implementation, with_ipv6=False)
         a.ping(b.inner4, count=1)
+        daemons = [a.ns.pids(), b.ns.pids()]  # before iperf3 joins them in the namespaces
         server = b.ns.popen("iperf3", "-s", "-1", "-B", b.inner4,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
@@ -83,7 +217,7 @@ def soak(implementation: str, seconds: float, warmup: float = 30, every: float =
             start = time.monotonic()
             while client.poll() is None and time.monotonic() - start < seconds + 30:
                 time.sleep(every)
-                samples.append(max(rss_mib(a), rss_mib(b)))
+                samples.append(larger_end_mib(daemons))
                 print(f"  {implementation} t={time.monotonic() - start:5.0f}s rss={samples[-1]:.1f} MiB", flush=True)
         finally:
             for p in (client, server):
@@ -164,37 +298,71 @@ def scrape_bench(rounds: int, seconds: float) -> None:
           f"{with_:.3f} Gbit/s\nratio (with / without): {with_ / without:.3f}")
 
 
+def cases(baselines: list[str]) -> list[tuple[str, str]]:
+    """Each implementation with itself, then wgc with each baseline."""
+    return [("wgc", "wgc"), *((go, go) for go in baselines), *(("wgc", go) for go in baselines)]
+
+
+def spread(values: list[float], form: str) -> str:
+    return f"{statistics.median(values):{form}} ({min(values):{form}}-{max(values):{form}})"
+
+
+def figures_line(figures: dict) -> str:
+    return ", ".join(f"{key}={value:{FIGURES[key][2]}}" for key, value in figures.items())
+
+
+def compare(rounds: int, seconds: float) -> None:
+    """The default mode: every case for `rounds` rounds, then medians, spreads and ratios."""
+    baselines = [DEBIAN_GO]
+    if NEWEST_GO_PATH.exists():
+        IMPLEMENTATIONS[NEWEST_GO] = [str(NEWEST_GO_PATH)]
+        baselines.insert(0, NEWEST_GO)
+    else:
+        print(f"no {NEWEST_GO_PATH}: Debian's wireguard-go is the only baseline")
+    names = {go: OFFLOADS[go].format(version=version(go)) for go in baselines}
+    for go in baselines:
+        print(f"{go}: {names[go]}")
+    print(f"{rounds} rounds; per case a fresh tunnel, iperf3 runs of {seconds:g} s (TCP one stream with a ping "
+          f"every {LOAD_PING_EVERY * 1000:.0f} ms beside it, then UDP {' '.join(UDP_ARGS[1:])}), "
+          f"RSS under load sampled every {RSS_EVERY} s\n", flush=True)
+    order = cases(baselines)
+    results: dict[tuple[str, str], list[dict]] = {pair: [] for pair in order}
+    for round_ in range(rounds):
+        for pair in order if round_ % 2 == 0 else list(reversed(order)):
+            figures = measure(*pair, seconds)
+            results[pair].append(figures)
+            print(f"round {round_ + 1} {pair[0]}<->{pair[1]}: {figures_line(figures)}", flush=True)
+    print("\nmedians (min-max):")
+    for pair, runs in results.items():
+        print(f"  {pair[0]}<->{pair[1]}:")
+        for key, (what, unit, form) in FIGURES.items():
+            print(f"    {what}: {spread([r[key] for r in runs], form)} {unit}".rstrip())
+    medians = {pair: {key: statistics.median(r[key] for r in runs) for key in FIGURES}
+               for pair, runs in results.items()}
+    ours = medians[("wgc", "wgc")]
+    print("\nratios of the medians, wgc<->wgc / baseline<->baseline (above 1 is better for TCP and UDP, "
+          "below 1 for CPU and RTT):")
+    for go in baselines:
+        theirs = medians[(go, go)]
+        print(f"  against {names[go]}: "
+              + ", ".join(f"{label} {ours[key] / theirs[key]:.2f}x" for key, label in RATIOS.items()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5, help="each iperf3 run's duration")
     parser.add_argument("--soak", type=float, metavar="S", help="memory under S seconds of load instead")
     parser.add_argument("--scrape", action="store_true",
                         help="wgc<->wgc TCP without and with a /metrics scraper every 100 ms instead")
     args = parser.parse_args()
     if args.scrape:
         scrape_bench(args.rounds, args.seconds)
-        return
-    if args.soak:
-        for implementation in ("wgc", "wireguard-go"):
+    elif args.soak:
+        for implementation in ("wgc", DEBIAN_GO):
             soak(implementation, args.soak)
-        return
-    results: dict[tuple[str, str], list[dict]] = {pair: [] for pair in PAIRS}
-    for round_ in range(args.rounds):
-        order = PAIRS if round_ % 2 == 0 else list(reversed(PAIRS))
-        for pair in order:
-            figures = measure(*pair, args.seconds)
-            results[pair].append(figures)
-            print(f"round {round_ + 1} {pair[0]}<->{pair[1]}: "
-                  + ", ".join(f"{k}={v:.3f}" for k, v in figures.items()), flush=True)
-    medians = {pair: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for pair, runs in results.items()}
-    print("\nmedians:")
-    for pair, m in medians.items():
-        print(f"  {pair[0]}<->{pair[1]}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
-    ours, theirs, mixed = (medians[p] for p in PAIRS)
-    print("\nratios (wgc / wireguard-go; for RTT and memory lower is better):")
-    for key in ours:
-        print(f"  {key}: wgc {ours[key] / theirs[key]:.2f}x, mixed {mixed[key] / theirs[key]:.2f}x")
+    else:
+        compare(args.rounds, args.seconds)
 
 
 if __name__ == "__main__":
