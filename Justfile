@@ -85,11 +85,11 @@ bench-binary:
 demo: build
     PYTHON={{python}} bash scripts/demo.sh
 
-# wgc against Debian's wireguard-go 0.0.20220316 (no offloads) and the newest wireguard-go (../shared/anchors'
-# wireguard-go-0.0.20250522, when there), alternating for ROUNDS, 5-second iperf3 runs (--seconds S):
-# TCP with the RTT of a ping every 20 ms beside it, UDP, idle RTT, CPU seconds per GB of both daemons, RSS idle
-# and sampled during the load; every figure, medians with their spread, the ratios naming each baseline.
 # `just bench 3 --scrape`: instead, wgc<->wgc TCP without and with a /metrics scraper every 100 ms.
+# Per case, 5-second iperf3 runs (--seconds S): TCP with the RTT of a ping every 20 ms beside it, UDP, idle RTT,
+# CPU seconds per GB of both daemons, RSS idle and sampled during the load; every figure, then the medians with
+# their spread, then the ratios, each naming its baseline.
+# wgc against Debian's wireguard-go 0.0.20220316 (no offloads) and the newest (../shared/anchors), ROUNDS alternating.
 bench ROUNDS="5" *ARGS: build
     {{python}} scripts/bench.py --rounds {{ROUNDS}} {{ARGS}}
 
