@@ -7,7 +7,7 @@ at the daemon's port) and reads the figure with control.counters(), which
 asks the daemon with wgc's own UAPI operation; wireguard-go and a name with
 no device at all get a clear error.  tests/test_counters.py makes every
 figure move on sans-I/O devices; here the path from the daemon to the API is
-what is tested.
+what is tested, and at the end, how an answer is read.
 """
 import base64
 import errno
@@ -20,9 +20,8 @@ import pytest
 from netns import Namespaces, unique_name, wait_for
 from wgc import control, counters
 from wgc.control import WireGuardError
+from wgc.control.userspace import parse_counters
 from wgnet import have, start_daemon, tunnel
-
-pytestmark = pytest.mark.netns
 
 TRANSPORT = 4
 
@@ -51,6 +50,7 @@ def send_udp(end, datagram: bytes, to) -> None:
     end.ns.inside(send)
 
 
+@pytest.mark.netns
 def test_every_figure_of_the_catalogue_is_read(net):
     left, right, _ = net
     read = control.counters(left.iface)
@@ -62,6 +62,7 @@ def test_every_figure_of_the_catalogue_is_read(net):
         assert isinstance(read.values[figure.name], int if figure.kind == "counter" else float)
 
 
+@pytest.mark.netns
 def test_a_handshake(net):
     left, right, _ = net
     left.ping(right.inner4, count=2)
@@ -79,6 +80,7 @@ def test_a_handshake(net):
     assert responder["handshake_rtt_seconds"] == 0
 
 
+@pytest.mark.netns
 def test_no_route(net):
     left, _, _ = net
     before = control.counters(left.iface).values["no_route_total"]
@@ -87,6 +89,7 @@ def test_no_route(net):
     assert control.counters(left.iface).values["no_route_total"] - before >= 3
 
 
+@pytest.mark.netns
 def test_malformed_packets(net):
     left, right, _ = net
     before = control.counters(right.iface).values
@@ -97,6 +100,7 @@ def test_malformed_packets(net):
     assert after["unknown_receiver_index_total"] == before["unknown_receiver_index_total"]
 
 
+@pytest.mark.netns
 def test_unknown_receiver_index(net):
     left, right, _ = net
     before = control.counters(right.iface).values
@@ -121,6 +125,7 @@ def wait_for_change(iface: str, name: str, before: dict) -> dict:
     return found[0]
 
 
+@pytest.mark.netns
 def test_wireguard_go_does_not_report_counters(net):
     _, _, go = net
     if go is None:
@@ -132,6 +137,7 @@ def test_wireguard_go_does_not_report_counters(net):
     control.device(go)  # the connection closed on the unknown operation; the daemon still answers
 
 
+@pytest.mark.netns
 def test_no_device_is_the_error_device_gives(net):
     """No socket and no kernel link: the kernel's answer (ENODEV, or
     EPROTONOSUPPORT from a kernel without WireGuard), as for control.device()."""
@@ -141,3 +147,32 @@ def test_no_device_is_the_error_device_gives(net):
     with pytest.raises(WireGuardError) as raised:
         control.counters(name)
     assert raised.value.errno == from_device.value.errno != errno.EOPNOTSUPP
+
+
+# -- reading an answer ------------------------------------------------------------------
+
+K1 = "11" * 32
+
+
+def test_an_answer_is_read_whatever_figures_it_holds():
+    """Figures in the daemon's order, ones this client does not know (a newer
+    daemon) kept: an int when all digits, else a float."""
+    answer = f"a_total=1\nnew_total=2\npublic_key={K1}\nrtt_seconds=1e-05\nb_total=0\nerrno=0\n\n".encode()
+    read = parse_counters("x", answer)
+    assert read.values == {"a_total": 1, "new_total": 2}
+    assert read.peers == {bytes.fromhex(K1): {"rtt_seconds": 1e-05, "b_total": 0}}
+    assert isinstance(read.values["a_total"], int)
+
+
+@pytest.mark.parametrize("answer, code", [
+    (b"a_total=x\nerrno=0\n\n", errno.EPROTO),
+    (b"a_total\nerrno=0\n\n", errno.EPROTO),
+    (b"public_key=zz\nerrno=0\n\n", errno.EPROTO),
+    (b"a_total=1\n", errno.EPROTO),
+    (b"a_total=1\n\nerrno=0\n\n", errno.EPROTO),
+    (b"errno=-55\n\n", 55),
+])
+def test_a_bad_or_refused_answer(answer, code):
+    with pytest.raises(WireGuardError) as raised:
+        parse_counters("x", answer)
+    assert raised.value.errno == code
