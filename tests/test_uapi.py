@@ -786,11 +786,11 @@ def test_counters_reply_lists_the_catalogue_in_order(device):
     peer_part = lines[len(counters.DEVICE):]
     size = 1 + len(counters.PEER)
     assert len(peer_part) == 2 * size
-    for key, block in zip((K1, K2), (peer_part[:size], peer_part[size:])):
+    for key, block in zip((K1, K2), (peer_part[:size], peer_part[size:]), strict=True):
         assert block[0] == ("public_key", "=", key)
         assert [name for name, _, _ in block[1:]] == [figure.name for figure in counters.PEER]
         assert all(float(value) >= 0 for _, _, value in block[1:])
-    assert dict((name, value) for name, _, value in peer_part[size:])["handshake_rtt_seconds"] == "1e-05"
+    assert {name: value for name, _, value in peer_part[size:]}["handshake_rtt_seconds"] == "1e-05"
     assert get_reply == shown(device)  # the connection goes on after it
 
 
