@@ -52,9 +52,10 @@ SHOW_PARAMETERS = ("public-key | private-key | listen-port | fwmark | peers | pr
 DROPS = "drops"
 SHOW_DROPS_HELP = (
     "wgc extension: `drops' shows a wgc daemon's event and drop counters, one figure a line:\n"
-    "  <figure>\t<value> for the device, then <peer public key>\t<figure>\t<value> for each peer;\n"
-    "  with `all', each line starts with the interface name and a tab, and devices that are\n"
-    "  not wgc daemons are named on stderr and skipped.\n")
+    "  <figure><TAB><value> for the device's, then <peer public key><TAB><figure><TAB><value> for each\n"
+    "  peer's;"
+    " with `all', each line starts with the interface name and a tab, and devices that\n"
+    "  are not wgc daemons are named on stderr and skipped.\n")
 SET_USAGE = ("<interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] "
              "[peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] "
              "[persistent-keepalive <interval seconds>] [allowed-ips <ip1>/<cidr1>[,<ip2>/<cidr2>]...] ]...")
