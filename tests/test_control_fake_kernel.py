@@ -335,3 +335,21 @@ def test_wg_tool_on_a_kernel_device(fake, tmp_path):
     fake.devices["wg1"] = Model(6)
     assert run_tool("setconf", "wg1", str(conf)) == ("", "", 0)
     assert run_tool("show", "wg1", "dump")[0].split("\n", 1)[1] == out.split("\n", 1)[1]
+
+
+def test_a_kernel_device_does_not_report_counters(fake):
+    """Only a wgc daemon counts drops: the API and `show drops` say so for a
+    kernel device, and still say "no such device" for none."""
+    fake.devices["wg0"] = Model(5)
+    with pytest.raises(WireGuardError) as raised:
+        control.counters("wg0")
+    assert raised.value.errno == errno.EOPNOTSUPP
+    assert raised.value.strerror == "wg0 does not report counters: a kernel device, not a wgc daemon"
+    assert run_tool("show", "wg0", "drops") == (
+        "", "wg0 does not report counters: a kernel device, not a wgc daemon\n", 1)
+    assert run_tool("show", "all", "drops") == (
+        "", "wg0 does not report counters: a kernel device, not a wgc daemon\n", 1)
+    with pytest.raises(WireGuardError) as raised:
+        control.counters("nosuch")
+    assert raised.value.errno == errno.ENODEV
+    assert run_tool("show", "nosuch", "drops") == ("", "Unable to access interface: No such device\n", 1)

@@ -762,3 +762,52 @@ def test_an_unexpected_failure_is_logged_without_its_message(device, caplog, mon
     monkeypatch.setitem(uapi._SetRequest._DEVICE_KEYS, "fwmark", fail)
     assert apply(device, [f"fwmark={KEY.hex()}"]) == -errno.ENOANO
     assert "ValueError" in caplog.text and KEY.hex() not in caplog.text
+
+
+# -- wgc_get_counters: wgc's own operation -------------------------------------------
+
+COUNTERS = b"wgc_get_counters=1\n\n"
+
+
+def test_counters_reply_lists_the_catalogue_in_order(device):
+    """The device's figures, then each peer's after its public_key line, as
+    `get` lists the peers; each value one that float() reads back."""
+    from wgc import counters
+
+    apply(device, [f"public_key={K1}", f"public_key={K2}"])
+    device.counts["invalid_mac1_total"] = 3
+    device.peer(bytes.fromhex(K2)).counts["handshake_rtt_seconds"] = 1e-05
+    reply = exchange(device, COUNTERS + GET).decode("ascii")
+    body, get_reply = reply.split("errno=0\n\n")[:2]
+    lines = [line.partition("=") for line in body.splitlines()]
+    device_part = [(name, value) for name, _, value in lines[: len(counters.DEVICE)]]
+    assert [name for name, _ in device_part] == [figure.name for figure in counters.DEVICE]
+    assert dict(device_part)["invalid_mac1_total"] == "3"
+    peer_part = lines[len(counters.DEVICE):]
+    size = 1 + len(counters.PEER)
+    assert len(peer_part) == 2 * size
+    for key, block in zip((K1, K2), (peer_part[:size], peer_part[size:]), strict=True):
+        assert block[0] == ("public_key", "=", key)
+        assert [name for name, _, _ in block[1:]] == [figure.name for figure in counters.PEER]
+        assert all(float(value) >= 0 for _, _, value in block[1:])
+    assert {name: value for name, _, value in peer_part[size:]}["handshake_rtt_seconds"] == "1e-05"
+    assert get_reply == shown(device)  # the connection goes on after it
+
+
+@pytest.mark.parametrize("data,reply", [
+    (b"wgc_get_counters=1\nx" + GET, b"errno=-22\n\nerrno=0\n\n"),
+    (b"wgc_get_counters=1\n", b""),
+    (b"wgc_get_counters=2\n\n", b""),
+], ids=["then a character", "cut short", "another version"])
+def test_counters_request_is_read_as_get_is(device, data, reply):
+    assert exchange(device, data) == reply
+
+
+def test_counters_that_fail_are_answered_and_logged(device, caplog, monkeypatch):
+    def fail():
+        raise ValueError(f"cannot count {KEY.hex()}")
+
+    monkeypatch.setattr(device, "snapshot", fail)
+    assert exchange(device, COUNTERS) == f"errno={uapi.ERRNO_UNKNOWN}\n\n".encode()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"IPC error {uapi.ERRNO_UNKNOWN} in wgc_get_counters: unexpected ValueError"]

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from netns import Netns, unique_name, wait_for
+from wgc import counters
 from wgc._crypto import clamp, public_key
 from wgnet import IMPLEMENTATIONS, have, new_key, wgc_executable
 
@@ -220,16 +221,38 @@ def _handshaken(host, iface, keys):
     return False
 
 
+def by_interface(output: bytes, names) -> list:
+    """Output of devices whose peers come in any order, as what is defined of
+    it: the interfaces in their order, each with the set of its lines.
+
+    A field of `show all` names the interface before a device's lines: on
+    each line, or (endpoints) only on the first one, whichever peer that is
+    (and on no line of its own when the device has no peer, so that the next
+    name follows on the same line).  A line that names none of names stays
+    with the interface before it."""
+    groups: list = [(None, [])]
+    for line in output.split(b"\n"):
+        first, tab, rest = line.partition(b"\t")
+        while tab and first.decode() in names:
+            if groups[-1][0] != first.decode():
+                groups.append((first.decode(), []))
+            line = rest
+            first, tab, rest = line.partition(b"\t")
+        groups[-1][1].append(line)
+    return [(name, sorted(lines)) for name, lines in groups]
+
+
 def assert_same_soon(host, *args, env=None, random_order=False):
     """Like assert_same for output that moves with time (handshake ages,
     counters under keepalives): equal on one of a few back-to-back tries.
 
     random_order: wireguard-go answers each `get` with its peers in a new
-    random order, so only the lines, not their order, can be compared."""
+    random order, so only each interface's lines, not their order, can be
+    compared (see by_interface)."""
     for _ in range(5):
         reference, ours = host.both(*args, env=env)
         if random_order:
-            reference, ours = ((sorted(out.splitlines()), sorted(err.splitlines()), code)
+            reference, ours = ((by_interface(out, (host.wgc, host.go)), sorted(err.splitlines()), code)
                                for out, err, code in (reference, ours))
         if ours == reference:
             return
@@ -272,6 +295,75 @@ def test_show_interfaces_and_showconf(shown):
 ], ids=lambda args: " ".join(args) or "(none)")
 def test_usage_and_errors(host, args):
     assert_same(host, *args)
+
+
+# -- wgc's extension: show drops ------------------------------------------------------------------
+
+
+def drops(host, *args) -> tuple[list[list[str]], str, int]:
+    """Our `show ... drops`: its lines split at tabs, stderr, exit code."""
+    proc = host.run(host.ours, "show", *args, "drops")
+    return [line.split("\t") for line in proc.stdout.decode().splitlines()], proc.stderr.decode(), proc.returncode
+
+
+def test_show_drops(shown):
+    """The device's figures as `name<TAB>value`, then each peer's, in the
+    order `show IFACE peers` lists them, as `key<TAB>name<TAB>value`; a
+    datagram of garbage at the device's port is counted."""
+    before, err, code = drops(shown, shown.wgc)
+    assert (err, code) == ("", 0)
+    device_lines = before[: len(counters.DEVICE)]
+    assert [line[0] for line in device_lines] == [figure.name for figure in counters.DEVICE]
+    assert all(len(line) == 2 and line[1].isdigit() for line in device_lines)
+    peers = shown.run(shown.ours, "show", shown.wgc, "peers", check=True).stdout.decode().split()
+    peer_lines = before[len(counters.DEVICE):]
+    assert [line[:2] for line in peer_lines] == [[key, figure.name] for key in peers for figure in counters.PEER]
+    assert all(len(line) == 3 and float(line[2]) >= 0 for line in peer_lines)
+    of_go = {name: float(value) for key, name, value in peer_lines if key == wg_public_key(shown, shown.go)}
+    assert of_go["handshakes_completed_total"] >= 1
+    shown.run("python3", "-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+              f".sendto(b'garbage', ('127.0.0.1', {WGC_PORT}))", check=True)
+    wait_for(lambda: figure_of(drops(shown, shown.wgc)[0], "malformed_packets_total")
+             == figure_of(before, "malformed_packets_total") + 1, what="the garbage to be counted")
+
+
+def figure_of(lines, name) -> int:
+    (value,) = [line[1] for line in lines if line[0] == name]
+    return int(value)
+
+
+def wg_public_key(host, iface) -> str:
+    return host.run("wg", "show", iface, "public-key", check=True).stdout.decode().strip()
+
+
+def test_show_all_drops(shown):
+    """Each line names the interface first; wireguard-go's device is named on
+    stderr and skipped."""
+    lines, err, code = drops(shown, "all")
+    assert code == 0
+    assert err == f"{shown.go} does not report counters: not a wgc daemon\n"
+    alone = drops(shown, shown.wgc)[0]
+    assert [line[0] for line in lines] == [shown.wgc] * len(alone)
+    assert [line[1:-1] for line in lines] == [line[:-1] for line in alone]
+
+
+def test_show_drops_of_a_device_that_is_not_wgc(shown):
+    assert drops(shown, shown.go) == ([], f"{shown.go} does not report counters: not a wgc daemon\n", 1)
+    # No device at all: what Debian's wg says of it (the kernel's answer).
+    missing = shown.run("wg", "show", "nosuchwg").stderr.decode()
+    assert missing.startswith("Unable to access interface: ")
+    assert drops(shown, "nosuchwg") == ([], missing, 1)
+    # Debian's wg has no such field.
+    reference = shown.run("wg", "show", shown.wgc, "drops")
+    assert reference.returncode == 1 and reference.stderr.startswith(b"Invalid parameter: `drops'")
+
+
+def test_the_usage_of_wgc_wg_show_tells_of_drops(host):
+    """As `wgc --wg`, not as wg (whose usage test_usage_and_errors compares)."""
+    usage = host.run(wgc_executable(), "--wg", "show", "--help")
+    assert usage.returncode == 0
+    assert usage.stderr.decode().startswith("Usage: wgc --wg show { <interface> | all | interfaces } [")
+    assert "wgc extension: `drops'" in usage.stderr.decode()
 
 
 # -- set, setconf, addconf, syncconf -----------------------------------------------------------

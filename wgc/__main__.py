@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--wg"]:
         from wgc.control.wgtool import main as wg_main
 
-        return wg_main(args[1:], "wgc --wg")
+        return wg_main(args[1:], "wgc --wg", extended=True)
     if args[:1] == ["--proxy"]:
         from wgc.proxy.main import main as proxy_main
 

@@ -68,3 +68,10 @@ PeerSnapshot = namedtuple("PeerSnapshot", "public_key endpoint allowed_ips rx_by
 # A copy of a device's figures: interface (its name), values (by DEVICE
 # name), peers (PeerSnapshots, in the order `get` lists them).
 DeviceSnapshot = namedtuple("DeviceSnapshot", "interface values peers")
+
+
+def format_value(value: float) -> str:
+    """A figure as text: an integer in decimal, a float in Python's shortest
+    form that reads back the same (0.25, 1e-05), which Python's float() and
+    Prometheus's parser (Go's strconv.ParseFloat) both read."""
+    return repr(value)

@@ -8,6 +8,18 @@ another (https://www.wireguard.com/xplatform/#configuration-protocol):
 
 Any other operation line closes the connection without a reply.
 
+wgc adds one operation of its own, answered like `get`:
+
+    wgc_get_counters=1\\n\\n        -> name=value lines, then errno=0\\n\\n
+
+the device's figures first, then for each peer `public_key=<hex>` and its
+figures (wgc/counters.py names them all; values in counters.format_value's
+form).  wg(8)'s operations are a verb and the protocol version (`get=1`,
+`set=1`): a later protocol changes the number, not the verb, so a name
+prefixed with the implementation's cannot collide with one.  wireguard-go
+closes the connection on it, as on any operation it does not know: that is
+how a client tells that a daemon is not wgc.
+
 The reference is the wireguard-go Debian ships (v0.0.20220316, built with Go
 1.19): the same keys, the same order, the same values accepted and refused,
 the same errno for each kind of error.  Its parsers are Go's strconv and
@@ -34,7 +46,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from wgc import _uapi_set
+from wgc import _uapi_set, counters
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
 from wgc.log import log_failure
@@ -337,6 +349,23 @@ def handle_get(device) -> bytearray:
             ).encode("ascii")
             peer.format_allowed_ips(body)
     return body
+
+
+# -- wgc_get_counters ----------------------------------------------------------------
+
+COUNTERS_OPERATION = b"wgc_get_counters=1"
+
+
+def handle_counters(device) -> bytearray:
+    """The body of a `wgc_get_counters` reply: the device's figures, then
+    each peer's after its public_key line, each in the catalogue's order.
+    The snapshot is taken under the device's lock, formatted outside it."""
+    snapshot = device.snapshot()
+    lines = [f"{figure.name}={counters.format_value(snapshot.values[figure.name])}\n" for figure in counters.DEVICE]
+    for peer in snapshot.peers:
+        lines.append(f"public_key={peer.public_key.hex()}\n")
+        lines += [f"{figure.name}={counters.format_value(peer.values[figure.name])}\n" for figure in counters.PEER]
+    return bytearray("".join(lines).encode("ascii"))
 
 
 # -- set ----------------------------------------------------------------------------
@@ -695,19 +724,23 @@ class Session:
                 if lines is not None:
                     status = handle_set(self.device, lines) or status
                 self._reply(b"", status)
-            elif operation == b"get=1":
+            elif operation in (b"get=1", COUNTERS_OPERATION):
+                # Both are answered with lines built from the device's state.
+                what = "get" if operation == b"get=1" else "wgc_get_counters"
                 following = yield from reader.read_byte()
                 if following is None:
                     return
                 if following != ord("\n"):
-                    log.error("IPC error %d: trailing character in UAPI get: %r", ERRNO_INVALID, chr(following))
+                    log.error("IPC error %d: trailing character in UAPI %s: %r", ERRNO_INVALID, what,
+                              chr(following))
                     self._reply(b"", ERRNO_INVALID)
                     continue
                 yield ROOM
                 try:
-                    body, status = handle_get(self.device), 0
+                    build = handle_get if what == "get" else handle_counters
+                    body, status = build(self.device), 0
                 except Exception as error:
-                    log_failure(log, f"IPC error {ERRNO_UNKNOWN} in get", error)
+                    log_failure(log, f"IPC error {ERRNO_UNKNOWN} in {what}", error)
                     body, status = bytearray(), ERRNO_UNKNOWN
                 self._reply(body, status)
             else:

@@ -4,6 +4,7 @@
 
     control.device_names()                 # ["wg0", ...]: kernel links, then UAPI sockets
     dev = control.device("wg0")            # a Device with its peers and allowed IPs
+    control.counters("wg0").values         # a wgc daemon's drop and event counters
     control.configure("wg0", control.DeviceConfig(
         listen_port=51820,
         peers=[control.PeerConfig(public_key=control.key_from_base64("..."),
@@ -16,6 +17,8 @@ raise WireGuardError, an OSError whose errno says why.
 """
 from __future__ import annotations
 
+import errno
+
 from wgc.control import kernel, userspace
 from wgc.control.model import (
     KEY_LEN,
@@ -23,6 +26,7 @@ from wgc.control.model import (
     AllowedIP,
     Device,
     DeviceConfig,
+    DeviceCounters,
     Endpoint,
     Peer,
     PeerConfig,
@@ -39,11 +43,13 @@ __all__ = [
     "AllowedIP",
     "Device",
     "DeviceConfig",
+    "DeviceCounters",
     "Endpoint",
     "Peer",
     "PeerConfig",
     "WireGuardError",
     "configure",
+    "counters",
     "device",
     "device_names",
     "devices",
@@ -71,6 +77,17 @@ def device(name: str) -> Device:
     if userspace.has_device(name):
         return userspace.get_device(name)
     return kernel.get_device(name)
+
+
+def counters(name: str) -> DeviceCounters:
+    """What a wgc daemon counts of its device: drops by reason, handshakes,
+    their round-trip time (wgc/counters.py explains each figure).  Other
+    devices count none of it: EOPNOTSUPP for a kernel device or another
+    userspace daemon, ENODEV (from the kernel) for no device at all."""
+    if userspace.has_device(name):
+        return userspace.get_counters(name)
+    kernel.get_device(name)
+    raise WireGuardError(errno.EOPNOTSUPP, f"{name} does not report counters: a kernel device, not a wgc daemon")
 
 
 def devices() -> list[Device]:

@@ -356,6 +356,18 @@ class Device:
                    for peer in self.peers])
 
 
+@dataclass
+class DeviceCounters:
+    """What a wgc daemon counts of a device (wgc/counters.py names and
+    explains each figure): the device's figures and, by public key in the
+    order the daemon lists its peers, each peer's; counters are ints, gauges
+    floats."""
+
+    name: str
+    values: dict[str, int | float] = field(default_factory=dict)
+    peers: dict[bytes, dict[str, int | float]] = field(default_factory=dict)
+
+
 # -- what to change -----------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 `get=1` answers key=value lines ending with `errno=N` and a blank line;
 `set=1` takes key=value lines ending with a blank line and answers `errno=N`.
+A wgc daemon also answers `wgc_get_counters=1` (see wgc/uapi.py) like `get`.
 Reading follows wg(8): unknown keys are skipped, a malformed line makes the
 whole answer a protocol error (EPROTO).
 """
@@ -18,6 +19,7 @@ from wgc.control.model import (
     AllowedIP,
     Device,
     DeviceConfig,
+    DeviceCounters,
     Endpoint,
     Peer,
     allowed_ip_of_text,
@@ -238,6 +240,43 @@ def parse_get(name: str, answer: bytes) -> Device:
 
 def get_device(name: str) -> Device:
     return parse_get(name, _request(name, b"get=1\n\n"))
+
+
+def parse_counters(name: str, answer: bytes) -> DeviceCounters:
+    """The DeviceCounters a `wgc_get_counters=1` answer lists.  Figures are
+    kept whatever their names (a newer daemon may count more); a value is an
+    int when it is all digits, else a float.  EPROTO for a line that is not
+    name=number, the daemon's errno when it refused."""
+    counters = DeviceCounters(name=name)
+    values = counters.values
+    status = None
+    for line in answer.decode("ascii", "replace").split("\n"):
+        if line == "":
+            break
+        key, _, value = line.partition("=")
+        try:
+            if key == "public_key":
+                values = counters.peers.setdefault(key_from_hex(value), {})
+            elif key == "errno":
+                status = int(value)
+            else:
+                values[key] = int(value) if value.isdigit() else float(value)
+        except ValueError:
+            raise WireGuardError(errno.EPROTO, f"{name}: malformed counters answer line {line!r}") from None
+    if status is None:
+        raise WireGuardError(errno.EPROTO, f"{name}: counters answer without errno")
+    if status:
+        raise WireGuardError(abs(status), f"{name}: the daemon refused wgc_get_counters")
+    return counters
+
+
+def get_counters(name: str) -> DeviceCounters:
+    """A wgc daemon's counters; EOPNOTSUPP from any other daemon, which
+    closes the connection on an operation it does not know."""
+    answer = _request(name, b"wgc_get_counters=1\n\n")
+    if not answer:
+        raise WireGuardError(errno.EOPNOTSUPP, f"{name} does not report counters: not a wgc daemon")
+    return parse_counters(name, answer)
 
 
 def build_set(config: DeviceConfig, replace_peers: bool) -> bytes:

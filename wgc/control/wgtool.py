@@ -3,7 +3,8 @@
 Output, messages and exit codes are those of wireguard-tools 1.0.20210914 for
 the same device state, userspace or kernel, so scripts written for wg(8)
 work unchanged.  `prog` is the name the messages give the program (wg(8)'s
-argv[0]).
+argv[0]).  One addition, which wg(8) refuses as an invalid parameter: the
+`drops` field of `show`, a wgc daemon's counters.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from wgc.control.model import (
     gc_paused,
     key_from_base64,
 )
+from wgc.counters import format_value
 from wgc.errors import WireGuardError
 from wgc.netlink import IFNAMSIZ
 
@@ -46,6 +48,14 @@ CYAN = "\x1b[36m"
 
 SHOW_PARAMETERS = ("public-key | private-key | listen-port | fwmark | peers | preshared-keys | endpoints | "
                    "allowed-ips | latest-handshakes | transfer | persistent-keepalive | dump")
+# wgc's own field of `show`, which wg(8) does not have.
+DROPS = "drops"
+SHOW_DROPS_HELP = (
+    "wgc extension: `drops' shows a wgc daemon's event and drop counters, one figure a line:\n"
+    "  <figure><TAB><value> for the device's, then <peer public key><TAB><figure><TAB><value> for each\n"
+    "  peer's;"
+    " with `all', each line starts with the interface name and a tab, and devices that\n"
+    "  are not wgc daemons are named on stderr and skipped.\n")
 SET_USAGE = ("<interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] "
              "[peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] "
              "[persistent-keepalive <interval seconds>] [allowed-ips <ip1>/<cidr1>[,<ip2>/<cidr2>]...] ]...")
@@ -64,8 +74,11 @@ SUBCOMMANDS = (
 
 
 class Tool:
-    def __init__(self, prog: str, stdout=None, stderr=None, stdin=None):
+    def __init__(self, prog: str, stdout=None, stderr=None, stdin=None, extended: bool = False):
+        """extended: run as `wgc --wg`, not as wg, so the usage of `show`
+        may also tell of wgc's extension (as wg, it is wg(8)'s, byte for byte)."""
         self.prog = prog
+        self.extended = extended
         self._stdout = stdout if stdout is not None else sys.stdout.buffer
         self._stderr = stderr if stderr is not None else sys.stderr.buffer
         self._stdin = stdin if stdin is not None else sys.stdin.buffer
@@ -143,6 +156,8 @@ class Tool:
 
     def show_usage(self, command: str) -> None:
         self.err(f"Usage: {self.prog} {command} {{ <interface> | all | interfaces }} [{SHOW_PARAMETERS}]\n")
+        if self.extended:
+            self.err(SHOW_DROPS_HELP)
 
     def show(self, args: list[str]) -> int:
         command = args[0]
@@ -155,6 +170,8 @@ class Tool:
             except WireGuardError as error:
                 self.perror("Unable to list interfaces", error)
                 return 1
+            if len(args) == 3 and args[2] == DROPS:
+                return self.show_all_drops(names)
             status = 1 if names else 0
             for index, name in enumerate(names):
                 try:
@@ -187,6 +204,8 @@ class Tool:
         if len(args) == 2 and args[1] in ("-h", "--help", "help"):
             self.show_usage(command)
             return 0
+        if len(args) == 3 and args[2] == DROPS:
+            return 0 if self.show_drops(args[1], False) else 1
         try:
             device = control.device(args[1])
         except WireGuardError as error:
@@ -196,6 +215,36 @@ class Tool:
             return 0 if self.show_field(device, args[2], False, command) else 1
         self.pretty(device)
         return 0
+
+    def show_all_drops(self, names: list[str]) -> int:
+        """`show all drops`: each wgc device's counters; the others are
+        named on stderr and skipped, as `show all` skips a device it cannot read."""
+        status = 1 if names else 0
+        for name in names:
+            if self.show_drops(name, True):
+                status = 0
+        return status
+
+    def show_drops(self, name: str, with_interface: bool) -> bool:
+        """wgc's `drops` field: a line per figure, in the style of wg's other
+        fields (see SHOW_DROPS_HELP); False, with a message, for a device
+        that does not report counters or cannot be read."""
+        try:
+            counters = control.counters(name)
+        except WireGuardError as error:
+            if error.errno == errno.EOPNOTSUPP:
+                self.err(f"{error.strerror}\n")
+            elif with_interface:
+                self.err(f"Unable to access interface {name}: {os.strerror(error.errno or errno.EIO)}\n")
+            else:
+                self.perror("Unable to access interface", error)
+            return False
+        prefix = f"{name}\t" if with_interface else ""
+        lines = [f"{prefix}{figure}\t{format_value(value)}\n" for figure, value in counters.values.items()]
+        for key, values in counters.peers.items():
+            lines += [f"{prefix}{b64(key)}\t{figure}\t{format_value(value)}\n" for figure, value in values.items()]
+        self.out("".join(lines))
+        return True
 
     def pretty(self, device: Device) -> None:
         term = self.term
@@ -568,9 +617,9 @@ def stale_peers(draft: Draft, current: Device) -> list[PeerDraft]:
     return removals
 
 
-def main(argv: list[str], prog: str = "wg") -> int:
+def main(argv: list[str], prog: str = "wg", extended: bool = False) -> int:
     # As a C program: a closed pipe on stdout or Ctrl-C ends it by the signal
     # (so `wg show all dump | head -1` is quiet), not with a Python traceback.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    return Tool(prog).run(argv)
+    return Tool(prog, extended=extended).run(argv)
