@@ -1,32 +1,62 @@
 """Why traffic does not flow: each figure of wgc/counters.py made to move.
 
 Every test makes one event happen between two sans-I/O devices on a fake
-clock (tests/protocol_net.py) and reads the figure as a scrape would,
-through Device.snapshot(), and the data plane's through DataPlane.counters.
+clock (tests/protocol_net.py) and reads the figure through Device.snapshot()
+(the data plane's also through DataPlane.counters), checked to be the same
+in a scrape (wgc.metrics' exposition, read by prometheus_client's parser) and
+in what wgc.control reads (the wgc_get_counters reply, through its parser).
 """
+import base64
 import os
 import struct
+import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from protocol_net import SECOND, Pair, ipv4_packet
 from test_offload import tcp_packet
 from wgc import constants as C
-from wgc import counters
+from wgc import counters, metrics, uapi
 from wgc._dataplane import DEVICE_COUNTER_NAMES, PEER_COUNTER_NAMES
 from wgc._port import MemoryPort, TunPort
+from wgc.control import userspace
 
 INITIATION, RESPONSE, COOKIE, TRANSPORT = 1, 2, 3, 4
 MAC1_OFFSET = 116          # an initiation's mac1: bytes 116..131 of 148
 
 
+def scraped(device) -> dict:
+    """{(sample name, labels): value} of a scrape of device."""
+    text = metrics.render(device.snapshot(), time.time()).decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def through_api(device):
+    """What wgc.control's counters() reads of device."""
+    answer = bytes(uapi.handle_counters(device)) + b"errno=0\n\n"
+    return userspace.parse_counters(device.name, answer)
+
+
 def device_figure(side, name):
-    return side.device.snapshot().values[name]
+    """The device's figure, the same in a snapshot, a scrape and the API."""
+    value = side.device.snapshot().values[name]
+    labels = frozenset({"interface": side.device.name}.items())
+    assert scraped(side.device)[("wgc_" + name, labels)] == value
+    assert through_api(side.device).values[name] == value
+    return value
 
 
 def peer_figure(side, name):
+    """The figure of side's one peer, the same in a snapshot, a scrape and the API."""
     (peer,) = side.device.snapshot().peers
-    return peer.values[name]
+    value = peer.values[name]
+    key = base64.b64encode(peer.public_key).decode()
+    labels = frozenset({"interface": side.device.name, "public_key": key}.items())
+    assert scraped(side.device)[("wgc_" + name, labels)] == value
+    assert through_api(side.device).peers[peer.public_key][name] == value
+    return value
 
 
 def handshake(pair: Pair) -> None:
