@@ -16,7 +16,7 @@ import pytest
 
 from netns import Namespaces, resolv_conf, start_dnsmasq, unique_name, veth, wait_for
 from wgc import reresolve
-from wgnet import WGC, daemon_log, new_key, start_daemon
+from wgnet import WGC, daemon_log, have, new_key, start_daemon
 
 NAME = "peer.test"
 DNS = "127.0.0.53"
@@ -74,3 +74,19 @@ def test_the_endpoint_follows_the_name_to_a_new_address(tmp_path):
             assert wg(left, "show", left_iface, "endpoints").stdout.split()[1] == f"{new}:51820"
             with open(daemon_log(left_iface)) as log:
                 assert f"Endpoint name {NAME} now resolves to {new}:51820" in log.read()
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not have("wireguard-go"), reason="needs Debian's wireguard-go")
+def test_a_name_given_to_wireguard_go_is_resolved_once_without_error():
+    """wireguard-go refuses `endpoint_name` (EINVAL): the built-in wg applies
+    the configuration all the same, as wg(8) would."""
+    with Namespaces() as namespaces:
+        ns = namespaces("wgrg")
+        iface = unique_name("wgn")
+        start_daemon(ns, "wireguard-go", iface)
+        _, peer = new_key()
+        done = wg(ns, "set", iface, "peer", peer, "endpoint", "localhost:51820", "allowed-ips", "10.0.0.2/32",
+                  check=False)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert wg(ns, "show", iface, "endpoints").stdout.split()[1] in ("127.0.0.1:51820", "[::1]:51820")
