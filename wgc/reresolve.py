@@ -132,7 +132,12 @@ class Reresolver:
             starting = min(MAX_LOOKUPS - self._workers, len(self._queue))
             self._workers += starting
         for _ in range(starting):
-            self._start(self._work)
+            try:
+                self._start(self._work)
+            except RuntimeError:  # no thread to be had now: the next interval tries again
+                with self._lock:
+                    self._workers -= 1
+                self._device.log.debug("Endpoint names: cannot start a lookup thread now")
 
     def _work(self) -> None:
         """A lookup thread: takes queued lookups until none is left."""
