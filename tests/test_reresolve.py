@@ -192,3 +192,19 @@ def test_the_name_goes_in_a_second_request_for_existing_peers_only():
     assert build_names(config) == (f"set=1\npublic_key={keys[0].hex()}\nupdate_only=true\n"
                                    "endpoint_name=localhost:5\n\n").encode()
     assert build_names(DeviceConfig(peers=config.peers[1:])) is None
+
+
+def test_no_thread_to_be_had_is_tried_again_next_interval(pair):
+    refusals = [RuntimeError("can't start new thread")]
+
+    def start(work):
+        if refusals:
+            raise refusals.pop()
+        work()
+
+    resolver = watch(pair, [("192.0.2.9", NAME[1])], start=start)
+    pair.advance(reresolve.INTERVAL)
+    assert resolver.calls == []
+    pair.advance(reresolve.INTERVAL)
+    assert resolver.calls == [NAME]
+    assert pair.peer_of_b.endpoint == ("192.0.2.9", NAME[1])
