@@ -5,6 +5,7 @@ shared by all namespaces and interface names are limited to 15 characters.
 Everything made here is removed by close(), which also kills whatever still
 runs inside the namespace, so a failing test leaves nothing behind.
 """
+import contextlib
 import ctypes
 import itertools
 import os
@@ -170,6 +171,27 @@ def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def resolv_conf(ns: Netns, nameserver: str):
+    """/etc/netns/NAME/resolv.conf naming nameserver, which `ip netns exec`
+    mounts over /etc/resolv.conf for what runs in ns (glibc's resolver)."""
+    parent = "/etc/netns"
+    made_parent = not os.path.isdir(parent)
+    directory = f"{parent}/{ns.name}"
+    os.makedirs(directory)
+    try:
+        with open(f"{directory}/resolv.conf", "w") as f:
+            f.write(f"nameserver {nameserver}\n")
+        yield
+    finally:
+        shutil.rmtree(directory)
+        if made_parent:
+            try:
+                os.rmdir(parent)
+            except OSError:     # another test's namespace has its files there now
+                pass
 
 
 def start_dnsmasq(ns: Netns, listen: str, *options: str) -> subprocess.Popen:

@@ -19,7 +19,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from netns import start_dnsmasq, wait_for
+from netns import resolv_conf, start_dnsmasq, wait_for
 from wgc.netstack.dns import DNS_PORT, Resolver
 
 DNSMASQ = "127.0.0.1"
@@ -328,21 +328,8 @@ DIFFERENTIAL = [
 
 @pytest.fixture
 def glibc_resolv_conf(zone):
-    parent = "/etc/netns"
-    made_parent = not os.path.isdir(parent)
-    directory = f"{parent}/{zone.ns.name}"
-    os.makedirs(directory)
-    try:
-        with open(f"{directory}/resolv.conf", "w") as f:
-            f.write(f"nameserver {DNSMASQ}\n")
+    with resolv_conf(zone.ns, DNSMASQ):
         yield
-    finally:
-        shutil.rmtree(directory)
-        if made_parent:
-            try:
-                os.rmdir(parent)
-            except OSError:     # another test's namespace has its files there now
-                pass
 
 
 @pytest.mark.netns

@@ -282,3 +282,14 @@ def test_any_text_raises_only_config_error(lines):
         except ConfigError as error:
             assert str(error).startswith("fuzz.conf") or str(error).startswith("/dev/null")
             assert PRIVATE not in str(error) and PRIVATE[:20] not in str(error)
+
+
+def test_an_endpoint_by_name_gets_its_name_on_the_peer():
+    """Endpoint = NAME:PORT: the device knows the name, to look it up again (wgc.reresolve)."""
+    text = WG.replace("ListenPort = 51999\n", "").replace("Endpoint = 127.0.0.1:51820", "Endpoint = localhost:51820")
+    net_config: NetConfig = parse(text + SERVICES, "proxy.conf").net
+    with Net(net_config.device, list(net_config.addresses), mtu=net_config.mtu, dns=list(net_config.dns)) as net:
+        (peer,) = net.device.peers()
+        assert peer.endpoint_name == ("localhost", 51820)
+        assert peer.endpoint in (("127.0.0.1", 51820), ("::1", 51820))
+        assert net.device.reresolver.deadline() is not None

@@ -811,3 +811,66 @@ def test_counters_that_fail_are_answered_and_logged(device, caplog, monkeypatch)
     assert exchange(device, COUNTERS) == f"errno={uapi.ERRNO_UNKNOWN}\n\n".encode()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"IPC error {uapi.ERRNO_UNKNOWN} in wgc_get_counters: unexpected ValueError"]
+
+
+# -- endpoint_name, wgc's own peer key ------------------------------------------------
+
+
+def test_endpoint_name_is_kept_on_the_peer_and_never_shown(device):
+    assert apply(device, [f"public_key={K1}", "endpoint=192.0.2.1:51820"]) == 0
+    before = shown(device)
+    assert apply(device, [f"public_key={K1}", "endpoint_name=peer.example.test:51820"]) == 0
+    assert device.peer(bytes.fromhex(K1)).endpoint_name == ("peer.example.test", 51820)
+    # It sets no endpoint, and `get` stays what wg(8) reads from wireguard-go.
+    assert shown(device) == before
+    assert "example" not in shown(device)
+
+
+def test_an_endpoint_without_a_name_forgets_the_name(device):
+    assert apply(device, [f"public_key={K1}", "endpoint=192.0.2.1:51820", "endpoint_name=peer.test:51820"]) == 0
+    assert apply(device, [f"public_key={K1}", "endpoint=192.0.2.2:51820"]) == 0
+    assert device.peer(bytes.fromhex(K1)).endpoint_name is None
+
+
+@pytest.mark.parametrize("value", [
+    "192.0.2.1:51820",          # an address is no name
+    "[2001:db8::1]:51820",
+    "10.1:51820",               # getaddrinfo reads it as 10.0.0.1
+    "1.0x7f:51820",
+    "peer.test",                # no port
+    "peer.test:",
+    "peer.test:http",           # the port is numeric
+    "peer.test:65536",
+    "peer.test:-1",
+    ":51820",
+    "-peer.test:51820",         # labels neither start nor end with a hyphen
+    "peer-.test:51820",
+    "pe_er.test:51820",
+    "peer..test:51820",
+    "p\u00e9er.test:51820",
+    "a" * 64 + ".test:51820",   # a label of 64 characters
+    ("a" * 62 + ".") * 4 + "test:1",  # 257 characters
+])
+def test_endpoint_name_refuses(device, value):
+    assert apply(device, [f"public_key={K1}", f"endpoint_name={value}"]) == EINVAL
+    assert device.peer(bytes.fromhex(K1)).endpoint_name is None
+
+
+def test_endpoint_name_takes_names_at_their_limits(device):
+    longest = ("a" * 63 + ".") * 3 + "b" * 61  # 253 characters
+    for value, name in [("localhost:1", ("localhost", 1)), (f"{longest}:65535", (longest, 65535)),
+                        ("Peer-1.Example.test.:0", ("Peer-1.Example.test.", 0))]:
+        assert apply(device, [f"public_key={K1}", f"endpoint_name={value}"]) == 0
+        assert device.peer(bytes.fromhex(K1)).endpoint_name == name
+
+
+def test_endpoint_name_is_checked_in_a_dummy_section_too(device):
+    assert apply(device, [f"public_key={K1}", "update_only=true", "endpoint_name=peer.test:1"]) == 0
+    assert device.peer(bytes.fromhex(K1)) is None
+    assert apply(device, [f"public_key={K1}", "update_only=true", "endpoint_name=192.0.2.1:1"]) == EINVAL
+
+
+def test_a_refused_endpoint_name_is_not_logged(device, caplog):
+    caplog.set_level(logging.DEBUG)
+    apply(device, [f"public_key={K1}", f"endpoint_name={PSK}:1"])
+    assert PSK not in caplog.text and "endpoint_name" in caplog.text

@@ -29,6 +29,7 @@ from wgc._dataplane import (
 )
 from wgc.cookie import CookieChecker, CookieGenerator
 from wgc.ratelimiter import RateLimiter
+from wgc.reresolve import Reresolver
 
 ZERO_KEY = bytes(32)
 SOCKET_BUFFER = 7 << 20
@@ -72,6 +73,8 @@ class Peer:
         self.last_sent_handshake = -(1 << 62)
         self.last_sent_initiation = 0     # when the initiation a response would answer left
         self.name = short_key(public_key)
+        # (host, port) to look up again when the peer goes quiet (wgc.reresolve), or None.
+        self.endpoint_name: tuple[str, int] | None = None
         # The control plane's figures for this peer (wgc/counters.py's PEER names).
         self.counts: dict[str, float] = {
             "handshake_initiations_sent_total": 0,
@@ -102,6 +105,14 @@ class Peer:
             self._device.core.set_endpoint(self.slot, (host, port, 0, scope))
         except OSError:
             raise ValueError(f"not a numeric address: {host!r}") from None
+
+    def set_endpoint_name(self, name: tuple[str, int] | None) -> None:
+        """The host name and port the endpoint was given by, which the device
+        looks up again when the peer is quiet; None: an address only."""
+        self.endpoint_name = name
+        if name is not None:
+            now, _ = self._device.clock()
+            self._device.reresolver.named(now)
 
     def set_persistent_keepalive(self, seconds: int) -> None:
         if not 0 <= seconds <= 65535:
@@ -187,6 +198,7 @@ class Device:
         self._sockets: list[socket.socket] = []
         self._under_load_until = 0
         self._thread = None
+        self.reresolver = Reresolver(self)
         # The control plane's figures for the device (wgc/counters.py's DEVICE names).
         self.counts = {
             "invalid_mac1_total": 0,
@@ -219,12 +231,14 @@ class Device:
 
     def next_deadline(self) -> int | None:
         with self.lock:
-            return self.core.next_deadline() or None
+            deadlines = [d for d in (self.core.next_deadline() or None, self.reresolver.deadline()) if d is not None]
+            return min(deadlines) if deadlines else None
 
     def run_timers(self, now: int) -> None:
         with self.lock:
             _, wall = self.clock()
             self._handle(self.core.poll(now, 0), now, wall)
+            self.reresolver.poll(now, wall)
 
     def _handle(self, events, now: int, wall: int) -> None:
         for event in events:

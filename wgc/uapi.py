@@ -33,6 +33,14 @@ error it stops reading, so the rest of a long request is then parsed as
 operation lines and closes the connection.  wgc reads a `set` request to its
 blank line before applying it, so it always answers each request once.
 
+One peer key is wgc's own, which wireguard-go refuses (errno -22, EINVAL),
+so a client sends it only to a wgc device: `endpoint_name=HOST:PORT`, a
+host name (never an address) and a decimal port, tells the device what name
+the peer's endpoint was resolved from, so that it looks the name up again
+when the peer goes quiet (wgc.reresolve).  It does not set the endpoint
+(the client sends `endpoint=` with the address as wg(8) does); a later
+`endpoint=` without it forgets the name; `get` never shows it.
+
 wgc also refuses a `set` request bigger than MAX_REQUEST as a whole (errno
 -90, EMSGSIZE), and its error lines never quote a value of the request, which
 may be a key (see _shown).  Session speaks the protocol on bytes fed to it;
@@ -50,6 +58,7 @@ from wgc import _uapi_set, counters
 from wgc._crypto import clamp
 from wgc.device import PeerLimitError
 from wgc.log import log_failure
+from wgc.reresolve import parse_endpoint_name
 
 # typing costs the daemon about half a MiB of memory for names only the type
 # checker reads (it treats this name as true, Python never imports it).
@@ -502,6 +511,15 @@ class _SetRequest:
                 self.peer.set_endpoint(host, port)
             except ValueError as error:
                 raise _invalid(f"failed to set endpoint: {error}") from None
+            self.peer.set_endpoint_name(None)
+
+    def _endpoint_name(self, value: str) -> None:
+        try:
+            name = parse_endpoint_name(value)
+        except ValueError as error:
+            raise _invalid(str(error)) from None
+        if self.peer is not None:
+            self.peer.set_endpoint_name(name)
 
     def _persistent_keepalive_interval(self, value: str) -> None:
         seconds = parse_uint(value, 16)
@@ -535,6 +553,7 @@ class _SetRequest:
         "remove": _remove,
         "preshared_key": _preshared_key,
         "endpoint": _endpoint,
+        "endpoint_name": _endpoint_name,
         "persistent_keepalive_interval": _persistent_keepalive_interval,
         "replace_allowed_ips": _replace_allowed_ips,
         "allowed_ip": _allowed_ip,

@@ -26,6 +26,7 @@ from wgc.control.model import (
     key_from_base64,
     split_endpoint,
 )
+from wgc.reresolve import is_host_name
 
 _SPACE = " \t\n\v\f\r"
 _DROP_SPACE = str.maketrans("", "", _SPACE)
@@ -65,6 +66,7 @@ class PeerDraft:
         self.remove = False
         self.preshared_key: bytes | None = None
         self.endpoint: Endpoint | None = None
+        self.endpoint_name: str | None = None
         self.persistent_keepalive_interval: int | None = None
         self.replace_allowed_ips = False
         self.allowed_ips: list[AllowedIP] = []
@@ -72,8 +74,18 @@ class PeerDraft:
     def to_config(self) -> PeerConfig:
         return PeerConfig(public_key=self.public_key or ZERO_KEY, remove=self.remove,
                           preshared_key=self.preshared_key, endpoint=self.endpoint,
+                          endpoint_name=self.endpoint_name,
                           persistent_keepalive_interval=self.persistent_keepalive_interval,
                           replace_allowed_ips=self.replace_allowed_ips, allowed_ips=list(self.allowed_ips))
+
+
+def endpoint_name(value: str, endpoint: Endpoint | None) -> str | None:
+    """HOST:PORT (the port as resolved) when the endpoint value endpoint was
+    resolved from names a host rather than an address, else None."""
+    if endpoint is None:
+        return None
+    host = split_endpoint(c_string(value))[0]
+    return f"{host}:{endpoint.port}" if is_host_name(host) else None
 
 
 class Parser:
@@ -260,6 +272,7 @@ class Parser:
                 peer.endpoint = self.endpoint(args[1])
                 if peer.endpoint is None:
                     return None
+                peer.endpoint_name = endpoint_name(args[1], peer.endpoint)
             elif word == "allowed-ips" and has_value and peer is not None:
                 # Spaces anywhere in the list are dropped first ("a/8, b/8" is fine).
                 if not self.allowed_ips(peer, c_string(args[1]).translate(_DROP_SPACE)):
@@ -341,6 +354,7 @@ class ConfigFile:
             peer = self.draft.peers[-1]
             if (value := self._value(line, "Endpoint")) is not None:
                 peer.endpoint = parser.endpoint(value)
+                peer.endpoint_name = endpoint_name(value, peer.endpoint)
                 return peer.endpoint is not None
             if (value := self._value(line, "PublicKey")) is not None:
                 key = parser.key(value)

@@ -381,6 +381,9 @@ class PeerConfig:
     update_only: bool = False
     preshared_key: bytes | None = None
     endpoint: Endpoint | None = None
+    # "HOST:PORT" when endpoint was resolved from a host name: a wgc device
+    # looks the name up again when the peer goes quiet (wgc.reresolve).
+    endpoint_name: str | None = None
     persistent_keepalive_interval: int | None = None
     replace_allowed_ips: bool = False
     allowed_ips: list[AllowedIP] = field(default_factory=list)

@@ -311,8 +311,38 @@ def build_set(config: DeviceConfig, replace_peers: bool) -> bytes:
     return "\n".join(lines).encode("utf-8", "surrogateescape")
 
 
+def build_names(config: DeviceConfig) -> bytes | None:
+    """The `set=1` request that tells a wgc device the host names the
+    endpoints were resolved from (wgc.uapi's `endpoint_name`), for peers
+    that exist (update_only); None when no endpoint was given by name."""
+    lines = ["set=1"]
+    for peer in config.peers:
+        if peer.endpoint_name is not None and not peer.remove:
+            lines += [f"public_key={key_to_hex(peer.public_key)}", "update_only=true",
+                      f"endpoint_name={peer.endpoint_name}"]
+    if len(lines) == 1:
+        return None
+    lines.append("\n")
+    return "\n".join(lines).encode("ascii")
+
+
 def set_device(name: str, config: DeviceConfig, replace_peers: bool) -> None:
-    answer = _request(name, build_set(config, replace_peers))
+    """Applies config as wg(8) would; then, when endpoints were given by name,
+    tells the device the names in a second request, which a device other
+    than wgc refuses (EINVAL, one error line in its log) with no harm done:
+    the configuration was applied, only re-resolution is missing.  This
+    costs nothing extra when no name is given, unlike probing every device."""
+    _check_answer(name, _request(name, build_set(config, replace_peers)))
+    names = build_names(config)
+    if names is not None:
+        try:
+            _check_answer(name, _request(name, names))
+        except WireGuardError as error:
+            if error.errno != errno.EINVAL:
+                raise
+
+
+def _check_answer(name: str, answer: bytes) -> None:
     status = None
     for line in answer.decode("ascii", "replace").split("\n"):
         if not line:

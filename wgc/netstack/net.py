@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from wgc import constants as C
 from wgc.control.config import ConfigFile, Parser
 from wgc.control.model import DeviceConfig
-from wgc.control.userspace import build_set
+from wgc.control.userspace import build_names, build_set
 from wgc.control.wgquick import Config, Failure, parse_text
 from wgc.device import Device
 from wgc.netstack import aio
@@ -405,6 +405,9 @@ class Net:
         self._threads: list[threading.Thread] = []
         try:
             self.set(build_set(config, replace_peers=True))
+            names = build_names(config)
+            if names is not None:
+                self.set(names)  # endpoints given by name follow DNS (wgc.reresolve)
             self.device.up()
         except BaseException:
             self.device.close()
