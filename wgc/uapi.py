@@ -719,7 +719,10 @@ class Session:
         return self._between_requests and not self._reader.buffered() and not self.output
 
     def _reply(self, body: bytes | bytearray, status: int) -> None:
-        self.output += body
+        if not self.output and isinstance(body, bytearray):
+            self.output = body  # a reply's own buffer (a get's may be 30 MB): taken, not copied
+        else:
+            self.output += body
         self.output += f"errno={status}\n\n".encode("ascii")
 
     def _converse(self):
