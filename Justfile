@@ -77,7 +77,8 @@ ci: lint typecheck test-asan
         WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q -rs tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
     fi
 
-# Size and start-to-ready time of the frozen executables (build them first).
+# Size and start-to-ready time of the frozen executables (build them first), and the CPU of one
+# `wg show IFACE` through each beside Debian's wg and a bare `python -I -S`, with the ratios.
 bench-binary:
     {{python}} scripts/bench_appliance.py
 

@@ -1,8 +1,12 @@
 """Prints the size of the frozen executables, how long each takes from start
 to a listening control socket (median of several starts, in a throwaway
-network namespace), and the newest glibc symbol version they need."""
+network namespace), the newest glibc symbol version they need, and the CPU
+time of one `wg show IFACE` through each (against a daemon in that namespace),
+side by side with Debian's wg(8) and a bare Python that does nothing."""
 import os
 import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -13,6 +17,7 @@ ROOT = Path(__file__).parent.parent
 CANDIDATES = {"one-file dist/wgc": ROOT / "dist/wgc", "one-dir dist/wgc-dir/wgc": ROOT / "dist/wgc-dir/wgc",
               "python -m wgc": None}
 ROUNDS = 5
+SHOW_RUNS = 20
 
 
 def start_to_ready(ns: str, command: list[str]) -> float:
@@ -32,6 +37,53 @@ def start_to_ready(ns: str, command: list[str]) -> float:
         gone = time.monotonic() + 5
         while os.path.exists(path) and time.monotonic() < gone:  # a one-file child may outlive its launcher
             time.sleep(0.01)
+
+
+def cpu_per_run(command: list[str]) -> float:
+    """Median user+system CPU seconds of one run of command, over SHOW_RUNS runs
+    (the rusage of waited-for children, read before and after each)."""
+    spent = []
+    for _ in range(SHOW_RUNS):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(spent)
+
+
+def show_cpu(ns: str) -> None:
+    """CPU per `wg show IFACE` of each wg against one wgc daemon, with the
+    ratios to Debian's wg and to `python3 -I -S -c pass` (the least any
+    Python program can cost).  The daemon's socket is in /var/run/wireguard,
+    outside the namespace, so every command runs directly."""
+    iface = f"wgshow{os.getpid() % 10000}"
+    path = f"/var/run/wireguard/{iface}.sock"
+    daemon = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "wgc", "-f", iface])
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the wgc daemon did not start")
+            time.sleep(0.01)
+        commands = {"python3 -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"]}
+        if shutil.which("wg"):
+            commands["Debian wg show"] = ["wg", "show", iface]
+        commands["python -m wgc --wg show"] = [sys.executable, "-m", "wgc", "--wg", "show", iface]
+        for label, path_ in (("one-dir --wg show", CANDIDATES["one-dir dist/wgc-dir/wgc"]),
+                             ("one-file --wg show", CANDIDATES["one-file dist/wgc"])):
+            if path_ is not None and path_.exists():
+                commands[label] = [str(path_), "--wg", "show", iface]
+        spent = {label: cpu_per_run(command) for label, command in commands.items()}
+        bare, debian = spent["python3 -I -S -c pass"], spent.get("Debian wg show")
+        print(f"CPU (user+sys) per run, median of {SHOW_RUNS}:")
+        for label, seconds in spent.items():
+            ratios = f"  {seconds / bare:5.1f}x bare Python"
+            if debian:
+                ratios += f"  {seconds / debian:6.1f}x Debian wg"
+            print(f"  {label:26} {seconds * 1000:6.1f} ms{ratios}")
+    finally:
+        daemon.terminate()
+        daemon.wait()
 
 
 def newest_glibc(directory: Path) -> str:
@@ -58,6 +110,7 @@ def main():
                 files = [path] if path.parent.name != "wgc-dir" else [p for p in path.parent.rglob("*") if p.is_file()]
                 size = f", size {sum(p.stat().st_size for p in files) / 1e6:.1f} MB"
             print(f"{label}: start to ready {statistics.median(times) * 1000:.0f} ms (median of {ROUNDS}){size}")
+        show_cpu(ns)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     bundle = ROOT / "dist/wgc-dir"

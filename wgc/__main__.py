@@ -8,7 +8,6 @@ interface name, "wg" included, and only names starting with "-" are never
 taken as interface names.
 """
 import os
-import platform
 import sys
 
 from wgc import __version__
@@ -39,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return proxy_main(args[1:])
     if args == ["--version"]:
+        import platform  # only here: it costs every other start a few milliseconds
+
         print(f"wgc v{__version__}\n\nUserspace WireGuard daemon for linux-{platform.machine()}.\n"
               "Information available at https://www.wireguard.com.")
         return 0

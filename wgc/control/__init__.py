@@ -14,12 +14,15 @@ A name with a live socket /var/run/wireguard/NAME.sock is a userspace device
 (wgc, wireguard-go) spoken to with the UAPI text protocol; any other name is
 looked up in the kernel through generic netlink, as wg(8) does.  Failures
 raise WireGuardError, an OSError whose errno says why.
+
+The kernel backend (generic netlink) is imported only when a name is not a
+userspace device: `wg show` against wgc or wireguard-go never pays for it.
 """
 from __future__ import annotations
 
 import errno
 
-from wgc.control import kernel, userspace
+from wgc.control import userspace
 from wgc.control.model import (
     KEY_LEN,
     ZERO_KEY,
@@ -65,6 +68,8 @@ def device_names() -> list[str]:
     """Every WireGuard device: kernel links of kind wireguard first, then the
     live UAPI sockets in /var/run/wireguard and $XDG_RUNTIME_DIR/wireguard
     (stale ones are removed)."""
+    from wgc.control import kernel
+
     return kernel.device_names() + userspace.device_names()
 
 
@@ -76,6 +81,8 @@ def device(name: str) -> Device:
     """The current state of one device."""
     if userspace.has_device(name):
         return userspace.get_device(name)
+    from wgc.control import kernel
+
     return kernel.get_device(name)
 
 
@@ -86,6 +93,8 @@ def counters(name: str) -> DeviceCounters:
     userspace daemon, ENODEV (from the kernel) for no device at all."""
     if userspace.has_device(name):
         return userspace.get_counters(name)
+    from wgc.control import kernel
+
     kernel.get_device(name)
     raise WireGuardError(errno.EOPNOTSUPP, f"{name} does not report counters: a kernel device, not a wgc daemon")
 
@@ -108,4 +117,6 @@ def configure(name: str, config: DeviceConfig, replace_peers: bool = False) -> N
     if userspace.has_device(name):
         userspace.set_device(name, config, replace_peers)
     else:
+        from wgc.control import kernel
+
         kernel.set_device(name, config, replace_peers)
