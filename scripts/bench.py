@@ -110,20 +110,22 @@ def larger_end_mib(daemons: list[list[int]]) -> float:
     return max(rss_kib(pids) for pids in daemons) / 1024
 
 
-class RssSampler:
-    """While open, the larger end's RSS (all its daemon's processes) every RSS_EVERY s; `most` in MiB."""
+class Beside:
+    """A thread that runs beside a load while the `with` block lasts: run()
+    is its work, with self.stopped set at the block's end; a failure in it is
+    raised there (unless the block failed first)."""
 
-    def __init__(self, daemons: list[list[int]]):
-        self.daemons = daemons
-        self.most = 0.0
-        self._stop = threading.Event()
+    def __init__(self):
+        self.stopped = threading.Event()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop)
+        self._thread = threading.Thread(target=self._guarded)
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def _guarded(self) -> None:
         try:
-            while not self._stop.wait(RSS_EVERY):
-                self.most = max(self.most, larger_end_mib(self.daemons))
+            self.run()
         except BaseException as failure:  # handed to the caller on close
             self._failure = failure
 
@@ -132,42 +134,42 @@ class RssSampler:
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
+        self.stopped.set()
         self._thread.join()
         if self._failure and not exc[0]:
             raise self._failure
 
 
-class LoadPing:
+class RssSampler(Beside):
+    """While open, the larger end's RSS (all its daemon's processes) every RSS_EVERY s; `most` in MiB."""
+
+    def __init__(self, daemons: list[list[int]]):
+        super().__init__()
+        self.daemons = daemons
+        self.most = 0.0
+
+    def run(self) -> None:
+        while not self.stopped.wait(RSS_EVERY):
+            self.most = max(self.most, larger_end_mib(self.daemons))
+
+
+class LoadPing(Beside):
     """A ping every LOAD_PING_EVERY s from `source` to `target` through the tunnel, started
     once the iperf3 client has appeared in source's namespace and lasting for the
     rest of its run (seconds less half a second, so it ends before the load does)."""
 
     def __init__(self, source: End, target: str, daemons: list[int], seconds: float):
+        super().__init__()
         self.source, self.target, self.daemons, self.seconds = source, target, set(daemons), seconds
         self.output = ""
         self.sent = 0
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run)
 
-    def _run(self) -> None:
-        try:
-            wait_for(lambda: set(self.source.ns.pids()) - self.daemons, timeout=30, interval=0.05,
-                     what="the iperf3 client")
-            self.sent = max(1, int((self.seconds - 0.5) / LOAD_PING_EVERY))
-            self.output = self.source.ping(self.target, count=self.sent, interval=LOAD_PING_EVERY,
-                                           check=False).stdout
-        except BaseException as failure:  # handed to the caller on close
-            self._failure = failure
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._thread.join()
-        if self._failure and not exc[0]:
-            raise self._failure
+    def run(self) -> None:
+        wait_for(lambda: set(self.source.ns.pids()) - self.daemons, timeout=30, interval=0.05,
+                 what="the iperf3 client")
+        self.sent = max(1, int((self.seconds - 0.5) / LOAD_PING_EVERY))
+        self.output = self.source.ping(self.target, count=self.sent, interval=LOAD_PING_EVERY,
+                                       check=False).stdout
 
 
 def measure(left: str, right: str, seconds: float) -> dict:
@@ -233,25 +235,20 @@ METRICS_PORT = 9586
 SCRAPE_EVERY = 0.1  # s
 
 
-class Scraper:
+class Scraper(Beside):
     """GET /metrics every SCRAPE_EVERY s from inside a namespace, until stopped."""
 
     def __init__(self, ns):
+        super().__init__()
+        self.ns = ns
         self.answers: dict[int, int] = {}  # HTTP status -> how many
         self.failures = 0  # no answer at all
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=ns.inside, args=(self._loop,))
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def run(self) -> None:
+        self.ns.inside(self._loop)
 
     def _loop(self) -> None:
-        while not self._stop.wait(SCRAPE_EVERY):
+        while not self.stopped.wait(SCRAPE_EVERY):
             try:
                 with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=5) as sock:
                     sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
