@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgc._allowed_text import AllowedIPMaker
-from wgc.control.model import AllowedIP, ipv4_allowed_ips_of_texts, take_ipv4_allowed_ip_lines
+from wgc.control.model import AllowedIP, format_allowed_ips, ipv4_allowed_ips_of_texts, take_ipv4_allowed_ip_lines
 from wgc.control.userspace import _allowed_ip, parse_get
 from wgc.errors import WireGuardError
 
@@ -187,3 +187,28 @@ def test_objects_are_freed_with_their_texts():
     assert owners == owners_here  # the list alone (and getrefcount's argument)
     del made
     assert sys.getrefcount(text) == before
+
+
+class Spelled(AllowedIP):
+    """A subclass: its texts are joined by the Python path."""
+
+    __slots__ = ()
+
+
+@given(st.lists(st.one_of(st.ip_addresses(v=4).map(lambda a: f"{a}/32"), st.ip_addresses(v=6).map(lambda a: f"{a}/64")),
+                max_size=8),
+       st.sampled_from(["", ", ", "\nallowed_ip=", "\u00e9"]), st.integers(0, 8))
+def test_texts_joined_as_str_joins_them(texts_, separator, subclass_at):
+    ips = [AllowedIP.parse(text) for text in texts_]
+    ips += ipv4_allowed_ips_of_texts([text for text in texts_ if takes(text, 0)], 0) or []
+    if subclass_at < len(ips):
+        ips[subclass_at] = Spelled(ips[subclass_at].address, ips[subclass_at].cidr)
+    joined = format_allowed_ips(ips, separator)
+    assert type(joined) is str and joined == separator.join(str(allowed) for allowed in ips)
+
+
+@pytest.mark.parametrize("stranger", [object.__new__(AllowedIP), "1.2.3.4/32", 7, ("1.2.3.4/32", "x")])
+def test_joining_what_has_no_text(stranger):
+    """An AllowedIP without its text, or something else: the Python path's AttributeError."""
+    with pytest.raises(AttributeError):
+        format_allowed_ips([AllowedIP.parse("1.2.3.4/32"), stranger], ",")

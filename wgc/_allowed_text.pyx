@@ -10,7 +10,8 @@ prefix length in printf's spelling), is checked in C and each AllowedIP is
 made as object.__new__ makes it (the type's tp_alloc), its text stored in
 the `_text` slot at the offset the slot's own descriptor names.  Anything
 else is left to model.py's Python path, which owns the other spellings and
-the errors.
+the errors.  Writing them out again (a `set` request, a configuration file)
+joins the texts read from the slots the same way.
 
 The objects are untracked by the cycle collector, as CPython untracks a
 tuple of atoms: an AllowedIP holds its text and, once asked, an address, so
@@ -35,6 +36,8 @@ cdef extern from "Python.h":
         PyDescrObject d_common
         PyMemberDef *d_member
     PyTypeObject PyMemberDescr_Type
+    bint PyUnicode_CheckExact(object text)
+    PyTypeObject *Py_TYPE(object o)
     bint PyUnicode_IS_COMPACT_ASCII(object text)
     void *PyUnicode_DATA(object text)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
@@ -121,6 +124,42 @@ cdef class AllowedIPMaker:
             PyList_Append(into, self.make(text))
             pos = newline + 1 - base
         return pos
+
+    def join_texts(self, list ips not None, str separator not None):
+        """The texts of ips joined by separator when each is of this class
+        and every text is ASCII; None otherwise, for the caller to join."""
+        cdef Py_ssize_t count = len(ips), i, total = 0, written = 0, gap = len(separator)
+        cdef PyObject *text
+        cdef object joined
+        cdef char *out
+        if not PyUnicode_IS_COMPACT_ASCII(separator):
+            return None
+        for i in range(count):
+            text = self.text_of(ips[i])
+            if text == NULL:
+                return None
+            total += len(<object>text) + (gap if i else 0)
+        joined = PyUnicode_New(total, 127)
+        out = <char *>PyUnicode_DATA(joined)
+        for i in range(count):    # (no Python code ran since: the list is as it was)
+            text = self.text_of(ips[i])
+            if i:
+                memcpy(out + written, PyUnicode_DATA(separator), gap)
+                written += gap
+            memcpy(out + written, PyUnicode_DATA(<object>text), len(<object>text))
+            written += len(<object>text)
+        return joined
+
+    cdef PyObject *text_of(self, object allowed):
+        """The ASCII text in allowed's slot (borrowed), or NULL when allowed
+        is not of this class or its text is not an ASCII str."""
+        cdef PyObject *text
+        if Py_TYPE(allowed) is not self.kind:
+            return NULL
+        text = (<PyObject **>(<char *><PyObject *>allowed + self.offset))[0]
+        if text == NULL or not PyUnicode_CheckExact(<object>text) or not PyUnicode_IS_COMPACT_ASCII(<object>text):
+            return NULL
+        return text
 
 
 cdef int ipv4_prefix(const uint8_t *s, Py_ssize_t n, int shortest) noexcept nogil:

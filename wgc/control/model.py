@@ -204,8 +204,10 @@ def gc_paused():
 
 
 def format_allowed_ips(ips: list[AllowedIP], separator: str) -> str:
-    """The allowed IPs as str() prints each, joined by separator (in one go: there may be a million)."""
-    return separator.join([allowed._text for allowed in ips])
+    """The allowed IPs as str() prints each, joined by separator (in one go,
+    in C when it can: there may be a million)."""
+    joined = _maker.join_texts(ips, separator)
+    return separator.join([allowed._text for allowed in ips]) if joined is None else joined
 
 
 def split_endpoint(text: str) -> tuple[str, str]:
