@@ -19,6 +19,7 @@ uapi.handle_set on the control server's thread, under the device's lock.
 from libc.stdint cimport uint8_t
 from libc.string cimport memchr, memcmp, memmove, memset
 
+from wgc._uapi_text cimport ALLOWED_IP, ALLOWED_IP_LEN, parse_ipv4
 from wgc._trie cimport RECORD_SIZE
 
 cdef enum:
@@ -58,9 +59,6 @@ TO_HANDLER = 0      # not in a peer section: the handler refuses them
 VALIDATE = 1        # a peer section that changes nothing: parse, keep nothing
 COLLECT = 2         # parse and add to the peer
 
-cdef const char *ALLOWED_IP = b"allowed_ip="
-cdef enum:
-    ALLOWED_IP_LEN = 11
 
 
 cdef inline int hex_value(uint8_t c) noexcept nogil:
@@ -71,26 +69,6 @@ cdef inline int hex_value(uint8_t c) noexcept nogil:
     if c >= c'A' and c <= c'F':
         return c - c'A' + 10
     return -1
-
-
-cdef int parse_ipv4(const uint8_t *s, Py_ssize_t n, uint8_t *out) noexcept nogil:
-    """Four decimal octets, each at most 255 and without a leading zero (Go's
-    rule): 0, or -1 for anything else."""
-    cdef Py_ssize_t i = 0, start
-    cdef int octet, value
-    for octet in range(4):
-        if octet:
-            if i >= n or s[i] != c'.':
-                return -1
-            i += 1
-        start, value = i, 0
-        while i < n and s[i] >= c'0' and s[i] <= c'9' and i - start < 3:
-            value = value * 10 + (s[i] - c'0')
-            i += 1
-        if i == start or value > 255 or (i - start > 1 and s[start] == c'0'):
-            return -1
-        out[octet] = <uint8_t>value
-    return 0 if i == n else -1
 
 
 cdef int parse_ipv6(const uint8_t *s, Py_ssize_t n, uint8_t *out) noexcept nogil:

@@ -15,9 +15,9 @@ import ipaddress
 import re
 import socket
 import struct
-from collections import deque
 from dataclasses import dataclass, field
-from itertools import repeat
+
+from wgc._allowed_text import AllowedIPMaker
 
 TYPE_CHECKING = False  # as type checkers read it; importing typing for it would cost `wg show` ~4 ms
 
@@ -170,29 +170,24 @@ def allowed_ip_of_text(text: str) -> AllowedIP:
     return allowed
 
 
-# IPv4 prefix lengths from [n] to 32, spelled as CANONICAL_PREFIXES spells them.
-_IPV4_PREFIXES = [frozenset(str(length) for length in range(shortest, 33)) for shortest in range(33)]
+# Makes AllowedIPs in C (wgc/_allowed_text.pyx) from the texts of the common spelling.
+_maker = AllowedIPMaker(vars(AllowedIP)["_text"])
 
 
 def ipv4_allowed_ips_of_texts(texts: list[str], shortest: int = 0) -> list[AllowedIP] | None:
     """AllowedIPs for texts that are all IPv4 prefixes as wg(8) prints them
     ("10.0.0.1/32": inet_pton takes the address, the prefix length is
     shortest-32 in CANONICAL_PREFIXES' spelling); None when one is not, for
-    the caller to read them one by one with its own errors and spellings.
-    Every step is a loop in C (map): half the time of reading them one by one."""
-    joined = "/".join(texts)
-    parts = joined.split("/")
-    if ":" in joined or len(parts) != 2 * len(texts):
-        return None  # IPv6, or a text without exactly one "/"
-    if not _IPV4_PREFIXES[shortest].issuperset(parts[1::2]):
-        return None
-    try:
-        deque(map(socket.inet_pton, repeat(socket.AF_INET), parts[0::2]), maxlen=0)
-    except (OSError, ValueError):
-        return None
-    made = list(map(_new, repeat(AllowedIP, len(texts))))
-    deque(map(_set_text, made, texts), maxlen=0)
-    return made
+    the caller to read them one by one with its own errors and spellings."""
+    return _maker.ipv4_of_texts(texts, shortest)
+
+
+def take_ipv4_allowed_ip_lines(answer: bytes, start: int, into: list[AllowedIP]) -> int:
+    """Appends to into the AllowedIPs of the `allowed_ip=` lines of a UAPI
+    answer from start on whose values ipv4_allowed_ips_of_texts takes (each
+    line ending in "\n"); returns where the first other line starts, for
+    the caller to read it with its own errors."""
+    return _maker.take_ipv4_lines(answer, start, into)
 
 
 @contextlib.contextmanager
@@ -210,8 +205,10 @@ def gc_paused():
 
 
 def format_allowed_ips(ips: list[AllowedIP], separator: str) -> str:
-    """The allowed IPs as str() prints each, joined by separator (in one go: there may be a million)."""
-    return separator.join([allowed._text for allowed in ips])
+    """The allowed IPs as str() prints each, joined by separator (in one go,
+    in C when it can: there may be a million)."""
+    joined = _maker.join_texts(ips, separator)
+    return separator.join([allowed._text for allowed in ips]) if joined is None else joined
 
 
 def split_endpoint(text: str) -> tuple[str, str]:

@@ -25,10 +25,10 @@ from wgc.control.model import (
     allowed_ip_of_text,
     format_allowed_ips,
     gc_paused,
-    ipv4_allowed_ips_of_texts,
     key_from_hex,
     key_to_hex,
     split_endpoint,
+    take_ipv4_allowed_ip_lines,
 )
 from wgc.errors import WireGuardError
 
@@ -147,43 +147,26 @@ def _allowed_ip(value: str) -> AllowedIP:
     return allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}")
 
 
-class _MalformedLine(ValueError):
-    """A line of the answer that wg(8) could not read; args[0] is the line."""
-
-
-def _add_allowed_ips(peer: Peer | None, values: list[str]) -> None:
-    """A run of the peer's `allowed_ip` values, read in bulk when they are
-    all IPv4 as wg(8) prints them, one by one otherwise (none without a peer)."""
-    if peer is None:
-        return
-    bulk = ipv4_allowed_ips_of_texts(values)
-    if bulk is not None:
-        peer.allowed_ips += bulk
-        return
-    for value in values:
-        try:
-            peer.allowed_ips.append(_allowed_ip(value))
-        except (ValueError, OSError):
-            raise _MalformedLine(f"allowed_ip={value}") from None
-
-
 def parse_get(name: str, answer: bytes) -> Device:
     """The Device a `get=1` answer describes; raises WireGuardError with the
     daemon's errno, or EPROTO for an answer wg(8) could not read either.
 
-    A big answer is almost all allowed_ip lines: unless the answer holds a
-    NUL, each run of them is first folded into the line before it, the values
-    NUL-separated, so that the run is split off and read in bulk, not line by line."""
+    A big answer is almost all allowed_ip lines: whenever a peer's may come,
+    the run of those in wg(8)'s IPv4 spelling is read in C, each value
+    decoded once; every other line is decoded and read here, one by one."""
     device = Device(name=name, kind="userspace")
     peer = None
     status = None
-    text = answer.decode("utf-8", "surrogateescape")
-    folded = "\0" not in text
-    lines = (text.replace("\nallowed_ip=", "\0") if folded else text).split("\n")
+    start = 0
     try:
         with gc_paused():
-            for line in lines:
-                line, fold, run = line.partition("\0") if folded else (line, "", "")
+            while start <= len(answer):
+                if peer is not None:
+                    start = take_ipv4_allowed_ip_lines(answer, start, peer.allowed_ips)
+                end = answer.find(b"\n", start)
+                end = len(answer) if end < 0 else end
+                line = answer[start:end].decode("utf-8", "surrogateescape")
+                start = end + 1
                 if line == "":
                     break
                 key, equals, value = line.partition("=")
@@ -224,13 +207,10 @@ def parse_get(name: str, answer: bytes) -> Device:
                     # As wg(8) reads it: digits only, so a daemon's "errno=-5"
                     # answering get is a protocol error.
                     status = _number(value, 0x7FFFFFFF)
-                if fold:
-                    _add_allowed_ips(peer, run.split("\0"))
     except (ValueError, OSError) as error:
         if isinstance(error, WireGuardError):
             raise
-        bad = error.args[0] if isinstance(error, _MalformedLine) else line
-        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {bad!r}") from None
+        raise WireGuardError(errno.EPROTO, f"{name}: malformed UAPI answer line {line!r}") from None
     if status is None:
         raise WireGuardError(errno.EPROTO, f"{name}: UAPI answer without errno")
     if status:
