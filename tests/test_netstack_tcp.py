@@ -557,6 +557,36 @@ def test_a_sack_past_a_lost_first_segment_sends_it_again_after_a_reordering_wind
 
 
 
+def test_a_retransmission_lost_in_recovery_goes_again_by_the_timer_when_the_acks_stop():
+    """In a recovery the first segment went again and was lost again, and of
+    the ACKs that would show it (SACKing data sent after it) none comes
+    back: the duplicate ACKs that arrived in the retransmission's own round
+    trip arm a timer, and a round trip and a reordering window after the
+    retransmission the hole goes once more (RACK, RFC 8985 6.2), not after
+    the timeout of at least 200 ms."""
+    a, b, link = pair(delay=10 * MS)
+    c, _, _ = connected(link)
+    a.set_nodelay(c, True)
+    a.send(c, bytes(20 * 1368), link.now)
+    segments = a.take_output(link.now)
+    first = tcp_fields(segments[0])[0]
+    for segment in segments[1:]:                    # the first is lost
+        b.receive(segment, link.now)
+    dupacks = b.take_output(link.now)
+    assert len(dupacks) >= 4
+    for dupack in dupacks:                          # the recovery starts and goes on at once
+        a.receive(dupack, link.now)
+    sent = a.take_output(link.now)                  # all of it lost
+    assert first in [tcp_fields(p)[0] for p in sent]
+    srtt = a.info(c)["srtt_ns"]
+    retransmitted = link.now
+    due = a.next_deadline
+    assert due == retransmitted + srtt + srtt // 4 + 1
+    a.advance(due)
+    assert [tcp_fields(p)[0] for p in a.take_output(due)] == [first]
+    assert a.info(c)["backoff"] == 0
+
+
 def test_once_the_path_reorders_only_a_round_trip_without_the_segment_makes_it_lost():
     """A hole below SACKed data filled by its first transmission was
     reordering, not loss: from then on neither duplicate ACKs (four, SACKing

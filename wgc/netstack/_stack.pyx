@@ -437,4 +437,5 @@ cdef class Stack:
                 "rcv_wscale": c.rcv_wscale, "send_queued": c.snd.length, "readable": c.rcv.length,
                 "lport": c.lport, "rport": c.rport, "ooo": c.ooo_count, "snd_nxt": c.snd_nxt,
                 "snd_una": c.snd_una, "rcv_nxt": c.rcv_nxt, "iss": c.iss, "accept_queue": c.accept_count,
-                "half_open": c.half_open}
+                "half_open": c.half_open, "snd_max": c.snd_max, "in_recovery": bool(c.in_recovery),
+                "sacked": c.sacked_count}

@@ -1163,16 +1163,16 @@ cdef int process_ack(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcep
             # hole goes in its place (RFC 6675's pipe, counted by ACKs), or,
             # with no hole left, new data through the inflated window.
             if not retransmit_hole(t, c, now):
-                if c.sacked_count and now - c.rxt_round > c.srtt + c.srtt // 4:
-                    # Every hole went again more than a round trip ago, and
-                    # the peer still reports them: those retransmissions were
-                    # lost too.  Walk the holes again (RFC 8985's view of a
-                    # lost retransmission, by round rather than per segment).
-                    c.high_rxt = c.snd_una
-                    c.rxt_round = now
-                    retransmit_hole(t, c, now)
+                if c.sacked_count and now >= c.rxt_round + rack_wait(c):
+                    rewalk_holes(t, c, now)
                 else:
                     c.cwnd += c.mss                    # RFC 6582 3.2 step 3 (inflation)
+                    if c.sacked_count and c.reorder_at == 0:
+                        # Too soon to tell: this ACK came within the round
+                        # trip of the retransmissions.  If none comes after
+                        # it (at heavy loss the last ones are lost too), the
+                        # timer decides instead of the RTO.
+                        c.reorder_at = c.rxt_round + rack_wait(c)
         elif (not c.reordering_seen and gt(c.snd_una, c.recover - 1)
               and (c.dupacks >= dupack_threshold(c) or sacked_bytes(c) >= DUPACK_THRESHOLD * c.mss
                    or (c.probed and c.sacked_count))):
@@ -1211,9 +1211,28 @@ cdef void arm_reorder(Tcb *c, int64_t now) noexcept nogil:
     if c.reorder_at == 0 and c.srtt and c.sacked_count and not c.in_recovery:
         c.reorder_at = now + MIN64(window, REORDER_MAX) + 1
 
+cdef inline int64_t rack_wait(const Tcb *c) noexcept nogil:
+    """A round trip and RACK's reordering window (RFC 8985 6.2): how long
+    after the holes went again their retransmissions count as lost while the
+    peer still reports them."""
+    return c.srtt + c.srtt // 4 + 1
+
+cdef void rewalk_holes(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
+    """Every hole went again more than rack_wait ago, and the peer, which has
+    heard from us since, still reports them: those retransmissions were lost
+    too.  The holes go again from snd_una (RFC 8985's detection of a lost
+    retransmission, by round rather than per segment)."""
+    c.high_rxt = c.snd_una
+    c.rxt_round = now
+    retransmit_hole(t, c, now)
+
 cdef void on_reorder(TcpTable *t, Tcb *c, int64_t now) noexcept nogil:
     c.reorder_at = 0
-    if c.sacked_count and not c.in_recovery and c.snd_una != c.snd_max:
+    if not c.sacked_count or c.snd_una == c.snd_max:
+        return
+    if c.in_recovery:
+        rewalk_holes(t, c, now)
+    else:
         enter_recovery(t, c, now)
 
 cdef void take_fin(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept nogil:
