@@ -281,6 +281,37 @@ def test_delayed_ack_timing():
     assert next(t for side, t, p in link.captured if side == 1) - start == 1 * MS
 
 
+@pytest.mark.parametrize("after", ["idle", "duplicate"])
+def test_after_an_idle_spell_or_a_duplicate_each_segment_is_acked_at_once(after):
+    """Quick-ACK mode, as Linux's receiver: past an RTO of silence, or after
+    a segment it had already, the receiver ACKs the next in-order segments
+    one by one (16 at most), not every second one, so that a sender with a
+    window of a segment or two does not wait for the 40 ms timer each round."""
+    a, b, link = pair(delay=1 * MS)
+    c, s, _ = connected(link)
+    a.set_nodelay(c, True)
+    link.capture = True
+    warm = Stream(link, a, c, b, s, bytes(40 * 1368), close=False)
+    assert transfer(link, [warm])
+    link.run(lambda: False, (2 * SECOND if after == "idle" else 0) + 100 * MS)
+    if after == "duplicate":
+        last = [p for side, _, p in link.captured if side == 0 and tcp_fields(p)[3]][-1]
+        b.receive(last, link.now)
+        assert len(b.take_output(link.now)) == 1    # the duplicate's own ACK
+    counts = []                                     # ACKs for each data segment delivered
+    while len(counts) < 24:
+        a.send(c, bytes(1368), link.now)
+        for segment in a.take_output(link.now):
+            b.receive(segment, link.now)
+            acks = b.take_output(link.now)
+            counts.append(len(acks))
+            for ack in acks:
+                a.receive(ack, link.now)
+        a.take_output(link.now)
+    assert counts[:16] == [1] * 16
+    assert 0 in counts[16:]                         # then back to every second full segment
+
+
 def test_keepalive_ends_a_connection_whose_peer_vanished():
     a, b, link = pair()
     c, s, _ = connected(link)

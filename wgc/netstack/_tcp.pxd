@@ -60,6 +60,7 @@ cdef enum:
     TCP_TIME_WAIT_MAX = 4096       # past this, a closing connection skips TIME_WAIT
     TCP_RING_FIRST = 16384         # a ring's first allocation
     TCP_BATCH_ACK_SEGMENTS = 32    # in a batch, an ACK at least every so many full segments (as GRO's 64 KiB)
+    TCP_QUICK_ACKS = 16            # segments ACKed at once after an idle spell or a duplicate (Linux's TCP_MAX_QUICKACKS)
 
 cdef struct Ring:
     uint8_t *data                  # NULL until needed
@@ -100,6 +101,8 @@ cdef struct Tcb:
     uint32_t last_ack_sent
     # acknowledging
     uint32_t segments_unacked      # full-sized segments since our last ACK
+    uint32_t quick_acks            # in-order segments still to ACK at once (quick-ACK mode)
+    int64_t last_data              # when data last arrived (0: never)
     bint ack_now
     bint ack_queued                # on the table's list of ACKs for the end of the batch
     Tcb *ack_next

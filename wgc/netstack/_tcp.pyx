@@ -1004,11 +1004,23 @@ cdef void ooo_add(Tcb *c, uint32_t start, uint32_t end) noexcept nogil:
     c.ooo[0] = merged
     c.ooo_count += 1
 
+cdef void quick_ack_mode(Tcb *c) noexcept nogil:
+    """For the next in-order segments, an ACK for each at once, as Linux's
+    receiver does after an idle spell and after an old segment: a
+    sender that lost segments or timed out has a window of a segment or two,
+    and a delayed ACK would stretch each of its round trips by the 40 ms of
+    the timer (and its RTO with them).  At most half the receive window's
+    segments, and TCP_QUICK_ACKS."""
+    c.quick_acks = MINU(TCP_QUICK_ACKS, MAXU(c.rcv.capacity // (2 * c.mss), 2))
+
 cdef void take_data(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept nogil:
     """Stores the payload (in order or not) and schedules the ACK."""
     cdef uint32_t seq = s.seq, length = s.length, skip, space, i
     cdef const uint8_t *data = s.data
     cdef bint advanced
+    if c.last_data and now - c.last_data > c.rto:
+        quick_ack_mode(c)
+    c.last_data = now
     if s.flags & SYN:
         seq += 1
     if lt(seq, c.rcv_nxt):         # the front was seen already
@@ -1048,6 +1060,9 @@ cdef void take_data(TcpTable *t, Tcb *c, const Segment *s, int64_t now) noexcept
             i += 1
     if advanced:
         c.ack_now = True           # a hole filled: ACK at once (RFC 5681 4.2)
+    elif c.quick_acks:
+        c.quick_acks -= 1
+        c.ack_now = True
     elif length >= c.mss - options_size(c, ACK) or c.segments_unacked:
         c.segments_unacked += 1
         if c.segments_unacked >= (TCP_BATCH_ACK_SEGMENTS if t.batching else 2):
@@ -1368,6 +1383,8 @@ cdef void accepted(TcpTable *t, Tcb *c) noexcept nogil:
 cdef void input_synchronized(TcpTable *t, Tcb *c, const uint8_t *packet, const Parsed *p,
                              const Segment *s, int64_t now) noexcept nogil:
     """RFC 9293 3.10.7.4, for SYN_RECEIVED and every later state."""
+    if s.length and le(s.seq + s.length, c.rcv_nxt):
+        quick_ack_mode(c)          # data we had: our ACK was lost, or the sender timed out
     # PAWS (RFC 7323 5.3): an old timestamp marks an old duplicate.
     if c.ts_ok and s.has_ts and not s.flags & RST and lt(s.tsval, c.ts_recent):
         challenge_ack(t, c, now)
