@@ -132,10 +132,13 @@ def test_daemon_image_serves_a_tunnel_configured_from_outside_and_stops_cleanly(
     inside.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.1")
     handshake = podman("exec", name, "wg", "show", iface, "latest-handshakes").stdout.split()
     assert handshake[0] == host_public and int(handshake[1]) > 0
-    # Debian's wg reads the same socket from the host: the peer's traffic both ways.
+    # Debian's wg uses the same socket from the host: the peer's traffic both ways, and a change
+    # that the image's wg then shows.
     _, received, sent = host_wg(sockets, "show", iface, "transfer").stdout.split()
     assert int(received) > 0 and int(sent) > 0
     assert host_wg(sockets, "show", iface, "public-key").stdout.strip() == public
+    host_wg(sockets, "set", iface, "peer", host_public, "persistent-keepalive", "25")
+    assert podman("exec", name, "wg", "show", iface, "persistent-keepalive").stdout.split() == [host_public, "25"]
 
     podman("stop", name, timeout=30)          # SIGTERM, then SIGKILL after 10 s (exit 137)
     assert podman.state(name) == ("exited", 0), podman("logs", name).stderr
