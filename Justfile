@@ -28,6 +28,32 @@ binary:
     WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
 
+container_base := env_var_or_default("WGC_CONTAINER_BASE", home_directory() / ".cache/wgc-container/bookworm-minbase.tar")
+
+# The base of the container images, made here as no container registry is reachable: a Debian
+# bookworm minbase root (debootstrap, from Debian's packages) as a tarball for `podman import`,
+# made once into WGC_CONTAINER_BASE (default ~/.cache/wgc-container/bookworm-minbase.tar).
+container-base:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tarball={{quote(container_base)}}
+    [ -f "$tarball" ] && exit 0
+    command -v debootstrap >/dev/null || apt-get install -y debootstrap
+    root=$(mktemp -d)
+    trap 'rm -rf "$root" "$tarball.part"' EXIT
+    debootstrap --variant=minbase bookworm "$root"
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    mkdir -p "$(dirname "$tarball")"
+    tar -C "$root" --numeric-owner -cf "$tarball.part" .
+    mv "$tarball.part" "$tarball"
+
+# packaging/Containerfile and Containerfile.proxy built and run by Debian's podman (installed if
+# missing, with runc: see tests/podman.py) on the one-file executable and the imported base:
+# a tunnel to a wgc on the host side, podman stop, the proxy unprivileged (tests/test_container.py).
+container-test *ARGS: build binary container-base
+    command -v podman >/dev/null && command -v runc >/dev/null || apt-get install -y podman runc
+    WGC_CONTAINER_BASE={{quote(container_base)}} {{python}} -m pytest -q -rs -m container tests/test_container.py {{ARGS}}
+
 # Ruff over all Python code (rules in pyproject.toml).
 lint:
     {{python}} -m ruff check .
