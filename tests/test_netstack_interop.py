@@ -511,16 +511,20 @@ def _dropped(tunnel) -> int:
 # at 20 % loss BBR's bandwidth estimate fell to 6.5 kbit/s and 100 MiB stalled.
 KERNEL_CONGESTION = "cubic"
 
-# In the normal tier 1 % and 5 %; 20 % runs behind `long`.  The two directions
-# do not meet the same loss: nftables sees each of the daemon's GSO batches as
-# one datagram, so with the kernel sending a fifth of its data batches go,
-# while with the stack sending a fifth of its datagrams and of the daemon's
-# ACK batches go.  That path leaves a window of two or three segments, whose
-# losses mostly take a timeout to repair: 4 MiB takes the stack about 2
-# minutes to send.  (Linux to Linux over a veth with the same loss per packet
-# both ways did not move 4 MiB in 15 minutes.)
+# In the normal tier 1 % and 5 %; 20 % runs behind `long`, with the stack
+# sending.  The two directions do not meet the same loss: nftables sees each
+# of the daemon's GSO batches as one datagram, so with the kernel sending a
+# fifth of its data batches go, while with the stack sending a fifth of its
+# datagrams and of the daemon's ACK batches go.  That path leaves a window of
+# two or three segments, whose losses mostly take a timeout to repair.
+# At 20 % the kernel as the sender does not finish: with a fifth of the ACKs
+# lost, it times RTTs from cumulative ACKs that come a timeout late (it
+# prefers those to the timestamps), so its RTO climbs to 120 s and it sends a
+# segment every few seconds (`ss -ti`: rtt 9,740 ms, rto 120,000).  Linux to
+# Linux over a veth with 20 % loss per packet both ways did not move 4 MiB in
+# 15 minutes either.
 QUICK_LOSS = [(1, True), (5, True), (1, False), (5, False)]
-LONG_LOSS = [*QUICK_LOSS, (20, False), (20, True)]
+LONG_LOSS = [*QUICK_LOSS, (20, True)]
 
 
 def through_loss(cases):
