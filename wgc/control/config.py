@@ -26,7 +26,6 @@ from wgc.control.model import (
     key_from_base64,
     split_endpoint,
 )
-from wgc.reresolve import is_host_name
 
 _SPACE = " \t\n\v\f\r"
 _DROP_SPACE = str.maketrans("", "", _SPACE)
@@ -84,6 +83,8 @@ def endpoint_name(value: str, endpoint: Endpoint | None) -> str | None:
     resolved from names a host rather than an address, else None."""
     if endpoint is None:
         return None
+    from wgc.reresolve import is_host_name  # only here: it brings logging and threads, which `wg show` never needs
+
     host = split_endpoint(c_string(value))[0]
     return f"{host}:{endpoint.port}" if is_host_name(host) else None
 

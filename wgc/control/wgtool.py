@@ -33,9 +33,7 @@ from wgc.control.model import (
     gc_paused,
     key_from_base64,
 )
-from wgc.counters import format_value
 from wgc.errors import WireGuardError
-from wgc.netlink import IFNAMSIZ
 
 VERSION = "1.0.20210914"
 
@@ -239,6 +237,8 @@ class Tool:
             else:
                 self.perror("Unable to access interface", error)
             return False
+        from wgc.counters import format_value  # only `drops` prints counters
+
         prefix = f"{name}\t" if with_interface else ""
         lines = [f"{prefix}{figure}\t{format_value(value)}\n" for figure, value in counters.values.items()]
         for key, values in counters.peers.items():
@@ -576,6 +576,8 @@ def sort_by_handshake(peers):
 
 def interface_name(name: str) -> str:
     """wg(8) copies the name into IFNAMSIZ bytes: at most 15 are kept."""
+    from wgc.netlink import IFNAMSIZ  # only the commands that configure pay for netlink's imports
+
     raw = os.fsencode(c_string(name))[: IFNAMSIZ - 1]
     return os.fsdecode(raw)
 
