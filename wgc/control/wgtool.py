@@ -8,7 +8,6 @@ argv[0]).  One addition, which wg(8) refuses as an invalid parameter: the
 """
 from __future__ import annotations
 
-import base64
 import errno
 import os
 import signal
@@ -33,6 +32,7 @@ from wgc.control.model import (
     gc_paused,
     key_from_base64,
 )
+from wgc.control.model import base64_text as b64
 from wgc.errors import WireGuardError
 
 VERSION = "1.0.20210914"
@@ -478,10 +478,6 @@ class Tool:
 
 
 # -- formatting -------------------------------------------------------------------
-
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode("ascii")
 
 
 def maybe_key(key: bytes | None) -> str:
