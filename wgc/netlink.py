@@ -35,7 +35,6 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFLA_IFNAME = 3
-IFNAMSIZ = 16                          # linux/if.h: 15 bytes of name and a NUL
 IFLA_MTU = 4
 IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1

@@ -39,7 +39,6 @@ from wgc.netlink import (
     IFLA_IFNAME,
     IFLA_INFO_KIND,
     IFLA_LINKINFO,
-    IFNAMSIZ,
     NETLINK_GENERIC,
     NETLINK_ROUTE,
     NLM_F_ACK,
@@ -56,6 +55,7 @@ from wgc.netlink import (
     messages,
     nlmsg_errno,
 )
+from wgc.paths import IFNAMSIZ
 
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3

@@ -7,9 +7,9 @@ back from a daemon or the kernel is a `Device`; a change to apply is a
 """
 from __future__ import annotations
 
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show` cost
 import binascii
 import gc
-import socket
 import struct
 
 from wgc._allowed_text import AllowedIPMaker
@@ -75,8 +75,8 @@ def _check_key(key: bytes) -> bytes:
 def format_ip(address: IPAddress) -> str:
     """An address as the C library's inet_ntop prints it (and so wg(8)):
     unlike Python's ipaddress, ::ffff:1.2.3.4 and ::1.2.3.4 stay dotted."""
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    return socket.inet_ntop(family, address.packed)
+    family = _socket.AF_INET if address.version == 4 else _socket.AF_INET6
+    return _socket.inet_ntop(family, address.packed)
 
 
 # The canonical spellings of prefix lengths, as printf prints them: looking one
@@ -224,8 +224,8 @@ class AllowedIP(_FrozenRecord):
             import ipaddress
 
             text = self._text.rpartition("/")[0]
-            family = socket.AF_INET6 if ":" in text else socket.AF_INET
-            address = ipaddress.ip_address(socket.inet_pton(family, text))
+            family = _socket.AF_INET6 if ":" in text else _socket.AF_INET
+            address = ipaddress.ip_address(_socket.inet_pton(family, text))
             _set_address(self, address)
             return address
 
@@ -236,7 +236,7 @@ class AllowedIP(_FrozenRecord):
 
     @property
     def family(self) -> int:
-        return socket.AF_INET6 if ":" in self._text else socket.AF_INET
+        return _socket.AF_INET6 if ":" in self._text else _socket.AF_INET
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -352,7 +352,7 @@ class Endpoint(_FrozenRecord):
 
     @property
     def family(self) -> int:
-        return socket.AF_INET if self.address.version == 4 else socket.AF_INET6
+        return _socket.AF_INET if self.address.version == 4 else _socket.AF_INET6
 
     def sockaddr(self) -> tuple:
         """The address as Python's socket functions take it."""
@@ -365,14 +365,14 @@ class Endpoint(_FrozenRecord):
         import ipaddress
 
         host = sockaddr[0].partition("%")[0]
-        if family == socket.AF_INET6:
+        if family == _socket.AF_INET6:
             return cls(ipaddress.IPv6Address(host), sockaddr[1], sockaddr[2], sockaddr[3])
         return cls(ipaddress.IPv4Address(host), sockaddr[1])
 
     def numeric_host_port(self) -> tuple[str, str]:
         """(host, port) as getnameinfo prints them numerically: a link-local
         IPv6 address gets its scope as "%ifname" (or "%number")."""
-        return socket.getnameinfo(self.sockaddr(), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV | socket.NI_DGRAM)
+        return _socket.getnameinfo(self.sockaddr(), _socket.NI_NUMERICHOST | _socket.NI_NUMERICSERV | _socket.NI_DGRAM)
 
     def __str__(self) -> str:
         host, port = self.numeric_host_port()
@@ -386,9 +386,9 @@ class Endpoint(_FrozenRecord):
     def to_bytes(self) -> bytes:
         port = struct.pack("!H", self.port)
         if self.address.version == 4:
-            return self._IN.pack(socket.AF_INET, port, self.address.packed)
+            return self._IN.pack(_socket.AF_INET, port, self.address.packed)
         # sin6_flowinfo is in network byte order, sin6_scope_id in host order.
-        return self._IN6.pack(socket.AF_INET6, port, socket.htonl(self.flowinfo), self.address.packed, self.scope_id)
+        return self._IN6.pack(_socket.AF_INET6, port, _socket.htonl(self.flowinfo), self.address.packed, self.scope_id)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Endpoint | None:
@@ -399,12 +399,12 @@ class Endpoint(_FrozenRecord):
         import ipaddress
 
         (family,) = struct.unpack_from("=H", data)
-        if family == socket.AF_INET and len(data) == cls._IN.size:
+        if family == _socket.AF_INET and len(data) == cls._IN.size:
             _, port, packed = cls._IN.unpack(data)
             return cls(ipaddress.IPv4Address(packed), struct.unpack("!H", port)[0])
-        if family == socket.AF_INET6 and len(data) == cls._IN6.size:
+        if family == _socket.AF_INET6 and len(data) == cls._IN6.size:
             _, port, flowinfo, packed, scope = cls._IN6.unpack(data)
-            return cls(ipaddress.IPv6Address(packed), struct.unpack("!H", port)[0], socket.ntohl(flowinfo), scope)
+            return cls(ipaddress.IPv6Address(packed), struct.unpack("!H", port)[0], _socket.ntohl(flowinfo), scope)
         return None
 
 

@@ -8,10 +8,10 @@ argv[0]).  One addition, which wg(8) refuses as an invalid parameter: the
 """
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # (no stub) signal.py, like socket.py, makes enums at import
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show` cost
 import errno
 import os
-import signal
-import socket
 import stat
 import sys
 import time
@@ -34,6 +34,7 @@ from wgc.control.model import (
 )
 from wgc.control.model import base64_text as b64
 from wgc.errors import WireGuardError
+from wgc.paths import IFNAMSIZ
 
 VERSION = "1.0.20210914"
 
@@ -500,7 +501,7 @@ def ip_text(ip) -> str:
 def endpoint_text(endpoint) -> str:
     try:
         return str(endpoint)
-    except socket.gaierror as error:
+    except _socket.gaierror as error:
         return str(error.strerror)
     except OSError as error:
         return os.strerror(error.errno or errno.EIO)
@@ -572,8 +573,6 @@ def sort_by_handshake(peers):
 
 def interface_name(name: str) -> str:
     """wg(8) copies the name into IFNAMSIZ bytes: at most 15 are kept."""
-    from wgc.netlink import IFNAMSIZ  # only the commands that configure pay for netlink's imports
-
     raw = os.fsencode(c_string(name))[: IFNAMSIZ - 1]
     return os.fsdecode(raw)
 
@@ -618,6 +617,6 @@ def stale_peers(draft: Draft, current: Device) -> list[PeerDraft]:
 def main(argv: list[str], prog: str = "wg", extended: bool = False) -> int:
     # As a C program: a closed pipe on stdout or Ctrl-C ends it by the signal
     # (so `wg show all dump | head -1` is quiet), not with a Python traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     return Tool(prog, extended=extended).run(argv)
