@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import pickle
 import re
+import socket
 import string
 
 import pytest
@@ -198,3 +199,31 @@ def test_a_hex_key_is_read_as_its_pattern_says(text):
     else:
         with pytest.raises(ValueError, match=r"^not a hex WireGuard key"):
             model.key_from_hex(text)
+
+
+# What getaddrinfo and the kernel give: a device's or a resolver's endpoint, held as text
+# until its address is asked for, is the endpoint made from that address.
+scopes = st.integers(0, 0xFFFFFFFF)
+
+
+@given(addresses, small, st.integers(0, 0xFFFFF), scopes)
+def test_an_endpoint_read_as_text_is_the_one_made_from_its_address(ip, port, flowinfo, scope_id):
+    if ip.version == 4:
+        flowinfo = scope_id = 0
+    made = Endpoint(ip, port, flowinfo, scope_id)
+    family = made.family
+    sockaddr = (model.format_ip(ip), port, flowinfo, scope_id) if ip.version == 6 else (model.format_ip(ip), port)
+    for read in (Endpoint.from_sockaddr(family, sockaddr), Endpoint.from_bytes(made.to_bytes())):
+        assert read.family == made.family and str(read) == str(made) and read.sockaddr()[1:] == made.sockaddr()[1:]
+        assert read.to_bytes() == made.to_bytes()
+        assert read == made and hash(read) == hash(made) and repr(read) == repr(made)
+        assert read.address == ip and type(read.address) is type(ip)
+        assert pickle.loads(pickle.dumps(read)) == made and dataclasses.asdict(read) == dataclasses.asdict(made)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            read.port = 1
+
+
+@pytest.mark.parametrize("host", ["1.2.3", "01.2.3.4", "fd00::1::2", "", "example.com"])
+def test_an_endpoint_refuses_text_that_is_no_address(host):
+    with pytest.raises(ValueError):
+        Endpoint.from_sockaddr(socket.AF_INET, (host, 1))

@@ -83,9 +83,14 @@ def endpoint_name(value: str, endpoint: Endpoint | None) -> str | None:
     resolved from names a host rather than an address, else None."""
     if endpoint is None:
         return None
-    from wgc.reresolve import is_host_name  # only here: it brings logging and threads, which `wg show` never needs
-
     host = split_endpoint(c_string(value))[0]
+    # A colon, or a last label that does not start with a letter: an address, never a host
+    # name.  Only what may be a name is held against reresolve's pattern: importing
+    # reresolve brings re, logging and threads, which `wg set` otherwise never needs.
+    if ":" in host or not host.rstrip(".").rpartition(".")[2][:1].isalpha():
+        return None
+    from wgc.reresolve import is_host_name
+
     return f"{host}:{endpoint.port}" if is_host_name(host) else None
 
 

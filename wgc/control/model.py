@@ -330,14 +330,21 @@ def split_endpoint(text: str) -> tuple[str, str]:
 
 
 class Endpoint(_FrozenRecord):
-    """A peer's UDP address: an IP, a port and, for IPv6, flow label and scope."""
+    """A peer's UDP address: an IP, a port and, for IPv6, flow label and scope.
+
+    One read from a device or resolved from a name holds its address as the
+    text inet_ntop printed (checked) until `address` is first asked for:
+    printing it takes no ipaddress object, and `wg show` never imports ipaddress.
+    """
 
     __match_args__ = ("address", "port", "flowinfo", "scope_id")
-    __slots__ = __match_args__
-    address: IPAddress
+    __slots__ = ("_address", "_host", "flowinfo", "port", "scope_id")
     port: int
     flowinfo: int
     scope_id: int
+    if TYPE_CHECKING:  # the other slots
+        _address: IPAddress
+        _host: str  # str(address), or the text of the address as inet_ntop prints it
 
     def __init__(self, address: IPAddress, port: int, flowinfo: int = 0, scope_id: int = 0):
         import ipaddress
@@ -345,29 +352,54 @@ class Endpoint(_FrozenRecord):
         if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             # A string is taken too (callers without a type checker); the field holds an address after.
             address = ipaddress.ip_address(address)  # type: ignore[unreachable]
+        self._fill(str(address), port, flowinfo, scope_id)
+        object.__setattr__(self, "_address", address)
+
+    def _fill(self, host: str, port: int, flowinfo: int, scope_id: int) -> None:
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port {port} out of range")
-        for name, value in (("address", address), ("port", port), ("flowinfo", flowinfo), ("scope_id", scope_id)):
+        for name, value in (("_host", host), ("port", port), ("flowinfo", flowinfo), ("scope_id", scope_id)):
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def _of_host(cls, host: str, port: int, flowinfo: int = 0, scope_id: int = 0) -> Endpoint:
+        """An endpoint whose address is the text host (without a %scope); ValueError when inet_pton refuses it."""
+        try:
+            _socket.inet_pton(_socket.AF_INET6 if ":" in host else _socket.AF_INET, host)
+        except OSError:
+            raise ValueError(f"not an IP address: {host!r}") from None
+        endpoint = _new(cls)
+        endpoint._fill(host, port, flowinfo, scope_id)
+        return endpoint
+
+    @property
+    def address(self) -> IPAddress:
+        """An IPv4Address or IPv6Address."""
+        try:
+            return self._address
+        except AttributeError:
+            import ipaddress
+
+            address = ipaddress.IPv6Address(self._host) if ":" in self._host else ipaddress.IPv4Address(self._host)
+            object.__setattr__(self, "_address", address)
+            return address
 
     @property
     def family(self) -> int:
-        return _socket.AF_INET if self.address.version == 4 else _socket.AF_INET6
+        return _socket.AF_INET6 if ":" in self._host else _socket.AF_INET
 
     def sockaddr(self) -> tuple:
         """The address as Python's socket functions take it."""
-        if self.address.version == 4:
-            return (str(self.address), self.port)
-        return (str(self.address), self.port, self.flowinfo, self.scope_id)
+        if ":" not in self._host:
+            return (self._host, self.port)
+        return (self._host, self.port, self.flowinfo, self.scope_id)
 
     @classmethod
     def from_sockaddr(cls, family: int, sockaddr: tuple) -> Endpoint:
-        import ipaddress
-
         host = sockaddr[0].partition("%")[0]
         if family == _socket.AF_INET6:
-            return cls(ipaddress.IPv6Address(host), sockaddr[1], sockaddr[2], sockaddr[3])
-        return cls(ipaddress.IPv4Address(host), sockaddr[1])
+            return cls._of_host(host, sockaddr[1], sockaddr[2], sockaddr[3])
+        return cls._of_host(host, sockaddr[1])
 
     def numeric_host_port(self) -> tuple[str, str]:
         """(host, port) as getnameinfo prints them numerically: a link-local
@@ -376,7 +408,7 @@ class Endpoint(_FrozenRecord):
 
     def __str__(self) -> str:
         host, port = self.numeric_host_port()
-        return f"[{host}]:{port}" if self.address.version == 6 and ":" in host else f"{host}:{port}"
+        return f"[{host}]:{port}" if ":" in self._host and ":" in host else f"{host}:{port}"
 
     # struct sockaddr_in / sockaddr_in6, as the kernel's WGPEER_A_ENDPOINT carries them
 
@@ -396,15 +428,14 @@ class Endpoint(_FrozenRecord):
         sockaddr_in nor a whole sockaddr_in6 (as wg(8) ignores those)."""
         if len(data) < 2:
             return None
-        import ipaddress
-
         (family,) = struct.unpack_from("=H", data)
         if family == _socket.AF_INET and len(data) == cls._IN.size:
             _, port, packed = cls._IN.unpack(data)
-            return cls(ipaddress.IPv4Address(packed), struct.unpack("!H", port)[0])
+            return cls._of_host(_socket.inet_ntop(family, packed), struct.unpack("!H", port)[0])
         if family == _socket.AF_INET6 and len(data) == cls._IN6.size:
             _, port, flowinfo, packed, scope = cls._IN6.unpack(data)
-            return cls(ipaddress.IPv6Address(packed), struct.unpack("!H", port)[0], _socket.ntohl(flowinfo), scope)
+            return cls._of_host(_socket.inet_ntop(family, packed), struct.unpack("!H", port)[0],
+                                _socket.ntohl(flowinfo), scope)
         return None
 
 
