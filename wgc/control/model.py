@@ -127,7 +127,7 @@ class _DataclassFields:
                 spec = dataclasses.field(default_factory=default.make)
             else:
                 spec = dataclasses.field(default=default)
-            # The class's annotation of the field, or (AllowedIP's properties) of the parameter.
+            # The class's annotation of the field, or (a property: AllowedIP's and Endpoint's address) the parameter's.
             specs.append((name, owner.__annotations__.get(name, parameter.annotation), spec))
         fields = vars(dataclasses.make_dataclass(owner.__name__, specs))["__dataclass_fields__"]
         type.__setattr__(owner, "__dataclass_fields__", fields)
