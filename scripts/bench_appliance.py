@@ -1,8 +1,10 @@
 """Prints the size of the frozen executables, how long each takes from start
 to a listening control socket (median of several starts, in a throwaway
 network namespace), the newest glibc symbol version they need, and the CPU
-time of one `wg show IFACE` through each (against a daemon in that namespace),
-side by side with Debian's wg(8) and a bare Python that does nothing."""
+time of one `wg show IFACE` through each (against a daemon in that namespace,
+configured as a router's is: a private key, peers with endpoints and allowed
+IPs), side by side with Debian's wg(8) and a bare Python that does nothing;
+and, through the one-directory build, the other commands scripts run often."""
 import os
 import re
 import resource
@@ -10,6 +12,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,11 +54,28 @@ def cpu_per_run(command: list[str]) -> float:
     return statistics.median(spent)
 
 
+def configure(iface: str) -> None:
+    """Gives the daemon what a router's device has, through wgc's own wg: a
+    private key (so `show` derives the public key) and two peers with
+    endpoints and allowed IPs, IPv4 and IPv6 (no keepalive: nothing is sent)."""
+    keys = [subprocess.run([sys.executable, "-m", "wgc", "--wg", "genkey"], check=True, capture_output=True,
+                           text=True).stdout.strip() for _ in range(3)]
+    with tempfile.NamedTemporaryFile("w") as private:  # mode 0600
+        private.write(keys[0] + "\n")
+        private.flush()
+        subprocess.run([sys.executable, "-m", "wgc", "--wg", "set", iface, "private-key", private.name,
+                        "peer", keys[1], "endpoint", "192.0.2.1:51820", "allowed-ips", "10.0.0.2/32,fd00::2/128",
+                        "peer", keys[2], "endpoint", "[2001:db8::1]:51820", "allowed-ips", "10.0.0.3/32"],
+                       check=True)
+
+
 def show_cpu(ns: str) -> None:
     """CPU per `wg show IFACE` of each wg against one wgc daemon, with the
     ratios to Debian's wg and to `python3 -I -S -c pass` (the least any
-    Python program can cost).  The daemon's socket is in /var/run/wireguard,
-    outside the namespace, so every command runs directly."""
+    Python program can cost); then `showconf` and `set` through the
+    one-directory build (not `show all`: it would read every device on the
+    machine, whatever else runs).  The daemon's socket is in
+    /var/run/wireguard, outside the namespace, so every command runs directly."""
     iface = f"wgshow{os.getpid() % 10000}"
     path = f"/var/run/wireguard/{iface}.sock"
     daemon = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "wgc", "-f", iface])
@@ -65,6 +85,7 @@ def show_cpu(ns: str) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("the wgc daemon did not start")
             time.sleep(0.01)
+        configure(iface)
         commands = {"python3 -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"]}
         if shutil.which("wg"):
             commands["Debian wg show"] = ["wg", "show", iface]
@@ -73,6 +94,10 @@ def show_cpu(ns: str) -> None:
                              ("one-file --wg show", CANDIDATES["one-file dist/wgc"])):
             if path_ is not None and path_.exists():
                 commands[label] = [str(path_), "--wg", "show", iface]
+        one_dir = CANDIDATES["one-dir dist/wgc-dir/wgc"]
+        if one_dir is not None and one_dir.exists():
+            commands["one-dir --wg showconf"] = [str(one_dir), "--wg", "showconf", iface]
+            commands["one-dir --wg set"] = [str(one_dir), "--wg", "set", iface, "listen-port", "51820"]
         spent = {label: cpu_per_run(command) for label, command in commands.items()}
         bare, debian = spent["python3 -I -S -c pass"], spent.get("Debian wg show")
         print(f"CPU (user+sys) per run, median of {SHOW_RUNS}:")

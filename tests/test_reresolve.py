@@ -6,6 +6,8 @@ import logging
 import socket
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocol_net import ADDRESS_B, SECOND, Pair
 from wgc import reresolve
@@ -179,6 +181,24 @@ def test_the_parser_keeps_the_name_an_endpoint_was_resolved_from(value, name):
     endpoint = Parser(errors.append).endpoint(value)
     assert endpoint is not None and not errors
     assert endpoint_name(value, endpoint) == name
+
+
+# Texts near the line between names and addresses: labels of letters, digits and
+# hyphens, numeric labels, colons, trailing dots, and anything at all.
+host_texts = st.one_of(
+    st.lists(st.sampled_from(["a", "b7", "x-y", "1", "09", "0x7f", "-a", "", "\u00e9", "A1"]), min_size=1, max_size=4)
+    .map(".".join).flatmap(lambda host: st.sampled_from([host, host + ".", host + "..", "::" + host, host + ":1"])),
+    st.text(max_size=12),
+).filter(lambda host: not set(host) & set("[]\0"))  # what stays inside [...] as C reads it
+
+
+@given(host_texts)
+def test_a_host_is_a_name_exactly_when_reresolves_pattern_says(host):
+    """endpoint_name looks at reresolve's pattern only for what may be a name (to spare
+    `wg set` its imports): it keeps the same names."""
+    endpoint = Endpoint("127.0.0.1", 5)
+    expected = f"{host}:5" if reresolve.is_host_name(host) else None
+    assert endpoint_name(f"[{host}]:5", endpoint) == expected
 
 
 def test_the_name_goes_in_a_second_request_for_existing_peers_only():

@@ -5,9 +5,9 @@ client (wgc.control.kernel) and rtnetlink (wgc.control.rtnetlink) share.  Only
 framing is ours; each message's meaning lives with its user.  Parsing is
 defensive: a length that runs past its container is an error, never trusted.
 """
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show all` cost
 import errno
 import os
-import socket
 import struct
 import time
 
@@ -35,7 +35,6 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFLA_IFNAME = 3
-IFNAMSIZ = 16                          # linux/if.h: 15 bytes of name and a NUL
 IFLA_MTU = 4
 IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1
@@ -121,9 +120,9 @@ def nlmsg_errno(body: bytes) -> int:
     return errno.EPROTO if value == -(1 << 31) else -value  # INT_MIN has no errno (nor a C int) opposite
 
 
-def open_socket(protocol: int) -> socket.socket:
+def open_socket(protocol: int) -> _socket.socket:
     """A bound, blocking netlink socket (the seam the control tests replace)."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, protocol)
     sock.bind((0, 0))
     return sock
 

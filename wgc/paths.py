@@ -6,6 +6,10 @@ import os
 
 SOCKET_DIRECTORY = "/var/run/wireguard"
 SOCKET_SUFFIX = ".sock"
+# linux/if.h: an interface name is at most 15 bytes and a NUL.  (Here, beside the
+# sockets named after interfaces, and not in wgc.netlink: wg(8) cuts names to it,
+# and the built-in wg would otherwise import the netlink machinery to know.)
+IFNAMSIZ = 16
 
 
 def socket_path(name: str) -> str:

@@ -9,9 +9,9 @@ parse failure returns None.
 """
 from __future__ import annotations
 
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show` cost
 import errno
 import os
-import socket
 import time
 
 from wgc.control.model import (
@@ -26,7 +26,6 @@ from wgc.control.model import (
     key_from_base64,
     split_endpoint,
 )
-from wgc.reresolve import is_host_name
 
 _SPACE = " \t\n\v\f\r"
 _DROP_SPACE = str.maketrans("", "", _SPACE)
@@ -85,6 +84,13 @@ def endpoint_name(value: str, endpoint: Endpoint | None) -> str | None:
     if endpoint is None:
         return None
     host = split_endpoint(c_string(value))[0]
+    # A colon, or a last label that does not start with a letter: an address, never a host
+    # name.  Only what may be a name is held against reresolve's pattern: importing
+    # reresolve brings re, logging and threads, which `wg set` otherwise never needs.
+    if ":" in host or not host.rstrip(".").rpartition(".")[2][:1].isalpha():
+        return None
+    from wgc.reresolve import is_host_name
+
     return f"{host}:{endpoint.port}" if is_host_name(host) else None
 
 
@@ -137,8 +143,8 @@ class Parser:
             self.err("Unable to parse empty port\n")
             return None
         try:
-            sockaddr = socket.getaddrinfo(
-                None, os.fsencode(value), socket.AF_UNSPEC, socket.SOCK_DGRAM, socket.IPPROTO_UDP, socket.AI_PASSIVE
+            sockaddr = _socket.getaddrinfo(
+                None, os.fsencode(value), _socket.AF_UNSPEC, _socket.SOCK_DGRAM, _socket.IPPROTO_UDP, _socket.AI_PASSIVE
             )[0][4]
         except OSError as error:
             self.err(f"{error.strerror}: `{value}'\n")
@@ -183,13 +189,13 @@ class Parser:
         append = peer.allowed_ips.append
         for entry in entries:
             ip_text, slash, mask = entry.partition("/")
-            family = socket.AF_INET6 if ":" in ip_text else socket.AF_INET
+            family = _socket.AF_INET6 if ":" in ip_text else _socket.AF_INET
             try:
-                packed = socket.inet_pton(family, ip_text)
+                packed = _socket.inet_pton(family, ip_text)
             except (OSError, ValueError):
                 self.err(f"Unable to parse IP address: `{ip_text}'\n")
                 return False
-            bits = 32 if family == socket.AF_INET else 128
+            bits = 32 if family == _socket.AF_INET else 128
             cidr = CANONICAL_PREFIXES.get(mask) if slash else bits
             if cidr is None:
                 cidr = _strtoul(mask, 10)  # another spelling strtoul takes, such as 032
@@ -199,10 +205,10 @@ class Parser:
             if cidr < bits and int.from_bytes(packed, "big") & ((1 << (bits - cidr)) - 1):
                 # wg(8) prints "(null)" for a missing mask, which a nonzero host part cannot have.
                 self.err(f"Warning: AllowedIP has nonzero host part: {ip_text}/{mask}\n")
-            if family == socket.AF_INET and slash and mask in CANONICAL_PREFIXES:
+            if family == _socket.AF_INET and slash and mask in CANONICAL_PREFIXES:
                 append(allowed_ip_of_text(entry))  # inet_pton took it: inet_ntop prints it the same
             else:
-                append(allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}"))
+                append(allowed_ip_of_text(f"{_socket.inet_ntop(family, packed)}/{cidr}"))
         return True
 
     def endpoint(self, value: str) -> Endpoint | None:
@@ -220,11 +226,11 @@ class Parser:
         timeout = 1000000  # microseconds
         while True:
             try:
-                family, _, _, _, sockaddr = socket.getaddrinfo(os.fsencode(host), os.fsencode(port), socket.AF_UNSPEC,
-                                                               socket.SOCK_DGRAM, socket.IPPROTO_UDP)[0]
+                family, _, _, _, sockaddr = _socket.getaddrinfo(os.fsencode(host), os.fsencode(port), _socket.AF_UNSPEC,
+                                                                _socket.SOCK_DGRAM, _socket.IPPROTO_UDP)[0]
                 break
-            except socket.gaierror as error:
-                permanent = error.errno in (socket.EAI_NONAME, socket.EAI_FAIL, getattr(socket, "EAI_NODATA", None))
+            except _socket.gaierror as error:
+                permanent = error.errno in (_socket.EAI_NONAME, _socket.EAI_FAIL, getattr(_socket, "EAI_NODATA", None))
                 message = error.strerror
             except OSError as error:  # EAI_SYSTEM: Python raises the errno itself
                 permanent, message = False, os.strerror(error.errno or errno.EIO)

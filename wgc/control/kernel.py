@@ -20,9 +20,9 @@ the same key that follow each other are joined.
 """
 from __future__ import annotations
 
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show all` cost
 import errno
 import os
-import socket
 import struct
 
 from wgc.control.model import (
@@ -39,7 +39,6 @@ from wgc.netlink import (
     IFLA_IFNAME,
     IFLA_INFO_KIND,
     IFLA_LINKINFO,
-    IFNAMSIZ,
     NETLINK_GENERIC,
     NETLINK_ROUTE,
     NLM_F_ACK,
@@ -56,6 +55,7 @@ from wgc.netlink import (
     messages,
     nlmsg_errno,
 )
+from wgc.paths import IFNAMSIZ
 
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
@@ -268,11 +268,11 @@ def _parse_peer(data: bytes) -> Peer:
     return peer
 
 
-_ADDRESS_SIZES: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
+_ADDRESS_SIZES: dict[int, int] = {_socket.AF_INET: 4, _socket.AF_INET6: 16}
 
 
 def _parse_allowed_ip(data: bytes) -> AllowedIP:
-    family: int = socket.AF_UNSPEC
+    family: int = _socket.AF_UNSPEC
     address = cidr = None
     for attr_type, payload in attributes(data):
         if attr_type == WGALLOWEDIP_A_FAMILY and len(payload) >= 2:
@@ -284,7 +284,7 @@ def _parse_allowed_ip(data: bytes) -> AllowedIP:
     expected = _ADDRESS_SIZES.get(family)
     if expected is None or address is None or len(address) != expected or cidr is None or cidr > expected * 8:
         raise WireGuardError(errno.EPROTO, "a malformed allowed IP in the kernel's answer")
-    return allowed_ip_of_text(f"{socket.inet_ntop(family, address)}/{cidr}")
+    return allowed_ip_of_text(f"{_socket.inet_ntop(family, address)}/{cidr}")
 
 
 def parse_get_answer(name: str, datagrams: list[bytes], seq: int) -> Device:
@@ -389,7 +389,7 @@ def links() -> list[tuple[str, str | None]]:
     with NetlinkSocket(NETLINK_ROUTE) as nl:
         seq = nl.next_seq()
         msg = Message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, 1 << 16,
-                      IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+                      IFINFOMSG.pack(_socket.AF_UNSPEC, 0, 0, 0, 0))
         nl.send(msg.finish())
         datagrams = nl.dump(seq)
     for data in datagrams:

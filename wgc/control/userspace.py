@@ -8,9 +8,9 @@ whole answer a protocol error (EPROTO).
 """
 from __future__ import annotations
 
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show` cost
 import errno
 import os
-import socket
 import stat
 
 from wgc import paths
@@ -43,17 +43,19 @@ def _live_socket(name: str) -> str | None:
                 continue
         except (OSError, ValueError):
             continue
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+        except ConnectionRefusedError:
             try:
-                conn.connect(path)
-            except ConnectionRefusedError:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-                continue
+                os.unlink(path)
             except OSError:
                 pass
+            continue
+        except OSError:
+            pass
+        finally:
+            conn.close()
         return path
     return None
 
@@ -88,7 +90,8 @@ def device_names() -> list[str]:
 def _request(name: str, request: bytes) -> bytes:
     """Sends one request and returns the whole answer, ending in a blank line."""
     path = _live_socket(name) or paths.socket_path(name)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         try:
             conn.connect(path)
             conn.sendall(request)
@@ -104,6 +107,8 @@ def _request(name: str, request: bytes) -> bytes:
                     break
         except OSError as error:
             raise WireGuardError(error.errno or errno.EIO, f"{name}: UAPI request on {path} failed") from None
+    finally:
+        conn.close()
     return b"".join(chunks)
 
 
@@ -120,9 +125,9 @@ def _number(value: str, limit: int) -> int:
 def _endpoint(value: str) -> Endpoint:
     host, port = split_endpoint(value)
     try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(host.encode(), port.encode(), socket.AF_UNSPEC,
-                                                       socket.SOCK_DGRAM, socket.IPPROTO_UDP)[0]
-    except (socket.gaierror, UnicodeError):
+        family, _, _, _, sockaddr = _socket.getaddrinfo(host.encode(), port.encode(), _socket.AF_UNSPEC,
+                                                        _socket.SOCK_DGRAM, _socket.IPPROTO_UDP)[0]
+    except (_socket.gaierror, UnicodeError):
         raise WireGuardError(errno.ENETUNREACH, f"cannot resolve endpoint {value!r}") from None
     return Endpoint.from_sockaddr(family, sockaddr)
 
@@ -132,9 +137,9 @@ def _allowed_ip(value: str) -> AllowedIP:
     address, slash, mask = value.partition("/")
     if not slash:
         raise ValueError(value)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    packed = socket.inet_pton(family, address)
-    bits = 32 if family == socket.AF_INET else 128
+    family = _socket.AF_INET6 if ":" in address else _socket.AF_INET
+    packed = _socket.inet_pton(family, address)
+    bits = 32 if family == _socket.AF_INET else 128
     cidr = CANONICAL_PREFIXES.get(mask)
     if cidr is None:
         if not mask[:1].isdigit():
@@ -142,9 +147,9 @@ def _allowed_ip(value: str) -> AllowedIP:
         cidr = _number(mask, bits)  # another spelling strtoull takes, such as 032
     elif cidr > bits:
         raise ValueError(value)
-    if family == socket.AF_INET and mask in CANONICAL_PREFIXES:
+    if family == _socket.AF_INET and mask in CANONICAL_PREFIXES:
         return allowed_ip_of_text(value)  # inet_pton took it: inet_ntop prints it the same
-    return allowed_ip_of_text(f"{socket.inet_ntop(family, packed)}/{cidr}")
+    return allowed_ip_of_text(f"{_socket.inet_ntop(family, packed)}/{cidr}")
 
 
 def parse_get(name: str, answer: bytes) -> Device:

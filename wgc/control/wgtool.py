@@ -8,11 +8,10 @@ argv[0]).  One addition, which wg(8) refuses as an invalid parameter: the
 """
 from __future__ import annotations
 
-import base64
+import _signal  # type: ignore[import-not-found]  # (no stub) signal.py, like socket.py, makes enums at import
+import _socket  # socket.py's own import makes enums and selectors: most of what `wg show` cost
 import errno
 import os
-import signal
-import socket
 import stat
 import sys
 import time
@@ -33,9 +32,9 @@ from wgc.control.model import (
     gc_paused,
     key_from_base64,
 )
-from wgc.counters import format_value
+from wgc.control.model import base64_text as b64
 from wgc.errors import WireGuardError
-from wgc.netlink import IFNAMSIZ
+from wgc.paths import IFNAMSIZ
 
 VERSION = "1.0.20210914"
 
@@ -239,6 +238,8 @@ class Tool:
             else:
                 self.perror("Unable to access interface", error)
             return False
+        from wgc.counters import format_value  # only `drops` prints counters
+
         prefix = f"{name}\t" if with_interface else ""
         lines = [f"{prefix}{figure}\t{format_value(value)}\n" for figure, value in counters.values.items()]
         for key, values in counters.peers.items():
@@ -480,10 +481,6 @@ class Tool:
 # -- formatting -------------------------------------------------------------------
 
 
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode("ascii")
-
-
 def maybe_key(key: bytes | None) -> str:
     return "(none)" if key is None else b64(key)
 
@@ -504,7 +501,7 @@ def ip_text(ip) -> str:
 def endpoint_text(endpoint) -> str:
     try:
         return str(endpoint)
-    except socket.gaierror as error:
+    except _socket.gaierror as error:
         return str(error.strerror)
     except OSError as error:
         return os.strerror(error.errno or errno.EIO)
@@ -620,6 +617,6 @@ def stale_peers(draft: Draft, current: Device) -> list[PeerDraft]:
 def main(argv: list[str], prog: str = "wg", extended: bool = False) -> int:
     # As a C program: a closed pipe on stdout or Ctrl-C ends it by the signal
     # (so `wg show all dump | head -1` is quiet), not with a Python traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     return Tool(prog, extended=extended).run(argv)
