@@ -50,7 +50,10 @@ container-base:
 # packaging/Containerfile and Containerfile.proxy built and run by Debian's podman (installed if
 # missing, with runc: see tests/podman.py) on the one-file executable and the imported base:
 # a tunnel to a wgc on the host side, podman stop, the proxy unprivileged (tests/test_container.py).
-container-test *ARGS: build binary container-base
+container-test *ARGS: build binary (container-tier ARGS)
+
+# The same on the executables already in dist/ (`just ci` runs it after the binary tier).
+container-tier *ARGS: container-base
     command -v podman >/dev/null && command -v runc >/dev/null || apt-get install -y podman runc
     WGC_CONTAINER_BASE={{quote(container_base)}} {{python}} -m pytest -q -rs -m container tests/test_container.py {{ARGS}}
 
@@ -86,22 +89,25 @@ test-asan *ARGS:
 
 # What CI runs: lint, type check and the sanitizer build first (minutes; they stop a broken
 # change early), then the frozen executables, every test against the package, then the daemon tests
-# against both executables (and the built-in wg and wg-quick against the one-file one).
-# Any skip in the netns, kernel or binary tier fails the run (tests/conftest.py) unless
+# against both executables (and the built-in wg and wg-quick against the one-file one), then the
+# container images on the one-file one.
+# Any skip in the netns, kernel, binary or container tier fails the run (tests/conftest.py) unless
 # WGC_SKIP_TIERS names the tier (such as WGC_SKIP_TIERS=kernel,binary); binary also leaves out
-# the build and the runs against the executables.  -rs prints why anything was skipped (the
+# the build and the runs against the executables, and with them the container tier.  -rs prints why anything was skipped (the
 # QEMU kernel tier says why it could not boot); each run ends with its counts per tier.
 ci: lint typecheck test-asan
     #!/usr/bin/env bash
     set -euo pipefail
     skip=",${WGC_SKIP_TIERS:-},"; skip=${skip// /}
     binary=$([[ $skip == *,binary,* ]] && echo off || echo on)
+    container=$([[ $binary == on && $skip != *,container,* ]] && echo on || echo off)
     if [ "$binary" = on ]; then {{just_executable()}} python={{python}} binary; fi
     {{python}} -m pytest -q -rs
     if [ "$binary" = on ]; then
         WGC_COMMAND=dist/wgc {{python}} -m pytest -q -rs tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py tests/test_namespaces.py tests/test_wg_tool.py tests/test_wg_quick.py tests/test_proxy_interop.py
         WGC_COMMAND=dist/wgc-dir/wgc {{python}} -m pytest -q -rs tests/test_lifecycle.py tests/test_interop.py tests/test_appliance.py
     fi
+    if [ "$container" = on ]; then {{just_executable()}} python={{python}} container-tier; fi
 
 # Size and start-to-ready time of the frozen executables (build them first), and the CPU of one
 # `wg show IFACE` through each beside Debian's wg and a bare `python -I -S`, with the ratios.

@@ -8,10 +8,10 @@ from netns import Namespaces, have_root
 pytest_plugins = ["pytester"]
 
 # The tiers that need something of the machine (root and namespaces, a QEMU guest, the
-# frozen executables).  A skip in one of them means the tier did not run at all, so it
+# frozen executables, a container engine).  A skip in one of them means the tier did not run at all, so it
 # turns the run red, unless the tier was switched off by name in SKIP_TIERS_VARIABLE.
 # A test belongs to the first tier whose marker it carries; the rest are "unit".
-GUARDED_TIERS = ("kernel", "binary", "netns")
+GUARDED_TIERS = ("kernel", "binary", "container", "netns")
 SKIP_TIERS_VARIABLE = "WGC_SKIP_TIERS"
 
 
