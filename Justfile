@@ -124,6 +124,11 @@ bench-handshakes PEERS="1000" ROUNDS="3": build
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}
 
+# The units in packaging/ under systemd as PID 1: a Debian bookworm root made with debootstrap
+# (cached in ~/.cache/wgc-systemd on first use) booted on Debian's kernel under QEMU.
+systemd-test *ARGS:
+    WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m systemd tests/kernel {{ARGS}}
+
 # Every atheris fuzz target (tests/fuzz/) for SECONDS each, then executions per target.
 # NATIVE=1: the compiled modules too, built with clang -fsanitize=fuzzer-no-link; NATIVE=asan: with ASan.
 fuzz SECONDS="60" NATIVE="": build
