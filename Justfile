@@ -124,8 +124,8 @@ bench-handshakes PEERS="1000" ROUNDS="3": build
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}
 
-# The units in packaging/ under systemd as PID 1: a Debian bookworm root made with debootstrap
-# (cached in ~/.cache/wgc-systemd on first use) booted on Debian's kernel under QEMU.
+# A Debian bookworm root made with debootstrap (cached in ~/.cache/wgc-systemd on first use),
+# booted on Debian's kernel under QEMU: the units in packaging/ under systemd as PID 1.
 systemd-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m systemd tests/kernel {{ARGS}}
 

@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 
 import pytest
 from frozen import frozen_wgc
@@ -41,11 +42,12 @@ def unit_file(name: str) -> tuple[bytes, int]:
         return f.read(), 0o644
 
 
+@dataclass
 class Lab:
-    def __init__(self, ns: Netns, vm, host_iface: str, subnet: int, host_public: str,
-                 quick_key: tuple[str, str], notify_key: tuple[str, str]):
-        self.ns, self.vm, self.host_iface, self.subnet = ns, vm, host_iface, subnet
-        self.host_public, self.quick_key, self.notify_key = host_public, quick_key, notify_key
+    ns: Netns           # where the guest's tap and the host's wgc daemon are
+    vm: object          # the guest (guest.Guest)
+    subnet: int         # outer addresses 192.168.subnet.1 (host) and .2 (guest)
+    host_public: str    # the host daemon's public key
 
     def outer(self, side: int) -> str:
         return f"192.168.{self.subnet}.{side}"
@@ -122,7 +124,7 @@ def lab():
             for net in (QUICK_NET, NOTIFY_NET):
                 ns.run("ip", "addr", "add", f"{net}.1/24", "dev", host_iface)
             ns.run("ip", "link", "set", host_iface, "up")
-            yield Lab(ns, vm, host_iface, subnet, host_public, quick_key, notify_key)
+            yield Lab(ns, vm, subnet, host_public)
         finally:
             context.__exit__(None, None, None)
     finally:
