@@ -91,7 +91,7 @@ test-asan *ARGS:
 # change early), then the frozen executables, every test against the package, then the daemon tests
 # against both executables (and the built-in wg and wg-quick against the one-file one), then the
 # container images on the one-file one.
-# Any skip in the netns, kernel, binary or container tier fails the run (tests/conftest.py) unless
+# Any skip in the netns, kernel, systemd, binary or container tier fails the run (tests/conftest.py) unless
 # WGC_SKIP_TIERS names the tier (such as WGC_SKIP_TIERS=kernel,binary); binary also leaves out
 # the build and the runs against the executables, and with them the container tier.  -rs prints why anything was skipped (the
 # QEMU kernel tier says why it could not boot); each run ends with its counts per tier.
@@ -155,6 +155,11 @@ bench-handshakes PEERS="1000" ROUNDS="3": build
 # wgc against the Linux kernel's WireGuard: Debian's kernel under QEMU (fetched into ~/.cache/wgc-kernel on first use).
 kernel-test *ARGS:
     WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m kernel tests/kernel {{ARGS}}
+
+# A Debian bookworm root made with debootstrap (cached in ~/.cache/wgc-systemd on first use),
+# booted on Debian's kernel under QEMU: the units in packaging/ under systemd as PID 1.
+systemd-test *ARGS:
+    WGC_KERNEL_REQUIRED=1 {{python}} -m pytest -q -m systemd tests/kernel {{ARGS}}
 
 # Every atheris fuzz target (tests/fuzz/) for SECONDS each, then executions per target.
 # NATIVE=1: the compiled modules too, built with clang -fsanitize=fuzzer-no-link; NATIVE=asan: with ASan.

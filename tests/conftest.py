@@ -7,11 +7,12 @@ from netns import Namespaces, have_root
 
 pytest_plugins = ["pytester"]
 
-# The tiers that need something of the machine (root and namespaces, a QEMU guest, the
-# frozen executables, a container engine).  A skip in one of them means the tier did not run at all, so it
-# turns the run red, unless the tier was switched off by name in SKIP_TIERS_VARIABLE.
-# A test belongs to the first tier whose marker it carries; the rest are "unit".
-GUARDED_TIERS = ("kernel", "binary", "container", "netns")
+# The tiers that need something of the machine (a QEMU guest running systemd, root and
+# namespaces, the frozen executables, a container engine).  A skip in one of them means the
+# tier did not run at all, so it turns the run red, unless the tier was switched off by name
+# in SKIP_TIERS_VARIABLE.  A test belongs to the first tier whose marker it carries; the rest
+# are "unit".
+GUARDED_TIERS = ("systemd", "kernel", "binary", "container", "netns")
 SKIP_TIERS_VARIABLE = "WGC_SKIP_TIERS"
 
 
@@ -88,7 +89,7 @@ class TierGate:
         for tier in ("unit", *GUARDED_TIERS):
             count = counts[tier]
             note = f" (switched off by {SKIP_TIERS_VARIABLE})" if tier in self.off else ""
-            terminalreporter.write_line(f"{tier:6} {count['passed']:5} passed {count['failed']:5} failed "
+            terminalreporter.write_line(f"{tier:7} {count['passed']:5} passed {count['failed']:5} failed "
                                         f"{count['skipped']:5} skipped {count['xfailed']:5} xfailed{note}")
         unasked = self.unasked_skips()
         if unasked:

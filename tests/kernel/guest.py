@@ -42,6 +42,11 @@ BUSYBOX_PACKAGE = "busybox-static"
 # .modinfo "depends=" because the package ships no modules.dep.
 GUEST_MODULES = ["virtio_pci", "virtio_net", "virtio_console", "virtio_rng", "wireguard"]
 
+# A guest whose root is an ext4 disk (virtio-blk) brings what mounts it, and the TUN device
+# for userspace WireGuard; crc32c is ext4's checksum, asked for as a soft dependency only.
+ROOT_DISK_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net", "virtio_console",
+                     "virtio_rng", "tun"]
+
 # Host programs copied into the guest when present (wg and ip are required).
 GUEST_PROGRAMS = {"wg": True, "ip": True, "iperf3": False}
 
@@ -311,19 +316,11 @@ def _copy_with_links(cpio: Cpio, path: str):
         cpio.file(path, f.read(), os.stat(path).st_mode & 0o777)
 
 
-INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/usr/bin:/bin:/sbin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-mkdir -p /run /var/run && mount -t tmpfs tmpfs /run
-for m in $(cat /etc/modules.load); do
-    insmod "$m" || echo "@@INSMOD-FAILED $m"
-done
-ip link set lo up
-port=""
+# Finds the virtio serial port named @@PORT@@ and serves commands on it, one
+# base64 line each, answering stdout, stderr (base64) and the exit status between
+# markers.  The initramfs's /init ends with it; the systemd guest runs it as a service.
+SERVE = r"""port=""
+scratch=${SCRATCH:-/tmp}
 for i in $(seq 1 100); do
     for p in /sys/class/virtio-ports/*; do
         [ -r "$p/name" ] && [ "$(cat "$p/name")" = "@@PORT@@" ] && port=/dev/$(basename "$p")
@@ -340,16 +337,65 @@ while true; do
         sleep 0.2
         continue
     fi
-    echo "$code" | base64 -d > /tmp/.cmd
-    sh -c '. /etc/programs.sh; . /tmp/.cmd' </dev/null >/tmp/.out 2>/tmp/.err
+    echo "$code" | base64 -d > $scratch/.cmd
+    sh -c "[ -r /etc/programs.sh ] && . /etc/programs.sh; . $scratch/.cmd" </dev/null >$scratch/.out 2>$scratch/.err
     rc=$?
     {
-        echo "@@OUT $id"; base64 /tmp/.out
-        echo "@@ERR $id"; base64 /tmp/.err
+        echo "@@OUT $id"; base64 $scratch/.out
+        echo "@@ERR $id"; base64 $scratch/.err
         echo "@@END $id $rc"
     } >&3
 done
+""".replace("@@PORT@@", CONTROL_PORT)
+
+# What every initramfs's /init does first: busybox's applets, the kernel's file
+# systems, and the modules in /etc/modules.load.
+INIT_START = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/usr/bin:/bin:/sbin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /etc/modules.load); do
+    insmod "$m" || echo "@@INSMOD-FAILED $m"
+done
 """
+
+# The guest whose root is the initramfs: it serves commands itself.
+INIT = INIT_START + r"""mount -t tmpfs tmpfs /tmp
+mkdir -p /run /var/run && mount -t tmpfs tmpfs /run
+ip link set lo up
+""" + SERVE
+
+# The guest whose root is the disk /dev/vda: its own /sbin/init (systemd) takes over.
+ROOT_DISK_INIT = INIT_START + r"""for i in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+mkdir -p /newroot
+mount -t ext4 /dev/vda /newroot || echo "@@ROOT-FAILED"
+umount /proc /sys /dev
+exec switch_root /newroot /sbin/init
+"""
+
+
+def start_initramfs(path: str, busybox: str, init: str) -> Cpio:
+    """A new initramfs at path with the directories, busybox and /init."""
+    cpio = Cpio(path)
+    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc",
+                      "root", "var"):
+        cpio.directory(directory)
+    with open(busybox, "rb") as f:
+        cpio.file("bin/busybox", f.read())
+    cpio.file("init", init.encode())
+    return cpio
+
+
+def add_modules(cpio: Cpio, kernel: Kernel, wanted: list[str]):
+    """The wanted modules with their dependencies, and /etc/modules.load listing them in order."""
+    loads = []
+    for index, module in enumerate(load_order(kernel.modules, wanted)):
+        name = f"lib/modules/{index:02d}-{os.path.basename(module).split('.ko')[0]}.ko"
+        cpio.file(name, _read_module(module), 0o644)
+        loads.append("/" + name)
+    cpio.file("etc/modules.load", ("\n".join(loads) + "\n").encode(), 0o644)
 
 
 def build_initramfs(path: str, kernel: Kernel, busybox: str,
@@ -358,13 +404,7 @@ def build_initramfs(path: str, kernel: Kernel, busybox: str,
 
     programs adds name -> host path: each goes to /usr/bin/NAME with its libraries.
     """
-    cpio = Cpio(path)
-    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc",
-                      "root", "var"):
-        cpio.directory(directory)
-    with open(busybox, "rb") as f:
-        cpio.file("bin/busybox", f.read())
-    cpio.file("init", INIT.replace("@@PORT@@", CONTROL_PORT).encode())
+    cpio = start_initramfs(path, busybox, INIT)
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
     cpio.file("etc/group", b"root:x:0:\n", 0o644)
     carried = []
@@ -380,16 +420,18 @@ def build_initramfs(path: str, kernel: Kernel, busybox: str,
         for library in shared_libraries(found):
             _copy_with_links(cpio, library)
         carried.append(program)
-    loads = []
-    for index, module in enumerate(load_order(kernel.modules, GUEST_MODULES)):
-        name = f"lib/modules/{index:02d}-{os.path.basename(module).split('.ko')[0]}.ko"
-        cpio.file(name, _read_module(module), 0o644)
-        loads.append("/" + name)
+    add_modules(cpio, kernel, GUEST_MODULES)
     # busybox's sh runs its own applets (its small `ip`) before PATH: functions come first.
     cpio.file("etc/programs.sh", "".join(f'{p}() {{ /usr/bin/{p} "$@"; }}\n' for p in carried).encode(), 0o644)
-    cpio.file("etc/modules.load", ("\n".join(loads) + "\n").encode(), 0o644)
     cpio.close()
     return carried
+
+
+def build_root_disk_initramfs(path: str, kernel: Kernel, busybox: str):
+    """Writes an initramfs that loads ROOT_DISK_MODULES and hands over to /dev/vda's /sbin/init."""
+    cpio = start_initramfs(path, busybox, ROOT_DISK_INIT)
+    add_modules(cpio, kernel, ROOT_DISK_MODULES)
+    cpio.close()
 
 
 # ---- the guest ------------------------------------------------------------
@@ -417,11 +459,13 @@ def _kvm_usable() -> bool:
 class Guest:
     """One booted kernel.  `run()` executes shell code in it; `close()` ends QEMU.
 
-    The guest's eth0 is cabled to `tap` in the namespace `ns`.
+    The guest's eth0 is cabled to `tap` in the namespace `ns`; with root_disk (an ext4
+    image) the guest boots that disk's init, and its writes are thrown away with QEMU.
     """
 
-    def __init__(self, ns: Netns, workdir: str, accel: str, boot_timeout: float):
+    def __init__(self, ns: Netns, workdir: str, accel: str, boot_timeout: float, root_disk: str | None = None):
         self.ns = ns
+        self.root_disk = root_disk
         self.tap = unique_name("wgtap")
         self.accel = accel
         self.console_log = os.path.join(workdir, f"console-{accel}.log")
@@ -471,6 +515,8 @@ class Guest:
             "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
         ]
+        if self.root_disk:
+            cmd += ["-drive", f"file={self.root_disk},format=raw,if=virtio,snapshot=on"]
         with open(self.qemu_errors, "w") as errors:
             self._qemu = self.ns.popen(*cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=errors)
@@ -500,6 +546,8 @@ class Guest:
                 text = ""
             if "@@INSMOD-FAILED" in text:
                 raise GuestError(f"a module did not load: {self._console_tail()}")
+            if "@@ROOT-FAILED" in text:
+                raise GuestError(f"the root disk did not mount: {self._console_tail()}")
             if "@@READY" in text:
                 if "port=/dev/" not in text.split("@@READY", 1)[1].splitlines()[0]:
                     raise GuestError(f"the guest found no control port: {self._console_tail()}")
@@ -582,15 +630,23 @@ class Guest:
                 self._qemu.wait(timeout=5)
 
 
-def prepare(workdir: str, programs: dict[str, str] | None = None) -> tuple[str, Kernel, list[str]]:
-    """Installs or fetches what is missing; writes vmlinuz and the initramfs into workdir."""
+def prepare(workdir: str, programs: dict[str, str] | None = None,
+            root_disk: str | None = None) -> tuple[str, Kernel, list[str]]:
+    """Installs or fetches what is missing; writes vmlinuz and the initramfs into workdir.
+
+    With root_disk the initramfs only mounts the disk and carries no programs.
+    """
     if os.geteuid() != 0:
         raise Unavailable("needs root (tap devices, network namespaces, apt-get)")
     qemu = ensure_qemu()
     kernel = ensure_kernel()
     busybox = ensure_busybox()
     shutil.copyfile(kernel.vmlinuz, os.path.join(workdir, "vmlinuz"))
-    carried = build_initramfs(os.path.join(workdir, "initramfs.cpio"), kernel, busybox, programs)
+    initramfs = os.path.join(workdir, "initramfs.cpio")
+    if root_disk:
+        build_root_disk_initramfs(initramfs, kernel, busybox)
+        return qemu, kernel, []
+    carried = build_initramfs(initramfs, kernel, busybox, programs)
     return qemu, kernel, carried
 
 
@@ -613,10 +669,11 @@ def unavailable(reason: str):
 
 @contextlib.contextmanager
 def booted(ns: Netns, kvm_probe_timeout: float = 20, tcg_timeout: float = 180,
-           programs: dict[str, str] | None = None):
+           programs: dict[str, str] | None = None, root_disk: str | None = None):
     """A guest cabled into ns, on KVM when a first boot there works, else on TCG.
 
     programs: more host executables to carry, name -> path (found at /usr/bin/NAME).
+    root_disk: an ext4 image to boot instead (see Guest); it must serve the control port.
 
     Raises Unavailable when QEMU or the kernel cannot be had, GuestError when
     no accelerator booted it.  QEMU is ended when the block exits.
@@ -624,12 +681,12 @@ def booted(ns: Netns, kvm_probe_timeout: float = 20, tcg_timeout: float = 180,
     workdir = tempfile.mkdtemp(prefix="wgc-kernel-")
     guest = None
     try:
-        prepare(workdir, programs)
+        prepare(workdir, programs, root_disk)
         failures = []
         for accel in accelerators():
             timeout = kvm_probe_timeout if accel == "kvm" else tcg_timeout
             try:
-                guest = Guest(ns, workdir, accel, timeout)
+                guest = Guest(ns, workdir, accel, timeout, root_disk)
                 break
             except GuestError as error:
                 failures.append(f"{accel}: {error}")
