@@ -509,6 +509,36 @@ def test_senders_that_meet_the_memory_cap_go_on_when_memory_frees():
     assert a.memory <= 2 * 65536
 
 
+@pytest.mark.parametrize("ranges", [64, 65])
+def test_sixty_four_out_of_order_ranges_are_kept_and_a_sixty_fifth_forgets_the_oldest(ranges):
+    """At heavy loss a wide window leaves many holes.  Up to 64 out-of-order
+    ranges are kept, so nothing the receiver SACKed is forgotten (reneging
+    would leave the sender to find it by a timeout): the holes filled, the
+    stream runs on to the end of the last range.  A 65th range makes the
+    least recently touched one go, and the stream stops at its start."""
+    a, b, link = pair()
+    c, s, _ = connected(link)
+    warm = Stream(link, a, c, b, s, bytes(300 * 1368), close=False)
+    assert transfer(link, [warm])                   # a window of hundreds of segments
+    assert link.run(lambda: a.info(c)["send_queued"] == 0, SECOND)
+    a.set_nodelay(c, True)
+    a.send(c, bytes(140 * 1368), link.now)
+    segments = []
+    while batch := a.take_output(link.now):
+        segments += batch
+    assert len(segments) > 2 * ranges
+    for segment in segments[1:2 * ranges:2]:        # a hole before each
+        b.receive(segment, link.now)
+    assert b.info(s)["ooo"] == 64
+    for segment in segments[0:2 * ranges:2]:        # the holes filled
+        b.receive(segment, link.now)
+    if ranges == 64:
+        assert b.info(s)["ooo"] == 0
+        assert b.info(s)["rcv_nxt"] == tcp_fields(segments[2 * ranges])[0]
+    else:
+        assert b.info(s)["rcv_nxt"] == tcp_fields(segments[1])[0]
+
+
 def test_rings_grow_as_data_needs_them_and_an_idle_connection_holds_none():
     a, b, link = pair()
     c, s, _ = connected(link)

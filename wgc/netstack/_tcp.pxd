@@ -51,7 +51,7 @@ cdef enum:
     TCP_EV_ACCEPT = 16             # a listener has a connection to accept
 
 cdef enum:
-    TCP_OOO_MAX = 8                # out-of-order ranges kept (the rest is dropped, resent later)
+    TCP_OOO_MAX = 64               # out-of-order ranges kept: past this the oldest is forgotten (reneged)
     TCP_SACKED_MAX = 8             # ranges the peer reported received past snd_una (the scoreboard)
     TCP_BUFFER_DEFAULT = 4 << 20   # per ring, each direction (allocated as data needs it)
     TCP_MEMORY_DEFAULT = 256 << 20 # all rings of a stack
