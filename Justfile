@@ -27,6 +27,7 @@ binary:
     {{python}} packaging/bootloader.py
     WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
+    {{python}} packaging/glibc_floor.py dist/wgc dist/wgc-dir
 
 # Ruff over all Python code (rules in pyproject.toml).
 lint:

@@ -4,7 +4,6 @@ network namespace), the newest glibc symbol version they need, and the CPU
 time of one `wg show IFACE` through each (against a daemon in that namespace),
 side by side with Debian's wg(8) and a bare Python that does nothing."""
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -14,6 +13,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "packaging"))
+from glibc_floor import glibc_floor  # noqa: E402
+
 CANDIDATES = {"one-file dist/wgc": ROOT / "dist/wgc", "one-dir dist/wgc-dir/wgc": ROOT / "dist/wgc-dir/wgc",
               "python -m wgc": None}
 ROUNDS = 5
@@ -86,15 +88,6 @@ def show_cpu(ns: str) -> None:
         daemon.wait()
 
 
-def newest_glibc(directory: Path) -> str:
-    """The highest GLIBC_x.y any binary of the one-dir bundle asks for."""
-    versions: set[tuple[int, ...]] = set()
-    for path in [directory / "wgc", *directory.rglob("*.so*")]:
-        out = subprocess.run(["objdump", "-T", str(path)], capture_output=True, text=True).stdout
-        versions.update(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+)", out))
-    return "glibc " + ".".join(map(str, max(versions))) if versions else "unknown"
-
-
 def main():
     ns = f"wgbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -113,9 +106,9 @@ def main():
         show_cpu(ns)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    bundle = ROOT / "dist/wgc-dir"
-    if bundle.exists():
-        print(f"needs at least {newest_glibc(bundle)} (the build machine's symbols)")
+    built = [path for path in (ROOT / "dist/wgc", ROOT / "dist/wgc-dir") if path.exists()]
+    if built:
+        print(f"needs at least {glibc_floor(*built)} (the build machine's symbols)")
 
 
 if __name__ == "__main__":
