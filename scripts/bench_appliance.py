@@ -2,7 +2,13 @@
 to a listening control socket (median of several starts, in a throwaway
 network namespace), the newest glibc symbol version they need, and the CPU
 time of one `wg show IFACE` through each (against a daemon in that namespace),
-side by side with Debian's wg(8) and a bare Python that does nothing."""
+side by side with Debian's wg(8) and a bare Python that does nothing.
+
+    python scripts/bench_appliance.py [SUITE-ARCH...]
+
+Each SUITE-ARCH (such as bookworm-arm64, see packaging/debian_root.py) adds the
+size, start to ready and glibc floor of the executables built in that Debian
+root, run inside it (the arm64 ones under qemu-user)."""
 import os
 import resource
 import shutil
@@ -14,12 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "packaging"))
+from debian_root import BUILDS, FORMS, output, running  # noqa: E402
 from glibc_floor import glibc_floor  # noqa: E402
 
 CANDIDATES = {"one-file dist/wgc": ROOT / "dist/wgc", "one-dir dist/wgc-dir/wgc": ROOT / "dist/wgc-dir/wgc",
               "python -m wgc": None}
 ROUNDS = 5
 SHOW_RUNS = 20
+START_PATIENCE = 60  # seconds; a start under qemu-user takes seconds
 
 
 def start_to_ready(ns: str, command: list[str]) -> float:
@@ -29,7 +37,7 @@ def start_to_ready(ns: str, command: list[str]) -> float:
     proc = subprocess.Popen(["ip", "netns", "exec", ns, *command, "-f", iface])
     try:
         while not os.path.exists(path):
-            if time.monotonic() - started > 10:
+            if time.monotonic() - started > START_PATIENCE:
                 raise RuntimeError(f"{command} did not start")
             time.sleep(0.002)
         return time.monotonic() - started
@@ -88,6 +96,29 @@ def show_cpu(ns: str) -> None:
         daemon.wait()
 
 
+def size_mb(path: Path) -> float:
+    """The size of a one-file executable, or of the whole directory of a one-dir one."""
+    files = [path] if path.parent.name != "wgc-dir" else [p for p in path.parent.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def print_start(ns: str, label: str, command: list[str], path: Path | None) -> None:
+    times = [start_to_ready(ns, command) for _ in range(ROUNDS)]
+    size = f", size {size_mb(path):.1f} MB" if path is not None else ""
+    print(f"{label}: start to ready {statistics.median(times) * 1000:.0f} ms (median of {ROUNDS}){size}")
+
+
+def root_builds(ns: str, names: list[str]) -> None:
+    """Start to ready, size and glibc floor of the executables built in each named Debian root."""
+    for name in names:
+        build = BUILDS[name]
+        built = output(build)
+        with running(build) as commands:
+            for form, command in commands.items():
+                print_start(ns, f"{name} {form} (in its root)", command, built / FORMS[form])
+        print(f"{name}: needs at least {glibc_floor(built / 'wgc', built / 'wgc-dir')}")
+
+
 def main():
     ns = f"wgbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -96,20 +127,14 @@ def main():
             if path is not None and not path.exists():
                 print(f"{label}: not built (just binary)")
                 continue
-            command = [str(path)] if path else [sys.executable, "-m", "wgc"]
-            times = [start_to_ready(ns, command) for _ in range(ROUNDS)]
-            size = ""
-            if path is not None:
-                files = [path] if path.parent.name != "wgc-dir" else [p for p in path.parent.rglob("*") if p.is_file()]
-                size = f", size {sum(p.stat().st_size for p in files) / 1e6:.1f} MB"
-            print(f"{label}: start to ready {statistics.median(times) * 1000:.0f} ms (median of {ROUNDS}){size}")
+            print_start(ns, label, [str(path)] if path else [sys.executable, "-m", "wgc"], path)
         show_cpu(ns)
+        root_builds(ns, sys.argv[1:])
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     built = [path for path in (ROOT / "dist/wgc", ROOT / "dist/wgc-dir") if path.exists()]
     if built:
         print(f"needs at least {glibc_floor(*built)} (the build machine's symbols)")
-
 
 if __name__ == "__main__":
     main()
