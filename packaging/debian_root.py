@@ -37,6 +37,7 @@ VENV = "/opt/wgc-venv"
 SOURCE = "/build/wgc"  # where wgc's source is copied inside the root
 # What setup.py, PyInstaller's spec and the bootloader build read (the tests stay outside).
 SOURCE_PARTS = ["wgc", "packaging", "setup.py", "pyproject.toml", "README.md"]
+COMPILED = ("*.so", "*.c", "*.html", "__pycache__")  # what a build makes beside the source, not copied
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 PIP_CERT = "/etc/ssl/certs/wgc-host-ca-certificates.crt"  # the host's CA bundle, copied in
 RUN_DIR = "/opt/wgc-run"  # where running() puts the executables under test inside the root
@@ -190,17 +191,25 @@ def venv(build: Build) -> None:
 
 
 def copy_source(build: Build) -> None:
-    """wgc's source as it is in the work tree (compiled files left out) into the root."""
+    """wgc's source as it is in the work tree into the root, over the last build's copy.
+
+    What the last build compiled stays, with the times of the files copied kept, so
+    Cython and setuptools compile again only what changed (under qemu-user a full
+    build of the compiled modules takes about 20 minutes); a source file gone from
+    the work tree goes from the copy too.
+    """
     target = build.root / SOURCE.lstrip("/")
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("*.so", "*.c", "*.html", "__pycache__")
+    compiled = shutil.ignore_patterns(*COMPILED)
     for part in SOURCE_PARTS:
-        path = ROOT / part
+        path, copy = ROOT / part, target / part
         if path.is_dir():
-            shutil.copytree(path, target / part, ignore=ignore)
+            for old in [p for p in copy.rglob("*") if p.is_file() and not compiled(str(p.parent), [p.name])]:
+                if not (path / old.relative_to(copy)).exists():
+                    old.unlink()
+            shutil.copytree(path, copy, ignore=compiled, dirs_exist_ok=True)
         else:
-            shutil.copy2(path, target / part)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
 
 
 def build_wgc(build: Build) -> None:
