@@ -9,6 +9,7 @@ side by side with Debian's wg(8) and a bare Python that does nothing.
 Each SUITE-ARCH (such as bookworm-arm64, see packaging/debian_root.py) adds the
 size, start to ready and glibc floor of the executables built in that Debian
 root, run inside it (the arm64 ones under qemu-user)."""
+import contextlib
 import os
 import resource
 import shutil
@@ -61,11 +62,13 @@ def cpu_per_run(command: list[str]) -> float:
     return statistics.median(spent)
 
 
-def show_cpu(ns: str) -> None:
+def show_cpu(ns: str, rooted: dict[str, list[str]]) -> None:
     """CPU per `wg show IFACE` of each wg against one wgc daemon, with the
     ratios to Debian's wg and to `python3 -I -S -c pass` (the least any
     Python program can cost).  The daemon's socket is in /var/run/wireguard,
-    outside the namespace, so every command runs directly."""
+    outside the namespace, so every command runs directly; rooted adds
+    labelled commands that run a wgc inside a Debian root (with qemu-user's
+    CPU for a foreign architecture)."""
     iface = f"wgshow{os.getpid() % 10000}"
     path = f"/var/run/wireguard/{iface}.sock"
     daemon = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "wgc", "-f", iface])
@@ -83,6 +86,7 @@ def show_cpu(ns: str) -> None:
                              ("one-file --wg show", CANDIDATES["one-file dist/wgc"])):
             if path_ is not None and path_.exists():
                 commands[label] = [str(path_), "--wg", "show", iface]
+        commands.update({f"{label} --wg show": [*command, "--wg", "show", iface] for label, command in rooted.items()})
         spent = {label: cpu_per_run(command) for label, command in commands.items()}
         bare, debian = spent["python3 -I -S -c pass"], spent.get("Debian wg show")
         print(f"CPU (user+sys) per run, median of {SHOW_RUNS}:")
@@ -90,7 +94,7 @@ def show_cpu(ns: str) -> None:
             ratios = f"  {seconds / bare:5.1f}x bare Python"
             if debian:
                 ratios += f"  {seconds / debian:6.1f}x Debian wg"
-            print(f"  {label:26} {seconds * 1000:6.1f} ms{ratios}")
+            print(f"  {label:36} {seconds * 1000:6.1f} ms{ratios}")
     finally:
         daemon.terminate()
         daemon.wait()
@@ -108,30 +112,29 @@ def print_start(ns: str, label: str, command: list[str], path: Path | None) -> N
     print(f"{label}: start to ready {statistics.median(times) * 1000:.0f} ms (median of {ROUNDS}){size}")
 
 
-def root_builds(ns: str, names: list[str]) -> None:
-    """Start to ready, size and glibc floor of the executables built in each named Debian root."""
-    for name in names:
-        build = BUILDS[name]
-        built = output(build)
-        with running(build) as commands:
-            for form, command in commands.items():
-                print_start(ns, f"{name} {form} (in its root)", command, built / FORMS[form])
-        print(f"{name}: needs at least {glibc_floor(built / 'wgc', built / 'wgc-dir')}")
-
-
 def main():
     ns = f"wgbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        for label, path in CANDIDATES.items():
-            if path is not None and not path.exists():
-                print(f"{label}: not built (just binary)")
-                continue
-            print_start(ns, label, [str(path)] if path else [sys.executable, "-m", "wgc"], path)
-        show_cpu(ns)
-        root_builds(ns, sys.argv[1:])
+        with contextlib.ExitStack() as mounts:
+            rooted: dict[str, list[str]] = {}
+            for name in sys.argv[1:]:  # Debian root builds, each run inside its root
+                commands = mounts.enter_context(running(BUILDS[name]))
+                rooted.update({f"{name} {form}": command for form, command in commands.items()})
+            for label, path in CANDIDATES.items():
+                if path is not None and not path.exists():
+                    print(f"{label}: not built (just binary)")
+                    continue
+                print_start(ns, label, [str(path)] if path else [sys.executable, "-m", "wgc"], path)
+            for label, command in rooted.items():
+                name, form = label.split()
+                print_start(ns, f"{label} (in its root)", command, output(BUILDS[name]) / FORMS[form])
+            show_cpu(ns, rooted)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+    for name in sys.argv[1:]:
+        rooted_dist = output(BUILDS[name])
+        print(f"{name}: needs at least {glibc_floor(rooted_dist / 'wgc', rooted_dist / 'wgc-dir')}")
     built = [path for path in (ROOT / "dist/wgc", ROOT / "dist/wgc-dir") if path.exists()]
     if built:
         print(f"needs at least {glibc_floor(*built)} (the build machine's symbols)")
