@@ -27,9 +27,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from glibc_floor import glibc_floor  # beside this file, on sys.path for a script and for its importers
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "packaging"))
-from glibc_floor import glibc_floor  # noqa: E402
 
 MIRROR = "http://deb.debian.org/debian"
 CACHE = Path(os.environ.get("WGC_ROOTS_CACHE", Path.home() / ".cache" / "wgc-roots"))
@@ -121,8 +121,7 @@ def chroot_command(root: Path, script: str) -> list[str]:
     """The command that runs a shell script inside root with a clean environment."""
     return ["chroot", str(root), "/usr/bin/env", "-i", "HOME=/root", "LANG=C.UTF-8",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive",
-            f"PIP_CERT={PIP_CERT}",
-            "/bin/sh", "-ec", script]
+            f"PIP_CERT={PIP_CERT}", "/bin/sh", "-ec", script]
 
 
 def inside(root: Path, script: str) -> None:
