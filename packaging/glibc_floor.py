@@ -25,15 +25,24 @@ def needed_versions(path: Path) -> set[tuple[int, int]]:
 
 def elf_files(path: Path) -> list[Path]:
     files = [p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file() and not p.is_symlink()]
-    return [p for p in files if p.open("rb").read(4) == ELF_MAGIC]
+    return [p for p in files if is_elf(p)]
 
 
-def onefile_versions(path: Path) -> set[tuple[int, int]]:
-    """The versions the bootloader and every ELF file packed in the one-file archive need."""
-    from PyInstaller.archive.readers import CArchiveReader  # type: ignore[import-untyped]
+def is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == ELF_MAGIC
 
-    versions = needed_versions(path)
-    archive = CArchiveReader(str(path))
+
+def packed_versions(path: Path) -> set[tuple[int, int]]:
+    """The versions every ELF file packed in a one-file executable's archive needs (none for an ELF
+    file without one)."""
+    from PyInstaller.archive.readers import ArchiveReadError, CArchiveReader  # type: ignore[import-untyped]
+
+    try:
+        archive = CArchiveReader(str(path))
+    except ArchiveReadError:
+        return set()
+    versions: set[tuple[int, int]] = set()
     with tempfile.TemporaryDirectory() as scratch:
         for name in archive.toc:
             data = archive.extract(name)
@@ -49,11 +58,8 @@ def glibc_floor(*paths: Path) -> str:
     """"glibc X.Y" for the newest version any of the executables (one-file files or one-dir trees) needs."""
     versions: set[tuple[int, int]] = set()
     for path in paths:
-        if path.is_file():
-            versions |= onefile_versions(path)
-        else:
-            for elf in elf_files(path):
-                versions |= needed_versions(elf)
+        for elf in elf_files(path):
+            versions |= needed_versions(elf) | packed_versions(elf)
     return "glibc {}.{}".format(*max(versions)) if versions else "no glibc symbol versions found"
 
 
