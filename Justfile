@@ -41,7 +41,7 @@ binary-bullseye:
 binary-arm64:
     {{python}} packaging/debian_root.py bookworm-arm64
 
-# The executables of binary-bullseye and binary-arm64 against wgc on the host side: the bullseye
+# The executables of binary-bullseye and binary-arm64 against wgc and wireguard-go on the host side: the bullseye
 # one-file wgc inside its root (chroot), the arm64 ones under qemu-user (tests/test_roots.py).
 # A build not made yet fails the run (a skip in the netns tier): `just test-roots -k bullseye` tests one.
 test-roots *ARGS:

@@ -1,5 +1,5 @@
 """The executables built in Debian root file systems (`just binary-bullseye`, `just binary-arm64`),
-each run inside the root it was built in, against wgc on the host side.
+each run inside the root it was built in, against wgc or wireguard-go on the host side.
 
 The bullseye one shows that the x86_64 build runs on glibc 2.31; the arm64 one runs
 under qemu-user through binfmt_misc.  Each test copies the built executables from
@@ -17,7 +17,7 @@ import pytest
 import wgc
 import wgnet
 from wgc._crypto import public_key
-from wgnet import tunnel
+from wgnet import have, tunnel
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "packaging"))
 from debian_root import BUILDS, FORMS, output, running
@@ -60,11 +60,14 @@ def test_genkey_pubkey(rooted):
     assert public == base64.b64encode(public_key(base64.b64decode(private))).decode()
 
 
-def test_daemon_interop(rooted, netns, monkeypatch):
-    """The root's wgc daemon in one namespace, the host's in another: handshake, pings both
-    ways, and the root's own `wgc --wg show` reading its daemon."""
+@pytest.mark.parametrize("other", ["wgc", "wireguard-go"])
+def test_daemon_interop(rooted, netns, monkeypatch, other):
+    """The root's wgc daemon in one namespace, the host's wgc or Debian's wireguard-go in
+    another: handshake, pings both ways, and the root's own `wgc --wg show` reading its daemon."""
+    if not have(other):
+        pytest.skip(f"{other} is not installed")
     monkeypatch.setitem(wgnet.IMPLEMENTATIONS, "rooted", rooted["one-file"])
-    a, b = tunnel(netns, "rooted", "wgc")
+    a, b = tunnel(netns, "rooted", other)
     a.ping(b.inner4)
     b.ping(a.inner4)
     a.ping(b.inner6)
