@@ -27,6 +27,25 @@ binary:
     {{python}} packaging/bootloader.py
     WGC_BUNDLE=onefile {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onefile packaging/wgc.spec
     WGC_BUNDLE=onedir {{python}} -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller-onedir packaging/wgc.spec
+    {{python}} packaging/glibc_floor.py dist/wgc dist/wgc-dir
+
+# The same two executables built inside Debian root file systems made with debootstrap and
+# kept in WGC_ROOTS_CACHE (default ~/.cache/wgc-roots; packaging/debian_root.py): for x86_64
+# in Debian 11 "bullseye", so they run on glibc 2.31 and newer (CPython 3.11 built there from
+# Debian's python3.11 source the first time), into dist/bullseye-amd64/; for aarch64 in
+# bookworm arm64 under qemu-user, into dist/bookworm-arm64/.  Each prints its glibc floor.
+# The first run takes long (the root, CPython or emulation); later ones rebuild only wgc.
+binary-bullseye:
+    {{python}} packaging/debian_root.py bullseye-amd64
+
+binary-arm64:
+    {{python}} packaging/debian_root.py bookworm-arm64
+
+# The executables of binary-bullseye and binary-arm64 against wgc and wireguard-go on the host side: the bullseye
+# one-file wgc inside its root (chroot), the arm64 ones under qemu-user (tests/test_roots.py).
+# A build not made yet fails the run (a skip in the netns tier): `just test-roots -k bullseye` tests one.
+test-roots *ARGS:
+    {{python}} -m pytest -q -rs -m roots tests/test_roots.py {{ARGS}}
 
 container_base := env_var_or_default("WGC_CONTAINER_BASE", home_directory() / ".cache/wgc-container/bookworm-minbase.tar")
 
@@ -111,8 +130,10 @@ ci: lint typecheck test-asan
 
 # Size and start-to-ready time of the frozen executables (build them first), and the CPU of one
 # `wg show IFACE` through each beside Debian's wg and a bare `python -I -S`, with the ratios.
-bench-binary:
-    {{python}} scripts/bench_appliance.py
+# ROOTS (bullseye-amd64, bookworm-arm64): also those builds' size, start to ready and glibc floor,
+# each run inside its root (just binary-bullseye, binary-arm64).
+bench-binary *ROOTS:
+    {{python}} scripts/bench_appliance.py {{ROOTS}}
 
 # Two namespaces, a wgc tunnel between them, a ping across, `wg show`, then clean up.
 demo: build
