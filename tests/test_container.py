@@ -21,6 +21,7 @@ import textwrap
 import pytest
 
 import podman as engine_module
+import webserver
 from netns import unique_name, veth, wait_for
 from proxy_site import FAR4, Site
 from wgnet import new_key, start_daemon
@@ -160,28 +161,13 @@ def test_daemon_image_without_tun_or_net_admin_says_which(podman, netns, contain
     assert len(lines) == 1 and named in lines[0], proc.stderr
 
 
-FAR_HTTP = f"""
-    import http.server
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = {BODY!r}.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    server = http.server.HTTPServer(("{FAR4}", {HTTP_PORT}), Handler)
-    print("listening", flush=True)
-    server.serve_forever()
-"""
 
 
 def test_proxy_image_unprivileged_serves_socks5_through_a_tunnel(podman, netns, containers, tmp_path):
     site = Site(netns, "wgc")
     name = containers()
     try:
-        far = site.far_python(FAR_HTTP)
+        far = site.far_python(webserver.SCRIPT, FAR4, str(HTTP_PORT), BODY)
         assert far.stdout.readline().strip() == "listening", far.stderr.read()
         config = str(tmp_path / "proxy.conf")
         with open(config, "w") as f:

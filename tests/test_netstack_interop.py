@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+import webserver
 from netns import start_dnsmasq, unique_name, veth, wait_for
 from test_loss import LISTEN_PORT, RELAY_LISTEN, add_loss, nft_counter, random_loss, relay_counters, relay_path
 from wgc.control.model import AllowedIP, DeviceConfig, Endpoint, PeerConfig
@@ -303,24 +304,6 @@ def _answers(net) -> bool:
         return False
 
 
-HTTPS_SERVER = """
-    import http.server, ssl, sys
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"over the tunnel: " + self.path.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    server = http.server.HTTPServer((sys.argv[1], 8443), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(sys.argv[2], sys.argv[3])
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    print("listening", flush=True)
-    server.serve_forever()
-"""
 
 
 @pytest.fixture
@@ -331,7 +314,7 @@ def https_far(tunnel, tmp_path):
                     "-nodes", "-days", "1", "-subj", "/CN=far.test", "-addext",
                     f"subjectAltName=IP:{FAR4},DNS:far.test", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    server = tunnel.far_python(HTTPS_SERVER, FAR4, str(cert), str(key))
+    server = tunnel.far_python(webserver.SCRIPT, FAR4, "8443", "over the tunnel: {path}", str(cert), str(key))
     try:
         wait_listening(server)
         yield cert

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import webserver
 from netns import start_dnsmasq, wait_for
 from proxy_site import FAR4, FAR6, NEAR4, UNPRIVILEGED, Site
 from wgnet import WGC, have, new_key, rss_kib
@@ -213,25 +214,10 @@ def test_stdio_tunnel_as_a_proxy_command(wgc_site):
     assert b"DEBUG" in err                                     # the log went to stderr
 
 
-EXPOSED_HTTP = """
-    import http.server, sys
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = f"local service, from {self.client_address[0]}".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-    print("listening", flush=True)
-    server.serve_forever()
-"""
 
 
 def test_services_exposed_on_the_tunnel(site):
-    local = site.near_python(EXPOSED_HTTP, "8000")
+    local = site.near_python(webserver.SCRIPT, "127.0.0.1", "8000", "local service, from {client}")
     assert local.stdout.readline().strip() == "listening"
     site.start("[TCPServerTunnel]\nListenPort = 8081\nTarget = 127.0.0.1:8000\n\n"
                f"[UDPServerTunnel]\nListenPort = 5300\nTarget = 127.0.0.1:{UDP_ECHO_PORT}\n", [])
