@@ -7,7 +7,9 @@
 # released.  Everything it touches is guarded by Core.mutex, which it holds
 # for one batch at a time (never while waiting in epoll).  The control plane
 # (Python, through DataPlane) takes the same mutex for every change and
-# every question, so it never sees a half-processed batch.
+# every question, so it never sees a half-processed batch.  Within a batch
+# the sealing and opening alone are shared with Core.pool's threads
+# (wgc/_workers.pxd), on key copies, and done before the batch goes on.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from wgc._constants cimport INITIATION_SIZE
 from wgc._session cimport Keypair, Keypairs, IndexTable
@@ -16,6 +18,7 @@ from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
 from wgc._port cimport PacketPort
 from wgc._udp cimport BATCH, Endpoint, Datagram, UdpSockets
+from wgc._workers cimport AeadJob, WorkerPool
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -27,6 +30,9 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef enum:
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag
+    # Transport messages of a receive batch opened together (a GRO batch holds
+    # up to GRO_RECV_BATCH * 64 KiB of datagrams: more go in further rounds).
+    RX_JOBS = 256
 
 # What DataPlane.poll tells the control plane: the bits of an Event's `what`.
 cdef enum:
@@ -72,6 +78,12 @@ cdef struct Peer:
     StagedQueue staged             # packets waiting for a session
     uint64_t counts[PEER_COUNTS]   # PEER_COUNT_*
 
+# A received transport message whose opening (Core.rx_jobs, same index) waits.
+cdef struct RxOpening:
+    uint8_t *data
+    uint32_t length
+    const Endpoint *source
+
 cdef struct HandshakeMsg:
     uint32_t length
     Endpoint source
@@ -109,6 +121,11 @@ cdef class Core:
     cdef Datagram out[BATCH]       # encrypted packets waiting for sendmmsg
     cdef Peer *out_peer[BATCH]     # whose tx_bytes each counts toward
     cdef uint32_t out_count
+    cdef AeadJob out_jobs[BATCH]   # the sealing of out[i], run at _flush
+    cdef AeadJob *rx_jobs          # RX_JOBS openings of the receive batch
+    cdef RxOpening *rx_openings
+    cdef uint32_t rx_count
+    cdef WorkerPool pool           # the threads that run the jobs beside this one
 
     # internal steps (Cython wants every C method declared here)
     cdef void _lock(self) noexcept
@@ -145,6 +162,8 @@ cdef class Core:
     cdef void _confirm(self, Peer *p, Keypair *kp, int64_t now, int64_t wall) noexcept nogil
     cdef void _count_unopened(self, int reason, const Keypair *kp) noexcept nogil
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source, int64_t now, int64_t wall) noexcept nogil
+    cdef void _rx_open_pending(self, int64_t now, int64_t wall) noexcept nogil
+    cdef void _rx_opened(self, const RxOpening *o, const AeadJob *job, int64_t now, int64_t wall) noexcept nogil
     cdef void _tx_batch(self, uint8_t *slots, const uint32_t *lengths, uint32_t count, int64_t now) noexcept nogil
     cdef void _rx_batch(self, uint32_t count, const Endpoint *sources, const uint32_t *lengths,
                         const uint32_t *sizes, int64_t now, int64_t wall) noexcept nogil

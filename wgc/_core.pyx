@@ -30,12 +30,14 @@ from wgc._crypto cimport random_u64
 from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segmenter_init, segmenter_write
 from wgc._port cimport PacketPort, MemoryPort
 from wgc._session cimport (index_init, index_free, index_remove, keypairs_confirm, keypairs_clear,
-                           transport_seal, transport_open, transport_inner_source, transport_destination,
+                           transport_seal_job, transport_open_job, transport_open_done, index_find,
+                           transport_inner_source, transport_destination,
                            keypair_sendable, rekey_after_send, rekey_after_receive, OPEN_OK, OPEN_MALFORMED,
                            OPEN_UNKNOWN_INDEX, OPEN_EXPIRED, OPEN_AUTHENTICATION_FAILED, OPEN_REPLAYED)
 from wgc._staged cimport Staged, staged_push, staged_pop, staged_clear
 from wgc._timers cimport *
 from wgc._trie cimport AllowedIPs
+from wgc._workers cimport pool_start, pool_run, pool_stop
 from wgc._udp cimport (endpoint_equal, udp_set_sockets, udp_send_batch, udp_send_one,
                        udp_memory_init, udp_memory_free, NOT_SENT, SENT_FROM_ANOTHER_SOURCE)
 
@@ -73,6 +75,8 @@ cdef class Core:
         # Batch buffers: only the pages that packets touch become resident.
         self.rx_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
         self.out_slots = <uint8_t *>malloc(<size_t>BATCH * SLOT_SIZE)
+        self.rx_jobs = <AeadJob *>malloc(RX_JOBS * sizeof(AeadJob))
+        self.rx_openings = <RxOpening *>malloc(RX_JOBS * sizeof(RxOpening))
         self.mtu = DEFAULT_MTU
         self.jitter_state = random_u64() | 1
         self.udp.offload = True
@@ -83,7 +87,8 @@ cdef class Core:
         self.capture = capture
         if (self.peers == NULL or self.event_slots == NULL or index_init(&self.index) != 0
                 or self.handshakes == NULL or self.rx_slots == NULL
-                or self.out_slots == NULL or (capture and udp_memory_init(&self.udp) != 0)):
+                or self.out_slots == NULL or self.rx_jobs == NULL or self.rx_openings == NULL
+                or pool_start(&self.pool, 1) != 0 or (capture and udp_memory_init(&self.udp) != 0)):
             raise MemoryError()
         if not capture:
             self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -105,6 +110,9 @@ cdef class Core:
         free(self.handshakes)
         free(self.rx_slots)
         free(self.out_slots)
+        free(self.rx_jobs)
+        free(self.rx_openings)
+        pool_stop(&self.pool)
         udp_memory_free(&self.udp)
         pthread_mutex_destroy(&self.mutex)
 
@@ -282,6 +290,7 @@ cdef class Core:
         """Sends the pending encrypted packets and counts what left."""
         cdef int sent[BATCH]
         cdef uint32_t i
+        pool_run(&self.pool, self.out_jobs, self.out_count)
         udp_send_batch(&self.udp, self.out, self.out_count, sent)
         for i in range(self.out_count):
             if sent[i] != NOT_SENT and self.out_peer[i] != NULL:
@@ -297,10 +306,10 @@ cdef class Core:
 
     cdef bint _seal(self, Peer *p, Keypair *kp, uint8_t *out, uint32_t length,
                     int64_t now) noexcept nogil:
-        """Encrypts the packet (length 0 = keepalive) already placed at
-        out + TRANSPORT_HEADER_SIZE in the next out slot and commits it for p; False
-        (nothing sent) if kp cannot send now."""
-        cdef uint32_t sealed = transport_seal(kp, out, length, self.mtu, now)
+        """Commits the packet (length 0 = keepalive) already placed at
+        out + TRANSPORT_HEADER_SIZE in the next out slot for p, to be sealed
+        at _flush; False (nothing sent) if kp cannot send now."""
+        cdef uint32_t sealed = transport_seal_job(kp, out, length, self.mtu, now, &self.out_jobs[self.out_count])
         if sealed == 0:
             return False
         self._out_commit(sealed, p, &p.endpoint)
@@ -412,6 +421,7 @@ cdef class Core:
             while offset < lengths[i]:
                 self._rx_packet(data + offset, min(chunk, lengths[i] - offset), &sources[i], now, wall)
                 offset += chunk
+        self._rx_open_pending(now, wall)
         self.counts[COUNT_TUN_WRITE_FAILURES] += self.port.flush()
         self._flush()
 
@@ -439,12 +449,12 @@ cdef class Core:
 
     cdef void _rx_packet(self, uint8_t *data, uint32_t length, const Endpoint *source,
                          int64_t now, int64_t wall) noexcept nogil:
-        """One UDP datagram: queue handshakes, open transport data."""
-        cdef uint32_t kind, inner, inner_len
-        cdef int opened
+        """One UDP datagram: queue handshakes; check transport data and queue
+        its opening (a full queue is opened and delivered at once)."""
+        cdef uint32_t kind
+        cdef int checked
         cdef Keypair *kp
-        cdef Peer *p
-        cdef uint8_t *plain = data + TRANSPORT_HEADER_SIZE
+        cdef RxOpening *o
         if length < 4:
             self.counts[COUNT_MALFORMED] += 1
             return
@@ -454,27 +464,59 @@ cdef class Core:
                 or (kind == MESSAGE_COOKIE_REPLY and length == COOKIE_REPLY_SIZE)):
             self._queue_handshake(data, length, source)
             return
-        opened = transport_open(&self.index, plain, data, length, now, &kp)
+        checked = transport_open_job(&self.index, data, length, now, &kp, &self.rx_jobs[self.rx_count])
+        if checked != OPEN_OK:
+            self._count_unopened(checked, kp)
+            return
+        o = &self.rx_openings[self.rx_count]
+        o.data, o.length, o.source = data, length, source
+        self.rx_count += 1
+        if self.rx_count == RX_JOBS:
+            self._rx_open_pending(now, wall)
+
+    cdef void _rx_open_pending(self, int64_t now, int64_t wall) noexcept nogil:
+        """Opens the queued transport messages (on the workers too), then
+        delivers them in the order they came."""
+        cdef uint32_t i
+        pool_run(&self.pool, self.rx_jobs, self.rx_count)
+        for i in range(self.rx_count):
+            self._rx_opened(&self.rx_openings[i], &self.rx_jobs[i], now, wall)
+        self.rx_count = 0
+
+    cdef void _rx_opened(self, const RxOpening *o, const AeadJob *job, int64_t now, int64_t wall) noexcept nogil:
+        """One opened transport message: the replay window, roaming, a
+        responder's confirmation, timers, then the packet to the port if its
+        source is one its peer may use."""
+        cdef uint32_t inner, inner_len
+        cdef int opened
+        cdef uint8_t *plain = o.data + TRANSPORT_HEADER_SIZE
+        # Found again: a confirmation earlier in the batch may have freed it.
+        cdef Keypair *kp = index_find(&self.index, load_le32(o.data + 4))
+        cdef Peer *p
+        if kp == NULL:
+            self.counts[COUNT_UNKNOWN_RECEIVER_INDEX] += 1
+            return
+        opened = transport_open_done(kp, job)
         if opened != OPEN_OK:
             self._count_unopened(opened, kp)
             return
         p = self.peers[kp.slot]
         # Authenticated: roam to wherever it came from.
-        if not endpoint_equal(&p.endpoint, source):
-            p.endpoint = source[0]
+        if not endpoint_equal(&p.endpoint, o.source):
+            p.endpoint = o.source[0]
         if kp == p.keypairs.next:
             self._confirm(p, kp, now, wall)
-        inner = length - TRANSPORT_MIN_SIZE
+        inner = o.length - TRANSPORT_MIN_SIZE
         self._on_transport_received(p, inner != 0, now)
         if inner == 0:
-            p.rx_bytes += length
+            p.rx_bytes += o.length
             return
         # The source address must be one this peer may use.
         if transport_inner_source(self.allowed_ips, plain, inner, &inner_len) != <int>p.slot:
             p.counts[PEER_COUNT_SOURCE_NOT_ALLOWED] += 1
             return
         self.counts[COUNT_TUN_WRITE_FAILURES] += self.port.write(plain, inner_len)
-        p.rx_bytes += length
+        p.rx_bytes += o.length
 
     cdef void _count_unopened(self, int reason, const Keypair *kp) noexcept nogil:
         """Counts a transport message transport_open dropped (an OPEN_* reason),

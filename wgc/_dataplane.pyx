@@ -8,7 +8,7 @@ poll() alone, a list of Events; everything else is a command (configure a
 peer, install a keypair, send a handshake message) or a question for tests
 and the UAPI (stats, endpoint, allowed IPs, timer deadlines).
 """
-from libc.errno cimport EEXIST
+from libc.errno cimport EEXIST, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
@@ -30,6 +30,7 @@ from wgc._session cimport (IndexEntry, index_entry, index_claim, keypairs_instal
 from wgc._staged cimport staged_clear
 from wgc._trie cimport RECORD_SIZE
 from wgc._timers cimport timers_next, timers_expired, timers_stop
+from wgc._workers cimport POOL_MAX_THREADS, pool_start, pool_stop
 from wgc._udp cimport (BATCH, Endpoint, endpoint_from_python, endpoint_to_python, udp_set_sockets, udp_memory_take,
                        NOT_SENT, SENT_FROM_ANOTHER_SOURCE)
 
@@ -65,6 +66,9 @@ PEER_SILENT = EVENT_PEER_SILENT
 KEYS_ZEROED = EVENT_KEYS_ZEROED
 HANDSHAKE_MESSAGE = EVENT_HANDSHAKE_MESSAGE
 PORT_GONE = EVENT_PORT_GONE
+
+# The most threads DataPlane.set_workers takes.
+MAX_WORKERS = POOL_MAX_THREADS
 
 
 def _by_index(names, count):
@@ -144,6 +148,26 @@ cdef class DataPlane(Core):
     def set_udp_offload(self, bint enabled):
         """Whether sockets set from now on use UDP GSO (send) and GRO (receive)."""
         self.udp.offload = enabled
+
+    def set_workers(self, uint32_t threads):
+        """How many threads seal and open each batch: the data-plane thread
+        and threads - 1 helpers (wgc._workers)."""
+        if not 1 <= threads <= POOL_MAX_THREADS:
+            raise ValueError(f"workers must be 1 to {POOL_MAX_THREADS}")
+        self._lock()
+        try:
+            pool_stop(&self.pool)
+            if pool_start(&self.pool, threads) != 0:
+                err = errno
+                pool_start(&self.pool, 1)
+                raise OSError(err, "cannot start the crypto workers")
+        finally:
+            self._unlock()
+
+    @property
+    def workers(self):
+        """The threads that seal and open each batch, the data-plane thread included."""
+        return self.pool.helpers + 1
 
     @property
     def notify_fd(self):
@@ -587,10 +611,12 @@ cdef class DataPlane(Core):
         """As if datagram had arrived from address at now."""
         self.inject_udp_batch([datagram], address, now, wall)
 
-    def inject_udp_batch(self, datagrams, address, int64_t now, int64_t wall):
+    def inject_udp_batch(self, datagrams, address, int64_t now, int64_t wall, uint32_t segment_size=0):
         """As if the datagrams (at most BATCH) had arrived together from
         address at now: one receive batch, so decrypted packets are coalesced
-        across them as from one recvmmsg."""
+        across them as from one recvmmsg.  With segment_size, each is a UDP
+        GRO message instead: datagrams of segment_size bytes one after the
+        other (the last may be shorter)."""
         cdef Endpoint sources[BATCH]
         cdef uint32_t lengths[BATCH]
         cdef uint32_t sizes[BATCH]
@@ -605,7 +631,7 @@ cdef class DataPlane(Core):
                 raise ValueError("bad datagram size")
             sources[i] = sources[0]
             lengths[i] = datagram.shape[0]
-            sizes[i] = 0
+            sizes[i] = segment_size
         self._lock()
         try:
             for i in range(count):

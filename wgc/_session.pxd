@@ -4,20 +4,23 @@
 #
 # No clock, no I/O and no lock in here: every function takes the time it
 # needs as an argument.  Who calls whom:
-#   - the data-plane thread (wgc._core, its epoll loop) calls transport_seal,
-#     transport_open and the rekey checks per packet, and keypairs_confirm when
+#   - the data-plane thread (wgc._core, its epoll loop) calls
+#     transport_seal_job, transport_open_job, transport_open_done and the
+#     rekey checks per packet (the jobs themselves may run on wgc._workers'
+#     threads, which touch nothing here), and keypairs_confirm when
 #     a responder's keypair sees its first packet, all without the GIL;
 #   - the control plane (wgc.device through DataPlane, Core's Python face) calls
 #     keypairs_install, keypairs_clear and keypairs_expire_sending, and
 #     index_claim and index_remove for its handshakes' receiver indices;
 #   - both only ever while holding Core.mutex, which therefore guards every
 #     IndexTable and Keypairs; nothing here locks or blocks.
-#   - tests/bench/micro_helper.pyx calls transport_seal and transport_open on
+#   - tests/bench/micro_helper.pyx calls the transport functions on
 #     its own keypair and table (no lock: one thread).
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from wgc._constants cimport KEY_SIZE
 from wgc._replay cimport ReplayWindow
 from wgc._trie cimport AllowedIPs
+from wgc._workers cimport AeadJob
 
 cdef struct Keypair:
     uint8_t send_key[KEY_SIZE]
@@ -78,10 +81,11 @@ cdef void keypairs_expire_sending(Keypairs *k) noexcept nogil
 
 # ---- transport messages ----------------------------------------------------------
 # The packet (length 0 = keepalive) is at out + TRANSPORT_HEADER_SIZE; pads it to 16
-# bytes but not past mtu, writes the header and seals in place.  Returns the
-# datagram's length, or 0 (nothing written) when kp cannot send at now.
-cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
-                             uint32_t mtu, int64_t now) noexcept nogil
+# bytes but not past mtu, writes the header and fills job with the sealing in
+# place that is left to do (wgc._workers runs it).  Returns the datagram's
+# length once sealed, or 0 (nothing written) when kp cannot send at now.
+cdef uint32_t transport_seal_job(Keypair *kp, uint8_t *out, uint32_t length,
+                                 uint32_t mtu, int64_t now, AeadJob *job) noexcept nogil
 # What transport_open decided: OPEN_OK, or why the message is to be dropped.
 cdef enum:
     OPEN_OK
@@ -91,13 +95,21 @@ cdef enum:
     OPEN_AUTHENTICATION_FAILED
     OPEN_REPLAYED                  # authentic, but replayed or too old for the replay window
 
-# Authenticates a transport message of length bytes received at now: finds its
-# keypair, opens it into plain (length - TRANSPORT_MIN_SIZE bytes; plain may
-# be data + TRANSPORT_HEADER_SIZE) and checks the replay window.  Returns
-# OPEN_OK or the reason to drop it; kp[0] is the keypair its receiver index
-# found (NULL before that), so that a drop is known to be that peer's.
-cdef int transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
-                        uint32_t length, int64_t now, Keypair **kp) noexcept nogil
+# A transport message of length bytes received at now is opened in two steps,
+# with the opening itself (the job, run by wgc._workers) between them:
+#   - transport_open_job finds its keypair and checks the header, expiry and
+#     counter limit, and fills job with the opening in place, at data +
+#     TRANSPORT_HEADER_SIZE (length - TRANSPORT_MIN_SIZE bytes of plaintext
+#     there afterwards).  OPEN_OK, or OPEN_MALFORMED, OPEN_UNKNOWN_INDEX or
+#     OPEN_EXPIRED; kp[0] is the keypair its receiver index found (NULL
+#     before that), so that a drop is known to be that peer's;
+#   - transport_open_done, once the job has run, with the keypair found again
+#     (it may have gone meanwhile): OPEN_OK, OPEN_AUTHENTICATION_FAILED or
+#     OPEN_REPLAYED.  It updates the replay window, so the messages of a
+#     batch go through it in the order they were received.
+cdef int transport_open_job(const IndexTable *t, uint8_t *data, uint32_t length, int64_t now,
+                            Keypair **kp, AeadJob *job) noexcept nogil
+cdef int transport_open_done(Keypair *kp, const AeadJob *job) noexcept nogil
 # The peer slot allowed IPs give for the source of the opened packet (inner
 # bytes, padding included), and in inner_len its length without the
 # padding; -1 when it is not a well-formed IP packet or has no owner.

@@ -7,8 +7,9 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from wgc._bytes cimport load_le32, store_le32, load_le64, store_le64, load_be16
-from wgc._crypto cimport aead_seal, aead_open, wipe
+from wgc._crypto cimport wipe
 from wgc._replay cimport replay_reset, replay_accept
+from wgc._workers cimport AEAD_SEAL, AEAD_OPEN
 from wgc._constants cimport (MESSAGE_TRANSPORT, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, TAG_SIZE, KEY_SIZE,
                              REKEY_AFTER_MESSAGES, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
                              REKEY_AFTER_TIME, KEEPALIVE_TIMEOUT, REKEY_TIMEOUT)
@@ -182,38 +183,45 @@ cdef inline uint32_t padded_length(uint32_t length, uint32_t mtu) noexcept nogil
         padded = mtu if mtu > length else length
     return padded
 
-cdef uint32_t transport_seal(Keypair *kp, uint8_t *out, uint32_t length,
-                             uint32_t mtu, int64_t now) noexcept nogil:
+cdef uint32_t transport_seal_job(Keypair *kp, uint8_t *out, uint32_t length,
+                                 uint32_t mtu, int64_t now, AeadJob *job) noexcept nogil:
     cdef uint32_t padded
-    cdef uint64_t counter
     if not keypair_sendable(kp, now):
         return 0
     padded = padded_length(length, mtu)
-    counter = kp.send_counter
+    job.counter = kp.send_counter
     kp.send_counter += 1
     store_le32(out, MESSAGE_TRANSPORT)
     store_le32(out + 4, kp.remote_index)
-    store_le64(out + 8, counter)
+    store_le64(out + 8, job.counter)
     memset(out + TRANSPORT_HEADER_SIZE + length, 0, padded - length)
-    aead_seal(out + TRANSPORT_HEADER_SIZE, out + TRANSPORT_HEADER_SIZE, padded, NULL, 0, counter, kp.send_key)
+    memcpy(job.key, kp.send_key, KEY_SIZE)
+    job.data = out + TRANSPORT_HEADER_SIZE
+    job.length = padded
+    job.op = AEAD_SEAL
     return TRANSPORT_HEADER_SIZE + padded + TAG_SIZE
 
-cdef int transport_open(const IndexTable *t, uint8_t *plain, const uint8_t *data,
-                        uint32_t length, int64_t now, Keypair **kp) noexcept nogil:
-    cdef uint64_t counter
+cdef int transport_open_job(const IndexTable *t, uint8_t *data, uint32_t length, int64_t now,
+                            Keypair **kp, AeadJob *job) noexcept nogil:
     kp[0] = NULL
     if length < TRANSPORT_MIN_SIZE or load_le32(data) != MESSAGE_TRANSPORT:
         return OPEN_MALFORMED
     kp[0] = index_find(t, load_le32(data + 4))
     if kp[0] == NULL:
         return OPEN_UNKNOWN_INDEX
-    counter = load_le64(data + 8)
-    if now - kp[0].created >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
+    job.counter = load_le64(data + 8)
+    if now - kp[0].created >= REJECT_AFTER_TIME or job.counter >= REJECT_AFTER_MESSAGES:
         return OPEN_EXPIRED
-    if aead_open(plain, data + TRANSPORT_HEADER_SIZE, length - TRANSPORT_HEADER_SIZE, NULL, 0, counter,
-                 kp[0].recv_key) != 0:
+    memcpy(job.key, kp[0].recv_key, KEY_SIZE)
+    job.data = data + TRANSPORT_HEADER_SIZE
+    job.length = length - TRANSPORT_HEADER_SIZE
+    job.op = AEAD_OPEN
+    return OPEN_OK
+
+cdef int transport_open_done(Keypair *kp, const AeadJob *job) noexcept nogil:
+    if job.result != 0:
         return OPEN_AUTHENTICATION_FAILED
-    if not replay_accept(&kp[0].replay, counter):
+    if not replay_accept(&kp.replay, job.counter):
         return OPEN_REPLAYED
     return OPEN_OK
 

@@ -28,8 +28,10 @@ import time
 import wgc
 from wgc import __version__
 from wgc._os import watch_file
+from wgc._dataplane import MAX_WORKERS
 from wgc._tun import Tun
 from wgc.constants import DEFAULT_MTU
+from wgc.cpus import available_cpus
 from wgc.device import Device
 from wgc.linkwatch import LinkWatch
 from wgc.log import make_logger
@@ -45,10 +47,24 @@ ENV_TUN_FD, ENV_UAPI_FD, ENV_FOREGROUND, ENV_READY_FD = (
 ENV_OFFLOAD = "WGC_OFFLOAD"
 # WGC_METRICS=ADDR:PORT serves GET /metrics there (wgc.metrics); unset, nothing listens.
 ENV_METRICS = "WGC_METRICS"
+# WGC_WORKERS=N: the threads that seal and open each batch of packets, the
+# data-plane thread included (wgc._workers); unset, the CPUs this process may
+# use (wgc.cpus: affinity and cgroup quota).
+ENV_WORKERS = "WGC_WORKERS"
 
 
 def offload() -> bool:
     return os.environ.get(ENV_OFFLOAD, "on") != "off"
+
+
+def crypto_workers() -> int:
+    """WGC_WORKERS parsed (ValueError if it is not 1 to MAX_WORKERS), or the CPUs available."""
+    text = os.environ.get(ENV_WORKERS)
+    if not text:
+        return available_cpus()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_WORKERS):
+        raise ValueError(f"{text!r} is not a number of threads from 1 to {MAX_WORKERS}")
+    return int(text)
 
 
 def metrics_address() -> tuple[int, tuple] | None:
@@ -85,6 +101,11 @@ def main(iface: str, foreground: bool) -> int:
         log.error("%s: %s", ENV_METRICS, e)
         return 1
     try:
+        workers = crypto_workers()
+    except ValueError as e:
+        log.error("%s: %s", ENV_WORKERS, e)
+        return 1
+    try:
         inherited = os.environ.get(ENV_TUN_FD)
         tun = Tun.adopt(int(inherited)) if inherited else Tun.create(iface, DEFAULT_MTU, offload=offload())
     except (OSError, ValueError) as e:
@@ -106,7 +127,7 @@ def main(iface: str, foreground: bool) -> int:
         return 1
     if not foreground:
         return _daemonize(tun, listener, log)
-    return Daemon(iface, tun, listener, log, metrics).run()
+    return Daemon(iface, tun, listener, log, metrics, workers).run()
 
 
 def _daemonize(tun: Tun, listener: socket.socket, log) -> int:
@@ -163,7 +184,7 @@ def _child_ready(ready_read: int) -> bool:
 
 class Daemon:
     def __init__(self, iface: str, tun: Tun, listener: socket.socket, log,
-                 metrics: tuple[int, tuple] | None = None):
+                 metrics: tuple[int, tuple] | None = None, workers: int = 1):
         self.iface = iface
         self.tun = tun
         self.listener = listener
@@ -171,7 +192,7 @@ class Daemon:
         self.path = socket_path(iface)
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.device = Device(iface, tun, log, udp_offload=offload())
+        self.device = Device(iface, tun, log, udp_offload=offload(), workers=workers)
         self.uapi = UAPIServer(self.device, listener, log)
         if metrics is not None:
             from wgc.metrics import MetricsServer

@@ -175,9 +175,10 @@ class Device:
     """A WireGuard interface: give it a TUN (or None for sans-I/O use)."""
 
     def __init__(self, name: str, tun, log, clock=system_clock, udp_offload: bool = True,
-                 port=None, mtu: int = C.DEFAULT_MTU):
+                 port=None, mtu: int = C.DEFAULT_MTU, workers: int = 1):
         """The inner side is a TUN, or another packet port (an in-process
-        network stack) with its MTU; with neither, the device is sans-I/O."""
+        network stack) with its MTU; with neither, the device is sans-I/O.
+        workers: the threads that seal and open each batch (wgc._workers)."""
         self.name = name
         self.tun = tun
         self._live = tun is not None or port is not None
@@ -186,6 +187,7 @@ class Device:
         self.lock = threading.RLock()
         self.core = DataPlane(capture=not self._live)
         self.core.set_udp_offload(udp_offload)
+        self.core.set_workers(workers)
         self.on_fatal: Callable[[str], None] | None = None
         self.is_up = False
         self._identity: noise.StaticIdentity | None = None

@@ -21,8 +21,9 @@ from wgc._bytes cimport load_le64, store_le64
 from wgc._replay cimport ReplayWindow, replay_reset, replay_accept
 from wgc._constants cimport TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE, TAG_SIZE
 from wgc._session cimport (Keypair, Keypairs, IndexTable, index_init, index_free,
-                           keypairs_install, keypairs_clear, transport_seal, transport_open, OPEN_OK,
-                           transport_inner_source, transport_destination)
+                           keypairs_install, keypairs_clear, transport_seal_job, transport_open_job,
+                           transport_open_done, OPEN_OK, transport_inner_source, transport_destination)
+from wgc._workers cimport AeadJob, WorkerPool, pool_start, pool_run, pool_stop
 from wgc._trie cimport AllowedIPs
 from wgc._offload cimport (
     VNET_HDR_LEN, VnetHdr, Segmenter, Gro, GroItem, vnet_hdr_load, vnet_hdr_store,
@@ -101,11 +102,11 @@ cdef class Slots:
             memcpy(self.at(i), &data[0], data.shape[0])
         self.lengths[i] = data.shape[0]
 
-    def get(self, uint32_t i):
-        """The bytes of slot i, as long as its recorded length."""
-        if i >= self.count:
+    def get(self, uint32_t i, uint32_t offset=0):
+        """The bytes of slot i from offset, as long as its recorded length."""
+        if i >= self.count or offset + self.lengths[i] > SLOT_SIZE:
             raise IndexError("no such slot")
-        return self.at(i)[:self.lengths[i]]
+        return self.at(i)[offset:offset + self.lengths[i]]
 
     def length(self, uint32_t i):
         if i >= self.count:
@@ -140,17 +141,45 @@ cdef class Sender:
         self.keypair.send_counter = value
 
 
-def wgc_seal(Sender sender, Slots tun, Slots out):
+cdef class Workers:
+    """The data plane's crypto pool (wgc._workers) of `threads` threads, the
+    caller included, with room for the jobs of `capacity` packets."""
+    cdef WorkerPool pool
+    cdef AeadJob *jobs
+    cdef readonly uint32_t capacity
+
+    def __cinit__(self, uint32_t threads, uint32_t capacity):
+        self.jobs = <AeadJob *>calloc(capacity, sizeof(AeadJob))
+        self.capacity = capacity
+        if self.jobs == NULL:
+            raise MemoryError()
+        if pool_start(&self.pool, threads) != 0:
+            raise OSError("cannot start the crypto workers")
+
+    def __dealloc__(self):
+        pool_stop(&self.pool)
+        free(self.jobs)
+
+    @property
+    def threads(self):
+        return self.pool.helpers + 1
+
+
+def wgc_seal(Sender sender, Slots tun, Slots out, Workers workers):
     """Per packet what the data plane does for a TUN read (_tx_packet, _seal):
-    copy it into its out slot behind the header, then transport_seal (header,
-    counter, padding, seal in place).  Returns the bytes of datagrams produced."""
-    cdef uint32_t i, n = min(tun.count, out.count)
+    copy it into its out slot behind the header and transport_seal_job
+    (header, counter, padding, the key copied into the job); then, as at
+    _flush, the batch's jobs on the workers.  Returns the bytes of datagrams
+    produced."""
+    cdef uint32_t i, n = min(tun.count, out.count, workers.capacity)
     cdef uint64_t total = 0
     with nogil:
         for i in range(n):
             memcpy(out.at(i) + TRANSPORT_HEADER_SIZE, tun.at(i), tun.lengths[i])
-            out.lengths[i] = transport_seal(&sender.keypair, out.at(i), tun.lengths[i], sender.mtu, 0)
+            out.lengths[i] = transport_seal_job(&sender.keypair, out.at(i), tun.lengths[i], sender.mtu, 0,
+                                                &workers.jobs[i])
             total += out.lengths[i]
+        pool_run(&workers.pool, workers.jobs, n)
     return total
 
 
@@ -200,29 +229,44 @@ cdef class Receiver:
         index_free(&self.table)
 
 
-def wgc_open(Receiver receiver, Slots udp, Slots plain):
-    """Per datagram what the data plane does (_rx_packet) short of timers and
-    endpoint: transport_open (header checks, index lookup, open, replay
-    check), then transport_inner_source (padding trimmed by the inner length,
-    the inner source's allowed IPs).  Opens into the plain slots (the data
-    plane opens in place; same work), so the batch can be opened again: the
-    replay window is reset first.  Returns the packets delivered; their
-    lengths are recorded in plain."""
-    cdef uint32_t i, n = min(udp.count, plain.count), length, inner_len
+def wgc_open(Receiver receiver, Slots udp, Slots plain, Workers workers):
+    """Per datagram what the data plane does (_rx_packet, _rx_opened) short
+    of timers and endpoint: transport_open_job (header checks, index
+    lookup, the key copied into the job); the batch's jobs on the workers;
+    then in order transport_open_done (the replay check) and
+    transport_inner_source (padding trimmed by the inner length, the inner
+    source's allowed IPs).  The data plane opens in place in its receive
+    slots; here each datagram is first copied into its plain slot and opened
+    there, so that the batch can be opened again (the replay window is reset
+    first).  Returns the packets delivered; their lengths are recorded in
+    plain, the plaintext at TRANSPORT_HEADER_SIZE in each plain slot."""
+    cdef uint32_t i, k, m = 0, n = min(udp.count, plain.count, workers.capacity), length, inner_len
     cdef Keypair *kp
     cdef uint32_t delivered = 0
+    cdef uint32_t *slot_of = <uint32_t *>calloc(max(n, 1), sizeof(uint32_t))    # job k opens slot slot_of[k]
+    if slot_of == NULL:
+        raise MemoryError()
     with nogil:
         replay_reset(&receiver.keypairs.current.replay)
         for i in range(n):
             plain.lengths[i] = 0
             length = udp.lengths[i]
-            if transport_open(&receiver.table, plain.at(i), udp.at(i), length, 0, &kp) != OPEN_OK:
+            memcpy(plain.at(i), udp.at(i), length)
+            if transport_open_job(&receiver.table, plain.at(i), length, 0, &kp, &workers.jobs[m]) == OPEN_OK:
+                slot_of[m] = i
+                m += 1
+        pool_run(&workers.pool, workers.jobs, m)
+        for k in range(m):
+            i = slot_of[k]
+            if transport_open_done(receiver.keypairs.current, &workers.jobs[k]) != OPEN_OK:
                 continue
-            if transport_inner_source(receiver.allowed_ips, plain.at(i), length - TRANSPORT_MIN_SIZE,
-                                      &inner_len) != receiver.peer:
+            length = udp.lengths[i]
+            if transport_inner_source(receiver.allowed_ips, plain.at(i) + TRANSPORT_HEADER_SIZE,
+                                      length - TRANSPORT_MIN_SIZE, &inner_len) != receiver.peer:
                 continue
             plain.lengths[i] = inner_len
             delivered += 1
+    free(slot_of)
     return delivered
 
 
@@ -330,7 +374,7 @@ def split(Slots tun, Slots out):
     return count
 
 
-def wgc_tx_vnet(Sender sender, AllowedIPs allowed_ips, Slots tun, Slots out):
+def wgc_tx_vnet(Sender sender, AllowedIPs allowed_ips, Slots tun, Slots out, Workers workers):
     """The whole send path of a TSO read short of I/O (_tx_vnet): parse the
     virtio_net_hdr, route by destination once, then per segment write it into
     its out slot and seal it there.  Returns the bytes of datagrams produced."""
@@ -346,16 +390,17 @@ def wgc_tx_vnet(Sender sender, AllowedIPs allowed_ips, Slots tun, Slots out):
     with nogil:
         vnet_hdr_load(&h, tun.at(0))
         count = segmenter_init(&seg, &h, packet, length)
-        if count <= out.count:
+        if count <= out.count and count <= workers.capacity:
             peer = transport_destination(allowed_ips, packet, length)
             if peer >= 0:
                 for i in range(count):
-                    out.lengths[i] = transport_seal(&sender.keypair, out.at(i),
-                                                    segmenter_write(&seg, i, out.at(i) + TRANSPORT_HEADER_SIZE),
-                                                    sender.mtu, 0)
+                    out.lengths[i] = transport_seal_job(&sender.keypair, out.at(i),
+                                                        segmenter_write(&seg, i, out.at(i) + TRANSPORT_HEADER_SIZE),
+                                                        sender.mtu, 0, &workers.jobs[i])
                     total += out.lengths[i]
-    if count > out.count:
-        raise ValueError(f"{count} segments, {out.count} out slots")
+                pool_run(&workers.pool, workers.jobs, count)
+    if count > out.count or count > workers.capacity:
+        raise ValueError(f"{count} segments, {out.count} out slots, room for {workers.capacity} jobs")
     return total
 
 
