@@ -97,7 +97,11 @@ cdef int pool_start(WorkerPool *p, uint32_t threads) noexcept nogil:
 
 cdef void pool_run(WorkerPool *p, AeadJob *jobs, uint32_t count) noexcept nogil:
     cdef uint32_t i
-    if p.helpers == 0 or count <= POOL_CHUNK:
+    cdef size_t total = 0
+    if p.helpers:
+        for i in range(count):
+            total += jobs[i].length
+    if total < POOL_MIN_BYTES:
         for i in range(count):
             aead_job_run(&jobs[i])
         return
