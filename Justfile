@@ -104,6 +104,7 @@ test-asan *ARGS:
         tests/test_port.py tests/test_udp_plan.py tests/test_vectors_crypto.py tests/test_cookie.py tests/test_noise.py \
         tests/test_netstack_frag.py --deselect tests/test_netstack_frag.py::test_live_kernel_fragments \
         tests/test_netstack_tcp.py tests/test_netstack_engine.py tests/test_uapi.py tests/test_allowed_text.py \
+        tests/test_workers.py \
         {{ARGS}}
 
 # What CI runs: lint, type check and the sanitizer build first (minutes; they stop a broken

@@ -3,7 +3,8 @@
 The baselines: Debian's wireguard-go (0.0.20220316, without TUN or UDP
 offloads) and the newest wireguard-go (../shared/anchors/wireguard-go-0.0.20250522,
 with them), the latter left out with a line saying so when the file is missing.
-Cases: each implementation with itself, then wgc with each wireguard-go.  For N
+Cases: each implementation with itself, wgc also with 2 crypto workers
+(WGC_WORKERS; the default is half the CPUs), then wgc with each wireguard-go.  For N
 rounds (the order of the cases reversed every other round) each case gets a
 fresh tunnel between two namespaces and is measured for:
 
@@ -52,7 +53,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's wgc, and the 
 from bench_netstack import cpu_of  # noqa: E402
 
 from netns import Namespaces, wait_for  # noqa: E402
-from wgc.daemon import ENV_METRICS  # noqa: E402
+from wgc.cpus import available_cpus  # noqa: E402
+from wgc.daemon import ENV_METRICS, ENV_WORKERS, crypto_workers  # noqa: E402
 from wgnet import IMPLEMENTATIONS, End, iperf3, rss_kib, tunnel  # noqa: E402
 
 DEBIAN_GO = "wireguard-go"  # Debian's package, on PATH (wgnet.IMPLEMENTATIONS)
@@ -172,9 +174,11 @@ class LoadPing(Beside):
                                        check=False).stdout
 
 
-def measure(left: str, right: str, seconds: float) -> dict:
+def measure(left: str, right: str, seconds: float, workers: int | None = None) -> dict:
+    """One case; workers: WGC_WORKERS for the wgc daemons (None: their default)."""
     with Namespaces() as factory:
-        a, b = tunnel(factory, left, right, with_ipv6=False)
+        a, b = tunnel(factory, left, right, with_ipv6=False,
+                      env={ENV_WORKERS: str(workers)} if workers else None)
         a.ping(b.inner4, count=3, interval=0.1)
         # Taken now, while each namespace holds its daemon alone.
         daemons = [a.ns.pids(), b.ns.pids()]
@@ -295,9 +299,20 @@ def scrape_bench(rounds: int, seconds: float) -> None:
           f"{with_:.3f} Gbit/s\nratio (with / without): {with_ / without:.3f}")
 
 
-def cases(baselines: list[str]) -> list[tuple[str, str]]:
-    """Each implementation with itself, then wgc with each baseline."""
-    return [("wgc", "wgc"), *((go, go) for go in baselines), *(("wgc", go) for go in baselines)]
+# The extra case: wgc<->wgc with this many crypto threads (WGC_WORKERS) instead of the default.
+MORE_WORKERS = 2
+
+
+def cases(baselines: list[str]) -> list[tuple[str, str, int | None]]:
+    """(left, right, WGC_WORKERS or None): each implementation with itself, wgc
+    with MORE_WORKERS crypto threads too, then wgc with each baseline."""
+    return [("wgc", "wgc", None), ("wgc", "wgc", MORE_WORKERS), *((go, go, None) for go in baselines),
+            *(("wgc", go, None) for go in baselines)]
+
+
+def case_name(case: tuple[str, str, int | None]) -> str:
+    left, right, workers = case
+    return f"{left}<->{right}" + (f" ({workers} workers)" if workers else "")
 
 
 def spread(values: list[float], form: str) -> str:
@@ -322,25 +337,30 @@ def compare(rounds: int, seconds: float) -> None:
     print(f"{rounds} rounds; per case a fresh tunnel, iperf3 runs of {seconds:g} s (TCP one stream with a ping "
           f"every {LOAD_PING_EVERY * 1000:.0f} ms beside it, then UDP {' '.join(UDP_ARGS[1:])}), "
           f"RSS under load sampled every {RSS_EVERY} s\n", flush=True)
+    print(f"wgc: {crypto_workers()} crypto workers by default ({available_cpus()} CPUs available), "
+          f"and {MORE_WORKERS} in the case so named\n", flush=True)
     order = cases(baselines)
-    results: dict[tuple[str, str], list[dict]] = {pair: [] for pair in order}
+    results: dict[tuple[str, str, int | None], list[dict]] = {case: [] for case in order}
     for round_ in range(rounds):
-        for pair in order if round_ % 2 == 0 else list(reversed(order)):
-            figures = measure(*pair, seconds)
-            results[pair].append(figures)
-            print(f"round {round_ + 1} {pair[0]}<->{pair[1]}: {figures_line(figures)}", flush=True)
+        for case in order if round_ % 2 == 0 else list(reversed(order)):
+            figures = measure(*case[:2], seconds, case[2])
+            results[case].append(figures)
+            print(f"round {round_ + 1} {case_name(case)}: {figures_line(figures)}", flush=True)
     print("\nmedians (min-max):")
-    for pair, runs in results.items():
-        print(f"  {pair[0]}<->{pair[1]}:")
+    for case, runs in results.items():
+        print(f"  {case_name(case)}:")
         for key, (what, unit, form) in FIGURES.items():
             print(f"    {what}: {spread([r[key] for r in runs], form)} {unit}".rstrip())
-    medians = {pair: {key: statistics.median(r[key] for r in runs) for key in FIGURES}
-               for pair, runs in results.items()}
-    ours = medians[("wgc", "wgc")]
+    medians = {case: {key: statistics.median(r[key] for r in runs) for key in FIGURES}
+               for case, runs in results.items()}
+    ours = medians[("wgc", "wgc", None)]
+    more = medians[("wgc", "wgc", MORE_WORKERS)]
+    print(f"\nwgc<->wgc with {MORE_WORKERS} crypto workers / with the default ({crypto_workers()}): "
+          + ", ".join(f"{label} {more[key] / ours[key]:.2f}x" for key, label in RATIOS.items()))
     print("\nratios of the medians, wgc<->wgc / baseline<->baseline (above 1 is better for TCP and UDP, "
           "below 1 for CPU and RTT):")
     for go in baselines:
-        theirs = medians[(go, go)]
+        theirs = medians[(go, go, None)]
         print(f"  against {names[go]}: "
               + ", ".join(f"{label} {ours[key] / theirs[key]:.2f}x" for key, label in RATIOS.items()))
 

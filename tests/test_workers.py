@@ -82,7 +82,7 @@ def test_a_tso_read_is_sealed_in_counter_order_whatever_thread_sealed_each(threa
     k.core.inject_tun(header + read, NOW)
     datagrams = k.captured("udp")
     assert len(datagrams) == len(segments)
-    for counter, (datagram, segment) in enumerate(zip(datagrams, segments)):
+    for counter, (datagram, segment) in enumerate(zip(datagrams, segments, strict=True)):
         assert datagram[:16] == struct.pack("<IIQ", 4, REMOTE, counter)
         opened = ietf_decrypt(datagram[16:], None, nonce(counter), k.send_key)
         assert opened[:len(segment)] == segment and not any(opened[len(segment):])

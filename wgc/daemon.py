@@ -27,8 +27,8 @@ import time
 
 import wgc
 from wgc import __version__
-from wgc._os import watch_file
 from wgc._dataplane import MAX_WORKERS
+from wgc._os import watch_file
 from wgc._tun import Tun
 from wgc.constants import DEFAULT_MTU
 from wgc.cpus import available_cpus
