@@ -11,11 +11,27 @@ cdef extern from *:
     /* RFC 1071 sum of data in network order, added to sum (not folded).
        Native 32-bit words are summed and the result byte-swapped on
        little-endian hosts: the one's-complement sum is byte-order
-       independent (RFC 1071, section 2 (B)). */
+       independent (RFC 1071, section 2 (B)).  Sixteen bytes a round, as two
+       64-bit loads whose 32-bit halves go to four sums, so that the adds do
+       not wait on each other: twice the speed of one sum of 32-bit words
+       (bench-micro's split).  A sum takes at most 2^28 rounds of 2^32 - 1
+       for a 32-bit n: no 64-bit sum can overflow. */
     static inline uint32_t wgc_checksum_add(uint32_t sum, const uint8_t *p, uint32_t n) {
-        uint64_t acc = 0;
+        uint64_t acc = 0, a0 = 0, a1 = 0, a2 = 0, a3 = 0, x, y;
         uint32_t w;
         uint16_t h;
+        while (n >= 16) {
+            memcpy(&x, p, 8);
+            memcpy(&y, p + 8, 8);
+            a0 += (uint32_t)x;
+            a1 += x >> 32;
+            a2 += (uint32_t)y;
+            a3 += y >> 32;
+            p += 16;
+            n -= 16;
+        }
+        acc = (a0 & 0xffffffffu) + (a0 >> 32) + (a1 & 0xffffffffu) + (a1 >> 32)
+            + (a2 & 0xffffffffu) + (a2 >> 32) + (a3 & 0xffffffffu) + (a3 >> 32);
         while (n >= 4) { memcpy(&w, p, 4); acc += w; p += 4; n -= 4; }
         if (n >= 2) { memcpy(&h, p, 2); acc += h; p += 2; n -= 2; }
     #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
