@@ -21,7 +21,8 @@ Prints every figure per round, per case the median with its spread (min-max),
 then wgc's ratios to each baseline, each line naming it with its version.
 Everything runs in namespaces it creates and removes.
 
-With --soak S, it instead keeps one tunnel of each kind under TCP load in
+With --soak S, it instead keeps one tunnel of each kind (wgc at its default
+and with 2 crypto workers, Debian's wireguard-go) under TCP load in
 both directions for S seconds and samples the daemons' memory every 10 s:
 after the warm-up (the first 30 s) it must not grow.
 
@@ -207,10 +208,14 @@ def measure(left: str, right: str, seconds: float, workers: int | None = None) -
         }
 
 
-def soak(implementation: str, seconds: float, warmup: float = 30, every: float = 10) -> list[float]:
-    """The larger end's RSS every `every` seconds under bidirectional TCP load."""
+def soak(implementation: str, seconds: float, warmup: float = 30, every: float = 10,
+         workers: int | None = None) -> list[float]:
+    """The larger end's RSS every `every` seconds under bidirectional TCP load;
+    workers: WGC_WORKERS for wgc (None: its default)."""
+    name = implementation + (f" ({workers} workers)" if workers else "")
     with Namespaces() as factory:
-        a, b = tunnel(factory, implementation, implementation, with_ipv6=False)
+        a, b = tunnel(factory, implementation, implementation, with_ipv6=False,
+                      env={ENV_WORKERS: str(workers)} if workers else None)
         a.ping(b.inner4, count=1)
         daemons = [a.ns.pids(), b.ns.pids()]  # before iperf3 joins them in the namespaces
         server = b.ns.popen("iperf3", "-s", "-1", "-B", b.inner4,
@@ -224,13 +229,13 @@ def soak(implementation: str, seconds: float, warmup: float = 30, every: float =
             while client.poll() is None and time.monotonic() - start < seconds + 30:
                 time.sleep(every)
                 samples.append(larger_end_mib(daemons))
-                print(f"  {implementation} t={time.monotonic() - start:5.0f}s rss={samples[-1]:.1f} MiB", flush=True)
+                print(f"  {name} t={time.monotonic() - start:5.0f}s rss={samples[-1]:.1f} MiB", flush=True)
         finally:
             for p in (client, server):
                 p.kill()
                 p.wait()
         settled = samples[int(warmup // every) - 1:] or samples
-        print(f"{implementation}: after warm-up {settled[0]:.1f} MiB, highest {max(settled):.1f} MiB, "
+        print(f"{name}: after warm-up {settled[0]:.1f} MiB, highest {max(settled):.1f} MiB, "
               f"growth {max(settled) - settled[0]:+.1f} MiB", flush=True)
         return samples
 
@@ -376,8 +381,8 @@ def main():
     if args.scrape:
         scrape_bench(args.rounds, args.seconds)
     elif args.soak:
-        for implementation in ("wgc", DEBIAN_GO):
-            soak(implementation, args.soak)
+        for implementation, workers in (("wgc", None), ("wgc", MORE_WORKERS), (DEBIAN_GO, None)):
+            soak(implementation, args.soak, workers=workers)
     else:
         compare(args.rounds, args.seconds)
 
