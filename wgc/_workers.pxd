@@ -8,9 +8,11 @@
 # the data-plane thread put the jobs in, whatever thread ran each.
 #
 # Who calls whom:
-#   - the data-plane thread (wgc._core) fills an array of AeadJobs (through
-#     wgc._session's transport_seal_job and transport_open_job) and calls
-#     pool_run, holding Core.mutex; pool_run returns when every job has run;
+#   - wgc._core fills an array of AeadJobs (through wgc._session's
+#     transport_seal_job and transport_open_job) and calls pool_run, on
+#     whichever thread holds Core.mutex: the data-plane thread for its
+#     batches, the control plane's when a command of its sends (staged
+#     packets, keepalives); pool_run returns when every job has run;
 #   - pool_start and pool_stop are called under Core.mutex too (the control
 #     plane's DataPlane.set_workers, and Core's own set-up and tear-down);
 #   - the pool's threads take chunks of the running batch and nothing else:
