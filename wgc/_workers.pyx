@@ -27,6 +27,8 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
     int pthread_cond_signal(pthread_cond_t *c)
     int pthread_cond_broadcast(pthread_cond_t *c)
+    pthread_t pthread_self()
+    int pthread_setname_np(pthread_t thread, const char *name)
 
 cdef extern from *:
     """
@@ -62,6 +64,7 @@ cdef void *helper_main(void *arg) noexcept nogil:
     cdef uint64_t seen = 0
     cdef AeadJob *jobs
     cdef uint32_t count
+    pthread_setname_np(pthread_self(), b"wgc-crypto")      # as top -H and perf show it
     pthread_mutex_lock(&p.mutex)
     while True:
         while p.generation == seen and not p.stopping:
