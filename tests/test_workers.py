@@ -17,12 +17,14 @@ import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as ietf_decrypt
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt as ietf_encrypt
 
+from netns import unique_name, wait_for
 from test_offload import V4_DST, V4_SRC, coalesce, flow
 from wgc import constants as C
 from wgc._dataplane import MAX_WORKERS, DataPlane
 from wgc._port import MemoryPort
 from wgc.cpus import available_cpus, cgroup_quota
 from wgc.daemon import ENV_WORKERS, crypto_workers
+from wgnet import WGC, start_daemon
 
 NOW = 1_000 * C.SECOND
 PEER_ADDRESS = ("127.0.0.2", 51002)
@@ -163,7 +165,7 @@ def test_the_number_of_workers_is_checked_and_kept():
     assert core.workers == MAX_WORKERS
     core.set_workers(2)
     assert core.workers == 2
-    for wrong in (0, MAX_WORKERS + 1):
+    for wrong in (-1, 0, MAX_WORKERS + 1):
         with pytest.raises(ValueError):
             core.set_workers(wrong)
     assert core.workers == 2
@@ -220,3 +222,39 @@ def test_wgc_workers_is_a_number_of_threads(monkeypatch, text, workers):
             crypto_workers()
     else:
         assert crypto_workers() == (workers or max(1, available_cpus() // 2))
+
+
+# ---- the daemon ------------------------------------------------------------------------
+
+def crypto_threads(pid: int) -> int:
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:
+            pass
+    return names.count("wgc-crypto")
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("text", ["3", ""], ids=["three", "default"])
+def test_the_daemon_starts_the_helpers_wgc_workers_asks_for(netns, text):
+    ns = netns("wgwk")
+    iface = unique_name("wgw")
+    start_daemon(ns, "wgc", iface, env={ENV_WORKERS: text})
+    [pid] = ns.pids()
+    expected = (int(text) if text else max(1, available_cpus() // 2)) - 1
+    wait_for(lambda: crypto_threads(pid) == expected, what=f"{expected} wgc-crypto threads")
+
+
+@pytest.mark.netns
+def test_a_wrong_wgc_workers_is_one_error_line_and_exit_1(netns):
+    ns = netns("wgwk")
+    iface = unique_name("wgw")
+    ns.owns_interface(iface)
+    result = ns.run(*WGC, "-f", iface, env=dict(os.environ, WGC_WORKERS="0"), check=False)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ERROR: ({iface}) ") and "WGC_WORKERS" in lines[0], lines
+    assert ns.run("ip", "link", "show", iface, check=False).returncode != 0  # nothing was created

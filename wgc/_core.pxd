@@ -18,15 +18,8 @@ from wgc._timers cimport Timers
 from wgc._trie cimport AllowedIPs
 from wgc._port cimport PacketPort
 from wgc._udp cimport BATCH, Endpoint, Datagram, UdpSockets
+from wgc._pthread cimport pthread_mutex_t
 from wgc._workers cimport AeadJob, WorkerPool
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-    int pthread_mutex_destroy(pthread_mutex_t *m)
 
 cdef enum:
     SLOT_SIZE = 65536 + 64     # one packet buffer: any IP packet plus the 32-byte header and tag

@@ -29,6 +29,7 @@ from wgc._constants cimport (MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKI
 from wgc._crypto cimport random_u64
 from wgc._offload cimport VnetHdr, Segmenter, VNET_HDR_LEN, vnet_hdr_load, segmenter_init, segmenter_write
 from wgc._port cimport PacketPort, MemoryPort
+from wgc._pthread cimport pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_mutex_destroy
 from wgc._session cimport (index_init, index_free, index_remove, keypairs_confirm, keypairs_clear,
                            transport_seal_job, transport_open_job, transport_open_done, index_find,
                            transport_inner_source, transport_destination,
@@ -490,7 +491,9 @@ cdef class Core:
         cdef uint32_t inner, inner_len
         cdef int opened
         cdef uint8_t *plain = o.data + TRANSPORT_HEADER_SIZE
-        # Found again: a confirmation earlier in the batch may have freed it.
+        # Found again, not carried over from transport_open_job: the keypairs
+        # may rotate between the two steps (a confirmation earlier in the
+        # batch), and the table is what says which ones are alive.
         cdef Keypair *kp = index_find(&self.index, load_le32(o.data + 4))
         cdef Peer *p
         if kp == NULL:

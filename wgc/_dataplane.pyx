@@ -149,7 +149,7 @@ cdef class DataPlane(Core):
         """Whether sockets set from now on use UDP GSO (send) and GRO (receive)."""
         self.udp.offload = enabled
 
-    def set_workers(self, uint32_t threads):
+    def set_workers(self, int threads):
         """How many threads seal and open each batch: the data-plane thread
         and threads - 1 helpers (wgc._workers)."""
         if not 1 <= threads <= POOL_MAX_THREADS:

@@ -7,7 +7,8 @@ from posix.unistd cimport read, write, close
 from wgc._constants cimport SECOND
 from wgc._epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
                         EPOLL_CTL_DEL, EPOLLIN)
-from wgc._core cimport SLOT_SIZE, pthread_mutex_lock, pthread_mutex_unlock
+from wgc._core cimport SLOT_SIZE
+from wgc._pthread cimport pthread_mutex_lock, pthread_mutex_unlock
 from wgc._port cimport PacketPort
 from wgc._udp cimport BATCH, GRO_RECV_BATCH, Endpoint, udp_recv_batch
 

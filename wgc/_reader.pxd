@@ -7,14 +7,7 @@
 # so packet order is kept; when both buffers are full the reader waits, and
 # the kernel's TUN queue absorbs (or drops) what comes meanwhile.
 from libc.stdint cimport uint8_t, uint32_t
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_t:
-        pass
-    ctypedef struct pthread_mutex_t:
-        pass
-    ctypedef struct pthread_cond_t:
-        pass
+from wgc._pthread cimport pthread_t, pthread_mutex_t, pthread_cond_t
 
 cdef enum:
     READER_BUFFERS = 2

@@ -6,17 +6,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from posix.unistd cimport read, write, close
 
-cdef extern from "<pthread.h>" nogil:
-    int pthread_create(pthread_t *thread, void *attr, void *(*start)(void *) noexcept nogil, void *arg)
-    int pthread_join(pthread_t thread, void **result)
-    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
-    int pthread_mutex_destroy(pthread_mutex_t *m)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-    int pthread_cond_init(pthread_cond_t *c, void *attr)
-    int pthread_cond_destroy(pthread_cond_t *c)
-    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
-    int pthread_cond_signal(pthread_cond_t *c)
+from wgc._pthread cimport (pthread_create, pthread_join, pthread_mutex_init, pthread_mutex_destroy,
+                           pthread_mutex_lock, pthread_mutex_unlock, pthread_cond_init, pthread_cond_destroy,
+                           pthread_cond_wait, pthread_cond_signal)
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)

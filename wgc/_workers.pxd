@@ -19,14 +19,7 @@
 #     they hold no Core lock and never touch Core.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from wgc._constants cimport KEY_SIZE
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_t:
-        pass
-    ctypedef struct pthread_mutex_t:
-        pass
-    ctypedef struct pthread_cond_t:
-        pass
+from wgc._pthread cimport pthread_t, pthread_mutex_t, pthread_cond_t
 
 cdef enum:
     AEAD_SEAL = 0
@@ -68,8 +61,8 @@ cdef struct WorkerPool:
     bint stopping
     bint initialized
 
-# Starts threads - 1 helpers (threads = 1: the caller alone); 0, or -1 when a
-# thread could not be started (the pool is then stopped).
+# Starts threads - 1 helpers (threads = 1: the caller alone); 0, or -1 with
+# errno set when a thread could not be started (the pool is then stopped).
 cdef int pool_start(WorkerPool *p, uint32_t threads) noexcept nogil
 # Runs jobs[0 .. count-1] on the caller and the helpers; returns when all have run.
 cdef void pool_run(WorkerPool *p, AeadJob *jobs, uint32_t count) noexcept nogil

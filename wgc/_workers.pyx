@@ -10,25 +10,15 @@ to zero before it returns, and before it posts the next batch: so no helper
 ever claims from a batch other than the one it read, and a helper that
 wakes after the batch is done finds nothing left to claim.
 """
+from libc.errno cimport errno
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memset
 
 from wgc._crypto cimport aead_seal, aead_open, wipe
-
-cdef extern from "<pthread.h>" nogil:
-    int pthread_create(pthread_t *thread, void *attr, void *(*start)(void *) noexcept nogil, void *arg)
-    int pthread_join(pthread_t thread, void **result)
-    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
-    int pthread_mutex_destroy(pthread_mutex_t *m)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-    int pthread_cond_init(pthread_cond_t *c, void *attr)
-    int pthread_cond_destroy(pthread_cond_t *c)
-    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
-    int pthread_cond_signal(pthread_cond_t *c)
-    int pthread_cond_broadcast(pthread_cond_t *c)
-    pthread_t pthread_self()
-    int pthread_setname_np(pthread_t thread, const char *name)
+from wgc._pthread cimport (pthread_create, pthread_join, pthread_self, pthread_setname_np,
+                           pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock,
+                           pthread_cond_init, pthread_cond_destroy, pthread_cond_wait, pthread_cond_signal,
+                           pthread_cond_broadcast)
 
 cdef extern from *:
     """
@@ -84,6 +74,7 @@ cdef void *helper_main(void *arg) noexcept nogil:
 
 
 cdef int pool_start(WorkerPool *p, uint32_t threads) noexcept nogil:
+    cdef int err
     memset(p, 0, sizeof(WorkerPool))
     pthread_mutex_init(&p.mutex, NULL)
     pthread_cond_init(&p.work, NULL)
@@ -91,8 +82,10 @@ cdef int pool_start(WorkerPool *p, uint32_t threads) noexcept nogil:
     p.initialized = True
     threads = max(1, min(threads, <uint32_t>POOL_MAX_THREADS))
     while p.helpers < threads - 1:
-        if pthread_create(&p.threads[p.helpers], NULL, helper_main, p) != 0:
+        err = pthread_create(&p.threads[p.helpers], NULL, helper_main, p)
+        if err != 0:
             pool_stop(p)
+            errno = err
             return -1
         p.helpers += 1
     return 0

@@ -51,9 +51,10 @@ ENV_METRICS = "WGC_METRICS"
 # data-plane thread included (wgc._workers).  Unset, half the CPUs this
 # process may use (wgc.cpus: affinity and cgroup quota), at least one: every
 # packet costs the kernel about as much again (TUN, UDP, and the TCP of the
-# programs using the tunnel), and on the 2-core development machine, with a
-# tunnel under full load, a second thread cost 18 % of the TCP throughput
-# and 7-19 % more CPU per GB (README, "Crypto workers").
+# programs using the tunnel), and on the 2-core development machine, with
+# both ends of a tunnel under full load, a second thread gave 0.86-0.92 of
+# the TCP throughput for 1.07-1.10 times the CPU per GB (README, "Crypto
+# workers").
 ENV_WORKERS = "WGC_WORKERS"
 
 

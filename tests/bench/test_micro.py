@@ -187,16 +187,20 @@ def label(side: str, threads: int) -> str:
     return f"[{side}]" if threads == 1 else f"[{side}, {threads} threads]"
 
 
+def run_side(micro, benchmark, side: str, threads: int, name: str, *args):
+    """Benchmarks micro.wgc_NAME(*args, Workers(threads)) or the bound, micro.sodium_NAME(*args)."""
+    if side == "wgc":
+        return benchmark(getattr(micro, f"wgc_{name}"), *args, micro.Workers(threads, BATCH))
+    return benchmark(getattr(micro, f"sodium_{name}"), *args)
+
+
 @timed("seal")
 @SIDES
 def test_seal(micro, benchmark, rate, key, packets, side, threads):
     tun = slots(micro, packets)
     out = micro.Slots(BATCH)
     sender = micro.Sender(key, REMOTE_INDEX, MTU)
-    if side == "wgc":
-        result = benchmark(micro.wgc_seal, sender, tun, out, micro.Workers(threads, BATCH))
-    else:
-        result = benchmark(micro.sodium_seal, sender, tun, out)
+    result = run_side(micro, benchmark, side, threads, "seal", sender, tun, out)
     rate(f"seal {BATCH} x {PACKET} B {label(side, threads)}", "seal 64 x 1420 B", side, BATCH, BATCH * PACKET,
          threads=threads)
 
@@ -216,10 +220,7 @@ def test_open(micro, benchmark, rate, key, packets, table, side, threads):
     udp = slots(micro, [datagram(key, 1000 + i, p) for i, p in enumerate(packets)])
     plain = micro.Slots(BATCH)
     receiver = micro.Receiver(key, LOCAL_INDEX, OUR_PEER, table[0])
-    if side == "wgc":
-        result = benchmark(micro.wgc_open, receiver, udp, plain, micro.Workers(threads, BATCH))
-    else:
-        result = benchmark(micro.sodium_open, receiver, udp, plain)
+    result = run_side(micro, benchmark, side, threads, "open", receiver, udp, plain)
     rate(f"open {BATCH} x {PACKET} B {label(side, threads)}", "open 64 x 1420 B", side, BATCH, BATCH * PACKET,
          threads=threads)
 

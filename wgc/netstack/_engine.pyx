@@ -9,6 +9,7 @@ from posix.stat cimport struct_stat, fstat
 
 from wgc._epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLL_CLOEXEC, EPOLL_CTL_ADD,
                         EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR, EPOLLRDHUP)
+from wgc._pthread cimport pthread_mutex_t, pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock
 from wgc.netstack._ip cimport Addr, addr_from_python, addr_to_python
 from wgc.netstack._dgram cimport (Binding, DGRAM_RECORD, DGRAM_UDP, DGRAM_ECHO, dgram_bind, dgram_close,
                                   dgram_send, dgram_ready)
@@ -22,13 +23,6 @@ from wgc.netstack._tcp cimport (Tcb, tcp_resume, tcp_flush_acks, tcp_connect, tc
                                 TCP_CLOSED, TCP_TIME_WAIT, TCP_LISTEN)
 
 import os
-
-cdef extern from "<pthread.h>" nogil:
-    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
-    int pthread_mutex_destroy(pthread_mutex_t *m)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-
 
 cdef extern from "<sys/socket.h>" nogil:
     struct linger:

@@ -17,11 +17,8 @@
 # so neither side ever waits for the other's work.
 from libc.stdint cimport uint8_t, uint32_t
 from wgc._port cimport PacketPort
+from wgc._pthread cimport pthread_mutex_t
 from wgc.netstack._netif cimport Sink
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
 
 cdef enum:
     LINK_INBOX_BYTES = 4 << 20     # per inbox: 2,900 full-sized packets
