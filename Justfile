@@ -144,7 +144,8 @@ demo: build
 # Per case, 5-second iperf3 runs (--seconds S): TCP with the RTT of a ping every 20 ms beside it, UDP, idle RTT,
 # CPU seconds per GB of both daemons, RSS idle and sampled during the load; every figure, then the medians with
 # their spread, then the ratios, each naming its baseline.
-# wgc against Debian's wireguard-go 0.0.20220316 (no offloads) and the newest (../shared/anchors), ROUNDS alternating.
+# wgc against Debian's wireguard-go 0.0.20220316 (no offloads) and the newest (../shared/anchors), ROUNDS alternating;
+# wgc<->wgc also with 2 crypto workers (WGC_WORKERS) beside its default, and the ratio of the two.
 bench ROUNDS="5" *ARGS: build
     {{python}} scripts/bench.py --rounds {{ROUNDS}} {{ARGS}}
 
@@ -164,7 +165,8 @@ bench-proxy RUNS="3": build
 bench-config ROUNDS="3": build
     {{python}} scripts/bench_config.py --rounds {{ROUNDS}}
 
-# Memory of wgc and wireguard-go under SECONDS of TCP load both ways, sampled every 10 s.
+# Memory of wgc (at its default and with 2 crypto workers) and wireguard-go under SECONDS of TCP load both ways,
+# sampled every 10 s.
 bench-soak SECONDS="300":
     {{python}} scripts/bench.py --soak {{SECONDS}}
 

@@ -175,11 +175,16 @@ class LoadPing(Beside):
                                        check=False).stdout
 
 
+def workers_env(workers: int | None) -> dict | None:
+    """The daemons' environment for WGC_WORKERS=workers (None: wgc's default)."""
+    return {ENV_WORKERS: str(workers)} if workers else None
+
+
 def measure(left: str, right: str, seconds: float, workers: int | None = None) -> dict:
     """One case; workers: WGC_WORKERS for the wgc daemons (None: their default)."""
     with Namespaces() as factory:
         a, b = tunnel(factory, left, right, with_ipv6=False,
-                      env={ENV_WORKERS: str(workers)} if workers else None)
+                      env=workers_env(workers))
         a.ping(b.inner4, count=3, interval=0.1)
         # Taken now, while each namespace holds its daemon alone.
         daemons = [a.ns.pids(), b.ns.pids()]
@@ -215,7 +220,7 @@ def soak(implementation: str, seconds: float, warmup: float = 30, every: float =
     name = implementation + (f" ({workers} workers)" if workers else "")
     with Namespaces() as factory:
         a, b = tunnel(factory, implementation, implementation, with_ipv6=False,
-                      env={ENV_WORKERS: str(workers)} if workers else None)
+                      env=workers_env(workers))
         a.ping(b.inner4, count=1)
         daemons = [a.ns.pids(), b.ns.pids()]  # before iperf3 joins them in the namespaces
         server = b.ns.popen("iperf3", "-s", "-1", "-B", b.inner4,

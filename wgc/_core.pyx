@@ -522,8 +522,9 @@ cdef class Core:
         p.rx_bytes += o.length
 
     cdef void _count_unopened(self, int reason, const Keypair *kp) noexcept nogil:
-        """Counts a transport message transport_open dropped (an OPEN_* reason),
-        against kp's peer once its receiver index found one."""
+        """Counts a transport message transport_open_job or transport_open_done
+        dropped (an OPEN_* reason), against kp's peer once its receiver index
+        found one."""
         if reason == OPEN_MALFORMED:
             self.counts[COUNT_MALFORMED] += 1
         elif reason == OPEN_UNKNOWN_INDEX:

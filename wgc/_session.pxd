@@ -86,7 +86,7 @@ cdef void keypairs_expire_sending(Keypairs *k) noexcept nogil
 # length once sealed, or 0 (nothing written) when kp cannot send at now.
 cdef uint32_t transport_seal_job(Keypair *kp, uint8_t *out, uint32_t length,
                                  uint32_t mtu, int64_t now, AeadJob *job) noexcept nogil
-# What transport_open decided: OPEN_OK, or why the message is to be dropped.
+# What transport_open_job and transport_open_done decided: OPEN_OK, or why the message is to be dropped.
 cdef enum:
     OPEN_OK
     OPEN_MALFORMED                 # not a transport message of at least TRANSPORT_MIN_SIZE bytes
