@@ -17,8 +17,15 @@ fresh tunnel between two namespaces and is measured for:
 - the daemons' RSS under load: the most of samples every 0.5 s during both
   iperf3 runs, each sample the larger end's (all processes of its daemon).
 
+Each round also times libsodium's ChaCha20-Poly1305 alone in this process
+(tests/bench's C loops over PyNaCl's copy, one thread, 1420-byte packets):
+the CPU seconds per GB of sealing at one end and opening at the other, the
+floor under the CPU per GB of any tunnel built on it.
+
 Prints every figure per round, per case the median with its spread (min-max),
-then wgc's ratios to each baseline, each line naming it with its version.
+then wgc's ratios to each baseline, each line naming it with its version, and
+beside each baseline what the AEAD alone costs: as a share of its CPU per GB,
+and of the machine's CPUs at twice its TCP rate.
 Everything runs in namespaces it creates and removes.
 
 With --soak S, it instead keeps one tunnel of each kind (wgc at its default
@@ -37,6 +44,7 @@ its namespace) for the whole iperf3 run; the medians and their ratio.
 """
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import re
@@ -173,6 +181,20 @@ class LoadPing(Beside):
         self.sent = max(1, int((self.seconds - 0.5) / LOAD_PING_EVERY))
         self.output = self.source.ping(self.target, count=self.sent, interval=LOAD_PING_EVERY,
                                        check=False).stdout
+
+
+def aead_timer():
+    """() -> (seal, open) CPU s/GB of libsodium alone: tests/bench/conftest.py's
+    aead_seconds_per_gb on its compiled helper (loaded by path: this script is
+    the module named bench)."""
+    path = ROOT / "tests" / "bench" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("wgc_bench_micro", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)   # its dataclasses look it up
+    spec.loader.exec_module(module)
+    micro = module.build_helper()
+    return lambda: module.aead_seconds_per_gb(micro)
 
 
 def workers_env(workers: int | None) -> dict | None:
@@ -351,11 +373,17 @@ def compare(rounds: int, seconds: float) -> None:
           f"and {MORE_WORKERS} in the case so named\n", flush=True)
     order = cases(baselines)
     results: dict[tuple[str, str, int | None], list[dict]] = {case: [] for case in order}
+    time_aead = aead_timer()
+    aead: list[float] = []          # seal + open, s/GB, per round
     for round_ in range(rounds):
         for case in order if round_ % 2 == 0 else list(reversed(order)):
             figures = measure(*case[:2], seconds, case[2])
             results[case].append(figures)
             print(f"round {round_ + 1} {case_name(case)}: {figures_line(figures)}", flush=True)
+        seal, open_ = time_aead()
+        aead.append(seal + open_)
+        print(f"round {round_ + 1} libsodium's AEAD alone: seal {seal:.2f} + open {open_:.2f} = "
+              f"{seal + open_:.2f} s/GB", flush=True)
     print("\nmedians (min-max):")
     for case, runs in results.items():
         print(f"  {case_name(case)}:")
@@ -373,6 +401,16 @@ def compare(rounds: int, seconds: float) -> None:
         theirs = medians[(go, go, None)]
         print(f"  against {names[go]}: "
               + ", ".join(f"{label} {ours[key] / theirs[key]:.2f}x" for key, label in RATIOS.items()))
+    floor = statistics.median(aead)
+    cpus = available_cpus()
+    print(f"\nlibsodium's ChaCha20-Poly1305 alone, sealing at one end and opening at the other: "
+          f"{spread(aead, '.2f')} s/GB, {floor / ours['cpu_s_per_gb']:.2f} of wgc<->wgc's CPU per GB")
+    for go in baselines:
+        theirs = medians[(go, go, None)]
+        twice_gb_per_s = 2 * theirs["tcp_mbit"] / 8 / 1000
+        print(f"  beside {names[go]}: {floor / theirs['cpu_s_per_gb']:.2f}x its CPU per GB; at twice its TCP "
+              f"({2 * theirs['tcp_mbit']:.0f} Mbit/s) the AEAD alone would keep {twice_gb_per_s * floor:.2f} "
+              f"of the {cpus} CPUs busy")
 
 
 def main():

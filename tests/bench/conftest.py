@@ -9,15 +9,21 @@ Timing is off unless asked for (--benchmark-only, as `just bench-micro`
 does, --benchmark-enable, or --benchmark-json/-save/-autosave): a plain
 `pytest` runs every benchmarked call once and checks its result, which
 keeps CI fast and quiet.
+
+aead_seconds_per_gb times libsodium's AEAD alone for scripts/bench.py, which
+sets it beside the tunnels' CPU per GB in the same run.
 """
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,9 +100,46 @@ def build_helper():
     return module
 
 
+AEAD_PACKET, AEAD_BATCH = 1420, 64          # full packets at wgc's default MTU, one data-plane batch
+
+
+def aead_seconds_per_gb(micro, seconds: float = 0.5) -> tuple[float, float]:
+    """libsodium's ChaCha20-Poly1305 alone, the floor under any tunnel built on
+    it: the CPU seconds of this thread per GB of 1420-byte packets sealed
+    (micro.sodium_seal) and opened (micro.sodium_open, datagrams sealed by wgc
+    and every one verified), each timed for about `seconds` of thread CPU."""
+    from wgc._trie import AllowedIPs
+
+    key = os.urandom(32)
+    packets, sealed, scratch = (micro.Slots(AEAD_BATCH) for _ in range(3))
+    for i in range(AEAD_BATCH):
+        packets.put(i, os.urandom(AEAD_PACKET))
+    sender = micro.Sender(key, 1, AEAD_PACKET)
+    micro.wgc_seal(sender, packets, sealed, micro.Workers(1, AEAD_BATCH))
+    receiver = micro.Receiver(key, 1, 0, AllowedIPs())
+    if micro.sodium_open(receiver, sealed, scratch) != AEAD_BATCH:
+        raise RuntimeError("libsodium did not open what wgc sealed")
+
+    def per_gb(call) -> float:
+        calls, start = 0, time.thread_time()
+        while (used := time.thread_time() - start) < seconds or not calls:
+            call()
+            calls += 1
+        return used / (calls * AEAD_BATCH * AEAD_PACKET / 1e9)
+
+    return (per_gb(lambda: micro.sodium_seal(sender, packets, scratch)),
+            per_gb(lambda: micro.sodium_open(receiver, sealed, scratch)))
+
+
 @pytest.fixture(scope="session")
 def micro():
     return build_helper()
+
+
+@pytest.fixture(scope="session")
+def aead_floor(micro):
+    """aead_seconds_per_gb(micro, seconds)."""
+    return functools.partial(aead_seconds_per_gb, micro)
 
 
 def timing_requested(config) -> bool:

@@ -229,6 +229,15 @@ def test_open(micro, benchmark, rate, key, packets, table, side, threads):
     assert [plain.get(i, offset) for i in range(BATCH)] == packets
 
 
+def test_aead_floor(aead_floor):
+    """What scripts/bench.py sets beside the tunnels: libsodium's CPU per GB
+    sealing and opening (it raises unless every datagram opened)."""
+    seal, open_ = aead_floor(seconds=0.02)
+    # libsodium moves 1420-byte packets at some hundreds of MB/s to a few GB/s
+    # per core: between 0.05 and 20 s/GB whatever the machine.
+    assert 0.05 < seal < 20 and 0.05 < open_ < 20
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_open_rejects_what_the_data_plane_rejects(micro, key, packets, table, threads):
     """Forged, misaddressed, replayed and misrouted datagrams are not delivered,
