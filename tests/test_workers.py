@@ -226,15 +226,20 @@ def test_wgc_workers_is_a_number_of_threads(monkeypatch, text, workers):
 
 # ---- the daemon ------------------------------------------------------------------------
 
-def crypto_threads(pid: int) -> int:
-    names = []
+def threads_named(pid: int) -> dict[str, list[int]]:
+    """name -> the thread ids of pid's threads with that name."""
+    named: dict[str, list[int]] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                names.append(f.read().strip())
+                named.setdefault(f.read().strip(), []).append(int(tid))
         except FileNotFoundError:
             pass
-    return names.count("wgc-crypto")
+    return named
+
+
+def crypto_threads(pid: int) -> int:
+    return len(threads_named(pid).get("wgc-crypto", []))
 
 
 @pytest.mark.netns
@@ -246,6 +251,23 @@ def test_the_daemon_starts_the_helpers_wgc_workers_asks_for(netns, text):
     [pid] = ns.pids()
     expected = (int(text) if text else max(1, available_cpus() // 2)) - 1
     wait_for(lambda: crypto_threads(pid) == expected, what=f"{expected} wgc-crypto threads")
+
+
+@pytest.mark.netns
+def test_the_threads_beside_the_data_plane_do_not_preempt_it(netns):
+    """The TUN reader and the crypto helpers are SCHED_BATCH (wgc/_pthread.pxd);
+    the data-plane thread and the control thread keep the default policy."""
+    ns = netns("wgwk")
+    iface = unique_name("wgw")
+    start_daemon(ns, "wgc", iface, env={ENV_WORKERS: "3"})
+    [pid] = ns.pids()
+    wait_for(lambda: crypto_threads(pid) == 2 and "wgc-tun-reader" in threads_named(pid), what="the threads")
+    named = threads_named(pid)
+    beside = named.pop("wgc-crypto") + named.pop("wgc-tun-reader")
+    assert [os.sched_getscheduler(tid) for tid in beside] == [os.SCHED_BATCH] * 3
+    others = [tid for tids in named.values() for tid in tids]
+    assert pid in others and len(others) >= 2             # the control thread and the data plane's, at least
+    assert {os.sched_getscheduler(tid) for tid in others} == {os.SCHED_OTHER}
 
 
 @pytest.mark.netns

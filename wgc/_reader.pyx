@@ -8,7 +8,7 @@ from posix.unistd cimport read, write, close
 
 from wgc._pthread cimport (pthread_create, pthread_join, pthread_mutex_init, pthread_mutex_destroy,
                            pthread_mutex_lock, pthread_mutex_unlock, pthread_cond_init, pthread_cond_destroy,
-                           pthread_cond_wait, pthread_cond_signal)
+                           pthread_cond_wait, pthread_cond_signal, thread_beside_data_plane)
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -50,6 +50,7 @@ cdef void *reader_main(void *arg) noexcept nogil:
     cdef TunReader *r = <TunReader *>arg
     cdef pollfd fds[2]
     cdef uint32_t w, n
+    thread_beside_data_plane(b"wgc-tun-reader")
     fds[0].fd = r.tun_fd
     fds[0].events = POLLIN
     fds[1].fd = r.stop_fd
