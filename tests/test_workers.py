@@ -12,6 +12,8 @@ mask bounded by the cgroup quota, read here from fake /proc and /sys trees.
 """
 import os
 import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as ietf_decrypt
@@ -24,7 +26,7 @@ from wgc._dataplane import MAX_WORKERS, DataPlane
 from wgc._port import MemoryPort
 from wgc.cpus import available_cpus, cgroup_quota
 from wgc.daemon import ENV_WORKERS, crypto_workers
-from wgnet import WGC, start_daemon
+from wgnet import WGC, iperf3, start_daemon, tunnel
 
 NOW = 1_000 * C.SECOND
 PEER_ADDRESS = ("127.0.0.2", 51002)
@@ -253,21 +255,38 @@ def test_the_daemon_starts_the_helpers_wgc_workers_asks_for(netns, text):
     wait_for(lambda: crypto_threads(pid) == expected, what=f"{expected} wgc-crypto threads")
 
 
+def policies(tids: list[int]) -> list[int]:
+    return [os.sched_getscheduler(tid) for tid in tids]
+
+
 @pytest.mark.netns
-def test_the_threads_beside_the_data_plane_do_not_preempt_it(netns):
-    """The TUN reader and the crypto helpers are SCHED_BATCH (wgc/_pthread.pxd);
-    the data-plane thread and the control thread keep the default policy."""
-    ns = netns("wgwk")
-    iface = unique_name("wgw")
-    start_daemon(ns, "wgc", iface, env={ENV_WORKERS: "3"})
-    [pid] = ns.pids()
+def test_the_threads_beside_the_data_plane_preempt_it_only_where_that_pays(netns):
+    """wgc/_pthread.pxd's thread_may_preempt: the crypto helpers never preempt
+    (SCHED_BATCH); the TUN reader not while it reads super-packets (a bulk TCP
+    transfer), but again once its reads are small (pings); the data-plane and
+    control threads keep the default policy."""
+    a, b = tunnel(netns, "wgc", "wgc", with_ipv6=False, env={ENV_WORKERS: "3"})
+    [pid] = a.ns.pids()
     wait_for(lambda: crypto_threads(pid) == 2 and "wgc-tun-reader" in threads_named(pid), what="the threads")
     named = threads_named(pid)
-    beside = named.pop("wgc-crypto") + named.pop("wgc-tun-reader")
-    assert [os.sched_getscheduler(tid) for tid in beside] == [os.SCHED_BATCH] * 3
+    helpers, [reader] = named.pop("wgc-crypto"), named.pop("wgc-tun-reader")
     others = [tid for tids in named.values() for tid in tids]
     assert pid in others and len(others) >= 2             # the control thread and the data plane's, at least
-    assert {os.sched_getscheduler(tid) for tid in others} == {os.SCHED_OTHER}
+    assert policies(helpers) == [os.SCHED_BATCH] * 2
+    a.ping(b.inner4, count=3, interval=0.05)
+    assert policies([reader]) == [os.SCHED_OTHER]
+
+    seen = set()
+    with ThreadPoolExecutor(1) as pool:
+        transfer = pool.submit(iperf3, a, b, 3)
+        while not transfer.done():
+            seen.update(policies([reader]))
+            time.sleep(0.01)
+        transfer.result()
+    assert os.SCHED_BATCH in seen, seen
+    a.ping(b.inner4, count=3, interval=0.05)
+    assert policies([reader]) == [os.SCHED_OTHER]
+    assert set(policies(helpers)) == {os.SCHED_BATCH} and set(policies(others)) == {os.SCHED_OTHER}
 
 
 @pytest.mark.netns

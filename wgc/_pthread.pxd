@@ -4,6 +4,7 @@
 cdef extern from "<sched.h>" nogil:
     struct sched_param:
         int sched_priority
+    int SCHED_OTHER
     int SCHED_BATCH
 
 cdef extern from "<pthread.h>" nogil:
@@ -29,21 +30,15 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_broadcast(pthread_cond_t *c)
 
 
-# Names the calling thread (as top -H, perf and /proc show it; at most 15
-# bytes) and makes it SCHED_BATCH, for the threads that work beside the
-# data-plane thread: the TUN reader and the crypto helpers.  A SCHED_BATCH
-# thread that wakes up does not preempt the thread running on its CPU; it
-# runs on an idle CPU at once, on a busy one when that CPU's thread sleeps
-# or its slice ends.  Preempting the data-plane thread to read ahead for it,
-# or to share its batch, only trades one for the other on that CPU and
-# costs two context switches.  wgc<->wgc TCP on 2 cores (iperf3 beside
-# both ends), this against the build before it, alternating: +10 %
-# throughput and -7 % CPU per GB (medians of 6 rounds), and +8 % and -6 %
-# at 2 crypto workers (4 rounds).
-# Priority 0 needs no privilege; where the policy is refused the thread
-# simply stays SCHED_OTHER.
-cdef inline void thread_beside_data_plane(const char *name) noexcept nogil:
+# Whether the calling thread, woken, may preempt the thread running on its
+# CPU: SCHED_OTHER when it may, SCHED_BATCH when not (it then runs at once
+# on an idle CPU, on a busy one when that CPU's thread sleeps or its slice
+# ends).  For the threads that work beside the data-plane thread (the TUN
+# reader, the crypto helpers), whose preempting it on its own CPU only to
+# hand it work trades one for the other there and costs two context
+# switches.  Priority 0 under either policy needs no privilege, both ways;
+# where the change is refused the thread keeps its policy.
+cdef inline void thread_may_preempt(bint may) noexcept nogil:
     cdef sched_param param
     param.sched_priority = 0
-    pthread_setname_np(pthread_self(), name)
-    pthread_setschedparam(pthread_self(), SCHED_BATCH, &param)
+    pthread_setschedparam(pthread_self(), SCHED_OTHER if may else SCHED_BATCH, &param)

@@ -8,7 +8,8 @@ from posix.unistd cimport read, write, close
 
 from wgc._pthread cimport (pthread_create, pthread_join, pthread_mutex_init, pthread_mutex_destroy,
                            pthread_mutex_lock, pthread_mutex_unlock, pthread_cond_init, pthread_cond_destroy,
-                           pthread_cond_wait, pthread_cond_signal, thread_beside_data_plane)
+                           pthread_cond_wait, pthread_cond_signal, pthread_self, pthread_setname_np,
+                           thread_may_preempt)
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -29,8 +30,9 @@ cdef void signal_fd(int fd) noexcept nogil:
     write(fd, &one, 8)
 
 
-cdef uint32_t fill(TunReader *r, uint8_t *slots, uint32_t *lengths) noexcept nogil:
-    """Reads what the TUN has, up to one batch; sets r.gone when it fails."""
+cdef uint32_t fill(TunReader *r, uint8_t *slots, uint32_t *lengths, size_t *size) noexcept nogil:
+    """Reads what the TUN has, up to one batch, adding the bytes to size;
+    sets r.gone when it fails."""
     cdef uint32_t n = 0
     cdef ssize_t got
     while n < r.batch:
@@ -42,6 +44,7 @@ cdef uint32_t fill(TunReader *r, uint8_t *slots, uint32_t *lengths) noexcept nog
                 r.gone = True       # EBADFD once the interface is deleted
             break
         lengths[n] = <uint32_t>got
+        size[0] += <size_t>got
         n += 1
     return n
 
@@ -50,7 +53,9 @@ cdef void *reader_main(void *arg) noexcept nogil:
     cdef TunReader *r = <TunReader *>arg
     cdef pollfd fds[2]
     cdef uint32_t w, n
-    thread_beside_data_plane(b"wgc-tun-reader")
+    cdef size_t size
+    cdef bint may_preempt = True, small
+    pthread_setname_np(pthread_self(), b"wgc-tun-reader")
     fds[0].fd = r.tun_fd
     fds[0].events = POLLIN
     fds[1].fd = r.stop_fd
@@ -62,13 +67,18 @@ cdef void *reader_main(void *arg) noexcept nogil:
         w = r.write_index
         pthread_mutex_unlock(&r.mutex)
         n = 0
+        size = 0
         while n == 0 and not r.gone:
             if poll(fds, 2, -1) < 0 and errno != EINTR:
                 r.gone = True
                 break
             if fds[1].revents:
                 return NULL
-            n = fill(r, r.slots + <size_t>w * r.batch * r.slot_size, r.lengths + w * r.batch)
+            n = fill(r, r.slots + <size_t>w * r.batch * r.slot_size, r.lengths + w * r.batch, &size)
+        small = size < <size_t>n * READER_BULK_READ
+        if n and small != may_preempt:
+            may_preempt = small
+            thread_may_preempt(may_preempt)
         pthread_mutex_lock(&r.mutex)
         if r.stopping:
             pthread_mutex_unlock(&r.mutex)
