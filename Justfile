@@ -150,6 +150,12 @@ demo: build
 bench ROUNDS="5" *ARGS: build
     {{python}} scripts/bench.py --rounds {{ROUNDS}} {{ARGS}}
 
+# A change measured: wgc<->wgc of this checkout beside wgc<->wgc of git REF (a worktree built under
+# build/bench-against/, kept), alternating for ROUNDS, the figures of `just bench`; medians with their spread,
+# then this checkout's ratios to REF.  Round-to-round spread here is several per cent: 8 rounds or more.
+bench-against REF="HEAD" ROUNDS="8" *ARGS: build
+    {{python}} scripts/bench.py --against {{REF}} --rounds {{ROUNDS}} {{ARGS}}
+
 # wgc's in-process stack (wgc.netstack) beside the TUN path and gVisor's netstack (../shared/anchors'
 # gvnet-netstack-latest, when there), through one far wgc daemon: TCP one and eight connections each way,
 # medians of RUNS with their spread, CPU seconds per GB, RSS, memory per idle connection; the ratios last.

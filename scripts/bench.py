@@ -33,6 +33,11 @@ and with 2 crypto workers, Debian's wireguard-go) under TCP load in
 both directions for S seconds and samples the daemons' memory every 10 s:
 after the warm-up (the first 30 s) it must not grow.
 
+With --against REF, it instead measures wgc<->wgc of this checkout beside
+wgc<->wgc of git REF (a worktree under build/bench-against/, built there),
+alternating, the same figures each round; the medians and their ratios: the
+A/B test of a change, which needs enough rounds to see a few per cent.
+
 With --scrape, it instead measures what being watched costs: the wgc<->wgc
 TCP stream, both daemons with the metrics endpoint on, alternately without
 and with a scraper fetching each daemon's /metrics every 100 ms (from inside
@@ -41,6 +46,7 @@ its namespace) for the whole iperf3 run; the medians and their ratio.
     python scripts/bench.py [--rounds 5] [--seconds 5]
     python scripts/bench.py --soak 300
     python scripts/bench.py --scrape [--rounds N] [--seconds S]
+    python scripts/bench.py --against REF [--rounds N] [--seconds S]
 """
 import argparse
 import contextlib
@@ -335,14 +341,17 @@ def scrape_bench(rounds: int, seconds: float) -> None:
 MORE_WORKERS = 2
 
 
-def cases(baselines: list[str]) -> list[tuple[str, str, int | None]]:
+Case = tuple[str, str, int | None]      # (left, right, WGC_WORKERS or None)
+
+
+def cases(baselines: list[str]) -> list[Case]:
     """(left, right, WGC_WORKERS or None): each implementation with itself, wgc
     with MORE_WORKERS crypto threads too, then wgc with each baseline."""
     return [("wgc", "wgc", None), ("wgc", "wgc", MORE_WORKERS), *((go, go, None) for go in baselines),
             *(("wgc", go, None) for go in baselines)]
 
 
-def case_name(case: tuple[str, str, int | None]) -> str:
+def case_name(case: Case) -> str:
     left, right, workers = case
     return f"{left}<->{right}" + (f" ({workers} workers)" if workers else "")
 
@@ -353,6 +362,61 @@ def spread(values: list[float], form: str) -> str:
 
 def figures_line(figures: dict) -> str:
     return ", ".join(f"{key}={value:{FIGURES[key][2]}}" for key, value in figures.items())
+
+
+def run_rounds(order: list[Case], rounds: int, seconds: float, after_round=None) -> dict[Case, list[dict]]:
+    """Every case of order once a round, reversed every other round; each
+    round's figures printed as they come.  after_round(i), if given, runs
+    after round i."""
+    results: dict[Case, list[dict]] = {case: [] for case in order}
+    for round_ in range(rounds):
+        for case in order if round_ % 2 == 0 else list(reversed(order)):
+            figures = measure(*case[:2], seconds, case[2])
+            results[case].append(figures)
+            print(f"round {round_ + 1} {case_name(case)}: {figures_line(figures)}", flush=True)
+        if after_round:
+            after_round(round_)
+    return results
+
+
+def print_medians(results: dict[Case, list[dict]]) -> dict[Case, dict]:
+    """Prints each case's medians with their spread; returns the medians."""
+    print("\nmedians (min-max):")
+    for case, runs in results.items():
+        print(f"  {case_name(case)}:")
+        for key, (what, unit, form) in FIGURES.items():
+            print(f"    {what}: {spread([r[key] for r in runs], form)} {unit}".rstrip())
+    return {case: {key: statistics.median(r[key] for r in runs) for key in FIGURES}
+            for case, runs in results.items()}
+
+
+def against(ref: str, rounds: int, seconds: float) -> None:
+    """wgc<->wgc of this checkout against wgc<->wgc of git ref's build,
+    alternating: the A/B test of a change (wgc at its default workers)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    tree = build_of(commit)
+    theirs = f"wgc@{commit[:10]}"
+    IMPLEMENTATIONS[theirs] = ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "wgc"]
+    print(f"wgc (this checkout) against {theirs} ({ref}, built in {tree}): {rounds} rounds, iperf3 runs of "
+          f"{seconds:g} s\n", flush=True)
+    ours_case, theirs_case = ("wgc", "wgc", None), (theirs, theirs, None)
+    medians = print_medians(run_rounds([ours_case, theirs_case], rounds, seconds))
+    ours, base = medians[ours_case], medians[theirs_case]
+    print(f"\nthis checkout / {theirs}: "
+          + ", ".join(f"{label} {ours[key] / base[key]:.2f}x" for key, label in RATIOS.items()))
+
+
+def build_of(commit: str) -> Path:
+    """A worktree of commit with its modules built in place, under build/
+    and kept for the next run."""
+    tree = ROOT / "build" / "bench-against" / commit
+    if not (tree / "setup.py").exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit],
+                       check=True, capture_output=True)
+    subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2", "-q"], cwd=tree,
+                   check=True, stdout=subprocess.DEVNULL)
+    return tree
 
 
 def compare(rounds: int, seconds: float) -> None:
@@ -371,26 +435,16 @@ def compare(rounds: int, seconds: float) -> None:
           f"RSS under load sampled every {RSS_EVERY} s\n", flush=True)
     print(f"wgc: {crypto_workers()} crypto workers by default ({available_cpus()} CPUs available), "
           f"and {MORE_WORKERS} in the case so named\n", flush=True)
-    order = cases(baselines)
-    results: dict[tuple[str, str, int | None], list[dict]] = {case: [] for case in order}
     time_aead = aead_timer()
     aead: list[float] = []          # seal + open, s/GB, per round
-    for round_ in range(rounds):
-        for case in order if round_ % 2 == 0 else list(reversed(order)):
-            figures = measure(*case[:2], seconds, case[2])
-            results[case].append(figures)
-            print(f"round {round_ + 1} {case_name(case)}: {figures_line(figures)}", flush=True)
+
+    def after_round(round_: int) -> None:
         seal, open_ = time_aead()
         aead.append(seal + open_)
         print(f"round {round_ + 1} libsodium's AEAD alone: seal {seal:.2f} + open {open_:.2f} = "
               f"{seal + open_:.2f} s/GB", flush=True)
-    print("\nmedians (min-max):")
-    for case, runs in results.items():
-        print(f"  {case_name(case)}:")
-        for key, (what, unit, form) in FIGURES.items():
-            print(f"    {what}: {spread([r[key] for r in runs], form)} {unit}".rstrip())
-    medians = {case: {key: statistics.median(r[key] for r in runs) for key in FIGURES}
-               for case, runs in results.items()}
+
+    medians = print_medians(run_rounds(cases(baselines), rounds, seconds, after_round))
     ours = medians[("wgc", "wgc", None)]
     more = medians[("wgc", "wgc", MORE_WORKERS)]
     print(f"\nwgc<->wgc with {MORE_WORKERS} crypto workers / with the default ({crypto_workers()}): "
@@ -420,8 +474,11 @@ def main():
     parser.add_argument("--soak", type=float, metavar="S", help="memory under S seconds of load instead")
     parser.add_argument("--scrape", action="store_true",
                         help="wgc<->wgc TCP without and with a /metrics scraper every 100 ms instead")
+    parser.add_argument("--against", metavar="REF", help="wgc<->wgc of this checkout against REF's instead")
     args = parser.parse_args()
-    if args.scrape:
+    if args.against:
+        against(args.against, args.rounds, args.seconds)
+    elif args.scrape:
         scrape_bench(args.rounds, args.seconds)
     elif args.soak:
         for implementation, workers in (("wgc", None), ("wgc", MORE_WORKERS), (DEBIAN_GO, None)):
