@@ -393,8 +393,11 @@ def print_medians(results: dict[Case, list[dict]]) -> dict[Case, dict]:
 def against(ref: str, rounds: int, seconds: float) -> None:
     """wgc<->wgc of this checkout against wgc<->wgc of git ref's build,
     alternating: the A/B test of a change (wgc at its default workers)."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                           stdout=subprocess.PIPE, text=True)
+    if found.returncode != 0:
+        sys.exit(f"bench: {ref!r} names no commit of {ROOT}")
+    commit = found.stdout.strip()
     tree = build_of(commit)
     theirs = f"wgc@{commit[:10]}"
     IMPLEMENTATIONS[theirs] = ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "wgc"]
@@ -412,8 +415,8 @@ def build_of(commit: str) -> Path:
     and kept for the next run."""
     tree = ROOT / "build" / "bench-against" / commit
     if not (tree / "setup.py").exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit],
-                       check=True, capture_output=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--quiet", "--detach", str(tree), commit],
+                       check=True)
     subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2", "-q"], cwd=tree,
                    check=True, stdout=subprocess.DEVNULL)
     return tree

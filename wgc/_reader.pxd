@@ -25,10 +25,10 @@ cdef enum:
     # keep the prompt wake-ups: a flood of them (one read each) overflows
     # the kernel's TUN queue in well under a millisecond when the reader
     # waits, and a lone interactive packet should not wait for a slice to
-    # end.  wgc<->wgc on 2 cores, iperf3 beside both ends, against a reader
-    # that always may (two runs of 5 alternating rounds): TCP +4 and +6 %,
-    # CPU per GB -5 and -2 %, UDP -b 0 -l 1300 received -8 and +4 % (within
-    # its spread); a reader that never may lost 22 % of the UDP received.
+    # end.  `just bench-against 434ea59 8` (the reader always may there, and
+    # the helpers too): TCP 1.06x, CPU per GB 0.94x, UDP -b 0 -l 1300
+    # received 0.99x.  A reader that never may (set with chrt on that build,
+    # 5 alternating rounds) lost 22 % of the UDP received.
     READER_BULK_READ = 16384
 
 cdef struct TunReader:

@@ -56,9 +56,9 @@ cdef void *helper_main(void *arg) noexcept nogil:
     cdef uint32_t count
     pthread_setname_np(pthread_self(), b"wgc-crypto")      # as top -H and perf show it
     # A helper that preempts the data-plane thread on its CPU takes jobs the
-    # caller would have run itself.  wgc<->wgc TCP at 2 workers, against
-    # helpers that may preempt (4 alternating rounds): +12 % throughput,
-    # -5 % CPU per GB.
+    # caller would have run itself.  wgc<->wgc TCP at 2 workers, helpers
+    # set SCHED_BATCH with chrt against helpers that may preempt (4
+    # alternating rounds): +12 % throughput, -5 % CPU per GB.
     thread_may_preempt(False)
     pthread_mutex_lock(&p.mutex)
     while True:
